@@ -1,0 +1,1 @@
+"""One module per `intriguing` subcommand; see core/cli.py."""

@@ -1,0 +1,66 @@
+"""Where things live: data root, TORCH_HOME, committed models, user cache.
+
+Each location is resolved as: explicit argument (CLI flag) > environment variable > default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ASSETS_DIR = PROJECT_ROOT / "assets"
+
+DATA_DIR_ENV = "INTRIGUING_DATA_DIR"
+MODEL_DIR_ENV = "INTRIGUING_MODEL_DIR"
+CACHE_DIR_ENV = "INTRIGUING_CACHE_DIR"
+OFFLINE_ENV = "INTRIGUING_OFFLINE"
+
+
+def cache_dir() -> Path:
+    """The user's writable cache folder (activations, downloads, results database)."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "intriguing").expanduser()
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """torchvision-style data root: flag, else $INTRIGUING_DATA_DIR, else ~/.cache/intriguing/data."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env).expanduser() if env else cache_dir() / "data"
+
+
+def model_dir() -> Path:
+    """Folder of trained MNIST checkpoints: $INTRIGUING_MODEL_DIR, else the committed assets/models."""
+    env = os.environ.get(MODEL_DIR_ENV)
+    return Path(env).expanduser() if env else ASSETS_DIR / "models"
+
+
+def torch_home() -> Path:
+    """TORCH_HOME as torch.hub resolves it (weights live in <TORCH_HOME>/hub/checkpoints)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()).parent
+
+
+def set_locations(data: str | None = None, torch_home: str | None = None) -> None:
+    """Apply CLI flags by exporting them, so that every later lookup (and child processes) sees them."""
+    if data:
+        os.environ[DATA_DIR_ENV] = str(Path(data).expanduser().resolve())
+    if torch_home:
+        os.environ["TORCH_HOME"] = str(Path(torch_home).expanduser().resolve())
+        import torch.hub
+
+        torch.hub.set_dir(str(Path(os.environ["TORCH_HOME"]) / "hub"))
+
+
+def offline() -> bool:
+    """True when the user asked never to touch the network ($INTRIGUING_OFFLINE=1)."""
+    return os.environ.get(OFFLINE_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def default_device():
+    """CUDA when present, else CPU; every entry point takes an explicit device too."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,21 @@
+"""Data: MNIST with the paper's P1/P2 split, ImageNet sample photos and user images."""
+
+from core.data.mnist import (
+    MNIST_FILES,
+    SPLITS,
+    MNISTSplit,
+    ensure_mnist,
+    load_mnist,
+    paper_split,
+    split_fingerprint,
+)
+
+__all__ = [
+    "MNIST_FILES",
+    "SPLITS",
+    "MNISTSplit",
+    "ensure_mnist",
+    "load_mnist",
+    "paper_split",
+    "split_fingerprint",
+]

@@ -1,0 +1,29 @@
+"""The zoo: `load(name)` gives an eval-mode module taking [0, 1] pixels and returning logits."""
+
+from core.models.zoo import (
+    MNIST_MODELS,
+    ModelSpec,
+    TrainConfig,
+    class_names,
+    describe,
+    get_spec,
+    layer_modules,
+    list_models,
+    load,
+    model_status,
+    read_card,
+)
+
+__all__ = [
+    "MNIST_MODELS",
+    "ModelSpec",
+    "TrainConfig",
+    "class_names",
+    "describe",
+    "get_spec",
+    "layer_modules",
+    "list_models",
+    "load",
+    "model_status",
+    "read_card",
+]

@@ -1,0 +1,141 @@
+"""torchvision ImageNet classifiers with their normalisation folded in, so they take [0, 1] pixels.
+
+Weights come from TORCH_HOME (<TORCH_HOME>/hub/checkpoints); a classifier is offered only when its
+weights are on disk or the network can fetch them. `mobilenet_v2` (IMAGENET1K_V1) is the offline default.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+import torchvision
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+
+from core import config
+from core.errors import WeightsMissingError
+from core.models import nets
+
+DEFAULT_MODEL = "mobilenet_v2"
+DOWNLOAD_HOST = "download.pytorch.org"
+
+# Readable layers for the classifiers we know; any other gets its top-level blocks and logits.
+_KNOWN_LAYERS = {
+    "mobilenet_v2": {
+        **{f"block{i}": f"net.features.{i}" for i in (1, 3, 6, 13, 17)},
+        "features": "net.features.18",
+        "pool": "net.classifier.0",
+        "logits": "net.classifier.1",
+    },
+    "alexnet": {
+        "conv1": "net.features.1",
+        "conv2": "net.features.4",
+        "conv3": "net.features.7",
+        "conv4": "net.features.9",
+        "conv5": "net.features.11",
+        "fc6": "net.classifier.2",
+        "fc7": "net.classifier.5",
+        "logits": "net.classifier.6",
+    },
+}
+
+
+def _all_classifiers() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _local_file(weights) -> Path:
+    return config.torch_home() / "hub" / "checkpoints" / Path(weights.url).name
+
+
+@functools.lru_cache(maxsize=1)
+def _network() -> bool:
+    from core.data.mnist import network_available
+
+    return network_available(DOWNLOAD_HOST)
+
+
+def _weights_enum(name: str):
+    try:
+        return torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        return None
+
+
+def pick_weights(name: str):
+    """The weights to use: a variant whose file is on disk (IMAGENET1K_V1 first), else DEFAULT if downloadable."""
+    enum = _weights_enum(name)
+    if enum is None:
+        return None
+    present = [w for w in enum if _local_file(w).is_file()]
+    if present:
+        return present[0]
+    return enum.DEFAULT if _network() else None
+
+
+def weights_status(name: str) -> str:
+    enum = _weights_enum(name)
+    if enum is None:
+        return "missing"
+    if any(_local_file(w).is_file() for w in enum):
+        return "weights present"
+    return "downloadable" if _network() else "missing"
+
+
+def available_names(include_unavailable_default: bool = True) -> list[str]:
+    """ImageNet classifiers with usable weights; the default is listed even when missing (its status says so)."""
+    names = [n for n in _all_classifiers() if n != DEFAULT_MODEL and weights_status(n) != "missing"]
+    if include_unavailable_default or weights_status(DEFAULT_MODEL) != "missing":
+        names.insert(0, DEFAULT_MODEL)
+    return names
+
+
+def spec(name: str):
+    """A ModelSpec for a torchvision classifier, or None if torchvision has no such classifier."""
+    from core.models.zoo import ModelSpec
+
+    if name not in _all_classifiers():
+        return None
+    layers = _KNOWN_LAYERS.get(name) or {"logits": "net"}
+    return ModelSpec(
+        name=name,
+        dataset="imagenet",
+        architecture=f"torchvision {name}",
+        build=functools.partial(build, name),
+        layers=layers,
+        description=f"torchvision {name}, ImageNet weights, normalisation folded in.",
+    )
+
+
+def build(name: str) -> torch.nn.Module:
+    weights = pick_weights(name)
+    if weights is None:
+        enum = _weights_enum(name)
+        want = _local_file(enum.DEFAULT if name != DEFAULT_MODEL else enum.IMAGENET1K_V1) if enum else None
+        raise WeightsMissingError(
+            f"ImageNet weights for {name} are not available offline. Put {want.name if want else 'them'} in "
+            f"{config.torch_home() / 'hub' / 'checkpoints'} (set TORCH_HOME or --torch-home), "
+            "or connect to the internet once to download them."
+        )
+    net = torchvision.models.get_model(name, weights=weights)
+    t = weights.transforms()
+    return nets.Normalized(net, tuple(t.mean), tuple(t.std))
+
+
+def categories(name: str) -> tuple[str, ...]:
+    enum = _weights_enum(name)
+    return tuple(enum.DEFAULT.meta["categories"]) if enum else ()
+
+
+def preprocess(image: Image.Image, name: str = DEFAULT_MODEL) -> torch.Tensor:
+    """The weights' own resize and centre crop, without normalisation: (1, 3, H, W) in [0, 1]."""
+    enum = _weights_enum(name)
+    t = (pick_weights(name) or enum.DEFAULT).transforms() if enum else None
+    resize = t.resize_size[0] if t else 256
+    crop = t.crop_size[0] if t else 224
+    interp = t.interpolation if t else TF.InterpolationMode.BILINEAR
+    img = TF.to_image(image.convert("RGB"))
+    img = TF.center_crop(TF.resize(img, [resize], interpolation=interp, antialias=True), [crop])
+    return TF.to_dtype(img, torch.float32, scale=True).unsqueeze(0)

@@ -1,0 +1,160 @@
+"""Plain training loops for the MNIST zoo (torchvision-references style), writing a checkpoint and a card."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from core import config
+from core.data import load_mnist, split_fingerprint
+from core.errors import InvalidParameterError
+from core.models.zoo import MNIST_MODELS, ModelSpec, TrainConfig
+
+
+def versions() -> dict[str, str]:
+    """Library versions, recorded next to every result so that it can be reproduced."""
+    import numpy
+    import torchvision
+
+    import core
+
+    return {
+        "intriguing_lab": core.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+@torch.no_grad()
+def error_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000) -> float:
+    """Share of misclassified images, computed in batches on the model's device."""
+    device = next(model.parameters()).device
+    wrong = 0
+    for i in range(0, len(labels), batch_size):
+        logits = model(images[i : i + batch_size].to(device))
+        wrong += (logits.argmax(1).cpu() != labels[i : i + batch_size]).sum().item()
+    return wrong / max(len(labels), 1)
+
+
+def _l2_penalty(model: nn.Module) -> torch.Tensor:
+    """sum of squared weights (matrices and kernels, not biases): the paper's weight decay."""
+    return sum((p**2).sum() for name, p in model.named_parameters() if p.dim() > 1)
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    perm = torch.randperm(n, generator=gen)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _pretrain_autoencoder(
+    model: nn.Module, x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator, device, progress: bool
+) -> None:
+    """Greedy pre-training of AE400-10's encoder: reconstruct the input through a tied-size decoder."""
+    decoder = nn.Sequential(nn.Linear(model.out.in_features, 28 * 28), nn.Sigmoid()).to(device)
+    params = [*model.encoder.parameters(), *decoder.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    for _ in tqdm(
+        range(cfg.pretrain_epochs), desc="autoencoder pre-training", leave=False, disable=not progress
+    ):
+        for idx in _batches(len(x), cfg.batch_size, gen):
+            xb = x[idx].flatten(1)
+            code = model.encoder(xb)
+            loss = F.binary_cross_entropy(decoder(code), xb) + 1e-3 * code.mean()  # light sparsity
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def train(
+    name: str,
+    epochs: int | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    device: torch.device | str | None = None,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train zoo model `name` from scratch; write <out>/<name>.pt and <name>.json; return the card."""
+    if name not in MNIST_MODELS:
+        raise InvalidParameterError(f"`train` knows the MNIST zoo only: {', '.join(MNIST_MODELS)}.")
+    spec: ModelSpec = MNIST_MODELS[name]
+    cfg = spec.train if epochs is None else dataclasses.replace(spec.train, epochs=epochs)
+    if cfg.epochs < 0 or cfg.pretrain_epochs < 0:
+        raise InvalidParameterError("epochs must be >= 0.")
+    device = torch.device(device) if device is not None else config.default_device()
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+
+    data = load_mnist(cfg.subset, data_dir)
+    x, y = data.images.to(device), data.labels.to(device)
+    model = spec.build().to(device)
+    start = time.perf_counter()
+    if cfg.pretrain_epochs:
+        _pretrain_autoencoder(model, x, cfg, gen, device, progress)
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    batches_per_epoch = math.ceil(len(y) / cfg.batch_size)
+    total = max(cfg.epochs * batches_per_epoch, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))
+    )
+    bar = tqdm(range(cfg.epochs), desc=f"training {name}", disable=not progress)
+    for _ in bar:
+        model.train()
+        for idx in _batches(len(y), cfg.batch_size, gen):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            if cfg.weight_decay:
+                loss = loss + 0.5 * cfg.weight_decay * _l2_penalty(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    train_time = time.perf_counter() - start
+
+    model.eval()
+    errors = {f"{cfg.subset}_error" if cfg.subset != "train" else "train_error": error_rate(model, x, y)}
+    for split in ("train", "test", "p1", "p2"):
+        key = f"{split}_error"
+        if key not in errors:
+            other = load_mnist(split, data_dir)
+            errors[key] = error_rate(model, other.images, other.labels)
+
+    out_dir = Path(out) if out else config.model_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / f"{name}.pt"
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, ckpt)
+    card = {
+        "name": name,
+        "architecture": spec.architecture,
+        "dataset": "mnist",
+        "subset": cfg.subset,
+        "subset_fingerprint": split_fingerprint(data.indices),
+        "n_train": len(y),
+        "hyperparameters": dataclasses.asdict(cfg),
+        "weight_decay_form": "loss = mean cross-entropy + weight_decay / 2 * sum of squared weights (no biases)",
+        "seed": seed,
+        **{k: round(v, 6) for k, v in errors.items()},
+        "paper": spec.paper,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_time_s": round(train_time, 1),
+        "device": str(device),
+        "checkpoint_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
+        "versions": versions(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card

@@ -1,0 +1,264 @@
+"""The model zoo: the paper's MNIST networks (trained by `intriguing train`, committed under
+assets/models) and torchvision ImageNet classifiers (weights from TORCH_HOME)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core import config
+from core.errors import CheckpointError, InvalidParameterError
+from core.models import nets
+
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How `intriguing train` fits a model; recorded verbatim in its card."""
+
+    subset: str = "train"  # train | p1 | p2
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # L2 penalty: loss += weight_decay * sum(W**2) over weight matrices
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    pretrain_epochs: int = 0  # autoencoder pre-training (AE400-10 only)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a zoo entry is: how to build it, which layers to look inside, what the paper reported."""
+
+    name: str
+    dataset: str  # "mnist" or "imagenet"
+    architecture: str
+    build: Callable[[], nn.Module]
+    layers: dict[str, str]  # readable name -> dotted module path whose output is that layer's activation
+    train: TrainConfig | None = None
+    paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
+    description: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (1, 28, 28) if self.dataset == "mnist" else (3, 224, 224)
+
+
+def _mlp_layers(n_hidden: int) -> dict[str, str]:
+    layers = {f"hidden{i + 1}": f"hidden.{i}" for i in range(n_hidden)}
+    layers["logits"] = "out"
+    return layers
+
+
+def _mnist_specs() -> list[ModelSpec]:
+    def fc10(lam: float, label: str, train_err: float, test_err: float, dist: float) -> ModelSpec:
+        return ModelSpec(
+            name=f"fc10-{label}",
+            dataset="mnist",
+            architecture="softmax regression 784-10",
+            build=nets.SoftmaxRegression,
+            layers={"logits": "out"},
+            train=TrainConfig(epochs=15, lr=2e-3, weight_decay=lam, batch_size=256),
+            paper={"train_error": train_err, "test_error": test_err, "min_distortion": dist},
+            description=f"FC10({label}): softmax regression with weight decay {lam:g}.",
+        )
+
+    def mlp(name, hidden, subset, paper, desc, epochs=30) -> ModelSpec:
+        return ModelSpec(
+            name=name,
+            dataset="mnist",
+            architecture="sigmoid MLP 784-" + "-".join(map(str, hidden)) + "-10",
+            build=lambda: nets.SigmoidMLP(hidden),
+            layers=_mlp_layers(len(hidden)),
+            train=TrainConfig(subset=subset, epochs=epochs, lr=2e-3, weight_decay=1e-4),
+            paper=paper,
+            description=desc,
+        )
+
+    return [
+        fc10(1e-4, "1e-4", 0.067, 0.074, 0.062),
+        fc10(1e-2, "1e-2", 0.10, 0.094, 0.1),
+        fc10(1.0, "1", 0.212, 0.20, 0.14),
+        mlp(
+            "fc100-100-10",
+            (100, 100),
+            "train",
+            {"train_error": 0.0, "test_error": 0.0164, "min_distortion": 0.058},
+            "FC100-100-10: two sigmoid hidden layers of 100 units, weight decay.",
+        ),
+        mlp(
+            "fc200-200-10",
+            (200, 200),
+            "train",
+            {"train_error": 0.0, "test_error": 0.0154, "min_distortion": 0.065},
+            "FC200-200-10: two sigmoid hidden layers of 200 units, weight decay.",
+        ),
+        ModelSpec(
+            name="ae400-10",
+            dataset="mnist",
+            architecture="autoencoder 784-400 (sigmoid) + softmax 400-10",
+            build=nets.AutoencoderClassifier,
+            layers={"code": "encoder", "logits": "out"},
+            train=TrainConfig(epochs=25, lr=1e-3, weight_decay=1e-4, pretrain_epochs=5),
+            paper={"train_error": 0.0057, "test_error": 0.019, "min_distortion": 0.086},
+            description="AE400-10: a 400-unit sigmoid autoencoder, then softmax on its code, fine-tuned.",
+        ),
+        mlp(
+            "fc100-100-10-p1",
+            (100, 100),
+            "p1",
+            {"p1_error": 0.0, "p2_error": 0.024, "test_error": 0.02, "min_distortion": 0.062},
+            "FC100-100-10 trained on P1, the first half of the training set.",
+            epochs=40,
+        ),
+        mlp(
+            "fc123-456-10-p1",
+            (123, 456),
+            "p1",
+            {"p1_error": 0.0, "p2_error": 0.025, "test_error": 0.021, "min_distortion": 0.059},
+            "FC123-456-10 trained on P1.",
+            epochs=40,
+        ),
+        mlp(
+            "fc100-100-10-p2",
+            (100, 100),
+            "p2",
+            {"p1_error": 0.023, "p2_error": 0.0, "test_error": 0.021, "min_distortion": 0.058},
+            "FC100-100-10' trained on P2, the second half of the training set.",
+            epochs=40,
+        ),
+        ModelSpec(
+            name="cnn",
+            dataset="mnist",
+            architecture="conv32-conv64-fc128-10 (ReLU, max-pool)",
+            build=nets.SmallCNN,
+            layers={"conv1": "conv1", "conv2": "conv2", "fc1": "fc1", "logits": "out"},
+            train=TrainConfig(epochs=4, lr=1e-3, weight_decay=1e-6),
+            paper={},
+            description="A small convolutional net for MNIST, for the unit analysis.",
+        ),
+    ]
+
+
+MNIST_MODELS: dict[str, ModelSpec] = {s.name: s for s in _mnist_specs()}
+
+
+def checkpoint_path(name: str) -> Path:
+    return config.model_dir() / f"{name}.pt"
+
+
+def card_path(name: str) -> Path:
+    return config.model_dir() / f"{name}.json"
+
+
+def read_card(name: str) -> dict | None:
+    """The JSON card written next to a trained checkpoint, or None."""
+    path = card_path(name)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
+    """Load a state_dict safely (weights_only) and turn every failure into one clear CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} is missing. Train it with `intriguing train {path.stem}`.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "unreadable"
+        raise CheckpointError(
+            f"Checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__})."
+        ) from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"Checkpoint {path} does not hold a state_dict of tensors.")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"Checkpoint {path} does not match the architecture: {first}") from exc
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"Checkpoint {path} holds NaN or infinite values in {', '.join(bad[:3])}.")
+    return model
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a zoo model (MNIST or an ImageNet classifier whose weights are available)."""
+    if name in MNIST_MODELS:
+        return MNIST_MODELS[name]
+    from core.models import imagenet
+
+    spec = imagenet.spec(name)
+    if spec is None:
+        known = ", ".join([*MNIST_MODELS, *imagenet.available_names()])
+        raise InvalidParameterError(f"Unknown model {name!r}. Known models: {known}.")
+    return spec
+
+
+def load(name: str, device: torch.device | str | None = None) -> nn.Module:
+    """An eval-mode module taking [0, 1] pixels and returning logits; its parameters are frozen
+    (attacks only need input gradients, which is cheaper)."""
+    spec = get_spec(name)
+    if spec.dataset == "mnist":
+        model = load_checkpoint(spec.build(), checkpoint_path(name))
+    else:
+        model = spec.build()
+    model.eval().requires_grad_(False)
+    return model.to(torch.device(device) if device is not None else config.default_device())
+
+
+def class_names(name: str) -> tuple[str, ...]:
+    spec = get_spec(name)
+    if spec.dataset == "mnist":
+        return MNIST_CLASSES
+    from core.models import imagenet
+
+    return imagenet.categories(name)
+
+
+def layer_modules(model: nn.Module, name: str) -> dict[str, nn.Module]:
+    """Readable layer name -> the module whose output is that layer's activation."""
+    return {layer: model.get_submodule(path) for layer, path in get_spec(name).layers.items()}
+
+
+def model_status(name: str) -> str:
+    """'committed' (checkpoint in assets), 'trained' (elsewhere), 'weights present', 'downloadable' or 'missing'."""
+    spec = get_spec(name)
+    if spec.dataset == "mnist":
+        path = checkpoint_path(name)
+        if not path.is_file():
+            return "missing"
+        return "committed" if path.resolve().is_relative_to(config.ASSETS_DIR.resolve()) else "trained"
+    from core.models import imagenet
+
+    return imagenet.weights_status(name)
+
+
+def list_models(include_unavailable: bool = True) -> list[str]:
+    """Names of the zoo: the MNIST models, then ImageNet classifiers whose weights are usable."""
+    from core.models import imagenet
+
+    names = [*MNIST_MODELS, *imagenet.available_names(include_unavailable_default=include_unavailable)]
+    return names
+
+
+def describe(name: str) -> dict:
+    """A JSON-able summary of a model: architecture, dataset, status, paper and recorded errors."""
+    spec = get_spec(name)
+    card = read_card(name) if spec.dataset == "mnist" else None
+    recorded = {k: v for k, v in (card or {}).items() if k.endswith("_error")}
+    return {
+        "name": name,
+        "dataset": spec.dataset,
+        "architecture": spec.architecture,
+        "description": spec.description,
+        "status": model_status(name),
+        "layers": list(spec.layers),
+        "paper": spec.paper,
+        "recorded": {k: (None if v is None or math.isnan(v) else v) for k, v in recorded.items()},
+    }

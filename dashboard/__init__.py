@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: a thin view over `core` (no model maths here)."""

@@ -1,0 +1,44 @@
+"""Entry point: `intriguing dashboard` or `streamlit run dashboard/app.py`. One file a page in pages/."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a plain checkout
+    sys.path.insert(0, str(ROOT))
+
+PAGES = Path(__file__).parent / "pages"
+
+# (file, title, icon); a page appears once its file exists.
+NAVIGATION = {
+    "Overview": [("home.py", "Home", ":material/home:")],
+    "Adversarial examples": [
+        ("attack_lab.py", "Attack Lab", ":material/bolt:"),
+        ("validate.py", "Validate a prediction", ":material/verified:"),
+        ("transferability.py", "Transferability", ":material/swap_horiz:"),
+        ("robustness.py", "Robustness", ":material/shield:"),
+        ("defences.py", "Defences", ":material/security:"),
+        ("leaderboard.py", "Leaderboard", ":material/leaderboard:"),
+    ],
+    "Units vs random directions": [("unit_explorer.py", "Unit Explorer", ":material/grid_view:")],
+}
+
+
+def main() -> None:
+    st.set_page_config(page_title="intriguing-lab", page_icon=":material/science:", layout="wide")
+    pages = {
+        section: [
+            st.Page(str(PAGES / file), title=title, icon=icon, default=(file == "home.py"))
+            for file, title, icon in entries
+            if (PAGES / file).is_file()
+        ]
+        for section, entries in NAVIGATION.items()
+    }
+    st.navigation({k: v for k, v in pages.items() if v}).run()
+
+
+main()

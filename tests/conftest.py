@@ -1,0 +1,30 @@
+"""Point tests at the offline data laid beside the project (../shared), never at the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+if "INTRIGUING_DATA_DIR" not in os.environ and (SHARED / "data").is_dir():
+    os.environ["INTRIGUING_DATA_DIR"] = str(SHARED / "data")
+if "TORCH_HOME" not in os.environ and (SHARED / "torch").is_dir():
+    os.environ["TORCH_HOME"] = str(SHARED / "torch")
+os.environ.setdefault("INTRIGUING_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Each test session writes caches and databases into its own temporary folder."""
+    monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    from core.data import load_mnist
+
+    return load_mnist("test")
