@@ -30,7 +30,7 @@ def test_committed_models_are_close_to_the_paper(name):
     card, paper = read_card(name), MNIST_MODELS[name].paper
     if name == "cnn":
         assert card["test_error"] < 0.01
-    elif name != "fc10-1":  # see README: FC10(1) lands above the paper's 20% with our L2 convention
+    elif "test_error" in paper and name != "fc10-1":  # README: FC10(1) lands above the paper's 20%
         assert abs(card["test_error"] - paper["test_error"]) <= 0.005 + 1e-9
 
 
