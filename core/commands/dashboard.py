@@ -12,7 +12,7 @@ APP = PROJECT_ROOT / "dashboard" / "app.py"
 
 def run(args) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), *args.extra]
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, cwd=PROJECT_ROOT)  # picks up .streamlit/config.toml (upload limit)
 
 
 def register(sub, common) -> None:
