@@ -1,0 +1,76 @@
+"""The attack engine: the paper's box-constrained L-BFGS and the modern attacks, batched and streaming.
+
+    from core.attacks import make_attack
+    attack = make_attack("pgd", model, eps=0.1, steps=40)      # or ATTACKS["pgd"](model, eps=...)
+    result = attack.run(x, labels)                              # x (N,C,H,W) in [0,1]; target=None|int|(N,)
+    result.summary()        # success_rate, mean/median_rms_distortion, mean_l2, box_violations, time_s, n ...
+
+    run = attack.start(x, labels, target=3)                     # live, step by step
+    for event in run:       # AttackEvent after every iteration: iteration, loss, c, search_round,
+        draw(event.x_adv, event.probs, event.rms)               #   x_adv, logits -> probs/pred/l2/linf/rms (lazy)
+        if stop_pressed: break
+    result = run.result()   # best so far, clipped and re-verified by a fresh forward pass; any time
+
+Every attack returns an `AttackResult` (x, x_adv, x_adv_raw, perturbation, success, labels, target,
+pred_before, pred_after, probs_after, l2, linf, rms, iterations, model_calls, time_s, params).
+`gaussian_noise_baseline(model, x, labels, rms, seed)` is the paper's random-noise control.
+Bad parameters raise `core.errors.InvalidParameterError`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.attacks.base import (
+    Attack,
+    AttackEvent,
+    AttackResult,
+    AttackRun,
+    l2_norm,
+    linf_norm,
+    rms,
+)
+from core.attacks.fgsm import FGSM
+from core.attacks.noise import GaussianNoise, gaussian_noise_baseline
+from core.attacks.pgd import PGD
+from core.errors import InvalidParameterError
+
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, PGD)}
+
+
+def make_attack(
+    name: str, model: nn.Module, device: torch.device | str | None = None, **params: Any
+) -> Attack:
+    """An attack by registry name with validated parameters (unknown names/parameters raise
+    InvalidParameterError listing what is accepted)."""
+    if name not in ATTACKS:
+        raise InvalidParameterError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}.")
+    cls = ATTACKS[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model", "device")]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise InvalidParameterError(
+            f"{name} does not take {', '.join(unknown)}; its parameters are {', '.join(accepted)}."
+        )
+    return cls(model, device, **params)
+
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackEvent",
+    "AttackResult",
+    "AttackRun",
+    "FGSM",
+    "GaussianNoise",
+    "PGD",
+    "gaussian_noise_baseline",
+    "l2_norm",
+    "linf_norm",
+    "make_attack",
+    "rms",
+]

@@ -1,0 +1,368 @@
+"""What every attack shares: the streaming run, the event it yields after each iteration, the one result
+type, distortion measures and parameter checks.
+
+An attack subclass only writes `_steps(run)`, a generator that updates `run.best` (the best adversarial
+images so far, one per input image) and yields one `AttackEvent` per iteration. Everything else (clean
+predictions, the fresh verification pass, distortions, timing, model-call counting) lives here, once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.errors import InvalidParameterError
+
+# ---------------------------------------------------------------- distortion measures (per image, [0,1] scale)
+
+
+def l2_norm(r: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each image's perturbation, shape (N,)."""
+    return r.flatten(1).norm(dim=1)
+
+
+def linf_norm(r: torch.Tensor) -> torch.Tensor:
+    """Largest absolute pixel change of each image, shape (N,)."""
+    return r.flatten(1).abs().amax(dim=1)
+
+
+def rms(r: torch.Tensor) -> torch.Tensor:
+    """The paper's distortion measure sqrt(sum r^2 / n) per image, n = pixels x channels."""
+    flat = r.flatten(1)
+    return flat.norm(dim=1) / math.sqrt(flat.shape[1])
+
+
+# ---------------------------------------------------------------- parameter checks
+
+
+def check_float(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None, strict_low: bool = False
+) -> float:
+    """A finite real number in [low, high] (or (low, high] with strict_low); InvalidParameterError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidParameterError(f"{name} must be a number, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidParameterError(f"{name} must be finite, got {value}.")
+    if low is not None and (value < low or (strict_low and value == low)):
+        bound = ">" if strict_low else ">="
+        raise InvalidParameterError(f"{name} must be {bound} {low}, got {value}.")
+    if high is not None and value > high:
+        raise InvalidParameterError(f"{name} must be <= {high}, got {value}.")
+    return value
+
+
+def check_int(name: str, value: Any, *, low: int = 0, high: int | None = None) -> int:
+    """An integer in [low, high]; InvalidParameterError otherwise (floats like 3.0 are accepted)."""
+    if isinstance(value, bool):
+        raise InvalidParameterError(f"{name} must be an integer, got {value!r}.")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise InvalidParameterError(f"{name} must be an integer, got {value!r}.")
+    if value < low or (high is not None and value > high):
+        upper = f" and <= {high}" if high is not None else ""
+        raise InvalidParameterError(f"{name} must be >= {low}{upper}, got {value}.")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidParameterError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+    return value
+
+
+# ---------------------------------------------------------------- event and result
+
+
+@dataclass(eq=False)
+class AttackEvent:
+    """One iteration of an attack, as a live view would draw it. All tensors are per image (first dim N)
+    and are references to the attack's own tensors: read them, never modify them.
+
+    `x_adv` is the point the model was evaluated at in this iteration and `logits` its output (no extra
+    forward pass is spent on events). `loss` is the attack's own objective per image (see each attack).
+    For L-BFGS and C&W, `c` is each image's current trade-off constant and `search_round` its round of
+    the search over c. Probabilities and distortions are computed lazily, only if someone reads them.
+    """
+
+    attack: str
+    iteration: int
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    logits: torch.Tensor
+    loss: torch.Tensor
+    c: torch.Tensor | None = None
+    search_round: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def probs(self) -> torch.Tensor:
+        return F.softmax(self.logits.detach().float(), dim=1)
+
+    @cached_property
+    def pred(self) -> torch.Tensor:
+        return self.logits.argmax(dim=1)
+
+    @cached_property
+    def perturbation(self) -> torch.Tensor:
+        return self.x_adv.detach() - self.x
+
+    @cached_property
+    def l2(self) -> torch.Tensor:
+        return l2_norm(self.perturbation)
+
+    @cached_property
+    def linf(self) -> torch.Tensor:
+        return linf_norm(self.perturbation)
+
+    @cached_property
+    def rms(self) -> torch.Tensor:
+        return rms(self.perturbation)
+
+
+def _mean(values: torch.Tensor) -> float | None:
+    return float(values.mean()) if values.numel() else None
+
+
+def _median(values: torch.Tensor) -> float | None:
+    return float(values.median()) if values.numel() else None
+
+
+@dataclass(eq=False)
+class AttackResult:
+    """The outcome of any attack (tensors on the CPU, first dim N).
+
+    `x_adv` is clipped to [0, 1]; `x_adv_raw` is what the attack produced before clipping (our attacks
+    stay inside the box, so the two normally coincide; `summary()['raw_box_violations']` says if not).
+    `success` comes from a fresh forward pass on `x_adv` after the attack, never from inside its loop:
+    untargeted, the prediction differs from `labels`; targeted, it equals `target`.
+    `model_calls` counts the attack's batched forward passes, a forward+backward counting as one; the
+    final verification pass is not included. `time_s` is the attack's own compute time (time spent by a
+    consumer of the event stream is excluded).
+    """
+
+    attack: str
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    x_adv_raw: torch.Tensor
+    labels: torch.Tensor
+    target: torch.Tensor | None
+    pred_before: torch.Tensor
+    pred_after: torch.Tensor
+    probs_after: torch.Tensor
+    success: torch.Tensor
+    iterations: int
+    model_calls: int
+    time_s: float
+    params: dict[str, Any]
+
+    @cached_property
+    def perturbation(self) -> torch.Tensor:
+        return self.x_adv - self.x
+
+    @cached_property
+    def l2(self) -> torch.Tensor:
+        return l2_norm(self.perturbation)
+
+    @cached_property
+    def linf(self) -> torch.Tensor:
+        return linf_norm(self.perturbation)
+
+    @cached_property
+    def rms(self) -> torch.Tensor:
+        return rms(self.perturbation)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able figures. Distortion statistics are over the successful images only (the paper's
+        'average minimum distortion'); they are None when nothing succeeded."""
+        ok = self.success
+        return {
+            "attack": self.attack,
+            "n": len(self),
+            "success_rate": float(ok.float().mean()) if len(self) else 0.0,
+            "mean_rms_distortion": _mean(self.rms[ok]),
+            "median_rms_distortion": _median(self.rms[ok]),
+            "mean_l2": _mean(self.l2[ok]),
+            "mean_linf": _mean(self.linf[ok]),
+            "box_violations": int(((self.x_adv < 0) | (self.x_adv > 1)).sum()),
+            "raw_box_violations": int(((self.x_adv_raw < 0) | (self.x_adv_raw > 1)).sum()),
+            "iterations": self.iterations,
+            "model_calls": self.model_calls,
+            "time_s": self.time_s,
+            "targeted": self.target is not None,
+            "params": self.params,
+        }
+
+
+# ---------------------------------------------------------------- the run and the base class
+
+
+class AttackRun:
+    """One attack on one batch, iterated step by step: `for event in run: ...`, and `run.result()` at any
+    time (also after stopping early) for the best adversarial images so far, verified afresh.
+
+    Attributes an attack's `_steps` uses: `x`, `labels`, `target` (None if untargeted), `clean_logits`,
+    `best` (N,C,H,W: the best adversarial images so far; start: x itself), `forward`, `loss_and_grad`.
+    """
+
+    def __init__(self, attack: Attack, x: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None):
+        self.attack = attack
+        self.model = attack.model
+        self.x = x
+        self.labels = labels
+        self.target = target
+        self.best = x
+        self.iterations = 0
+        self.model_calls = 0
+        self.time_s = 0.0
+        self.finished = False
+        start = time.perf_counter()
+        with torch.no_grad():
+            self.clean_logits = self.forward(x)
+        self.num_classes = self.clean_logits.shape[1]
+        if target is not None and ((target < 0) | (target >= self.num_classes)).any():
+            raise InvalidParameterError(f"target labels must lie in 0..{self.num_classes - 1}.")
+        self._steps = attack._steps(self)
+        self.time_s += time.perf_counter() - start
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch, counted as one model call."""
+        self.model_calls += 1
+        return self.model(z)
+
+    def loss_and_grad(
+        self, z: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-image loss_fn(logits, z) (N,), its gradient with respect to z, and the logits; one model call.
+        Images are independent, so the gradient of the sum is each image's own gradient."""
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            logits = self.forward(z)
+            loss = loss_fn(logits, z)
+            (grad,) = torch.autograd.grad(loss.sum(), z)
+        return loss.detach(), grad, logits.detach()
+
+    def __iter__(self) -> Iterator[AttackEvent]:
+        while not self.finished:
+            start = time.perf_counter()
+            try:
+                event = next(self._steps)
+            except StopIteration:
+                self.finished = True
+                return
+            finally:
+                self.time_s += time.perf_counter() - start
+            self.iterations += 1
+            yield event
+
+    def result(self) -> AttackResult:
+        """The best adversarial images so far, clipped to the box and re-verified by a fresh forward pass."""
+        raw = self.best.detach()
+        x_adv = raw.clamp(0.0, 1.0)
+        with torch.no_grad():
+            logits = self.model(x_adv)
+        pred_after = logits.argmax(1)
+        if self.target is None:
+            success = pred_after != self.labels
+        else:
+            success = pred_after == self.target
+        cpu = torch.device("cpu")
+        return AttackResult(
+            attack=self.attack.name,
+            x=self.x.to(cpu),
+            x_adv=x_adv.to(cpu),
+            x_adv_raw=raw.to(cpu),
+            labels=self.labels.to(cpu),
+            target=None if self.target is None else self.target.to(cpu),
+            pred_before=self.clean_logits.argmax(1).to(cpu),
+            pred_after=pred_after.to(cpu),
+            probs_after=F.softmax(logits.float(), dim=1).to(cpu),
+            success=success.to(cpu),
+            iterations=self.iterations,
+            model_calls=self.model_calls,
+            time_s=self.time_s,
+            params=dict(self.attack.params),
+        )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+class Attack:
+    """Base class: subclasses set `name`, `supports_targeted`, validate their parameters in `__init__`
+    (storing them, JSON-able, in `self.params`) and implement `_steps(run)`."""
+
+    name: ClassVar[str] = "attack"
+    supports_targeted: ClassVar[bool] = True
+    supports_untargeted: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, device: torch.device | str | None = None) -> None:
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.model = model.to(self.device) if device is not None else model
+        self.params: dict[str, Any] = {}
+
+    def start(
+        self, x: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | int | None = None
+    ) -> AttackRun:
+        """Begin an attack on a batch; iterate the returned run for events, call `.result()` any time."""
+        x, labels, target = self._check_inputs(x, labels, target)
+        return AttackRun(self, x, labels, target)
+
+    def run(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        target: torch.Tensor | int | None = None,
+        callback: Callable[[AttackEvent], bool | None] | None = None,
+    ) -> AttackResult:
+        """Run to completion (or until `callback(event)` returns True) and return the result."""
+        run = self.start(x, labels, target)
+        for event in run:
+            if callback is not None and callback(event):
+                break
+        return run.result()
+
+    def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
+        raise NotImplementedError
+
+    def _event(self, run: AttackRun, x_adv: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor, **kw):
+        return AttackEvent(self.name, run.iterations, run.x, x_adv, logits, loss, **kw)
+
+    def _check_inputs(self, x, labels, target):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+            raise InvalidParameterError("x must be a float tensor of shape (N, C, H, W).")
+        if len(x) == 0:
+            raise InvalidParameterError("x holds no images.")
+        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise InvalidParameterError("x must hold finite pixel values in [0, 1].")
+        labels = torch.as_tensor(labels).reshape(-1).long()
+        if labels.shape[0] != x.shape[0]:
+            raise InvalidParameterError(f"{labels.shape[0]} labels for {x.shape[0]} images.")
+        if target is not None:
+            if not self.supports_targeted:
+                raise InvalidParameterError(f"{self.name} has no targeted mode.")
+            target = torch.as_tensor(target).long()
+            target = target.expand(len(x)).clone() if target.dim() == 0 else target.reshape(-1)
+            if target.shape[0] != x.shape[0]:
+                raise InvalidParameterError(f"{target.shape[0]} target labels for {x.shape[0]} images.")
+            if (target == labels).any():
+                raise InvalidParameterError("a target label equals the true label; pick another class.")
+            target = target.to(self.device)
+        elif not self.supports_untargeted:
+            raise InvalidParameterError(f"{self.name} needs a target label.")
+        return x.to(self.device, torch.float32), labels.to(self.device), target

@@ -1,0 +1,33 @@
+"""FGSM (Goodfellow et al., 2015): one step of size eps along the sign of the loss gradient (Linf)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.attacks.base import Attack, AttackEvent, AttackRun, check_float
+
+
+class FGSM(Attack):
+    """x_adv = clip(x + eps * sign(grad CE(x, label))); targeted: clip(x - eps * sign(grad CE(x, target))).
+    One model call. The single event shows the clean point and the cross-entropy the step climbs."""
+
+    name = "fgsm"
+
+    def __init__(
+        self, model: nn.Module, device: torch.device | str | None = None, *, eps: float = 0.1
+    ) -> None:
+        super().__init__(model, device)
+        self.eps = check_float("eps", eps, low=0.0, high=1.0)
+        self.params = {"eps": self.eps}
+
+    def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
+        goal, sign = (run.labels, 1.0) if run.target is None else (run.target, -1.0)
+        loss, grad, logits = run.loss_and_grad(
+            run.x, lambda out, _: F.cross_entropy(out, goal, reduction="none")
+        )
+        run.best = (run.x + sign * self.eps * grad.sign()).clamp(0.0, 1.0)
+        yield self._event(run, run.x, logits, loss)
