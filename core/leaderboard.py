@@ -1,0 +1,442 @@
+"""The leaderboard: every attack run (CLI, dashboard, reproduction, report) recorded in one embedded SQLite file.
+
+Writers are many short-lived processes and Streamlit threads, so the database runs in WAL mode with a busy
+timeout and each write is one `BEGIN IMMEDIATE` transaction. The schema is versioned by `PRAGMA user_version`
+and upgraded by the ordered `MIGRATIONS` list, one transaction per step, whenever a connection is opened.
+
+Two matrices answer "which attack works best on which net":
+- minimal distortion: for attacks that search the smallest flipping perturbation (L-BFGS, C&W, DeepFool, the
+  minimal-eps searches), the median RMS distortion of the successful images;
+- success at a fixed budget: for budgeted attacks (FGSM, PGD), the success rate at one (norm, eps).
+A cell shows the most recent run for its (attack, model), and how many images it used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from core import config
+from core.errors import InvalidParameterError
+
+DB_ENV = "INTRIGUING_LEADERBOARD"
+SOURCES = ("cli", "dashboard", "reproduce", "report", "test")
+BUSY_TIMEOUT_MS = 30_000
+
+# Each entry upgrades the schema by one version; never edit a released step, append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: one row per attack run
+    (
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at TEXT NOT NULL,
+            model TEXT NOT NULL,
+            attack TEXT NOT NULL,
+            params TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            success_rate REAL NOT NULL,
+            mean_rms REAL,
+            median_rms REAL,
+            mean_l2 REAL,
+            mean_linf REAL,
+            time_s REAL,
+            versions TEXT NOT NULL,
+            source TEXT NOT NULL
+        )""",
+        "CREATE INDEX runs_cell ON runs (attack, model)",
+    ),
+    # 2: the budget a run was held to (None: a minimal-distortion attack), its dataset and seed
+    (
+        "ALTER TABLE runs ADD COLUMN norm TEXT",
+        "ALTER TABLE runs ADD COLUMN budget REAL",
+        "ALTER TABLE runs ADD COLUMN dataset TEXT",
+        "ALTER TABLE runs ADD COLUMN seed INTEGER",
+        "ALTER TABLE runs ADD COLUMN median_l2 REAL",
+        "CREATE INDEX runs_budget ON runs (norm, budget)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def default_path() -> Path:
+    """$INTRIGUING_LEADERBOARD, else <cache_dir>/leaderboard.sqlite."""
+    env = os.environ.get(DB_ENV)
+    return Path(env).expanduser() if env else config.cache_dir() / "leaderboard.sqlite"
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the schema up to `target`, one transaction per step (safe when several processes open a new
+    database at once: the version is re-read under the write lock). Returns the version reached."""
+    if not 0 <= target <= SCHEMA_VERSION:
+        raise InvalidParameterError(f"schema version must lie in 0..{SCHEMA_VERSION}, got {target}.")
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= target:  # the usual case: no write lock needed
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= target:
+                conn.execute("COMMIT")
+                return version
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+_open_connections = threading.local()
+
+
+def _open(path: Path, schema: int) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    migrate(conn, schema)
+    return conn
+
+
+@contextmanager
+def connect(
+    path: str | os.PathLike | None = None, *, schema: int = SCHEMA_VERSION
+) -> Iterator[sqlite3.Connection]:
+    """An open, migrated connection in WAL mode (autocommit; writers use BEGIN IMMEDIATE).
+
+    Each thread keeps one connection per file open and reuses it: closing a WAL database's last
+    connection checkpoints it, a disk sync that would otherwise cost every recorded run ~20 ms."""
+    path = (Path(path) if path is not None else default_path()).expanduser().resolve()
+    cache = _open_connections.__dict__.setdefault("by_key", {})
+    key = (os.getpid(), str(path), schema)
+    conn = cache.get(key)
+    if conn is None or not path.exists():
+        conn = cache[key] = _open(path, schema)
+    yield conn
+
+
+def _optional_float(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise InvalidParameterError(f"{name} must be a finite, non-negative number or None, got {value}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Run:
+    """One recorded row, as the query functions return it."""
+
+    id: int
+    created_at: str
+    model: str
+    attack: str
+    params: dict[str, Any]
+    n: int
+    success_rate: float
+    mean_rms: float | None
+    median_rms: float | None
+    mean_l2: float | None
+    median_l2: float | None
+    mean_linf: float | None
+    time_s: float | None
+    norm: str | None
+    budget: float | None
+    dataset: str | None
+    seed: int | None
+    versions: dict[str, str]
+    source: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Run:
+        data = dict(row)
+        data["params"] = json.loads(data["params"])
+        data["versions"] = json.loads(data["versions"])
+        return cls(**data)
+
+
+def record_run(
+    *,
+    model: str,
+    attack: str,
+    params: Mapping[str, Any],
+    n: int,
+    success_rate: float,
+    mean_rms: float | None = None,
+    median_rms: float | None = None,
+    mean_l2: float | None = None,
+    median_l2: float | None = None,
+    mean_linf: float | None = None,
+    time_s: float | None = None,
+    norm: str | None = None,
+    budget: float | None = None,
+    dataset: str | None = None,
+    seed: int | None = None,
+    versions: Mapping[str, str] | None = None,
+    source: str = "cli",
+    path: str | os.PathLike | None = None,
+) -> int:
+    """Store one attack run; returns its row id. `budget`/`norm` are the Linf/L2 radius a budgeted attack
+    was held to (None for minimal-distortion attacks). Distortion statistics cover successful images only."""
+    if source not in SOURCES:
+        raise InvalidParameterError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
+    if not isinstance(n, int) or n < 1:
+        raise InvalidParameterError(f"n must be a positive integer, got {n!r}.")
+    rate = _optional_float("success_rate", success_rate)
+    if rate is None or rate > 1:
+        raise InvalidParameterError(f"success_rate must lie in [0, 1], got {success_rate}.")
+    if (norm is None) != (budget is None):
+        raise InvalidParameterError("norm and budget go together: give both or neither.")
+    if norm is not None and norm not in ("linf", "l2"):
+        raise InvalidParameterError(f"norm must be 'linf' or 'l2', got {norm!r}.")
+    if versions is None:
+        from core.models.train import versions as library_versions
+
+        versions = library_versions()
+    row = {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "model": str(model),
+        "attack": str(attack),
+        "params": json.dumps(dict(params), sort_keys=True, default=str),
+        "n": n,
+        "success_rate": rate,
+        "mean_rms": _optional_float("mean_rms", mean_rms),
+        "median_rms": _optional_float("median_rms", median_rms),
+        "mean_l2": _optional_float("mean_l2", mean_l2),
+        "median_l2": _optional_float("median_l2", median_l2),
+        "mean_linf": _optional_float("mean_linf", mean_linf),
+        "time_s": _optional_float("time_s", time_s),
+        "norm": norm,
+        "budget": _optional_float("budget", budget),
+        "dataset": dataset,
+        "seed": seed,
+        "versions": json.dumps(dict(versions), sort_keys=True),
+        "source": source,
+    }
+    columns = ", ".join(row)
+    marks = ", ".join(f":{k}" for k in row)
+    with connect(path) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", row)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return int(cursor.lastrowid)
+
+
+def record_result(
+    result: Any,
+    model: str,
+    *,
+    source: str,
+    dataset: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> int:
+    """Store an `AttackResult` (core.attacks): budgeted attacks (those with an `eps` parameter) are filed
+    under their (norm, eps) budget, the others as minimal-distortion runs."""
+    summary = result.summary()
+    params = dict(summary["params"])
+    budget = params.get("eps")
+    norm = params.get("norm", "linf") if budget is not None else None
+    ok = result.success
+    median_l2 = float(result.l2[ok].median()) if bool(ok.any()) else None
+    if dataset is None:
+        from core.models import get_spec
+
+        try:
+            dataset = get_spec(model).dataset
+        except InvalidParameterError:
+            dataset = None
+    return record_run(
+        model=model,
+        attack=summary["attack"],
+        params=params,
+        n=summary["n"],
+        success_rate=summary["success_rate"],
+        mean_rms=summary["mean_rms_distortion"],
+        median_rms=summary["median_rms_distortion"],
+        mean_l2=summary["mean_l2"],
+        median_l2=median_l2,
+        mean_linf=summary["mean_linf"],
+        time_s=summary["time_s"],
+        norm=norm,
+        budget=None if budget is None else float(budget),
+        dataset=dataset,
+        seed=params.get("seed"),
+        source=source,
+        path=path,
+    )
+
+
+def runs(
+    *,
+    model: str | None = None,
+    attack: str | None = None,
+    source: str | None = None,
+    dataset: str | None = None,
+    limit: int | None = None,
+    path: str | os.PathLike | None = None,
+) -> list[Run]:
+    """Recorded runs, newest first, optionally filtered."""
+    where, args = _filters(model=model, attack=attack, source=source, dataset=dataset)
+    sql = f"SELECT * FROM runs {where} ORDER BY id DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    with connect(path) as conn:
+        return [Run.from_row(r) for r in conn.execute(sql, args)]
+
+
+def _filters(**equal: str | None) -> tuple[str, list[Any]]:
+    clauses = [f"{column} = ?" for column, value in equal.items() if value is not None]
+    args = [value for value in equal.values() if value is not None]
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """attack x model: `values[attack][model]` (None where no run exists) and the run behind each cell."""
+
+    title: str
+    metric: str
+    attacks: list[str]
+    models: list[str]
+    values: dict[str, dict[str, float | None]]
+    cells: dict[str, dict[str, Run]]
+
+    def missing(
+        self, attacks: list[str] | None = None, models: list[str] | None = None
+    ) -> list[tuple[str, str]]:
+        """(attack, model) pairs without a value among the given (default: the matrix's own) rows and columns."""
+        return [
+            (a, m)
+            for a in attacks or self.attacks
+            for m in models or self.models
+            if self.values.get(a, {}).get(m) is None
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "metric": self.metric, "values": self.values}
+
+
+def _latest_cells(where: str, args: list[Any], path) -> dict[str, dict[str, Run]]:
+    """The most recent run per (attack, model) matching a WHERE clause."""
+    sql = (
+        "SELECT * FROM runs WHERE id IN (SELECT MAX(id) FROM runs "
+        f"{where} GROUP BY attack, model) ORDER BY attack, model"
+    )
+    cells: dict[str, dict[str, Run]] = {}
+    with connect(path) as conn:
+        for row in conn.execute(sql, args):
+            run = Run.from_row(row)
+            cells.setdefault(run.attack, {})[run.model] = run
+    return cells
+
+
+def _matrix(title: str, metric: str, cells: dict[str, dict[str, Run]], value) -> Matrix:
+    attacks = sorted(cells)
+    models = sorted({m for row in cells.values() for m in row})
+    values = {a: {m: (value(cells[a][m]) if m in cells[a] else None) for m in models} for a in attacks}
+    return Matrix(title, metric, attacks, models, values, cells)
+
+
+def distortion_matrix(
+    *, dataset: str | None = None, source: str | None = None, path: str | os.PathLike | None = None
+) -> Matrix:
+    """Median minimal RMS distortion of the successful images, per (minimal-distortion attack, model)."""
+    where, args = _filters(dataset=dataset, source=source)
+    where = (where + " AND " if where else "WHERE ") + "budget IS NULL AND median_rms IS NOT NULL"
+    cells = _latest_cells(where, args, path)
+    return _matrix(
+        "Median minimal RMS distortion (lower: easier to fool)", "median_rms", cells, lambda r: r.median_rms
+    )
+
+
+def success_matrix(
+    norm: str,
+    budget: float,
+    *,
+    dataset: str | None = None,
+    source: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Matrix:
+    """Success rate per (budgeted attack, model) at one (norm, eps) budget."""
+    budget = _optional_float("budget", budget)
+    where, args = _filters(dataset=dataset, source=source, norm=norm)
+    where = (where + " AND " if where else "WHERE ") + "ABS(budget - ?) < 1e-9"
+    cells = _latest_cells(where, [*args, budget], path)
+    return _matrix(f"Success rate at {norm} eps {budget:g}", "success_rate", cells, lambda r: r.success_rate)
+
+
+def budgets(*, path: str | os.PathLike | None = None) -> list[tuple[str, float]]:
+    """The (norm, eps) budgets that have at least one run, for the success matrix's selector."""
+    with connect(path) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT norm, budget FROM runs WHERE budget IS NOT NULL ORDER BY norm, budget"
+        )
+        return [(r["norm"], r["budget"]) for r in rows]
+
+
+def integrity_ok(path: str | os.PathLike | None = None) -> bool:
+    with connect(path) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def fill_cell(
+    attack: str,
+    model: str,
+    *,
+    n: int = 100,
+    norm: str | None = None,
+    budget: float | None = None,
+    seed: int = 0,
+    device: Any = None,
+    source: str = "dashboard",
+    path: str | os.PathLike | None = None,
+) -> int:
+    """Run `attack` on `model` over the first `n` MNIST test images and record it; returns the row id.
+    A budgeted attack (one taking `eps`) needs `norm` and `budget`; a minimal-distortion attack takes neither."""
+    import inspect
+
+    from core.attacks import ATTACKS, make_attack
+    from core.attacks.base import check_int
+    from core.data import load_mnist
+    from core.models import get_spec, load
+
+    n = check_int("n", n, low=1, high=10_000)
+    if attack not in ATTACKS:
+        raise InvalidParameterError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}.")
+    if get_spec(model).dataset != "mnist":
+        raise InvalidParameterError(
+            f"{model} is an ImageNet model; cells are filled on MNIST test images only."
+        )
+    accepted = inspect.signature(ATTACKS[attack].__init__).parameters
+    params: dict[str, Any] = {"seed": seed} if "seed" in accepted else {}
+    if "eps" in accepted:
+        if budget is None or norm is None:
+            raise InvalidParameterError(f"{attack} is a budgeted attack: give norm and budget (eps).")
+        params["eps"] = _optional_float("budget", budget)
+        if "norm" in accepted:
+            params["norm"] = norm
+        elif norm != "linf":
+            raise InvalidParameterError(f"{attack} is an Linf attack; norm must be 'linf'.")
+    elif budget is not None:
+        raise InvalidParameterError(f"{attack} searches the minimal distortion; it takes no budget.")
+    data = load_mnist("test")
+    x, labels = data.images[:n], data.labels[:n]
+    result = make_attack(attack, load(model, device), device, **params).run(x, labels)
+    return record_result(result, model, source=source, dataset="mnist", path=path)

@@ -1,0 +1,139 @@
+"""The leaderboard database: migrations, recording, the matrices, and many processes writing at once."""
+
+import multiprocessing
+import sqlite3
+
+import pytest
+import torch
+
+from core import leaderboard
+from core.errors import InvalidParameterError
+
+VERSIONS = {"torch": "x"}
+
+
+def _record(path, **kw):
+    row = dict(model="fc10-1", attack="lbfgs", params={"c": 1.0}, n=10, success_rate=1.0, versions=VERSIONS)
+    row.update({"source": "test", **kw})
+    return leaderboard.record_run(path=path, **row)
+
+
+def test_new_database_gets_the_latest_schema_in_wal_mode(tmp_path):
+    path = tmp_path / "lb.sqlite"
+    _record(path, median_rms=0.05)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == leaderboard.SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    assert {"norm", "budget", "dataset", "seed", "median_l2", "versions", "source"} <= columns
+
+
+def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with leaderboard.connect(path, schema=1) as conn:  # a database written by the first release
+        conn.execute(
+            "INSERT INTO runs (created_at, model, attack, params, n, success_rate, median_rms, versions, source)"
+            " VALUES ('2026-01-01', 'fc10-1', 'lbfgs', '{}', 5, 0.8, 0.07, '{}', 'cli')"
+        )
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    (old,) = leaderboard.runs(path=path)  # opening with the current code migrates
+    assert (old.model, old.n, old.median_rms, old.budget) == ("fc10-1", 5, 0.07, None)
+    with leaderboard.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == leaderboard.SCHEMA_VERSION
+    _record(path, attack="pgd", norm="linf", budget=0.1, success_rate=0.5)
+    assert len(leaderboard.runs(path=path)) == 2
+
+
+def test_matrices_show_the_latest_run_per_cell(tmp_path):
+    path = tmp_path / "lb.sqlite"
+    _record(path, model="fc10-1", attack="lbfgs", median_rms=0.2)
+    _record(path, model="fc10-1", attack="lbfgs", median_rms=0.1)  # newer run replaces the cell
+    _record(path, model="fc100-100-10", attack="cw", median_rms=0.05)
+    _record(path, model="fc10-1", attack="pgd", norm="linf", budget=0.1, success_rate=0.4)
+    _record(path, model="fc10-1", attack="pgd", norm="linf", budget=0.2, success_rate=0.9)
+    dist = leaderboard.distortion_matrix(path=path)
+    assert dist.attacks == ["cw", "lbfgs"] and dist.models == ["fc10-1", "fc100-100-10"]
+    assert dist.values["lbfgs"]["fc10-1"] == 0.1
+    assert dist.values["lbfgs"]["fc100-100-10"] is None
+    assert dist.missing() == [("cw", "fc10-1"), ("lbfgs", "fc100-100-10")]
+    succ = leaderboard.success_matrix("linf", 0.1, path=path)
+    assert succ.values == {"pgd": {"fc10-1": 0.4}}
+    assert leaderboard.budgets(path=path) == [("linf", 0.1), ("linf", 0.2)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"success_rate": float("nan")},
+        {"success_rate": 1.5},
+        {"median_rms": float("inf")},
+        {"median_rms": -0.1},
+        {"n": 0},
+        {"source": "somewhere"},
+        {"norm": "linf"},  # a budget norm without the budget
+        {"norm": "l1", "budget": 0.1},
+    ],
+)
+def test_bad_values_are_refused(tmp_path, bad):
+    with pytest.raises(InvalidParameterError):
+        _record(tmp_path / "lb.sqlite", **bad)
+
+
+def test_record_result_files_budgeted_and_minimal_attacks(tmp_path):
+    from core.attacks.base import AttackResult
+
+    x = torch.zeros(4, 1, 2, 2)
+    x_adv = x.clone()
+    x_adv[:2] += 0.3
+    common = dict(
+        x=x, x_adv=x_adv, x_adv_raw=x_adv, labels=torch.zeros(4, dtype=torch.long), target=None,
+        pred_before=torch.zeros(4, dtype=torch.long), pred_after=torch.tensor([1, 1, 0, 0]),
+        probs_after=torch.full((4, 2), 0.5), success=torch.tensor([True, True, False, False]),
+        iterations=1, model_calls=1, time_s=0.1,
+    )  # fmt: skip
+    path = tmp_path / "lb.sqlite"
+    leaderboard.record_result(AttackResult(attack="pgd", params={"eps": 0.3, "norm": "linf", "seed": 3}, **common),
+                              "fc10-1", source="test", path=path)  # fmt: skip
+    leaderboard.record_result(
+        AttackResult(attack="lbfgs", params={}, **common), "fc10-1", source="test", path=path
+    )
+    minimal, budgeted = leaderboard.runs(path=path)
+    assert (budgeted.norm, budgeted.budget, budgeted.seed, budgeted.dataset) == ("linf", 0.3, 3, "mnist")
+    assert budgeted.success_rate == 0.5 and budgeted.median_rms == pytest.approx(0.3)
+    assert budgeted.median_l2 == pytest.approx(0.6)
+    assert minimal.budget is None and minimal.norm is None
+
+
+ROWS_PER_WRITER = 300
+
+
+def _writer(path: str, worker: int, go) -> None:
+    go.wait(30)  # all processes start writing at the same moment
+    for i in range(ROWS_PER_WRITER):
+        leaderboard.record_run(
+            model=f"m{worker}", attack="pgd", params={"i": i}, n=1, success_rate=i / ROWS_PER_WRITER,
+            norm="linf", budget=0.1, versions=VERSIONS, source="test", path=path,
+        )  # fmt: skip
+
+
+def test_parallel_writers_lose_nothing_and_corrupt_nothing(tmp_path):
+    """Eight processes open a fresh database at once (racing through the migrations) and write rows."""
+    path = str(tmp_path / "parallel.sqlite")
+    workers = 8
+    ctx = multiprocessing.get_context("fork")  # children only touch sqlite
+    go = ctx.Event()
+    procs = [ctx.Process(target=_writer, args=(path, w, go)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * workers
+    assert leaderboard.integrity_ok(path)
+    rows = leaderboard.runs(path=path)
+    assert len(rows) == workers * ROWS_PER_WRITER
+    for w in range(workers):
+        mine = sorted(r.params["i"] for r in rows if r.model == f"m{w}")
+        assert mine == list(range(ROWS_PER_WRITER))
+    with leaderboard.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == leaderboard.SCHEMA_VERSION
