@@ -1,0 +1,68 @@
+"""`intriguing units --model NAME`: are the top-k images of natural units more coherent than those of
+random directions? Scores every unit of a layer and at least as many random directions, then tests."""
+
+from __future__ import annotations
+
+
+def _text(result: dict) -> str:
+    from core.units import SCORES, verdict
+
+    lines = [
+        f"{result['model']} layer {result['layer']}: top-{result['k']} of {result['n_images']} held-out images "
+        f"({result['data']}); {result['natural']['n']} units vs {result['random']['n']} random directions "
+        f"(seed {result['seed']}); cosine judged by {result['judge']}",
+        *(verdict(result, score) for score in SCORES),
+        "Purity: higher = more coherent; entropy: lower = more coherent; 95% t intervals; two-sided Mann-Whitney U.",
+    ]
+    if result.get("skipped_files"):
+        lines.append(
+            f"Skipped {len(result['skipped_files'])} non-image files: {', '.join(result['skipped_files'])}"
+        )
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from core.cli import emit
+    from core.units import study
+    from core.units.images import held_out_images
+
+    images = held_out_images(args.model, args.image_folder)
+    result = study(
+        args.model,
+        layer=args.layer,
+        k=args.k,
+        n_random=args.random,
+        seed=args.seed,
+        images=images,
+        judge=args.judge,
+        device=args.device,
+    ).summary()
+    skipped = getattr(images, "skipped", [])
+    if skipped:
+        result["skipped_files"] = skipped
+    emit(result, args.json, _text(result))
+    return 0
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser(
+        "units", parents=[common], help="top-k coherence of natural units versus random directions"
+    )
+    p.add_argument("--model", required=True, help="zoo model (see `intriguing models`)")
+    p.add_argument("--layer", help="readable layer (default: the layer before the output)")
+    p.add_argument("--k", type=int, default=9, help="top-k images per direction (default 9)")
+    p.add_argument(
+        "--random",
+        type=int,
+        default=100,
+        help="random directions (at least the number of units; default 100)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
+    p.add_argument(
+        "--image-folder", help="held-out photos for ImageNet models (one sub-folder per class, optional)"
+    )
+    p.add_argument(
+        "--judge", help="feature space of the cosine score: MODEL:LAYER or 'pixels' (default: another model)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)

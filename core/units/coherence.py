@@ -1,0 +1,248 @@
+"""How "semantic" is a direction's top-k set? Scores per direction, and units versus random directions.
+
+Three scores of a direction's top-k held-out images:
+- label purity: the share of the most common label (1 = all the same class; 1/k at worst);
+- label entropy: the entropy of the label histogram in bits (0 = one class; lower is more coherent);
+- judge cosine: the mean pairwise cosine similarity of the k images in the feature space of a *different*
+  model (the judge), after centring the judge's features on the held-out mean. Label-free, so it works for
+  unlabelled photo folders too.
+
+The claim under test (Szegedy et al., Section 3): the top-k sets of natural units are no more coherent than
+those of random directions. `study` scores all units of a layer and at least as many random directions and
+compares the two distributions (means with t confidence intervals, two-sided Mann-Whitney U test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import stats
+
+from core.errors import CheckpointError, InvalidParameterError
+from core.units.activations import PIXELS, default_layer, layer_activations
+from core.units.directions import random_directions, top_k_sets
+from core.units.images import ImageSet, held_out_images
+
+SCORES = ("purity", "entropy", "cosine")
+CONFIDENCE = 0.95
+UNIT_DEFINITION = "fully connected: one neuron; convolutional: one channel, averaged over space"
+
+
+def label_purity(labels: np.ndarray) -> float:
+    """Share of the most common label among `labels`."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    return float(counts.max() / counts.sum())
+
+
+def label_entropy(labels: np.ndarray) -> float:
+    """Entropy of the label histogram in bits."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum() + 0.0)
+
+
+def mean_pairwise_cosine(features: np.ndarray) -> float:
+    """Mean cosine similarity over the k(k-1)/2 distinct pairs of rows (zero rows count as similarity 0)."""
+    if len(features) < 2:
+        raise InvalidParameterError("The cosine score needs at least two images (k >= 2).")
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    unit = features / np.where(norms > 0, norms, 1.0)
+    gram = unit @ unit.T
+    k = len(features)
+    return float((gram.sum() - np.trace(gram)) / (k * (k - 1)))
+
+
+def score_sets(top_sets: np.ndarray, labels: np.ndarray | None, judge: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores of many top-k sets (rows of indices): purity and entropy (None without labels) and cosine."""
+    centred = judge - judge.mean(axis=0, keepdims=True)
+    scores: dict[str, np.ndarray | None] = {
+        "cosine": np.array([mean_pairwise_cosine(centred[s]) for s in top_sets]),
+        "purity": None,
+        "entropy": None,
+    }
+    if labels is not None:
+        scores["purity"] = np.array([label_purity(labels[s]) for s in top_sets])
+        scores["entropy"] = np.array([label_entropy(labels[s]) for s in top_sets])
+    return scores
+
+
+def summarize(values: np.ndarray) -> dict[str, float]:
+    """Mean with a two-sided t confidence interval, plus spread and size."""
+    values = np.asarray(values, dtype=np.float64)
+    n, mean = len(values), float(values.mean())
+    sem = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sem) if n > 1 and sem > 0 else 0.0
+    return {
+        "mean": mean,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "std": float(values.std(ddof=1)) if n > 1 else 0.0,
+        "n": n,
+    }
+
+
+def two_sample_test(natural: np.ndarray, random: np.ndarray) -> float:
+    """Two-sided Mann-Whitney U p-value: do the two score distributions differ in location?"""
+    if np.ptp(np.concatenate([natural, random])) == 0:
+        return 1.0  # all scores identical: no evidence of any difference
+    return float(stats.mannwhitneyu(natural, random, alternative="two-sided").pvalue)
+
+
+def judge_choices(model_name: str) -> list[str]:
+    """Judges worth offering for a model, its default first."""
+    from core.models import get_spec
+
+    if get_spec(model_name).dataset != "mnist":
+        return [PIXELS]
+    return list(dict.fromkeys([default_judge(model_name), "cnn:fc1", "fc100-100-10:hidden2", PIXELS]))
+
+
+def default_judge(model_name: str) -> str:
+    """The feature space that scores a model's top-k sets: always a different model.
+
+    MLPs and other MNIST models are judged by the CNN's hidden layer (cnn:fc1), the CNN by the MLP's last
+    hidden layer (fc100-100-10:hidden2); ImageNet models by the downsampled pixels, because no second
+    ImageNet network ships offline.
+    """
+    from core.models import get_spec
+
+    if get_spec(model_name).dataset != "mnist":
+        return PIXELS
+    return "fc100-100-10:hidden2" if model_name == "cnn" else "cnn:fc1"
+
+
+def judge_features(
+    judge: str, images: ImageSet, device=None, progress: Callable[[float], None] | None = None
+) -> np.ndarray:
+    """Features of the judge ("MODEL:LAYER" or "pixels") for every held-out image."""
+    if judge == PIXELS:
+        return layer_activations(PIXELS, PIXELS, images)
+    model_name, sep, layer = judge.partition(":")
+    if not sep or not layer:
+        raise InvalidParameterError(f"A judge is 'MODEL:LAYER' or 'pixels', got {judge!r}.")
+    try:
+        return layer_activations(model_name, layer, images, device=device, progress=progress)
+    except CheckpointError as exc:
+        raise CheckpointError(f"The judge {judge} is unavailable: {exc} Or choose another judge.") from exc
+
+
+@dataclass
+class UnitStudy:
+    """Scores of every unit of a layer and of random directions, with the comparison between them."""
+
+    model: str
+    layer: str
+    k: int
+    seed: int
+    judge: str
+    data: str
+    n_images: int
+    natural: dict[str, np.ndarray | None]
+    random: dict[str, np.ndarray | None]
+    p_value: dict[str, float | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.p_value = {
+            s: None if self.natural[s] is None else two_sample_test(self.natural[s], self.random[s])
+            for s in SCORES
+        }
+
+    def summary(self) -> dict:
+        """A JSON-able record of what was run and what it showed."""
+        from core.models.train import versions
+
+        def side(scores: dict[str, np.ndarray | None]) -> dict:
+            n = len(scores["cosine"])
+            out: dict[str, object] = {"n": n}
+            for name in SCORES:
+                if scores[name] is None:  # no labels: only the label-free score
+                    out.update({f"{name}_mean": None, f"{name}_ci": None, f"{name}_std": None})
+                    continue
+                s = summarize(scores[name])
+                out.update(
+                    {
+                        f"{name}_mean": s["mean"],
+                        f"{name}_ci": [s["ci_low"], s["ci_high"]],
+                        f"{name}_std": s["std"],
+                    }
+                )
+            return out
+
+        return {
+            "model": self.model,
+            "layer": self.layer,
+            "k": self.k,
+            "seed": self.seed,
+            "judge": self.judge,
+            "data": self.data,
+            "n_images": self.n_images,
+            "unit": UNIT_DEFINITION,
+            "natural": side(self.natural),
+            "random": side(self.random),
+            "p_value": self.p_value,
+            "test": "two-sided Mann-Whitney U, natural units vs random directions",
+            "confidence": CONFIDENCE,
+            "versions": versions(),
+        }
+
+
+def study(
+    model_name: str,
+    layer: str | None = None,
+    k: int = 9,
+    n_random: int = 100,
+    seed: int = 0,
+    images: ImageSet | None = None,
+    judge: str | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> UnitStudy:
+    """Score every unit of `layer` and max(n_random, number of units) random directions (seeded)."""
+    if k < 2:
+        raise InvalidParameterError(f"k must be at least 2 (the cosine score compares pairs), got {k}.")
+    layer = layer or default_layer(model_name)
+    images = images or held_out_images(model_name)
+    judge = judge or default_judge(model_name)
+    acts = layer_activations(model_name, layer, images, device=device, progress=progress)
+    features = judge_features(judge, images, device=device)
+    n_units = acts.shape[1]
+    natural_sets = top_k_sets(acts, np.eye(n_units, dtype=np.float32), k)
+    random_sets = top_k_sets(acts, random_directions(n_units, max(n_random, n_units), seed), k)
+    return UnitStudy(
+        model=model_name,
+        layer=layer,
+        k=k,
+        seed=seed,
+        judge=judge,
+        data=images.key,
+        n_images=len(images),
+        natural=score_sets(natural_sets, images.labels, features),
+        random=score_sets(random_sets, images.labels, features),
+    )
+
+
+HIGHER_IS_MORE_COHERENT = {"purity": True, "entropy": False, "cosine": True}
+SCORE_NAMES = {"purity": "label purity", "entropy": "label entropy (bits)", "cosine": "judge cosine"}
+
+
+def verdict(summary: dict, score: str, alpha: float = 0.05) -> str:
+    """One sentence: the two means with intervals, the p-value, and what they say about the claim."""
+    nat, rnd, p = summary["natural"], summary["random"], summary["p_value"][score]
+    if p is None:
+        return f"{SCORE_NAMES[score]}: not available (the held-out set has no labels)."
+    means = (
+        f"{SCORE_NAMES[score]}: units {nat[f'{score}_mean']:.3f} "
+        f"[{nat[f'{score}_ci'][0]:.3f}, {nat[f'{score}_ci'][1]:.3f}] vs random "
+        f"{rnd[f'{score}_mean']:.3f} [{rnd[f'{score}_ci'][0]:.3f}, {rnd[f'{score}_ci'][1]:.3f}], p = {p:.2g}"
+    )
+    if p >= alpha:
+        return f"{means}: no significant difference, consistent with the paper's claim."
+    units_better = (nat[f"{score}_mean"] > rnd[f"{score}_mean"]) == HIGHER_IS_MORE_COHERENT[score]
+    if units_better:
+        return f"{means}: units are significantly more coherent than random directions, against the paper's claim."
+    return (
+        f"{means}: random directions are significantly more coherent than units (the claim holds, and more)."
+    )

@@ -1,0 +1,181 @@
+"""Held-out image sets for the unit analysis: the MNIST test set, or a folder of photos for ImageNet models.
+
+Each set gives what the model sees (batches of [0, 1] pixels), what the user sees (thumbnails), the labels
+when it has them, and a `key` that changes whenever its content changes (part of the activation cache key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from core.data.images import open_image
+from core.errors import ImageInputError
+
+THUMBNAIL_SIDE = 64
+MAX_FOLDER_IMAGES = 20_000
+
+
+class ImageSet:
+    """The interface the unit analysis needs from a held-out set."""
+
+    key: str
+    labels: np.ndarray | None  # int64 class index per image, or None when the set has no labels
+    label_names: tuple[str, ...]
+    batch_size: int = 32  # images per forward pass when computing activations
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """The images in order, as float32 (B, C, H, W) in [0, 1], ready for the model."""
+        raise NotImplementedError
+
+    def thumbnail(self, index: int) -> np.ndarray:
+        """Image `index` for display: (H, W) grey or (H, W, 3) colour, float in [0, 1]."""
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """A short caption: the label when known, else the file name."""
+        if self.labels is None:
+            return str(index)
+        return self.label_names[int(self.labels[index])]
+
+
+@dataclass
+class MnistImages(ImageSet):
+    """An MNIST split (by default the 10,000 held-out test images) with its digit labels."""
+
+    split: str = "test"
+    images: torch.Tensor = field(init=False, repr=False)
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        from core.data import load_mnist, split_fingerprint
+
+        data = load_mnist(self.split)
+        self.images = data.images
+        self.labels = data.labels.numpy()
+        self.label_names = tuple(str(d) for d in range(10))
+        self.key = f"mnist-{self.split}-{split_fingerprint(data.indices)}"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        yield from self.images.split(batch_size)
+
+    def thumbnail(self, index: int) -> np.ndarray:
+        return self.images[index, 0].numpy()
+
+
+def _image_suffixes() -> set[str]:
+    return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+@dataclass
+class FolderImages(ImageSet):
+    """Photos from a folder, preprocessed the way an ImageNet model expects (resize, centre crop).
+
+    Two layouts, as torchvision's ImageFolder: sub-folders are classes (`root/<class>/<image>`, giving
+    labels), or a flat folder of images (no labels: only the label-free score applies). Files that are
+    not images, or whose header does not decode, are skipped and listed in `skipped`; a file that is
+    found corrupt only when decoded in full raises one ImageInputError naming it.
+    """
+
+    root: Path
+    model_name: str = "mobilenet_v2"
+    paths: list[Path] = field(init=False, repr=False)
+    skipped: list[str] = field(init=False, default_factory=list)
+    _thumbnails: dict[int, np.ndarray] = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).expanduser()
+        if not self.root.is_dir():
+            raise ImageInputError(f"Image folder {self.root} does not exist or is not a folder.")
+        suffixes = _image_suffixes()
+        classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        candidates: list[tuple[Path, int]] = []
+        if classes:
+            self.skipped += [p.name for p in sorted(self.root.iterdir()) if p.is_file()]  # beside the classes
+            for label, name in enumerate(classes):
+                candidates += [(p, label) for p in sorted((self.root / name).iterdir()) if p.is_file()]
+        else:
+            candidates = [(p, -1) for p in sorted(self.root.iterdir()) if p.is_file()]
+        paths, labels = [], []
+        for path, label in candidates:
+            if path.name.startswith(".") or path.suffix.lower() not in suffixes:
+                self.skipped.append(str(path.relative_to(self.root)))
+                continue
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except Exception:  # noqa: BLE001 - any decoder failure means "not an image we can use"
+                self.skipped.append(str(path.relative_to(self.root)))
+                continue
+            paths.append(path)
+            labels.append(label)
+        if not paths:
+            raise ImageInputError(
+                f"Image folder {self.root} holds no readable images "
+                f"({len(self.skipped)} other files skipped). Use .jpg/.png files, optionally in one "
+                "sub-folder per class."
+            )
+        if len(paths) > MAX_FOLDER_IMAGES:
+            raise ImageInputError(
+                f"Image folder {self.root} holds {len(paths)} images; the limit is {MAX_FOLDER_IMAGES}."
+            )
+        self.paths = paths
+        self.labels = np.array(labels, dtype=np.int64) if classes else None
+        self.label_names = tuple(classes)
+        digest = hashlib.sha256(f"{self.model_name}\n".encode())
+        for path in paths:
+            stat = path.stat()
+            digest.update(f"{path.relative_to(self.root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        self.key = f"folder-{self.root.name}-{digest.hexdigest()[:16]}"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        from core.models.imagenet import preprocess
+
+        for start in range(0, len(self.paths), batch_size):
+            chunk = self.paths[start : start + batch_size]
+            yield torch.cat([preprocess(open_image(p), self.model_name) for p in chunk])
+
+    def thumbnail(self, index: int) -> np.ndarray:
+        if index not in self._thumbnails:  # decoding photos is slow; thumbnails are small
+            img = ImageOps.fit(open_image(self.paths[index]), (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            self._thumbnails[index] = np.asarray(img, dtype=np.float32) / 255.0
+        return self._thumbnails[index]
+
+    def describe(self, index: int) -> str:
+        name = self.paths[index].name
+        return name if self.labels is None else f"{self.label_names[int(self.labels[index])]}/{name}"
+
+
+def held_out_images(model_name: str, image_folder: str | Path | None = None) -> ImageSet:
+    """The held-out set for a model: MNIST test images for MNIST models, the given folder for ImageNet ones."""
+    from core.errors import InvalidParameterError
+    from core.models import get_spec
+
+    dataset = get_spec(model_name).dataset
+    if dataset == "mnist":
+        if image_folder:
+            raise InvalidParameterError(
+                f"{model_name} is an MNIST model; it is analysed on the MNIST test set, not on an image folder."
+            )
+        return MnistImages()
+    if not image_folder:
+        raise InvalidParameterError(
+            f"{model_name} is an ImageNet model and no ImageNet held-out set ships with the lab: "
+            "point --image-folder at a folder of photos (optionally one sub-folder per class)."
+        )
+    return FolderImages(Path(image_folder), model_name)
