@@ -41,4 +41,5 @@ def main() -> None:
     st.navigation({k: v for k, v in pages.items() if v}).run()
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs this file as __main__; pages import NAVIGATION
+    main()
