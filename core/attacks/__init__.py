@@ -35,11 +35,12 @@ from core.attacks.base import (
     rms,
 )
 from core.attacks.fgsm import FGSM
+from core.attacks.lbfgs import LBFGS
 from core.attacks.noise import GaussianNoise, gaussian_noise_baseline
 from core.attacks.pgd import PGD
 from core.errors import InvalidParameterError
 
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (FGSM, PGD)}
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (LBFGS, FGSM, PGD)}
 
 
 def make_attack(
@@ -67,6 +68,7 @@ __all__ = [
     "AttackRun",
     "FGSM",
     "GaussianNoise",
+    "LBFGS",
     "PGD",
     "gaussian_noise_baseline",
     "l2_norm",

@@ -1,0 +1,381 @@
+"""The paper's attack (Szegedy et al., 2014, Sec. 4.1): box-constrained L-BFGS with a search over c.
+
+For an image x and a target label l, minimise  c * |r|^2 + CE(f(x + r), l)  subject to x + r in [0, 1]^m,
+and search c per image for the smallest-distortion r whose prediction is l.
+
+Choices (all parameters are attributes and end up in `result.params`):
+- |r| is the squared L2 norm: smooth at r = 0 (the plain norm is not differentiable there, which stalls a
+  quasi-Newton method at its very start), and it traces the same family of minimisers as the L2 norm
+  (the penalty is a monotone function of it), so the smallest-L2 success is also the smallest-RMS success.
+- The search over c. In c|r|^2 + loss a larger c buys a smaller r, so the smallest distortion is at the
+  LARGEST c whose minimiser still hits l (the paper's "minimum c" is for the reciprocal weighting). Each
+  image starts at `c_init`; while it has no success c is divided by 10, while it has no failure c is
+  multiplied by 10, once both are known c is bisected geometrically between the largest success and the
+  smallest failure; `rounds` minimisations in all, each started from r = 0. The smallest-distortion
+  success over all rounds is kept.
+- Untargeted (no target given): the attack is run towards each of the `n_targets` most likely other
+  classes of the clean image (all 9 on MNIST) and keeps the smallest-distortion success over them: the
+  paper's Table 1 "minimum distortion" needs the minimum over target labels.
+- Two optimisers for the inner problem, tested against each other:
+  `method="scipy"`: the reference, scipy's L-BFGS-B with bounds = the box, one problem at a time, loss and
+  gradient from torch in float64.
+  `method="batched"` (default): a batched projected L-BFGS in torch. Every (image, target) problem keeps
+  its own c, curvature history, step length, convergence test and round counter; the batch never waits
+  for one problem (a problem that converged moves on to its next c at once, finished problems leave it).
+  Step: two-loop L-BFGS direction on the free variables (those not held at a bound by the gradient),
+  projected onto the box, Armijo back-tracking one halving per iteration. A round ends when the relative
+  decrease of the objective falls below `ftol`, the projected gradient below `gtol`, or after `max_iter`.
+Events: one per optimiser iteration (batched) or per finished round of one problem (scipy). Per image they
+show the target problem currently closest to its target (lowest cross-entropy), with its c and round;
+`event.extra` holds the per-target c, round and the best RMS distortion found so far per image.
+`model_calls` counts batched forward+backward passes (one per iteration, for the whole active batch).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize
+from torch import nn
+
+from core.attacks.base import Attack, AttackEvent, AttackRun, check_choice, check_float, check_int
+
+
+def objective(
+    model: nn.Module, z: torch.Tensor, x0: torch.Tensor, goal: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """c * |z - x0|^2 + CE(model(z), goal) per problem (rows of z), its gradient in z, the cross-entropy
+    alone and the logits. This is exactly what both optimisers minimise."""
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        logits = model(z)
+        ce = F.cross_entropy(logits, goal, reduction="none")
+        f = c * (z - x0).flatten(1).pow(2).sum(1) + ce
+        (grad,) = torch.autograd.grad(f.sum(), z)
+    return f.detach(), grad, ce.detach(), logits.detach()
+
+
+def next_c(
+    c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, success: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the search over c: lo = largest c that succeeded, hi = smallest c that failed."""
+    lo = torch.where(success, torch.maximum(lo, c), lo)
+    hi = torch.where(success, hi, torch.minimum(hi, c))
+    bracketed = (lo > 0) & torch.isfinite(hi)
+    grown = torch.where(lo > 0, c * 10, c / 10)
+    return torch.where(bracketed, (lo * hi.clamp(max=1e30)).sqrt(), grown), lo, hi
+
+
+class LBFGS(Attack):
+    """Box-constrained L-BFGS (the paper's attack). See the module docstring for the method and defaults:
+    c_init=1, rounds=10, n_targets=9, method='batched', max_iter=100 per round, memory=10, ftol=1e-5,
+    gtol=1e-5."""
+
+    name = "lbfgs"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device | str | None = None,
+        *,
+        c_init: float = 1.0,
+        rounds: int = 10,
+        n_targets: int = 9,
+        method: str = "batched",
+        max_iter: int = 100,
+        memory: int = 10,
+        ftol: float = 1e-5,
+        gtol: float = 1e-5,
+    ) -> None:
+        super().__init__(model, device)
+        self.c_init = check_float("c_init", c_init, low=0.0, high=1e8, strict_low=True)
+        self.rounds = check_int("rounds", rounds, low=1, high=100)
+        self.n_targets = check_int("n_targets", n_targets, low=1, high=10_000)
+        self.method = check_choice("method", method, ("batched", "scipy"))
+        self.max_iter = check_int("max_iter", max_iter, low=1, high=100_000)
+        self.memory = check_int("memory", memory, low=1, high=100)
+        self.ftol = check_float("ftol", ftol, low=0.0, high=1.0)
+        self.gtol = check_float("gtol", gtol, low=0.0, high=1e3)
+        self.params = {
+            "c_init": self.c_init,
+            "rounds": self.rounds,
+            "n_targets": self.n_targets,
+            "method": self.method,
+            "max_iter": self.max_iter,
+            "memory": self.memory,
+            "ftol": self.ftol,
+            "gtol": self.gtol,
+            "norm": "squared_l2",
+        }
+
+    # ------------------------------------------------------------------ problems: one per (image, target)
+
+    def _problems(self, run: AttackRun) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image index, target label) of every problem, image-major: T problems per image."""
+        n = len(run.x)
+        if run.target is not None:
+            return torch.arange(n, device=run.x.device), run.target
+        t = min(self.n_targets, run.num_classes - 1)
+        logits = run.clean_logits.clone()
+        logits.scatter_(1, run.labels[:, None], -math.inf)
+        targets = logits.topk(t, dim=1).indices
+        return torch.arange(n, device=run.x.device).repeat_interleave(t), targets.reshape(-1)
+
+    def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
+        image, goal = self._problems(run)
+        search = _Search(self, run, image, goal)
+        if self.method == "scipy":
+            yield from self._scipy_steps(run, search)
+        else:
+            yield from self._batched_steps(run, search)
+
+    # ------------------------------------------------------------------ reference: scipy L-BFGS-B
+
+    def _scipy_steps(self, run: AttackRun, search: _Search) -> Iterator[AttackEvent]:
+        model64 = copy.deepcopy(self.model).double()
+        shape = run.x.shape[1:]
+        bounds = [(0.0, 1.0)] * int(np.prod(shape))
+        for p in range(search.num_problems):
+            x0 = run.x[search.image[p]].double()[None]
+            goal = search.goal[p : p + 1]
+            for _ in range(self.rounds):
+                c = search.c[p : p + 1].double()
+
+                def fun(flat: np.ndarray, c=c, x0=x0, goal=goal) -> tuple[float, np.ndarray]:
+                    z = torch.from_numpy(flat).to(x0.device).view(1, *shape)
+                    f, grad, _, _ = objective(model64, z, x0, goal, c)
+                    run.model_calls += 1
+                    return float(f), grad.flatten().cpu().numpy()
+
+                res = minimize(
+                    fun,
+                    x0.flatten().cpu().numpy(),
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=bounds,
+                    options={"maxiter": 15000, "maxcor": self.memory},
+                )
+                z = torch.from_numpy(res.x).to(run.x).view(1, *shape)
+                with torch.no_grad():
+                    logits = self.model(z)
+                search.finish_round(torch.tensor([p], device=z.device), z, logits, torch.tensor([res.fun]))
+                yield search.event(run)
+
+    # ------------------------------------------------------------------ fast path: batched projected L-BFGS
+
+    def _batched_steps(self, run: AttackRun, search: _Search) -> Iterator[AttackEvent]:
+        shape = run.x.shape[1:]
+        x0_all = run.x.flatten(1)[search.image]
+        # The clean cross-entropy and its gradient do not depend on c: every round restarts from them.
+        _, g0_all, ce0_all, logits0_all = objective(
+            self.model, x0_all.view(-1, *shape), x0_all.view(-1, *shape), search.goal, torch.zeros(1)
+        )
+        run.model_calls += 1
+        g0_all = g0_all.flatten(1)
+        search.set_current(torch.arange(search.num_problems), x0_all, logits0_all, ce0_all, ce0_all)
+
+        active = torch.arange(search.num_problems, device=x0_all.device)
+        opt = _ProjectedLBFGS(self, x0_all, g0_all, ce0_all, logits0_all, search.c)
+        while len(active):
+            x0 = x0_all[active]
+            goal = search.goal[active]
+            c = search.c[active]
+            trial = opt.trial_point()
+            f, g, ce, logits = objective(self.model, trial.view(-1, *shape), x0.view(-1, *shape), goal, c)
+            run.model_calls += 1
+            finished = opt.update(trial, f, g.flatten(1), logits)
+            search.set_current(active, opt.z, opt.logits, opt.f, ce)
+            finished &= search.round[active] < self.rounds  # rows waiting for compaction stay frozen
+            if finished.any():
+                done_idx = finished.nonzero().squeeze(1)
+                problems = active[done_idx]
+                search.finish_round(problems, opt.z[done_idx], opt.logits[done_idx], opt.f[done_idx])
+                restart = done_idx[search.round[problems] < self.rounds]
+                if len(restart):
+                    p = active[restart]
+                    opt.restart(restart, x0_all[p], g0_all[p], ce0_all[p], logits0_all[p], search.c[p])
+                over = search.round[active] >= self.rounds
+                if over.all() or over.float().mean() > 0.25:
+                    keep = (~over).nonzero().squeeze(1)
+                    active = active[keep]
+                    opt.keep(keep)
+            yield search.event(run)
+
+
+class _Search:
+    """The search over c and the best result of every problem, plus the per-image view events show."""
+
+    def __init__(self, attack: LBFGS, run: AttackRun, image: torch.Tensor, goal: torch.Tensor) -> None:
+        self.attack = attack
+        self.image = image
+        self.goal = goal
+        self.num_problems = len(goal)
+        self.per_image = self.num_problems // len(run.x)
+        dev = run.x.device
+        self.c = torch.full((self.num_problems,), attack.c_init, device=dev)
+        self.lo = torch.zeros_like(self.c)
+        self.hi = torch.full_like(self.c, math.inf)
+        self.round = torch.zeros(self.num_problems, dtype=torch.long, device=dev)
+        self.best_r2 = torch.full_like(self.c, math.inf)
+        self.best_z = run.x.flatten(1)[image].clone()
+        x_flat = run.x.flatten(1)
+        self.x_flat = x_flat
+        self.cur_z = x_flat[image].clone()
+        self.cur_logits = run.clean_logits[image].clone()
+        self.cur_f = torch.zeros_like(self.c)
+        self.cur_ce = torch.full_like(self.c, math.inf)
+        self.shape = run.x.shape
+
+    def set_current(self, idx, z, logits, f, ce) -> None:
+        self.cur_z[idx] = z
+        self.cur_logits[idx] = logits
+        self.cur_f[idx] = f.to(self.cur_f)
+        self.cur_ce[idx] = ce.to(self.cur_ce)
+
+    def finish_round(self, problems: torch.Tensor, z: torch.Tensor, logits: torch.Tensor, f) -> None:
+        """A problem's minimiser for its current c is in: keep it if it is the best success, move c on."""
+        z = z.flatten(1)
+        success = logits.argmax(1) == self.goal[problems]
+        r2 = (z - self.x_flat[self.image[problems]]).pow(2).sum(1)
+        better = success & (r2 < self.best_r2[problems])
+        self.best_r2[problems] = torch.where(better, r2, self.best_r2[problems])
+        self.best_z[problems[better]] = z[better]
+        c, lo, hi = next_c(self.c[problems], self.lo[problems], self.hi[problems], success)
+        self.c[problems], self.lo[problems], self.hi[problems] = c, lo, hi
+        self.round[problems] += 1
+        self.cur_z[problems] = z
+        self.cur_logits[problems] = logits
+        self.cur_f[problems] = torch.as_tensor(f).to(self.cur_f)
+        self.cur_ce[problems] = F.cross_entropy(logits.float(), self.goal[problems], reduction="none")
+
+    def event(self, run: AttackRun) -> AttackEvent:
+        n, t = len(run.x), self.per_image
+        lead = self.cur_ce.view(n, t).argmin(1) + torch.arange(n, device=self.c.device) * t
+        best = self.best_r2.view(n, t).argmin(1) + torch.arange(n, device=self.c.device) * t
+        run.best = self.best_z[best].view(self.shape)
+        d = self.x_flat.shape[1]
+        return self.attack._event(
+            run,
+            self.cur_z[lead].view(self.shape),
+            self.cur_logits[lead],
+            self.cur_f[lead],
+            c=self.c[lead],
+            search_round=self.round[lead],
+            extra={
+                "target": self.goal[lead],
+                "target_c": self.c.view(n, t),
+                "target_round": self.round.view(n, t),
+                "best_rms": (self.best_r2.view(n, t).amin(1) / d).sqrt(),
+            },
+        )
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot product of matching rows (one pass, no temporary)."""
+    return torch.linalg.vecdot(a, b)
+
+
+class _ProjectedLBFGS:
+    """Batched projected L-BFGS state over the active problems (rows). Every row has its own history
+    validity, step length and convergence; the ring of history slots is shared."""
+
+    def __init__(self, attack: LBFGS, z, g, f, logits, c) -> None:
+        self.attack = attack
+        a, d, m = z.shape[0], z.shape[1], attack.memory
+        self.z, self.g, self.f, self.logits = z.clone(), g.clone(), f.clone(), logits.clone()
+        self.S = torch.zeros(m, a, d, device=z.device)
+        self.Y = torch.zeros(m, a, d, device=z.device)
+        self.rho = torch.zeros(m, a, device=z.device)
+        self.slot = 0
+        self.t = torch.ones(a, device=z.device)
+        self.iters = torch.zeros(a, dtype=torch.long, device=z.device)
+        self.gamma = torch.ones(a, device=z.device)
+        self.d = torch.zeros_like(self.z)
+        self.restart(torch.arange(a, device=z.device), z, g, f, logits, c)
+
+    def _free(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Variables not held at a bound by the gradient (a descent step would leave the box)."""
+        return ~(((z <= 0) & (g > 0)) | ((z >= 1) & (g < 0)))
+
+    def restart(self, rows, z, g, f, logits, c) -> None:
+        """Start a new round for these rows from the clean image (objective = clean CE, gradient = CE's)."""
+        self.z[rows], self.g[rows], self.f[rows], self.logits[rows] = z, g, f, logits
+        self.rho[:, rows] = 0.0
+        self.t[rows] = 1.0
+        self.iters[rows] = 0
+        q = g * self._free(z, g)
+        self.gamma[rows] = 1.0 / q.norm(dim=1).clamp_min(1e-12)
+        self.d[rows] = -self.gamma[rows, None] * q
+
+    def trial_point(self) -> torch.Tensor:
+        return (self.z + self.t[:, None] * self.d).clamp(0.0, 1.0)
+
+    def update(self, trial, f, g, logits) -> torch.Tensor:
+        """Accept or shrink each row's step; store curvature; new directions; returns rows that converged."""
+        step = trial - self.z
+        accept = f <= self.f + 1e-4 * _rowdot(self.g, step)
+        y = g - self.g
+        sy = _rowdot(step, y)
+        yy = _rowdot(y, y)
+        good = accept & (sy > 1e-10 * yy.clamp_min(1e-30).sqrt() * step.norm(dim=1))
+        k = self.slot
+        self.S[k] = step
+        self.Y[k] = y
+        self.rho[k] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
+        self.slot = (k + 1) % self.attack.memory
+        self.gamma = torch.where(good, sy / yy.clamp_min(1e-30), self.gamma)
+
+        decrease = self.f - f
+        small = decrease <= self.attack.ftol * torch.maximum(
+            torch.maximum(self.f.abs(), f.abs()), torch.ones_like(f)
+        )
+        # Rejections are rare: take the trial everywhere, then put the rejected rows back.
+        rejected = (~accept).nonzero().squeeze(1)
+        z, g, logits = trial, g, logits
+        z[rejected], g[rejected], logits[rejected] = self.z[rejected], self.g[rejected], self.logits[rejected]
+        self.z, self.g, self.logits = z, g, logits
+        self.f = torch.where(accept, f, self.f)
+        self.t = torch.where(accept, torch.ones_like(self.t), self.t * 0.5)
+        self.iters += 1
+
+        free = self._free(self.z, self.g)
+        q = self.g * free
+        pg = q.abs().amax(1)
+        direction = self._two_loop(q).mul_(free).neg_()
+        uphill = (_rowdot(direction, self.g) >= 0).nonzero().squeeze(1)
+        direction[uphill] = -self.gamma[uphill, None] * q[uphill]
+        direction[rejected] = self.d[rejected]
+        self.d = direction
+        return (
+            (accept & (small | (pg <= self.attack.gtol)))
+            | (~accept & (self.t < 1e-3))
+            | (self.iters >= self.attack.max_iter)
+        )
+
+    def _two_loop(self, q: torch.Tensor) -> torch.Tensor:
+        """H q for each row from its stored (s, y) pairs, newest first; H0 = gamma * I. Pairs a row must
+        not use have rho = 0, which zeroes their contribution."""
+        m = self.attack.memory
+        order = [(self.slot - 1 - i) % m for i in range(m)]
+        q = q.clone()
+        alphas = {}
+        for j in order:
+            alphas[j] = self.rho[j] * _rowdot(self.S[j], q)
+            q.addcmul_(alphas[j][:, None], self.Y[j], value=-1.0)
+        q.mul_(self.gamma[:, None])
+        for j in reversed(order):
+            beta = self.rho[j] * _rowdot(self.Y[j], q)
+            q.addcmul_((alphas[j] - beta)[:, None], self.S[j])
+        return q
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop finished rows (compaction, so the model only sees problems still being solved)."""
+        for name in ("z", "g", "f", "logits", "t", "iters", "gamma", "d"):
+            setattr(self, name, getattr(self, name)[rows])
+        self.S, self.Y = self.S[:, rows], self.Y[:, rows]
+        self.rho = self.rho[:, rows]
