@@ -1,6 +1,13 @@
-"""Home: the paper's two findings in plain words, and the way into each page."""
+"""Home: the paper's two findings in plain words, one picture made by our engine, and the way into each page."""
+
+import json
 
 import streamlit as st
+
+from core.config import ASSETS_DIR
+from dashboard.app import NAVIGATION, PAGES
+
+PICTURE = ASSETS_DIR / "home_triple.png"  # made by `python -m dashboard.home_picture`
 
 st.title("intriguing-lab")
 st.markdown(
@@ -23,5 +30,20 @@ with right:
         "that most activate a random direction in the same layer: the meaning lives in the space, "
         "not in individual units."
     )
+if PICTURE.is_file():
+    card = json.loads(PICTURE.with_suffix(".json").read_text())
+    st.image(
+        str(PICTURE),
+        caption=f"Original | perturbation | adversarial: {card['summary']['caption']}. "
+        f"Box-constrained L-BFGS on {card['model']}, MNIST test image {card['image_source'].split('#')[-1]}.",
+    )
 st.divider()
-st.markdown("Pick a page in the sidebar to explore.")
+st.markdown("**Explore**")
+for section, entries in NAVIGATION.items():
+    links = [
+        (file, title, icon) for file, title, icon in entries if file != "home.py" and (PAGES / file).is_file()
+    ]
+    if links:
+        st.caption(section)
+        for file, title, icon in links:
+            st.page_link(f"pages/{file}", label=title, icon=icon)

@@ -1,0 +1,317 @@
+"""Attack Lab view helpers: the live panel (images, numbers, curves, probability bars) that the page
+refreshes from `core.lab.Frame`s, and the attack-parameter widgets. No model maths here."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.attacks import ATTACKS
+from core.lab import Frame, Outcome, perturbation_picture, to_uint8
+
+# Attacks in the order offered (only those the engine has are shown); the paper's first.
+ATTACK_TITLES = {
+    "lbfgs": "L-BFGS (box-constrained, the paper's)",
+    "fgsm": "FGSM",
+    "pgd": "PGD",
+    "cw": "Carlini-Wagner L2",
+    "deepfool": "DeepFool",
+    "apgd": "APGD",
+}
+CHART_INTERVAL_S = 0.3  # curves are redrawn at most this often while running (their data keeps every step)
+TOP_K = 10
+
+# Numeric parameters by name: (min, max, step, help); within the bounds core re-checks.
+NUMERIC = {
+    "eps": (0.0, 1.0, 0.005, "Largest allowed change (Linf: per pixel; L2: of the whole image)."),
+    "steps": (1, 2000, 1, "Number of iterations."),
+    "step_size": (0.0, 1.0, 0.001, "Size of each step; leave empty for the attack's default."),
+    "max_iter": (1, 2000, 1, "Most iterations of the inner optimiser (per round of the search over c)."),
+    "rounds": (1, 30, 1, "Rounds of the search over the trade-off constant c."),
+    "binary_steps": (1, 30, 1, "Rounds of the search over the trade-off constant c."),
+    "n_targets": (
+        1,
+        999,
+        1,
+        "Untargeted: try this many most likely other classes, keep the smallest change.",
+    ),
+    "c_init": (1e-6, 1e8, None, "First value of the trade-off constant c."),
+    "c": (1e-6, 1e8, None, "Trade-off constant between distortion and the classification loss."),
+    "confidence": (0.0, 100.0, 0.5, "Logit margin the adversarial class must win by (kappa)."),
+    "lr": (1e-5, 1.0, None, "Learning rate of the optimiser."),
+    "overshoot": (0.0, 1.0, 0.01, "How far DeepFool steps past the decision boundary."),
+    "candidates": (2, 1000, 1, "Classes DeepFool considers (the most likely ones)."),
+    "restarts": (1, 20, 1, "Random restarts."),
+    "memory": (1, 100, 1, "L-BFGS memory: how many past steps shape the curvature estimate."),
+    "ftol": (0.0, 1.0, None, "A round ends when the objective's relative decrease falls below this."),
+    "gtol": (0.0, 1000.0, None, "A round ends when the projected gradient falls below this."),
+}
+CHOICES = {"norm": ("linf", "l2"), "loss": ("ce", "dlr"), "method": ("batched", "scipy")}
+# Lighter defaults on 224-px ImageNet models, so that a run stays interactive on a CPU.
+IMAGENET_DEFAULTS = {
+    "lbfgs": {"n_targets": 1, "rounds": 4, "max_iter": 30},
+    "pgd": {"eps": 2 / 255, "steps": 10},
+}
+LIVE_ONLY = ("model", "device", "self", "seed")  # the lab supplies these itself
+
+
+def attack_names() -> list[str]:
+    return [name for name in ATTACK_TITLES if name in ATTACKS] + [
+        n for n in ATTACKS if n not in ATTACK_TITLES
+    ]
+
+
+def _numeric_widget(label: str, default, key: str, params: dict):
+    low, high, step, help_text = NUMERIC.get(label, (None, None, None, None))
+    if label == "eps" and params.get("norm") == "l2":
+        high, step = 50.0, 0.05
+    is_int = isinstance(default, int) or (default is None and isinstance(low, int) and label != "step_size")
+    if is_int:
+        low, high = (int(low) if low is not None else 0), (int(high) if high is not None else None)
+        return st.number_input(
+            label, min_value=low, max_value=high, value=default, step=1, key=key, help=help_text
+        )
+    low = float(low) if low is not None else 0.0
+    high = float(high) if high is not None else None
+    fmt = "%.4g" if step is None else None
+    value = (
+        None
+        if default is None
+        else min(max(float(default), low), high if high is not None else float(default))
+    )
+    return st.number_input(
+        label, min_value=low, max_value=high, value=value, step=step, format=fmt, key=key, help=help_text
+    )
+
+
+def attack_parameters(name: str, dataset: str) -> dict:
+    """One widget per constructor parameter of the attack (defaults from the engine, lighter ones on
+    ImageNet), out-of-range values impossible; returns the chosen parameters."""
+    params: dict = {}
+    signature = inspect.signature(ATTACKS[name].__init__)
+    overrides = IMAGENET_DEFAULTS.get(name, {}) if dataset == "imagenet" else {}
+    for label, p in signature.parameters.items():
+        if label in LIVE_ONLY or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        default = None if p.default is inspect.Parameter.empty else p.default
+        default = overrides.get(label, default)
+        key = f"lab_param_{dataset}_{name}_{label}"
+        if isinstance(default, bool):
+            params[label] = st.checkbox(label, value=default, key=key)
+        elif label in CHOICES or isinstance(default, str):
+            options = CHOICES.get(label, (default,))
+            index = options.index(default) if default in options else 0
+            params[label] = st.selectbox(label, options, index=index, key=key)
+        else:
+            params[label] = _numeric_widget(label, default, key, params)
+        if params[label] is None and default is None:
+            del params[label]  # leave it to the attack's own default
+    return params
+
+
+# ---------------------------------------------------------------- the live panel
+
+
+def _probability_bars(probs: np.ndarray, class_names: Sequence[str], highlight: dict[int, str]) -> go.Figure:
+    order = np.argsort(probs)[::-1][:TOP_K][::-1]
+    colours = [highlight.get(int(i), "#9aa5b1") for i in order]
+    fig = go.Figure(
+        go.Bar(
+            x=probs[order],
+            y=[f"{class_names[i]} ({i})" if len(class_names) > 10 else class_names[i] for i in order],
+            orientation="h",
+            marker_color=colours,
+        )
+    )
+    fig.update_layout(
+        height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_range=[0, 1], title="class probabilities"
+    )
+    return fig
+
+
+def _curve(title: str, x: list, lines: dict[str, list], y_title: str) -> go.Figure:
+    fig = go.Figure([go.Scatter(x=x, y=y, name=name, mode="lines") for name, y in lines.items() if y])
+    fig.update_layout(
+        height=250,
+        margin=dict(l=10, r=10, t=30, b=10),
+        title=title,
+        xaxis_title="iteration",
+        yaxis_title=y_title,
+        legend=dict(orientation="h", y=-0.3),
+    )
+    return fig
+
+
+class LivePanel:
+    """Placeholders for one run, filled again on every frame; curves are redrawn at most every
+    CHART_INTERVAL_S seconds (and on the last frame), everything else on every frame."""
+
+    def __init__(self, x: np.ndarray, class_names: Sequence[str], label: int, target: int | None) -> None:
+        self.class_names = class_names
+        self.label = label
+        self.target = target
+        self.scale = max(1, 168 // x.shape[-1])
+        columns = st.columns(3)
+        columns[0].image(to_uint8(x, self.scale), caption=f"original: {class_names[label]}")
+        self.adversarial = columns[1].empty()
+        self.perturbation = columns[2].empty()
+        self.numbers = st.empty()
+        chart_columns = st.columns([1, 1, 1, 1.2])
+        self.charts = [c.empty() for c in chart_columns[:3]]
+        self.bars = chart_columns[3].empty()
+        self.last_chart = -float("inf")
+        self.updates = 0  # unique element keys: a placeholder may show an identical figure twice in one run
+
+    def show(self, frame: Frame, series: dict[str, list], final: bool = False) -> None:
+        pred_name = self.class_names[frame.pred]
+        self.adversarial.image(
+            to_uint8(frame.x_adv, self.scale),
+            caption=f"adversarial, iteration {frame.iteration}: {pred_name} ({frame.probs[frame.pred]:.0%})",
+        )
+        picture, amplification = perturbation_picture(frame.perturbation, self.scale)
+        self.perturbation.image(
+            picture, caption=f"perturbation x {amplification:.3g} (blue darker, red brighter)"
+        )
+        numbers = (
+            f"**iteration** {frame.iteration} &nbsp; **prediction** {pred_name} &nbsp; "
+            f"**loss** {frame.loss:.4g} &nbsp; **L2** {frame.l2:.4f} &nbsp; **Linf** {frame.linf:.4f} &nbsp; "
+            f"**RMS** {frame.rms:.4f}"
+        )
+        if frame.c is not None:
+            numbers += f" &nbsp; **c** {frame.c:.4g} &nbsp; **search round** {frame.search_round}"
+        self.numbers.markdown(numbers)
+        highlight = {self.label: "#1f77b4"}
+        if self.target is not None:
+            highlight[self.target] = "#d62728"
+        self.updates += 1
+        self.bars.plotly_chart(
+            _probability_bars(frame.probs, self.class_names, highlight), key=f"lab_bars_{self.updates}"
+        )
+        if final or time.perf_counter() - self.last_chart >= CHART_INTERVAL_S:
+            self._charts(series)
+            self.last_chart = time.perf_counter()
+
+    def _charts(self, series: dict[str, list]) -> None:
+        it = series["iteration"]
+        probabilities = {f"p({self.class_names[self.label]})": series["p_label"]}
+        if self.target is not None:
+            probabilities[f"p({self.class_names[self.target]}) target"] = series["p_target"]
+        figures = (
+            _curve("loss", it, {"loss": series["loss"]}, "attack loss"),
+            _curve("distortion", it, {"RMS": series["rms"], "Linf": series["linf"]}, "pixel scale [0, 1]"),
+            _curve("probability", it, probabilities, "softmax"),
+        )
+        for i, (placeholder, fig) in enumerate(zip(self.charts, figures, strict=True)):
+            placeholder.plotly_chart(fig, key=f"lab_curve_{i}_{self.updates}")
+
+
+# ---------------------------------------------------------------- inputs and outcome
+
+
+def draw_digit() -> bytes | None:
+    """A canvas to draw a digit on (streamlit-drawable-canvas); PNG bytes of the drawing, or None."""
+    try:
+        from streamlit_drawable_canvas import st_canvas
+    except ImportError:
+        st.info("Drawing needs the streamlit-drawable-canvas package; upload a photo of a digit instead.")
+        return None
+    st.caption("Draw one digit, large and centred; it is scaled and centred like MNIST.")
+    canvas = st_canvas(
+        stroke_width=18,
+        stroke_color="#000000",
+        background_color="#ffffff",
+        height=280,
+        width=280,
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key="lab_canvas",
+    )
+    if not (canvas.json_data or {}).get("objects"):
+        return None
+    return canvas.image_bytes
+
+
+def show_outcome(outcome: Outcome, class_names: Sequence[str]) -> None:
+    """Summary card, the Gaussian-noise baseline, transfer to the other models, downloads."""
+    result, card = outcome.result, outcome.card
+    ok = bool(result.success[0])
+    before, after = int(result.pred_before[0]), int(result.pred_after[0])
+    st.subheader("Result")
+    cells = st.columns(7)
+    cells[0].metric("Success", "yes" if ok else "no")
+    cells[1].metric("Prediction", class_names[after], f"was {class_names[before]}", delta_color="off")
+    cells[2].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
+    cells[3].metric("L2", f"{float(result.l2[0]):.4f}")
+    cells[4].metric("Linf", f"{float(result.linf[0]):.4f}")
+    cells[5].metric("Iterations / model calls", f"{result.iterations} / {result.model_calls}")
+    cells[6].metric("Time", f"{result.time_s:.2f} s")
+    if card.summary.get("stopped_early"):
+        st.caption("Stopped early: this is the best adversarial image found before Stop.")
+
+    noise, transfer_column = st.columns([1, 2], gap="large")
+    with noise:
+        st.markdown("**Gaussian noise of the same RMS**")
+        baseline = outcome.baseline
+        scale = max(1, 168 // baseline.x.shape[-1])
+        noise_pred = int(baseline.pred_after[0])
+        st.image(
+            to_uint8(baseline.x_adv[0], scale),
+            caption=f"RMS {float(baseline.rms[0]):.4f}: {class_names[noise_pred]} "
+            f"({float(baseline.probs_after[0, noise_pred]):.0%})",
+        )
+        changed = "changes" if bool(baseline.success[0]) else "does not change"
+        st.caption(
+            f"Random noise this large {changed} the prediction; the optimised perturbation is what matters."
+        )
+    with transfer_column:
+        st.markdown("**Transfer: the adversarial image shown to the other models of this input domain**")
+        if outcome.transfer:
+            st.dataframe(
+                [
+                    {
+                        "model": row.model,
+                        "clean image": class_names[row.clean_pred],
+                        "adversarial image": class_names[row.adv_pred],
+                        "confidence": f"{row.adv_confidence:.0%}",
+                        "fooled": row.fooled,
+                    }
+                    for row in outcome.transfer
+                ],
+                hide_index=True,
+            )
+            fooled = sum(row.fooled for row in outcome.transfer)
+            st.caption(f"{fooled} of {len(outcome.transfer)} other models are fooled too.")
+        else:
+            st.caption("No other model of this input domain is available.")
+
+    stem = f"{card.model}_{card.attack}_seed{card.seed}"
+    downloads = st.columns(3)
+    downloads[0].download_button(
+        "Adversarial image (PNG)",
+        outcome.png,
+        f"{stem}.png",
+        "image/png",
+        on_click="ignore",
+        key="lab_dl_png",
+    )
+    downloads[1].download_button(
+        "x, x_adv, r + card (npz)",
+        outcome.npz,
+        f"{stem}.npz",
+        "application/octet-stream",
+        on_click="ignore",
+        key="lab_dl_npz",
+    )
+    downloads[2].download_button(
+        "Run card (JSON)",
+        card.to_json(),
+        f"{stem}.json",
+        "application/json",
+        on_click="ignore",
+        key="lab_dl_json",
+    )

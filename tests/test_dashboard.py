@@ -1,0 +1,170 @@
+"""The dashboard through Streamlit's AppTest: every page renders; the Attack Lab runs an attack end to end
+and turns every bad upload into its one clear message while staying usable."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "dashboard" / "app.py")
+LAB = str(ROOT / "dashboard" / "pages" / "attack_lab.py")
+PAGES = sorted(p.name for p in (ROOT / "dashboard" / "pages").glob("*.py"))
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(page):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    if page != "home.py":
+        at.switch_page(f"pages/{page}")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_home_links_into_every_existing_page():
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    linked = {Path(el.proto.page).stem for el in at.get("page_link")}  # the pages' url paths
+    assert linked == {Path(p).stem for p in PAGES if p != "home.py"}
+
+
+def lab() -> AppTest:
+    at = AppTest.from_file(LAB, default_timeout=180)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_attack_lab_runs_an_attack_to_a_verified_result():
+    at = lab()
+    at.selectbox(key="lab_model").set_value("fc100-100-10")
+    at.radio(key="lab_mnist_how").set_value("by index")
+    at.run()
+    at.number_input(key="lab_idx").set_value(0)
+    at.selectbox(key="lab_attack").set_value("pgd")
+    at.run()
+    at.number_input(key="lab_param_mnist_pgd_eps").set_value(0.25)
+    at.button(key="lab_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    shown = metrics(at)
+    assert shown["True label"] == "7"
+    assert shown["Success"] == "yes"
+    assert shown["Prediction"] != "7"
+    assert 0 < float(shown["Linf"]) <= 0.25 + 1e-4
+    assert float(shown["RMS distortion"]) > 0 and float(shown["L2"]) > 0
+    assert "finished after" in " ".join(c.value for c in at.caption)
+    assert len(at.get("download_button")) == 3
+    # A later rerun (any click) shows the same result without attacking again.
+    at.run()
+    assert metrics(at)["RMS distortion"] == shown["RMS distortion"]
+
+
+def test_attack_lab_lbfgs_on_fc100_100_10():
+    at = lab()
+    if "lbfgs" not in at.selectbox(key="lab_attack").options:
+        pytest.skip("the engine has no L-BFGS yet")
+    at.selectbox(key="lab_model").set_value("fc100-100-10")
+    at.selectbox(key="lab_attack").set_value("lbfgs")
+    at.run()
+    at.radio(key="lab_live_mode").set_value(at.radio(key="lab_live_mode").options[1])
+    at.button(key="lab_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    shown = metrics(at)
+    assert shown["Success"] == "yes"
+    assert float(shown["RMS distortion"]) > 0
+    iterations, calls = shown["Iterations / model calls"].split(" / ")
+    assert int(iterations) > 0 and int(calls) >= int(iterations)
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def png(array: np.ndarray, **kw) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, **kw).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def cmyk_jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).convert("CMYK").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def animated_gif(array: np.ndarray) -> bytes:
+    frames = [Image.fromarray(array), Image.fromarray(255 - array)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def bomb_png(side: int = 20_000) -> bytes:
+    """A tiny PNG whose header claims side x side pixels (decoding it would need gigabytes)."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + header
+    ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+DIGIT = np.zeros((64, 64), dtype=np.uint8)
+DIGIT[12:52, 28:36] = 255  # a "1"
+
+BAD_UPLOADS = {
+    "empty.png": (b"", "empty"),
+    "notes.png": (b"these are not the pixels you are looking for" * 10, "not an image"),
+    "cut.png": (png(DIGIT)[:60], "truncated or corrupt"),
+    "huge.png": (bomb_png(8_000), "megapixel limit"),
+    "bomb.png": (bomb_png(30_000), "decompression bomb"),
+    "dot.png": (png(np.zeros((4, 4), dtype=np.uint8)), "at least"),
+}
+
+
+def upload(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.radio(key="lab_source_mnist").set_value("Upload")
+    at.run()
+    at.file_uploader(key="lab_upload").set_value((name, data, "image/png"))
+    return at.run()
+
+
+@pytest.mark.parametrize("name", BAD_UPLOADS)
+def test_bad_upload_gives_its_message_and_the_page_stays_usable(name):
+    data, message = BAD_UPLOADS[name]
+    at = upload(lab(), name, data)
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and message in errors[0] and name in errors[0], errors
+    at.radio(key="lab_source_mnist").set_value("MNIST test set")
+    at.run()
+    assert not at.exception and not at.error
+    assert "Model's prediction" in metrics(at)
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("one.png", png(DIGIT)),
+        ("one_rgba.png", png(np.dstack([np.full((64, 64, 3), 255, np.uint8), DIGIT]), mode="RGBA")),
+        ("one_16bit.png", png(DIGIT.astype(np.uint16) * 257)),
+        ("one_cmyk.jpg", cmyk_jpeg(DIGIT)),
+        ("one_animated.png", animated_gif(DIGIT)),  # a GIF behind a .png name: the first frame is used
+    ],
+)
+def test_good_upload_is_shown_as_the_model_sees_it(name, data):
+    at = upload(lab(), name, data)
+    assert not at.exception and not at.error
+    assert metrics(at)["Model's prediction"] in "0123456789"
+    assert any(img.proto.imgs[0].caption == "what the model sees" for img in at.image)
