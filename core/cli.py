@@ -10,7 +10,7 @@ import sys
 
 from core.errors import IntriguingError
 
-COMMANDS = ("models", "evaluate", "train", "dashboard", "units")
+COMMANDS = ("models", "evaluate", "train", "dashboard", "units", "defences")
 
 
 def common_parser() -> argparse.ArgumentParser:

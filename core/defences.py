@@ -1,0 +1,331 @@
+"""How users of off-the-shelf nets guard themselves, and which guards actually hold.
+
+Input-transformation defences (JPEG re-compression, bit-depth reduction, median filtering; Guo et al. 2018,
+Xu et al. 2018) put a non-differentiable (or gradient-masking) squeeze in front of a model. Against an attacker
+who ignores them ("plain": adversarial examples made on the bare model, then fed through the defence) they look
+strong. Against an adaptive attacker using BPDA (Athalye et al. 2018: the transform in the forward pass, the
+identity in the backward pass) they mostly fall. Adversarially trained models (Madry et al. 2018) are compared
+with their plain twin under the same attack: a defence that changes the model rather than its input.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from core.attacks.base import check_choice, check_float, check_int
+from core.errors import InvalidParameterError
+
+# ---------------------------------------------------------------- input transformations
+
+
+class InputTransform(nn.Module):
+    """A squeeze applied to [0, 1] images before the model; `forward` needs no gradient (BPDA goes around it)."""
+
+    name = "transform"
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class BitDepthReduction(InputTransform):
+    """Quantise every pixel to 2**bits levels (Xu et al.'s feature squeezing); its gradient is zero almost
+    everywhere, which is exactly what makes naive gradient attacks fail and BPDA succeed."""
+
+    name = "bits"
+
+    def __init__(self, bits: int = 2) -> None:
+        super().__init__()
+        self.bits = check_int("bits", bits, low=1, high=8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = 2**self.bits - 1
+        return torch.round(x * levels) / levels
+
+    def describe(self) -> str:
+        return f"bit depth {self.bits}"
+
+
+class MedianFilter(InputTransform):
+    """A size x size median filter per channel (reflect padding)."""
+
+    name = "median"
+
+    def __init__(self, size: int = 3) -> None:
+        super().__init__()
+        self.size = check_int("size", size, low=2, high=9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        k = self.size
+        padded = F.pad(x, ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2), mode="reflect")
+        patches = F.unfold(padded.reshape(n * c, 1, *padded.shape[2:]), k)  # (N*C, k*k, H*W)
+        return patches.median(dim=1).values.reshape(n, c, h, w)
+
+    def describe(self) -> str:
+        return f"median {self.size}x{self.size}"
+
+
+class JPEGCompression(InputTransform):
+    """Encode and decode each image as JPEG at `quality` (through 8-bit pixels, as a real pipeline would)."""
+
+    name = "jpeg"
+
+    def __init__(self, quality: int = 75) -> None:
+        super().__init__()
+        self.quality = check_int("quality", quality, low=1, high=95)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(x)
+        pixels = (x.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        for i, img in enumerate(pixels):
+            mode = "L" if img.shape[0] == 1 else "RGB"
+            arr = img[0] if mode == "L" else img.transpose(1, 2, 0)
+            buf = io.BytesIO()
+            Image.fromarray(arr, mode=mode).save(buf, format="JPEG", quality=self.quality)
+            decoded = np.asarray(Image.open(buf).convert(mode), dtype=np.float32) / 255.0
+            decoded = decoded[None] if mode == "L" else decoded.transpose(2, 0, 1)
+            out[i] = torch.from_numpy(np.ascontiguousarray(decoded)).to(x.device)
+        return out
+
+    def describe(self) -> str:
+        return f"JPEG quality {self.quality}"
+
+
+TRANSFORMS: dict[str, tuple[type[InputTransform], str]] = {
+    "bits": (BitDepthReduction, "bits"),
+    "median": (MedianFilter, "size"),
+    "jpeg": (JPEGCompression, "quality"),
+}
+
+
+def parse_transform(spec: str) -> InputTransform:
+    """'bits:2', 'median:3', 'jpeg:75' (or just the name, for the default strength) -> a transform."""
+    name, _, value = spec.strip().partition(":")
+    if name not in TRANSFORMS:
+        raise InvalidParameterError(
+            f"unknown defence {name!r}; choose from {', '.join(TRANSFORMS)} (e.g. bits:2)."
+        )
+    cls, param = TRANSFORMS[name]
+    if not value:
+        return cls()
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidParameterError(f"{spec!r}: {param} must be a number.") from None
+    return cls(**{param: number})
+
+
+GRADIENTS = ("naive", "bpda")
+
+
+class DefendedModel(nn.Module):
+    """model(transform(x)), with one of two backward passes for gradient attacks:
+    'naive', the gradient autograd gives through the transform (zero for rounding, none at all for JPEG,
+    taken as zero), which is what a standard attack run on the defended pipeline sees; 'bpda', the
+    identity (straight-through), so the attack sees the model's gradient at the transformed point."""
+
+    def __init__(self, model: nn.Module, transform: InputTransform, gradient: str = "naive") -> None:
+        super().__init__()
+        self.model = model
+        self.transform = transform
+        self.gradient = check_choice("gradient", gradient, GRADIENTS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gradient == "bpda":
+            with torch.no_grad():
+                squeezed = self.transform(x)
+            squeezed = x + (squeezed - x).detach()
+        else:
+            squeezed = self.transform(x)
+            if x.requires_grad and not squeezed.requires_grad:  # a transform outside autograd (JPEG)
+                squeezed = squeezed + 0.0 * x
+        return self.model(squeezed)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass
+class DefenceRow:
+    """One defence against one attack, accuracies on the same images (fractions in [0, 1]):
+    `robust_transfer`, adversarial examples made on the bare model then passed through the defence;
+    `robust_plain`, the attack run on the defended pipeline with the gradients autograd gives;
+    `robust_adaptive`, the BPDA attack. Robust accuracy of the undefended model is the first row's."""
+
+    defence: str
+    clean_accuracy: float
+    robust_transfer: float
+    robust_plain: float
+    robust_adaptive: float
+    verdict: str
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        preds = torch.cat(
+            [model(x[i : i + batch].to(device)).argmax(1).cpu() for i in range(0, len(x), batch)]
+        )
+    return float((preds == labels.cpu()).float().mean())
+
+
+def _verdict(undefended: float, row: DefenceRow, clean_bare: float, margin: float = 0.1) -> str:
+    """Plain words from the numbers: a defence 'holds' only if the strongest attack we ran (adaptive or
+    transfer) still leaves it clearly above the undefended model."""
+    worst = min(row.robust_plain, row.robust_transfer, row.robust_adaptive)
+    cost = clean_bare - row.clean_accuracy
+    note = f" It costs {100 * cost:.0f} points of clean accuracy." if cost > 0.02 else ""
+    if worst >= undefended + margin:
+        return "Holds: even the adaptive (BPDA) attack leaves it robust." + note
+    if row.robust_plain >= undefended + margin:
+        also = " (so do examples made on the bare model)" if row.robust_transfer < undefended + margin else ""
+        return (
+            "Only seems to hold: a standard attack on the defended model fails (masked gradients), "
+            f"the adaptive (BPDA) attack breaks it{also}." + note
+        )
+    return "Does not help: a standard attack already breaks it." + note
+
+
+def check_attack_params(attack: str, eps: float, steps: int, norm: str) -> dict[str, Any]:
+    """Validated parameters of the budgeted attack used against the defences."""
+    check_choice("attack", attack, ("pgd", "fgsm"))
+    eps = check_float("eps", eps, low=0.0, high=1.0 if norm == "linf" else 100.0, strict_low=True)
+    if attack == "fgsm":
+        if norm != "linf":
+            raise InvalidParameterError("fgsm is an Linf attack; use --norm linf.")
+        return {"eps": eps}
+    return {
+        "eps": eps,
+        "norm": check_choice("norm", norm, ("linf", "l2")),
+        "steps": check_int("steps", steps, low=1),
+    }
+
+
+def evaluate_transforms(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    transforms: list[InputTransform],
+    *,
+    attack: str = "pgd",
+    eps: float = 0.1,
+    steps: int = 40,
+    norm: str = "linf",
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> list[DefenceRow]:
+    """Clean, transfer, plain-attack and BPDA-attack accuracy of each input transformation on (x, labels),
+    after a first row for the undefended model. Same images, same attack parameters everywhere."""
+    from core.attacks import make_attack
+
+    params = check_attack_params(attack, eps, steps, norm)
+    if attack == "pgd":
+        params["seed"] = seed
+    total = 1 + 2 * len(transforms)
+    report = progress or (lambda fraction, text: None)
+    report(0.0, "attacking the bare model")
+    bare = make_attack(attack, model, device, **params).run(x, labels)
+    clean_bare = _accuracy(model, x, labels)
+    undefended = _accuracy(model, bare.x_adv, labels)
+    rows = [DefenceRow("none", clean_bare, undefended, undefended, undefended, "baseline")]
+    for i, transform in enumerate(transforms):
+        robust = {}
+        for j, gradient in enumerate(GRADIENTS):
+            report((1 + 2 * i + j) / total, f"{gradient} attack through {transform.describe()}")
+            defended = DefendedModel(model, transform, gradient)
+            robust[gradient] = _accuracy(
+                defended, make_attack(attack, defended, device, **params).run(x, labels).x_adv, labels
+            )
+        defended = DefendedModel(model, transform)
+        row = DefenceRow(
+            transform.describe(),
+            clean_accuracy=_accuracy(defended, x, labels),
+            robust_transfer=_accuracy(defended, bare.x_adv, labels),
+            robust_plain=robust["naive"],
+            robust_adaptive=robust["bpda"],
+            verdict="",
+        )
+        row.verdict = _verdict(undefended, row, clean_bare)
+        rows.append(row)
+    report(1.0, "done")
+    return rows
+
+
+@dataclass
+class TwinRow:
+    """An adversarially trained model beside the plainly trained model of the same architecture."""
+
+    model: str
+    twin: str
+    clean_accuracy: float
+    twin_clean_accuracy: float
+    robust_accuracy: float
+    twin_robust_accuracy: float
+
+
+ADVERSARIAL_SUFFIXES = ("-advpool", "-pgdtrain")
+
+
+def adversarial_twins() -> list[tuple[str, str]]:
+    """(adversarially trained model, its plain twin) pairs whose checkpoints are present."""
+    from core.models import list_models, model_status
+
+    names = list_models(include_unavailable=False)
+    pairs = []
+    for name in names:
+        for suffix in ADVERSARIAL_SUFFIXES:
+            twin = name.removesuffix(suffix)
+            if (
+                name.endswith(suffix)
+                and twin in names
+                and "missing" not in (model_status(name), model_status(twin))
+            ):
+                pairs.append((name, twin))
+    return pairs
+
+
+def compare_twins(
+    pairs: list[tuple[str, str]],
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    attack: str = "pgd",
+    eps: float = 0.1,
+    steps: int = 40,
+    norm: str = "linf",
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> list[TwinRow]:
+    """Clean and robust accuracy of each adversarially trained model and its twin under the same attack."""
+    from core.attacks import make_attack
+    from core.models import load
+
+    params = check_attack_params(attack, eps, steps, norm)
+    if attack == "pgd":
+        params["seed"] = seed
+
+    def accuracies(name: str) -> tuple[float, float]:
+        model = load(name, device)
+        result = make_attack(attack, model, device, **params).run(x, labels)
+        return _accuracy(model, x, labels), float((result.pred_after == labels).float().mean())
+
+    rows = []
+    for name, twin in pairs:
+        clean, robust = accuracies(name)
+        twin_clean, twin_robust = accuracies(twin)
+        rows.append(TwinRow(name, twin, clean, twin_clean, robust, twin_robust))
+    return rows
+
+
+def as_dicts(rows: list[DefenceRow] | list[TwinRow]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]
