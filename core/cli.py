@@ -10,7 +10,7 @@ import sys
 
 from core.errors import IntriguingError
 
-COMMANDS = ("models", "evaluate", "train", "dashboard", "units", "defences")
+COMMANDS = ("models", "evaluate", "train", "dashboard", "units", "defences", "attack")
 
 
 def common_parser() -> argparse.ArgumentParser:

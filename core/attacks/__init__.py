@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.attacks.apgd import APGD
 from core.attacks.base import (
     Attack,
     AttackEvent,
@@ -34,13 +35,17 @@ from core.attacks.base import (
     linf_norm,
     rms,
 )
+from core.attacks.cw import CarliniWagnerL2
+from core.attacks.deepfool import DeepFool
 from core.attacks.fgsm import FGSM
 from core.attacks.lbfgs import LBFGS
 from core.attacks.noise import GaussianNoise, gaussian_noise_baseline
 from core.attacks.pgd import PGD
 from core.errors import InvalidParameterError
 
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (LBFGS, FGSM, PGD)}
+ATTACKS: dict[str, type[Attack]] = {
+    cls.name: cls for cls in (LBFGS, FGSM, PGD, CarliniWagnerL2, DeepFool, APGD)
+}
 
 
 def make_attack(
@@ -61,11 +66,14 @@ def make_attack(
 
 
 __all__ = [
+    "APGD",
     "ATTACKS",
     "Attack",
     "AttackEvent",
     "AttackResult",
     "AttackRun",
+    "CarliniWagnerL2",
+    "DeepFool",
     "FGSM",
     "GaussianNoise",
     "LBFGS",

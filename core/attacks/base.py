@@ -184,6 +184,25 @@ class AttackResult:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @classmethod
+    def concat(cls, results: list[AttackResult]) -> AttackResult:
+        """One result from the results of consecutive batches of the same attack (sums counts and time)."""
+        first = results[0]
+
+        def cat(name: str) -> torch.Tensor:
+            return torch.cat([getattr(r, name) for r in results])
+
+        tensors = ("x", "x_adv", "x_adv_raw", "labels", "pred_before", "pred_after", "probs_after", "success")
+        return cls(
+            attack=first.attack,
+            target=None if first.target is None else cat("target"),
+            iterations=max(r.iterations for r in results),
+            model_calls=sum(r.model_calls for r in results),
+            time_s=sum(r.time_s for r in results),
+            params=first.params,
+            **{name: cat(name) for name in tensors},
+        )
+
     def summary(self) -> dict[str, Any]:
         """JSON-able figures. Distortion statistics are over the successful images only (the paper's
         'average minimum distortion'); they are None when nothing succeeded."""
