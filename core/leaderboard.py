@@ -8,7 +8,7 @@ Two matrices answer "which attack works best on which net":
 - minimal distortion: for attacks that search the smallest flipping perturbation (L-BFGS, C&W, DeepFool, the
   minimal-eps searches), the median RMS distortion of the successful images;
 - success at a fixed budget: for budgeted attacks (FGSM, PGD), the success rate at one (norm, eps).
-A cell shows the most recent run for its (attack, model), and how many images it used.
+A cell shows the run over the most images for its (attack, model) (the newest among equals).
 """
 
 from __future__ import annotations
@@ -333,17 +333,13 @@ class Matrix:
         return {"title": self.title, "metric": self.metric, "values": self.values}
 
 
-def _latest_cells(where: str, args: list[Any], path) -> dict[str, dict[str, Run]]:
-    """The most recent run per (attack, model) matching a WHERE clause."""
-    sql = (
-        "SELECT * FROM runs WHERE id IN (SELECT MAX(id) FROM runs "
-        f"{where} GROUP BY attack, model) ORDER BY attack, model"
-    )
+def _best_cells(where: str, args: list[Any], path) -> dict[str, dict[str, Run]]:
+    """Per (attack, model), the run over the most images matching a WHERE clause; the newest among equals
+    (a one-image run from a report never hides a run over a hundred test images)."""
     cells: dict[str, dict[str, Run]] = {}
     with connect(path) as conn:
-        for row in conn.execute(sql, args):
-            run = Run.from_row(row)
-            cells.setdefault(run.attack, {})[run.model] = run
+        for row in conn.execute(f"SELECT * FROM runs {where} ORDER BY n DESC, id DESC", args):
+            cells.setdefault(row["attack"], {}).setdefault(row["model"], Run.from_row(row))
     return cells
 
 
@@ -360,7 +356,7 @@ def distortion_matrix(
     """Median minimal RMS distortion of the successful images, per (minimal-distortion attack, model)."""
     where, args = _filters(dataset=dataset, source=source)
     where = (where + " AND " if where else "WHERE ") + "budget IS NULL AND median_rms IS NOT NULL"
-    cells = _latest_cells(where, args, path)
+    cells = _best_cells(where, args, path)
     return _matrix(
         "Median minimal RMS distortion (lower: easier to fool)", "median_rms", cells, lambda r: r.median_rms
     )
@@ -378,7 +374,7 @@ def success_matrix(
     budget = _optional_float("budget", budget)
     where, args = _filters(dataset=dataset, source=source, norm=norm)
     where = (where + " AND " if where else "WHERE ") + "ABS(budget - ?) < 1e-9"
-    cells = _latest_cells(where, [*args, budget], path)
+    cells = _best_cells(where, [*args, budget], path)
     return _matrix(f"Success rate at {norm} eps {budget:g}", "success_rate", cells, lambda r: r.success_rate)
 
 

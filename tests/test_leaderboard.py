@@ -44,18 +44,21 @@ def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path):
     assert len(leaderboard.runs(path=path)) == 2
 
 
-def test_matrices_show_the_latest_run_per_cell(tmp_path):
+def test_matrices_show_the_largest_then_latest_run_per_cell(tmp_path):
     path = tmp_path / "lb.sqlite"
+    _record(path, model="fc10-1", attack="deepfool", median_rms=0.3, n=100)
+    _record(path, model="fc10-1", attack="deepfool", median_rms=0.9, n=1)  # a one-image run hides nothing
     _record(path, model="fc10-1", attack="lbfgs", median_rms=0.2)
     _record(path, model="fc10-1", attack="lbfgs", median_rms=0.1)  # newer run replaces the cell
     _record(path, model="fc100-100-10", attack="cw", median_rms=0.05)
     _record(path, model="fc10-1", attack="pgd", norm="linf", budget=0.1, success_rate=0.4)
     _record(path, model="fc10-1", attack="pgd", norm="linf", budget=0.2, success_rate=0.9)
     dist = leaderboard.distortion_matrix(path=path)
-    assert dist.attacks == ["cw", "lbfgs"] and dist.models == ["fc10-1", "fc100-100-10"]
+    assert dist.values["deepfool"]["fc10-1"] == 0.3
+    assert dist.attacks == ["cw", "deepfool", "lbfgs"] and dist.models == ["fc10-1", "fc100-100-10"]
     assert dist.values["lbfgs"]["fc10-1"] == 0.1
     assert dist.values["lbfgs"]["fc100-100-10"] is None
-    assert dist.missing() == [("cw", "fc10-1"), ("lbfgs", "fc100-100-10")]
+    assert dist.missing() == [("cw", "fc10-1"), ("deepfool", "fc100-100-10"), ("lbfgs", "fc100-100-10")]
     succ = leaderboard.success_matrix("linf", 0.1, path=path)
     assert succ.values == {"pgd": {"fc10-1": 0.4}}
     assert leaderboard.budgets(path=path) == [("linf", 0.1), ("linf", 0.2)]
