@@ -1,0 +1,88 @@
+"""Invariants every attack must keep, on small random models and inputs (hypothesis)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from core.attacks import make_attack
+
+# name, parameters, Linf budget, L2 budget
+CASES = [
+    ("fgsm", {"eps": 0.05}, 0.05, None),
+    ("pgd", {"eps": 0.08, "steps": 6}, 0.08, None),
+    ("pgd", {"norm": "l2", "eps": 0.5, "steps": 6}, None, 0.5),
+    ("pgd", {"eps": 0.08, "steps": 6, "random_start": False}, 0.08, None),
+    ("apgd", {"eps": 0.08, "steps": 8}, 0.08, None),
+    ("cw", {"binary_search_steps": 3, "steps": 15}, None, None),
+    ("deepfool", {"steps": 15}, None, None),
+    ("lbfgs", {"rounds": 4, "max_iter": 40}, None, None),
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_model(seed: int, channels: int, classes: int, conv: bool) -> nn.Module:
+    torch.manual_seed(seed)
+    if conv:
+        net = nn.Sequential(
+            nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, classes)
+        )
+    else:
+        net = nn.Sequential(nn.Flatten(), nn.Linear(channels * 36, 16), nn.Sigmoid(), nn.Linear(16, classes))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3)  # sharper decision boundaries than the default initialisation
+    return net.eval().requires_grad_(False)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    case=st.sampled_from(CASES),
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 4),
+    channels=st.sampled_from([1, 3]),
+    classes=st.integers(2, 6),
+    conv=st.booleans(),
+    targeted=st.booleans(),
+    saturate=st.booleans(),
+)
+def test_attack_invariants(case, seed, n, channels, classes, conv, targeted, saturate):
+    name, params, linf_budget, l2_budget = case
+    model = random_model(seed, channels, classes, conv)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, 6, 6, generator=gen)
+    if saturate:  # pixels on the box edges, where clipping mistakes show
+        x = (x > 0.5).float()
+    labels = model(x).argmax(1)
+    attack = make_attack(name, model, **params)
+    target = None
+    if targeted and attack.supports_targeted:
+        target = (labels + 1 + torch.randint(classes - 1, (n,), generator=gen)) % classes
+    result = attack.run(x, labels, target=target)
+
+    assert ((result.x_adv >= 0) & (result.x_adv <= 1)).all()
+    assert result.summary()["box_violations"] == 0
+    r = (result.x_adv - x).flatten(1)
+    if linf_budget is not None:
+        assert (r.abs().amax(1) <= linf_budget + 1e-6).all()
+    if l2_budget is not None:
+        assert (r.norm(dim=1) <= l2_budget + 1e-5).all()
+    assert torch.allclose(result.rms, r.pow(2).mean(1).sqrt())
+
+    fresh = model(result.x_adv).argmax(1)  # success is what a new forward pass says, nothing else
+    assert torch.equal(result.pred_after, fresh)
+    if target is None:
+        assert torch.equal(result.success, fresh != labels)
+    else:
+        assert torch.equal(result.success, fresh == target)
+        assert (result.pred_after[result.success] == target[result.success]).all()
