@@ -78,6 +78,8 @@ class LiveRun:
         self.stopped = False
         self.started_at = time.perf_counter()
         self.first_frame_s: float | None = None
+        self.frames_shown = 0
+        self.ended_at: float | None = None
         self._result: AttackResult | None = None
 
     @property
@@ -104,6 +106,7 @@ class LiveRun:
             self.series[name].append(value)
 
     def _frame(self, event: AttackEvent, steps: int) -> Frame:
+        self.frames_shown += 1
         s = {name: values[-1] for name, values in self.series.items()}
         return Frame(
             iteration=event.iteration,
@@ -141,6 +144,21 @@ class LiveRun:
                 break
         if pending is not None:  # the last iteration is always shown
             yield self._frame(pending, steps)
+        self.ended_at = time.perf_counter()
+
+    def pace(self) -> dict[str, float | int | None]:
+        """How live the run was: steps, frames drawn, wall-clock seconds (the consumer's drawing
+        included), frames and steps per second, seconds from start to the first frame."""
+        wall = (self.ended_at or time.perf_counter()) - self.started_at
+        steps = len(self.series["iteration"])
+        return {
+            "steps": steps,
+            "frames": self.frames_shown,
+            "wall_s": wall,
+            "frames_per_s": self.frames_shown / wall if wall > 0 else None,
+            "steps_per_s": steps / wall if wall > 0 else None,
+            "first_frame_s": self.first_frame_s,
+        }
 
     def result(self) -> AttackResult:
         """The best result so far (cached once the run has ended or was stopped)."""

@@ -33,7 +33,7 @@ NUMERIC = {
     "step_size": (0.0, 1.0, 0.001, "Size of each step; leave empty for the attack's default."),
     "max_iter": (1, 2000, 1, "Most iterations of the inner optimiser (per round of the search over c)."),
     "rounds": (1, 30, 1, "Rounds of the search over the trade-off constant c."),
-    "binary_steps": (1, 30, 1, "Rounds of the search over the trade-off constant c."),
+    "binary_search_steps": (1, 30, 1, "Rounds of the binary search over the trade-off constant c."),
     "n_targets": (
         1,
         999,
@@ -41,21 +41,25 @@ NUMERIC = {
         "Untargeted: try this many most likely other classes, keep the smallest change.",
     ),
     "c_init": (1e-6, 1e8, None, "First value of the trade-off constant c."),
-    "c": (1e-6, 1e8, None, "Trade-off constant between distortion and the classification loss."),
+    "initial_const": (1e-6, 1e8, None, "First value of the trade-off constant c."),
     "confidence": (0.0, 100.0, 0.5, "Logit margin the adversarial class must win by (kappa)."),
-    "lr": (1e-5, 1.0, None, "Learning rate of the optimiser."),
+    "lr": (1e-5, 10.0, None, "Learning rate of the optimiser."),
     "overshoot": (0.0, 1.0, 0.01, "How far DeepFool steps past the decision boundary."),
     "candidates": (2, 1000, 1, "Classes DeepFool considers (the most likely ones)."),
-    "restarts": (1, 20, 1, "Random restarts."),
+    "rho": (0.0, 1.0, 0.05, "APGD halves its step when less than this share of steps improved."),
     "memory": (1, 100, 1, "L-BFGS memory: how many past steps shape the curvature estimate."),
     "ftol": (0.0, 1.0, None, "A round ends when the objective's relative decrease falls below this."),
     "gtol": (0.0, 1000.0, None, "A round ends when the projected gradient falls below this."),
 }
-CHOICES = {"norm": ("linf", "l2"), "loss": ("ce", "dlr"), "method": ("batched", "scipy")}
+CHOICES = {"norm": ("linf", "l2"), "method": ("batched", "scipy")}
 # Lighter defaults on 224-px ImageNet models, so that a run stays interactive on a CPU.
 IMAGENET_DEFAULTS = {
     "lbfgs": {"n_targets": 1, "rounds": 4, "max_iter": 30},
+    "fgsm": {"eps": 2 / 255},
     "pgd": {"eps": 2 / 255, "steps": 10},
+    "cw": {"binary_search_steps": 3, "steps": 20},
+    "deepfool": {"steps": 20, "candidates": 5},
+    "apgd": {"eps": 2 / 255, "steps": 10},
 }
 LIVE_ONLY = ("model", "device", "self", "seed")  # the lab supplies these itself
 
@@ -242,14 +246,16 @@ def show_outcome(outcome: Outcome, class_names: Sequence[str]) -> None:
     ok = bool(result.success[0])
     before, after = int(result.pred_before[0]), int(result.pred_after[0])
     st.subheader("Result")
-    cells = st.columns(7)
+    cells = st.columns(4)
     cells[0].metric("Success", "yes" if ok else "no")
     cells[1].metric("Prediction", class_names[after], f"was {class_names[before]}", delta_color="off")
-    cells[2].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
-    cells[3].metric("L2", f"{float(result.l2[0]):.4f}")
-    cells[4].metric("Linf", f"{float(result.linf[0]):.4f}")
-    cells[5].metric("Iterations / model calls", f"{result.iterations} / {result.model_calls}")
-    cells[6].metric("Time", f"{result.time_s:.2f} s")
+    cells[2].metric("Iterations", result.iterations)
+    cells[3].metric("Model calls", result.model_calls)
+    cells = st.columns(4)
+    cells[0].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
+    cells[1].metric("L2", f"{float(result.l2[0]):.3f}")
+    cells[2].metric("Linf", f"{float(result.linf[0]):.3f}")
+    cells[3].metric("Time", f"{result.time_s:.2f} s")
     if card.summary.get("stopped_early"):
         st.caption("Stopped early: this is the best adversarial image found before Stop.")
 

@@ -156,7 +156,7 @@ with right:
         target = st.selectbox(
             "Target class", choices, format_func=lambda c: f"{classes[c]} ({c})", key="lab_target"
         )
-    with st.expander("Parameters", expanded=True):
+    with st.expander("Parameters"):
         params = attack_parameters(attack_name, spec.dataset)
     seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed")
     live_mode = st.radio("Live view", tuple(LIVE_MODES), horizontal=True, key="lab_live_mode")
@@ -198,9 +198,11 @@ if state is not None:
             panel.show(frame, live.series)
             status.caption(f"running: {len(live.series['iteration'])} steps in {frame.elapsed_s:.1f} s")
     panel.show(live.final_frame(), live.series, final=True)
+    pace = live.pace()
     status.caption(
-        f"{'stopped' if live.stopped else 'finished'} after {len(live.series['iteration'])} steps; "
-        f"first frame {live.first_frame_s or 0:.2f} s after Run"
+        f"{'stopped' if live.stopped else 'finished'} after {pace['steps']} steps; {pace['frames']} frames "
+        f"drawn in {pace['wall_s']:.1f} s ({pace['frames_per_s'] or 0:.1f} frames/s); "
+        f"first frame {pace['first_frame_s'] or 0:.2f} s after Run"
     )
 
     if "outcome" not in state:
