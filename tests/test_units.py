@@ -57,6 +57,14 @@ def test_top_k_matches_a_brute_force_argsort(k):
     np.testing.assert_allclose(top.values, np.array(brute)[order[::-1][:k]], rtol=1e-5)
 
 
+def test_ties_go_to_the_lower_image_index():
+    acts = np.array([[1.0], [3.0], [3.0], [2.0], [3.0], [0.0]], dtype=np.float32)
+    assert top_k(acts, np.ones(1, dtype=np.float32), 2).indices.tolist() == [1, 2]
+    assert top_k(acts, np.ones(1, dtype=np.float32), 4).indices.tolist() == [1, 2, 4, 3]
+    assert top_k(acts, np.ones(1, dtype=np.float32), 2, largest=False).indices.tolist() == [5, 0]
+    assert top_k_sets(acts, np.ones((1, 1), dtype=np.float32), 4).tolist() == [[1, 2, 4, 3]]
+
+
 def test_many_directions_at_once_agree_with_one_at_a_time(fc_hidden1):
     directions = random_directions(fc_hidden1.shape[1], 7, seed=3)
     sets = top_k_sets(fc_hidden1, directions, 9)
@@ -248,7 +256,7 @@ def test_folder_reader_labels_subfolders_and_skips_non_images(tmp_path):
     batch = next(images.batches(4))
     assert batch.shape == (4, 3, 224, 224) and 0.0 <= batch.min() and batch.max() <= 1.0
     assert images.thumbnail(5).shape == (64, 64, 3)
-    assert images.describe(4) == "coffee/coffee1.png"
+    assert images.describe(4) == "coffee"
 
 
 def test_flat_folder_has_no_labels_and_an_empty_folder_is_refused(tmp_path):
@@ -258,6 +266,7 @@ def test_flat_folder_has_no_labels_and_an_empty_folder_is_refused(tmp_path):
     (flat / "notes.md").write_text("# no")
     images = FolderImages(flat)
     assert len(images) == 1 and images.labels is None and images.skipped == ["notes.md"]
+    assert images.describe(0) == "red.png"
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "data.csv").write_text("a,b")

@@ -24,7 +24,7 @@ from core.units.directions import (
     unit_vector,
 )
 from core.units.grid import image_row
-from core.units.images import FolderImages, ImageSet, MnistImages, held_out_images
+from core.units.images import FolderImages, ImageSet, MnistImages, held_out_images, write_sample_folder
 
 __all__ = [
     "PIXELS",
@@ -55,4 +55,5 @@ __all__ = [
     "top_k_sets",
     "unit_vector",
     "verdict",
+    "write_sample_folder",
 ]

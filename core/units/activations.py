@@ -121,6 +121,7 @@ def cache_file(model_name: str, layer: str, data_key: str, model_fingerprint: st
 
 
 def _remember(key: tuple[str, ...], values: np.ndarray) -> np.ndarray:
+    values.setflags(write=False)  # shared by every caller: nobody may change it in place
     _memory[key] = values
     _memory.move_to_end(key)
     while len(_memory) > MEMORY_ENTRIES:

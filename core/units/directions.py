@@ -85,7 +85,10 @@ def top_k(activations: np.ndarray, direction: np.ndarray, k: int, largest: bool 
     """
     _check_k(k, activations.shape[0])
     scores = project(activations, direction)
-    order = np.argsort(-scores if largest else scores, kind="stable")[:k]
+    key = -scores if largest else scores  # rank by ascending key
+    kth = np.partition(key, k - 1)[k - 1]
+    candidates = np.flatnonzero(key <= kth)  # the k best and everything tied with the k-th, by index
+    order = candidates[np.argsort(key[candidates], kind="stable")][:k]
     return Ranking(indices=order.astype(np.int64), values=scores[order])
 
 

@@ -157,8 +157,7 @@ class FolderImages(ImageSet):
         return self._thumbnails[index]
 
     def describe(self, index: int) -> str:
-        name = self.paths[index].name
-        return name if self.labels is None else f"{self.label_names[int(self.labels[index])]}/{name}"
+        return self.paths[index].name if self.labels is None else super().describe(index)
 
 
 def held_out_images(model_name: str, image_folder: str | Path | None = None) -> ImageSet:
@@ -179,3 +178,21 @@ def held_out_images(model_name: str, image_folder: str | Path | None = None) -> 
             "point --image-folder at a folder of photos (optionally one sub-folder per class)."
         )
     return FolderImages(Path(image_folder), model_name)
+
+
+def write_sample_folder(root: str | Path, crops_per_photo: int = 6) -> Path:
+    """A tiny labelled photo folder for trying ImageNet models without ImageNet: crops of scikit-image's
+    sample photos (chelsea, coffee, astronaut, rocket), one sub-folder per photo. Deterministic."""
+    from core.data.photos import SAMPLE_PHOTOS, sample_photo
+
+    root = Path(root).expanduser()
+    for name in SAMPLE_PHOTOS:
+        photo = sample_photo(name)
+        width, height = photo.size
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(crops_per_photo):
+            scale = 0.5 + 0.5 * i / max(1, crops_per_photo - 1)  # from half the photo to all of it
+            w, h = int(width * scale), int(height * scale)
+            x, y = (width - w) * (i % 3) // 2, (height - h) * (i % 2)
+            photo.crop((x, y, x + w, y + h)).save(root / name / f"{name}_{i}.jpg", quality=90)
+    return root
