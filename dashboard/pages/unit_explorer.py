@@ -138,6 +138,7 @@ try:
     judge = st.selectbox(
         "Judge of the cosine score (a different model's features)",
         units.judge_choices(model),
+        key="unit_judge",
         help="MODEL:LAYER whose features compare the top-k images; 'pixels' compares the raw images.",
     )
     st.markdown(

@@ -1,0 +1,108 @@
+"""The `intriguing units` command and the Unit Explorer page."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.cli import main
+from core.units import write_sample_folder
+
+PAGE = Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "unit_explorer.py"
+
+
+def _run_json(capsys, *argv: str) -> dict:
+    assert main(["units", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_json_has_both_sides_and_p_values(capsys):
+    result = _run_json(
+        capsys, "--model", "cnn", "--layer", "conv1", "--k", "9", "--random", "150", "--seed", "3"
+    )
+    assert {"model", "layer", "k", "natural", "random", "p_value", "judge", "versions"} <= result.keys()
+    assert (result["model"], result["layer"], result["k"], result["seed"]) == ("cnn", "conv1", 9, 3)
+    assert result["judge"] == "fc100-100-10:hidden2"  # a different model judges the cosine score
+    assert result["natural"]["n"] == 32 and result["random"]["n"] == 150
+    for side in ("natural", "random"):
+        for score in ("purity", "entropy", "cosine"):
+            lo, hi = result[side][f"{score}_ci"]
+            assert lo <= result[side][f"{score}_mean"] <= hi
+        assert 1 / 9 <= result[side]["purity_mean"] <= 1
+        assert 0 <= result[side]["entropy_mean"] <= math.log2(9)
+    assert set(result["p_value"]) == {"purity", "entropy", "cosine"}
+    assert all(0 <= p <= 1 for p in result["p_value"].values())
+
+
+@pytest.mark.slow
+def test_cli_default_layer_and_judge_for_the_mlp(capsys):
+    result = _run_json(capsys, "--model", "fc100-100-10")
+    assert (result["layer"], result["judge"]) == ("hidden2", "cnn:fc1")
+    assert result["natural"]["n"] == 100 and result["random"]["n"] == 100
+
+
+def test_cli_random_directions_are_at_least_as_many_as_units(capsys):
+    result = _run_json(
+        capsys, "--model", "fc100-100-10", "--layer", "hidden1", "--random", "10", "--judge", "pixels"
+    )
+    assert result["natural"]["n"] == 100 and result["random"]["n"] == 100
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "fc100-100-10", "--layer", "conv7"], "no readable layer"),
+        (["--model", "fc100-100-10", "--k", "1"], "k must be at least 2"),
+        (["--model", "mobilenet_v2"], "--image-folder"),
+        (["--model", "fc100-100-10", "--judge", "nonsense"], "MODEL:LAYER"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(capsys, argv, message):
+    assert main(["units", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cli_on_an_image_folder_with_mobilenet(tmp_path, capsys):
+    write_sample_folder(tmp_path, crops_per_photo=3)
+    (tmp_path / "list.txt").write_text("not an image")
+    result = _run_json(
+        capsys, "--model", "mobilenet_v2", "--image-folder", str(tmp_path), "--k", "3", "--layer", "block13"
+    )
+    assert result["n_images"] == 12 and result["judge"] == "pixels"
+    assert result["natural"]["n"] == 96 and result["random"]["n"] == 100
+    assert result["skipped_files"] == ["list.txt"]
+    assert 1 / 3 <= result["natural"]["purity_mean"] <= 1
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def test_page_renders_and_follows_the_unit_slider_and_the_seed_button():
+    at = AppTest.from_file(str(PAGE), default_timeout=180)
+    at.session_state["unit_judge"] = "pixels"  # the default judge (cnn:fc1) is exercised by the slow CLI test
+    at.run()
+    assert not at.exception and not at.error
+    before = _captions(at)
+    assert before[0].startswith("unit 0 ·") and any(
+        c.startswith("random direction 0 (seed 0)") for c in before
+    )
+    assert any("Mann-Whitney" in m.value for m in at.markdown)
+    assert sum("p = " in m.value for m in at.markdown) == 3  # one verdict per score
+
+    at.slider(key="unit_index").set_value(6).run()
+    after = _captions(at)
+    assert not at.exception
+    assert after[0].startswith("unit 6 ·") and after[0] != before[0]
+    natural_rows = [c for c in after if c.startswith("unit ")]
+    assert natural_rows != [c for c in before if c.startswith("unit ")]
+
+    at.button[0].click().run()
+    assert at.session_state.unit_seed == 1
+    assert any(c.startswith("random direction 0 (seed 1)") for c in _captions(at))
