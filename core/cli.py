@@ -10,7 +10,17 @@ import sys
 
 from core.errors import IntriguingError
 
-COMMANDS = ("models", "evaluate", "train", "dashboard", "units", "defences", "attack")
+COMMANDS = (
+    "models",
+    "evaluate",
+    "train",
+    "dashboard",
+    "units",
+    "defences",
+    "attack",
+    "report",
+    "leaderboard",
+)
 
 
 def common_parser() -> argparse.ArgumentParser:

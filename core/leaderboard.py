@@ -392,6 +392,17 @@ def integrity_ok(path: str | os.PathLike | None = None) -> bool:
         return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def is_budgeted(attack: str) -> bool:
+    """True for attacks held to an eps budget (FGSM, PGD, ...), False for minimal-distortion attacks."""
+    import inspect
+
+    from core.attacks import ATTACKS
+
+    if attack not in ATTACKS:
+        raise InvalidParameterError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}.")
+    return "eps" in inspect.signature(ATTACKS[attack].__init__).parameters
+
+
 def fill_cell(
     attack: str,
     model: str,
@@ -414,15 +425,14 @@ def fill_cell(
     from core.models import get_spec, load
 
     n = check_int("n", n, low=1, high=10_000)
-    if attack not in ATTACKS:
-        raise InvalidParameterError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}.")
+    budgeted = is_budgeted(attack)
     if get_spec(model).dataset != "mnist":
         raise InvalidParameterError(
             f"{model} is an ImageNet model; cells are filled on MNIST test images only."
         )
     accepted = inspect.signature(ATTACKS[attack].__init__).parameters
     params: dict[str, Any] = {"seed": seed} if "seed" in accepted else {}
-    if "eps" in accepted:
+    if budgeted:
         if budget is None or norm is None:
             raise InvalidParameterError(f"{attack} is a budgeted attack: give norm and budget (eps).")
         params["eps"] = _optional_float("budget", budget)

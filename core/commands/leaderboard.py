@@ -1,0 +1,74 @@
+"""`intriguing leaderboard`: which attack works best on which net, from every run recorded so far."""
+
+from __future__ import annotations
+
+
+def _grid(matrix, fmt: str) -> str:
+    if not matrix.attacks:
+        return f"{matrix.title}: no runs recorded yet."
+    width = max(12, *(len(m) for m in matrix.models))
+    lines = [matrix.title, f"{'attack':<12}" + "".join(f" {m:>{width}}" for m in matrix.models)]
+    for attack in matrix.attacks:
+        cells = (matrix.values[attack].get(m) for m in matrix.models)
+        lines.append(
+            f"{attack:<12}" + "".join(f" {'-' if v is None else format(v, fmt):>{width}}" for v in cells)
+        )
+    return "\n".join(lines)
+
+
+def _budget(text: str) -> tuple[str, float]:
+    from core.attacks.base import check_choice, check_float
+    from core.errors import InvalidParameterError
+
+    norm, _, eps = text.partition(":")
+    check_choice("budget norm", norm, ("linf", "l2"))
+    try:
+        value = float(eps)
+    except ValueError:
+        raise InvalidParameterError(f"--budget must look like linf:0.1, got {text!r}.") from None
+    return norm, check_float("budget eps", value, low=0.0, strict_low=True)
+
+
+def run(args) -> int:
+    from core import leaderboard
+    from core.cli import emit
+
+    if args.fill:
+        from tqdm import tqdm
+
+        norm, eps = _budget(args.budget) if args.budget else ("linf", 0.1)
+        for attack in tqdm(args.fill, desc="filling", disable=args.json):
+            budgeted = leaderboard.is_budgeted(attack)
+            for model in args.models or ["fc100-100-10"]:
+                leaderboard.fill_cell(
+                    attack, model, n=args.n, norm=norm if budgeted else None, budget=eps if budgeted else None,
+                    seed=args.seed, device=args.device, source="cli",
+                )  # fmt: skip
+    distortion = leaderboard.distortion_matrix(dataset=args.dataset)
+    matrices = [distortion]
+    budgets = [_budget(args.budget)] if args.budget else leaderboard.budgets()
+    matrices += [leaderboard.success_matrix(norm, eps, dataset=args.dataset) for norm, eps in budgets]
+    text = "\n\n".join(_grid(m, ".4f" if m.metric == "median_rms" else ".0%") for m in matrices)
+    emit([m.as_dict() for m in matrices], args.json, f"{text}\n\n(database: {leaderboard.default_path()})")
+    return 0
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser(
+        "leaderboard", parents=[common], help="attack x model matrices from every recorded run"
+    )
+    p.add_argument("--dataset", choices=("mnist", "imagenet"), default=None)
+    p.add_argument(
+        "--budget", metavar="NORM:EPS", help="one success-rate budget, e.g. linf:0.1 (default: all)"
+    )
+    p.add_argument(
+        "--fill",
+        nargs="+",
+        metavar="ATTACK",
+        help="run these attacks first (on --models, -n images; budgeted ones at --budget, default linf:0.1)",
+    )
+    p.add_argument("--models", nargs="+", metavar="MODEL", help="models to fill (default fc100-100-10)")
+    p.add_argument("-n", type=int, default=100, help="MNIST test images per filled cell (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)

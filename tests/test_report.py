@@ -1,0 +1,157 @@
+"""The one-image robustness report: every number re-verified by the model, the pieces checked by invariants."""
+
+import base64
+import io
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from core import leaderboard
+from core.attacks import make_attack
+from core.attacks.base import rms
+from core.errors import InvalidParameterError
+from core.models import load
+from core.report import (
+    local_lipschitz,
+    minimal_eps,
+    mnist_image,
+    reference_distribution,
+    reference_path,
+    robustness_report,
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """fc100-100-10 on MNIST test image 0, a small reference, transfer to one other model. Runs before the
+    function-scoped private-cache fixture, so it points the cache at the same private folder itself."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INTRIGUING_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        x, y = mnist_image(0)
+        yield robustness_report(
+            "fc100-100-10", x, true_label=y, image_source="test #0", others=["fc10-1"], reference_n=6
+        )
+
+
+@pytest.mark.slow
+def test_every_finding_is_a_real_flip_with_the_distortion_it_claims(report):
+    model = load("fc100-100-10", "cpu")
+    x, _ = mnist_image(0)
+    assert report.label == 7 and report.true_label == 7
+    assert all(f.success for f in report.findings)
+    for f in report.findings:
+        assert f.x_adv.min() >= 0 and f.x_adv.max() <= 1
+        with torch.no_grad():
+            assert model(f.x_adv).argmax(1).item() == f.pred_after != report.label  # fresh forward pass
+        assert f.rms == pytest.approx(float(rms(f.x_adv - x)[0]), rel=1e-5)
+        assert f.l2 == pytest.approx(float((f.x_adv - x).norm()), rel=1e-5)
+        if f.eps is not None:
+            assert f.linf <= f.eps + 1e-6
+    smallest = min(report.findings, key=lambda f: f.rms)
+    assert report.easiest == smallest.attack
+    # a minimal-distortion attack needs no more than the one-step FGSM at its smallest eps
+    assert min(report.finding(a).rms for a in ("lbfgs", "cw", "deepfool")) <= report.finding("fgsm").rms
+
+
+@pytest.mark.slow
+def test_noise_transfer_lipschitz_and_reference_are_consistent(report):
+    for f in report.findings:
+        assert 0.0 <= f.noise_flip_rate <= 1.0
+        assert [row["model"] for row in f.transfer] == ["fc10-1"]
+    lip = report.lipschitz
+    assert lip.max_grad_norm >= lip.grad_norm_at_x > 0
+    assert lip.margin > 0 and lip.boundary_distance_l2 == pytest.approx(lip.margin / lip.max_grad_norm)
+    assert 0 < len(report.reference.rms) <= 6
+    fraction = report.fraction_needing_more()
+    assert fraction == pytest.approx(
+        sum(r > report.finding("lbfgs").rms for r in report.reference.rms) / len(report.reference.rms)
+    )
+    assert f"{report.finding(report.easiest).rms:.3f}" in report.verdict
+    assert "test images" in report.verdict
+
+
+@pytest.mark.slow
+def test_report_exports_json_and_one_self_contained_html(report):
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["model"] == "fc100-100-10" and len(data["findings"]) == 5
+    page = report.to_html()
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    uris = page.split("src='data:image/png;base64,")[1:]
+    assert len(uris) == 1 + len(report.findings)  # the image, and one picture per flipping attack
+    for uri in uris:
+        Image.open(io.BytesIO(base64.b64decode(uri.split("'")[0]))).verify()
+
+
+@pytest.mark.slow
+def test_report_runs_are_recorded_in_the_leaderboard(report):
+    recorded = {r.attack: r for r in leaderboard.runs(model="fc100-100-10", source="report")}
+    assert {"lbfgs", "cw", "deepfool", "fgsm-min-eps", "pgd-min-eps"} <= set(recorded)
+    assert recorded["cw"].median_rms == pytest.approx(report.finding("cw").rms)
+
+
+@pytest.mark.slow
+def test_reference_is_cached_on_disk_and_invalidated_by_a_new_checkpoint(report):
+    model = load("fc100-100-10", "cpu")
+    path = reference_path("fc100-100-10", 6)
+    cached = json.loads(path.read_text())
+    assert cached["rms"] == report.reference.rms
+    path.write_text(json.dumps({**cached, "rms": [0.5]}))  # a marker only the cache can supply
+    assert reference_distribution("fc100-100-10", model, n=6).rms == [0.5]
+    path.write_text(json.dumps({**cached, "rms": [0.5], "checkpoint": "an-older-checkpoint"}))
+    assert reference_distribution("fc100-100-10", model, n=6, record=False).rms == report.reference.rms
+
+
+def test_minimal_eps_search_finds_a_verified_small_budget(mnist_test):
+    model = load("fc100-100-10", "cpu")
+    x, label = mnist_test.images[:1], mnist_test.labels[:1]
+    result, eps = minimal_eps("pgd", model, x, label, params={"steps": 10})
+    assert result.success.item() and 0 < eps < 0.5
+    assert result.linf.item() <= eps + 1e-6
+    below = make_attack("pgd", model, eps=eps * 0.8, steps=10).run(x, label)
+    assert not below.success.item()  # PGD is near monotone in eps: 20% less budget no longer flips it
+
+
+def test_lipschitz_estimate_of_a_linear_model_is_its_weight_difference(mnist_test):
+    """Softmax regression: the margin's gradient is w_label - w_runner_up everywhere the runner-up is fixed."""
+    model = load("fc10-1", "cpu")
+    x = mnist_test.images[:1]
+    logits = model(x)
+    label, runner_up = logits.topk(2).indices[0].tolist()
+    weight = next(p for p in model.parameters() if p.dim() == 2)
+    exact = float((weight[label] - weight[runner_up]).norm())
+    est = local_lipschitz(model, x, label, radius_l2=1e-3, samples=8)
+    assert est.grad_norm_at_x == pytest.approx(exact, rel=1e-4)
+    assert est.max_grad_norm == pytest.approx(exact, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seed": -1}, "seed"),
+        ({"reference_n": 0}, "reference size"),
+        ({"true_label": 12}, "true label"),
+    ],
+)
+def test_bad_report_parameters_are_refused(kwargs, message):
+    x, _ = mnist_image(0)
+    with pytest.raises(InvalidParameterError, match=message):
+        robustness_report("fc100-100-10", x, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [torch.full((1, 1, 28, 28), math.nan), torch.full((1, 1, 28, 28), 2.0), torch.zeros(1, 3, 28, 28)],
+    ids=["nan", "out-of-range", "wrong-shape"],
+)
+def test_bad_images_are_refused(x):
+    with pytest.raises(InvalidParameterError):
+        robustness_report("fc100-100-10", x)
+
+
+def test_local_lipschitz_refuses_bad_radius():
+    x, _ = mnist_image(0)
+    with pytest.raises(InvalidParameterError, match="radius"):
+        local_lipschitz(load("fc10-1", "cpu"), x, 7, radius_l2=float("inf"))
