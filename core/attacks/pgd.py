@@ -75,18 +75,20 @@ class PGD(Attack):
             return F.cross_entropy(logits, goal, reduction="none")
 
         z = self._random_start(x) if self.random_start else x
+        if (
+            self.norm == "linf"
+        ):  # the ball and the box in one clamp: lean steps (benchmarked vs. torchattacks)
+            low, high = (x - self.eps).clamp_(min=0.0), (x + self.eps).clamp_(max=1.0)
         run.best = z
         for _ in range(self.steps):
             loss, grad, logits = run.loss_and_grad(z, loss_fn)
             event = self._event(run, z, logits, loss)
             if self.norm == "linf":
-                z = z + (sign * self.step_size) * grad.sign()
-                z = torch.min(torch.max(z, x - self.eps), x + self.eps)
+                z = torch.clamp(z.add(grad.sign_(), alpha=sign * self.step_size), low, high)
             else:
                 grad = grad / _per_image(l2_norm(grad).clamp_min(1e-12), x)
                 r = z + (sign * self.step_size) * grad - x
                 r = r * _per_image((self.eps / l2_norm(r).clamp_min(1e-12)).clamp(max=1.0), x)
-                z = x + r
-            z = z.clamp(0.0, 1.0)
+                z = (x + r).clamp(0.0, 1.0)
             run.best = z
             yield event
