@@ -36,12 +36,20 @@ def run(args) -> int:
     if args.fill:
         from tqdm import tqdm
 
+        from core.attacks.base import check_int
+        from core.models import get_spec
+
+        check_int("n", args.n, low=1, high=10_000)  # every flag is checked before any work starts
+        check_int("seed", args.seed)
+        for name in args.models or []:
+            get_spec(name)
+        budgeted = {attack: leaderboard.is_budgeted(attack) for attack in args.fill}
         norm, eps = _budget(args.budget) if args.budget else ("linf", 0.1)
         for attack in tqdm(args.fill, desc="filling", disable=args.json):
-            budgeted = leaderboard.is_budgeted(attack)
             for model in args.models or ["fc100-100-10"]:
                 leaderboard.fill_cell(
-                    attack, model, n=args.n, norm=norm if budgeted else None, budget=eps if budgeted else None,
+                    attack, model, n=args.n, norm=norm if budgeted[attack] else None,
+                    budget=eps if budgeted[attack] else None,
                     seed=args.seed, device=args.device, source="cli",
                 )  # fmt: skip
     distortion = leaderboard.distortion_matrix(dataset=args.dataset)
