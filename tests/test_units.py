@@ -14,6 +14,7 @@ from core.units import (
     FolderImages,
     MnistImages,
     combination,
+    dead_units,
     interpolate,
     label_entropy,
     label_purity,
@@ -189,6 +190,22 @@ def test_study_scores_agree_with_single_direction_rankings(mnist_images):
         lo, hi = summary[side]["purity_ci"]
         assert 1 / 9 <= lo <= summary[side]["purity_mean"] <= hi <= 1.0 + 1e-9
     assert all(0.0 <= p <= 1.0 for p in summary["p_value"].values())
+
+
+def test_dead_units_are_reported_and_left_out_of_the_scores(tmp_path, monkeypatch, mnist_images):
+    from core import config
+
+    state = torch.load(config.model_dir() / "fc100-100-10.pt", weights_only=True)
+    state["hidden.1.0.weight"][[5, 70]] = 0.0  # sigmoid(bias): the same value on every image
+    (tmp_path / "models").mkdir()
+    torch.save(state, tmp_path / "models" / "fc100-100-10.pt")
+    monkeypatch.setenv("INTRIGUING_MODEL_DIR", str(tmp_path / "models"))
+    acts = layer_activations("fc100-100-10", "hidden2", mnist_images, device="cpu")
+    assert dead_units(acts).tolist() == [5, 70]
+    result = study("fc100-100-10", "hidden2", k=5, n_random=10, images=mnist_images, judge="pixels")
+    assert result.dead_units.tolist() == [5, 70] and 5 not in result.units and len(result.units) == 98
+    assert len(result.natural["purity"]) == 98 and len(result.random["purity"]) == 98
+    assert result.summary()["n_units"] == 100
 
 
 # ---- the cache --------------------------------------------------------------------------------------------

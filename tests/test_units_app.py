@@ -27,7 +27,8 @@ def test_cli_json_has_both_sides_and_p_values(capsys):
     assert {"model", "layer", "k", "natural", "random", "p_value", "judge", "versions"} <= result.keys()
     assert (result["model"], result["layer"], result["k"], result["seed"]) == ("cnn", "conv1", 9, 3)
     assert result["judge"] == "fc100-100-10:hidden2"  # a different model judges the cosine score
-    assert result["natural"]["n"] == 32 and result["random"]["n"] == 150
+    assert result["n_units"] == 32 and result["natural"]["n"] + len(result["dead_units"]) == 32
+    assert result["random"]["n"] == 150
     for side in ("natural", "random"):
         for score in ("purity", "entropy", "cosine"):
             lo, hi = result[side][f"{score}_ci"]

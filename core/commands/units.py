@@ -11,6 +11,11 @@ def _text(result: dict) -> str:
         f"{result['model']} layer {result['layer']}: top-{result['k']} of {result['n_images']} held-out images "
         f"({result['data']}); {result['natural']['n']} units vs {result['random']['n']} random directions "
         f"(seed {result['seed']}); cosine judged by {result['judge']}",
+        *(
+            [f"{len(result['dead_units'])} dead units (constant on every held-out image) are not scored."]
+            if result["dead_units"]
+            else []
+        ),
         *(verdict(result, score) for score in SCORES),
         "Purity: higher = more coherent; entropy: lower = more coherent; 95% t intervals; two-sided Mann-Whitney U.",
     ]

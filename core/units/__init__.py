@@ -4,6 +4,7 @@ from core.units.activations import PIXELS, default_layer, fingerprint, layer_act
 from core.units.coherence import (
     SCORES,
     UnitStudy,
+    dead_units,
     default_judge,
     judge_choices,
     label_entropy,
@@ -35,6 +36,7 @@ __all__ = [
     "Ranking",
     "UnitStudy",
     "combination",
+    "dead_units",
     "default_judge",
     "default_layer",
     "fingerprint",

@@ -8,8 +8,9 @@ Three scores of a direction's top-k held-out images:
   unlabelled photo folders too.
 
 The claim under test (Szegedy et al., Section 3): the top-k sets of natural units are no more coherent than
-those of random directions. `study` scores all units of a layer and at least as many random directions and
-compares the two distributions (means with t confidence intervals, two-sided Mann-Whitney U test).
+those of random directions. `study` scores all live units of a layer (dead units, constant on every held-out
+image, have no top-k set) and at least as many random directions, and compares the two distributions (means
+with t confidence intervals, two-sided Mann-Whitney U test).
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def mean_pairwise_cosine(features: np.ndarray) -> float:
     gram = unit @ unit.T
     k = len(features)
     return float((gram.sum() - np.trace(gram)) / (k * (k - 1)))
+
+
+def dead_units(activations: np.ndarray) -> np.ndarray:
+    """Units whose activation is the same on every held-out image (e.g. ReLU units that never fire).
+
+    Their "top-k" would be an arbitrary tie-break, so they are shown as dead and left out of the scores.
+    """
+    return np.flatnonzero(activations.max(axis=0) == activations.min(axis=0))
 
 
 def score_sets(top_sets: np.ndarray, labels: np.ndarray | None, judge: np.ndarray) -> dict[str, np.ndarray]:
@@ -140,6 +149,8 @@ class UnitStudy:
     judge: str
     data: str
     n_images: int
+    units: np.ndarray  # the scored units (row j of `natural` is unit units[j])
+    dead_units: np.ndarray  # units constant on every held-out image: no top-k set, so not scored
     natural: dict[str, np.ndarray | None]
     random: dict[str, np.ndarray | None]
     p_value: dict[str, float | None] = field(init=False)
@@ -180,6 +191,8 @@ class UnitStudy:
             "data": self.data,
             "n_images": self.n_images,
             "unit": UNIT_DEFINITION,
+            "n_units": len(self.units) + len(self.dead_units),
+            "dead_units": self.dead_units.tolist(),
             "natural": side(self.natural),
             "random": side(self.random),
             "p_value": self.p_value,
@@ -200,7 +213,7 @@ def study(
     device: torch.device | str | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> UnitStudy:
-    """Score every unit of `layer` and max(n_random, number of units) random directions (seeded)."""
+    """Score every live unit of `layer` and max(n_random, live units) random directions (seeded)."""
     if k < 2:
         raise InvalidParameterError(f"k must be at least 2 (the cosine score compares pairs), got {k}.")
     layer = layer or default_layer(model_name)
@@ -209,8 +222,12 @@ def study(
     acts = layer_activations(model_name, layer, images, device=device, progress=progress)
     features = judge_features(judge, images, device=device)
     n_units = acts.shape[1]
-    natural_sets = top_k_sets(acts, np.eye(n_units, dtype=np.float32), k)
-    random_sets = top_k_sets(acts, random_directions(n_units, max(n_random, n_units), seed), k)
+    dead = dead_units(acts)
+    live = np.setdiff1d(np.arange(n_units), dead)
+    if len(live) == 0:
+        raise InvalidParameterError(f"Every unit of {model_name} {layer} is constant on the held-out images.")
+    natural_sets = top_k_sets(acts, np.eye(n_units, dtype=np.float32)[live], k)
+    random_sets = top_k_sets(acts, random_directions(n_units, max(n_random, len(live)), seed), k)
     return UnitStudy(
         model=model_name,
         layer=layer,
@@ -219,6 +236,8 @@ def study(
         judge=judge,
         data=images.key,
         n_images=len(images),
+        units=live,
+        dead_units=dead,
         natural=score_sets(natural_sets, images.labels, features),
         random=score_sets(random_sets, images.labels, features),
     )

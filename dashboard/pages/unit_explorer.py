@@ -106,10 +106,12 @@ try:
     shown = [(unit + j) % n_units for j in range(min(ROWS, n_units))]
     randoms = units.random_directions(n_units, len(shown), int(seed))
     left, right = st.columns(2)
+    dead = set(units.dead_units(acts).tolist())
     with left:
         st.subheader("Natural units e_i")
         for u in shown:
-            show_row(images, units.top_k(acts, units.unit_vector(n_units, u), k), f"unit {u}")
+            title = f"unit {u} (dead: constant on every image, ranked by index)" if u in dead else f"unit {u}"
+            show_row(images, units.top_k(acts, units.unit_vector(n_units, u), k), title)
     with right:
         st.subheader("Random directions v")
         for j, v in enumerate(randoms):
@@ -144,8 +146,9 @@ try:
     st.markdown(
         f"Each direction's top-{k} set is scored by **label purity** (share of the most common label), "
         f"**label entropy** and the **judge cosine**: mean pairwise cosine similarity of the {k} images "
-        f"in the features of `{judge}`, centred on the held-out mean. All {n_units} units are compared "
-        f"with {max(100, n_units)} random directions (seed {seed}) by a two-sided Mann-Whitney U test."
+        f"in the features of `{judge}`, centred on the held-out mean. All {n_units - len(dead)} live units "
+        f"are compared with {max(100, n_units - len(dead))} random directions (seed {seed}) by a two-sided "
+        f"Mann-Whitney U test" + (f"; {len(dead)} dead units are left out." if dead else ".")
     )
     study = cached_study(model, layer, folder, int(k), int(seed), 100, judge)
     summary = study.summary()
