@@ -150,3 +150,14 @@ def test_fixed_expected_values_on_fc100(fc100, fifty):
     deepfool = make_attack("deepfool", fc100).run(x, y).summary()
     assert deepfool["success_rate"] == 1.0
     assert deepfool["mean_rms_distortion"] == pytest.approx(0.0365, rel=0.05)
+
+
+def test_c_search_grows_shrinks_and_bisects_above_the_largest_success():
+    from core.attacks.lbfgs import next_c
+
+    inf = float("inf")
+    lo = torch.tensor([0.0, 1.0, 1.0, 1.0])
+    failures = torch.tensor([[1.0, inf], [inf, inf], [10.0, inf], [0.5, 100.0]])
+    # no success yet: shrink below the smallest failure; no failure above a success: grow;
+    # bracketed: geometric bisection; a failure below the success (non-convexity) does not bound it
+    assert torch.allclose(next_c(lo, failures), torch.tensor([0.1, 10.0, 10.0**0.5, 10.0]))

@@ -9,10 +9,11 @@ Choices (all parameters are attributes and end up in `result.params`):
   (the penalty is a monotone function of it), so the smallest-L2 success is also the smallest-RMS success.
 - The search over c. In c|r|^2 + loss a larger c buys a smaller r, so the smallest distortion is at the
   LARGEST c whose minimiser still hits l (the paper's "minimum c" is for the reciprocal weighting). Each
-  image starts at `c_init`; while it has no success c is divided by 10, while it has no failure c is
-  multiplied by 10, once both are known c is bisected geometrically between the largest success and the
-  smallest failure; `rounds` minimisations in all, each started from r = 0. The smallest-distortion
-  success over all rounds is kept.
+  image starts at `c_init`; while it has no success c is divided by 10, while it has no failure above
+  its largest success c is multiplied by 10, once both are known c is bisected geometrically between
+  the largest success and the smallest failure above it (the objective is not convex, so a failure can
+  lie below a success; it then no longer bounds the search); `rounds` minimisations in all, each
+  started from r = 0. The smallest-distortion success over all rounds is kept.
 - Untargeted (no target given): the attack is run towards each of the `n_targets` most likely other
   classes of the clean image (all 9 on MNIST) and keeps the smallest-distortion success over them: the
   paper's Table 1 "minimum distortion" needs the minimum over target labels.
@@ -75,15 +76,14 @@ def _single_threaded(blas: ThreadpoolController):
         torch.set_num_threads(threads)
 
 
-def next_c(
-    c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, success: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step of the search over c: lo = largest c that succeeded, hi = smallest c that failed."""
-    lo = torch.where(success, torch.maximum(lo, c), lo)
-    hi = torch.where(success, hi, torch.minimum(hi, c))
-    bracketed = (lo > 0) & torch.isfinite(hi)
-    grown = torch.where(lo > 0, c * 10, c / 10)
-    return torch.where(bracketed, (lo * hi.clamp(max=1e30)).sqrt(), grown), lo, hi
+def next_c(lo: torch.Tensor, failures: torch.Tensor) -> torch.Tensor:
+    """The next c of each problem from lo (largest c that succeeded, 0 if none) and every c that failed
+    (rows of `failures`, inf where none). The minimiser's success is not always monotone in c (the
+    objective is not convex), so only failures above lo bound the search: hi = smallest of those."""
+    hi = torch.where(failures > lo[:, None], failures, torch.full_like(failures, math.inf)).amin(1)
+    bisect = (lo * hi.clamp(max=1e30)).sqrt()
+    grow_or_shrink = torch.where(lo > 0, lo * 10, failures.amin(1) / 10)
+    return torch.where((lo > 0) & torch.isfinite(hi), bisect, grow_or_shrink)
 
 
 class LBFGS(Attack):
@@ -236,7 +236,7 @@ class _Search:
         dev = run.x.device
         self.c = torch.full((self.num_problems,), attack.c_init, device=dev)
         self.lo = torch.zeros_like(self.c)
-        self.hi = torch.full_like(self.c, math.inf)
+        self.failures = torch.full((self.num_problems, attack.rounds), math.inf, device=dev)
         self.round = torch.zeros(self.num_problems, dtype=torch.long, device=dev)
         self.best_r2 = torch.full_like(self.c, math.inf)
         self.best_z = run.x.flatten(1)[image].clone()
@@ -262,8 +262,10 @@ class _Search:
         better = success & (r2 < self.best_r2[problems])
         self.best_r2[problems] = torch.where(better, r2, self.best_r2[problems])
         self.best_z[problems[better]] = z[better]
-        c, lo, hi = next_c(self.c[problems], self.lo[problems], self.hi[problems], success)
-        self.c[problems], self.lo[problems], self.hi[problems] = c, lo, hi
+        c = self.c[problems]
+        self.lo[problems] = torch.where(success, torch.maximum(self.lo[problems], c), self.lo[problems])
+        self.failures[problems[~success], self.round[problems[~success]]] = c[~success]
+        self.c[problems] = next_c(self.lo[problems], self.failures[problems])
         self.round[problems] += 1
         self.cur_z[problems] = z
         self.cur_logits[problems] = logits
