@@ -66,7 +66,11 @@ class LiveRun:
         label: int,
         target: int | None = None,
         seed: int = 0,
+        started_at: float | None = None,
     ) -> None:
+        """`started_at` (a time.perf_counter() value, default now) is when the user asked for the run:
+        the time to the first frame is counted from there."""
+        self.started_at = time.perf_counter() if started_at is None else started_at
         if x.dim() != 4 or len(x) != 1:
             raise InvalidParameterError("The Attack Lab attacks one image at a time: x must be (1, C, H, W).")
         torch.manual_seed(seed)  # random starts (PGD, APGD) are reproducible
@@ -76,7 +80,6 @@ class LiveRun:
         self.run: AttackRun = attack.start(x, torch.tensor([self.label]), target)
         self.series: dict[str, list[float | None]] = {name: [] for name in SERIES}
         self.stopped = False
-        self.started_at = time.perf_counter()
         self.first_frame_s: float | None = None
         self.frames_shown = 0
         self.ended_at: float | None = None

@@ -133,7 +133,11 @@ def _probability_bars(probs: np.ndarray, class_names: Sequence[str], highlight: 
         )
     )
     fig.update_layout(
-        height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_range=[0, 1], title="class probabilities"
+        height=300,
+        margin=dict(l=10, r=10, t=30, b=10),
+        xaxis_range=[0, 1],
+        yaxis_type="category",
+        title="class probabilities",
     )
     return fig
 
@@ -160,8 +164,9 @@ class LivePanel:
         self.label = label
         self.target = target
         self.scale = max(1, 168 // x.shape[-1])
+        self.width = x.shape[-1] * self.scale
         columns = st.columns(3)
-        columns[0].image(to_uint8(x, self.scale), caption=f"original: {class_names[label]}")
+        columns[0].image(to_uint8(x, self.scale), caption=f"original: {class_names[label]}", width=self.width)
         self.adversarial = columns[1].empty()
         self.perturbation = columns[2].empty()
         self.numbers = st.empty()
@@ -176,6 +181,7 @@ class LivePanel:
         self.adversarial.image(
             to_uint8(frame.x_adv, self.scale),
             caption=f"adversarial, iteration {frame.iteration}: {pred_name} ({frame.probs[frame.pred]:.0%})",
+            width=self.width,
         )
         picture, amplification = perturbation_picture(frame.perturbation, self.scale)
         self.perturbation.image(

@@ -166,3 +166,29 @@ def test_good_upload_is_shown_as_the_model_sees_it(name, data):
     assert not at.exception and not at.error
     assert metrics(at)["Model's prediction"] in "0123456789"
     assert any(img.proto.imgs[0].caption == "what the model sees" for img in at.image)
+
+
+def test_draw_source_waits_for_a_drawing():
+    at = lab()
+    at.radio(key="lab_source_mnist").set_value("Draw")
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Choose an image" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_attack_lab_on_an_imagenet_photo():
+    at = lab()
+    at.selectbox(key="lab_model").set_value("mobilenet_v2")
+    at.run()
+    assert at.radio(key="lab_source_imagenet").value == "Sample photo"
+    at.selectbox(key="lab_photo").set_value("coffee")
+    at.selectbox(key="lab_attack").set_value("fgsm")
+    at.run()
+    assert at.number_input(key="lab_param_imagenet_fgsm_eps").value == pytest.approx(2 / 255)
+    at.button(key="lab_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    shown = metrics(at)
+    assert shown["Iterations"] == "1"
+    assert float(shown["Linf"]) <= 2 / 255 + 1e-3
