@@ -11,7 +11,9 @@
         if stop_pressed: break
     result = run.result()   # best so far, clipped and re-verified by a fresh forward pass; any time
 
-Every attack returns an `AttackResult` (x, x_adv, x_adv_raw, perturbation, success, labels, target,
+Attacks (one file each; its docstring gives the method and every default): lbfgs (the paper's, with a
+scipy reference path), fgsm, pgd (linf/l2), cw (C&W-L2), deepfool, apgd (APGD-CE). `model_calls` counts
+batched forward passes, a forward+backward counting as one. Every attack returns an `AttackResult` (x, x_adv, x_adv_raw, perturbation, success, labels, target,
 pred_before, pred_after, probs_after, l2, linf, rms, iterations, model_calls, time_s, params).
 `gaussian_noise_baseline(model, x, labels, rms, seed)` is the paper's random-noise control.
 Bad parameters raise `core.errors.InvalidParameterError`.
