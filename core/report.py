@@ -38,6 +38,21 @@ MINIMAL_ATTACKS: dict[str, dict[str, Any]] = {
     "deepfool": {},
 }
 EPS_SEARCH_ATTACKS: dict[str, dict[str, Any]] = {"fgsm": {}, "pgd": {"steps": 20}}
+# Lighter settings on 224-px ImageNet models, so that a report stays within minutes on a CPU.
+IMAGENET_SETTINGS: dict[str, dict[str, Any]] = {
+    "lbfgs": {"n_targets": 1, "rounds": 4, "max_iter": 30},
+    "cw": {"binary_search_steps": 3, "steps": 20},
+    "deepfool": {"steps": 20, "candidates": 5},
+    "pgd": {"steps": 5},
+}
+
+
+def attack_settings(attack: str, dataset: str) -> dict[str, Any]:
+    """The report's parameters for one attack on one domain."""
+    base = {**MINIMAL_ATTACKS, **EPS_SEARCH_ATTACKS}[attack]
+    return {**base, **(IMAGENET_SETTINGS.get(attack, {}) if dataset == "imagenet" else {})}
+
+
 REFERENCE_ATTACK = "lbfgs"
 NOISE_DRAWS = 100
 LIPSCHITZ_SAMPLES = 64
@@ -200,6 +215,7 @@ def reference_distribution(
     n: int = 100,
     device: torch.device | str | None = None,
     record: bool = True,
+    source: str = "report",
     progress: Progress | None = None,
 ) -> Reference | None:
     """Load the cached reference of an MNIST model, or compute it (and record the run in the leaderboard).
@@ -230,7 +246,7 @@ def reference_distribution(
     if record:
         from core import leaderboard
 
-        leaderboard.record_result(result, model_name, source="report", dataset="mnist")
+        leaderboard.record_result(result, model_name, source=source, dataset="mnist")
     keep = (result.pred_before == result.labels) & result.success
     reference = Reference(model_name, REFERENCE_ATTACK, params, n, result.rms[keep].tolist(), checkpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -383,11 +399,12 @@ def robustness_report(
     seed: int = 0,
     device: torch.device | str | None = None,
     record: bool = True,
+    source: str = "report",
     progress: Progress | None = None,
 ) -> Report:
     """The full report for one image x (1, C, H, W) in [0, 1]. `load(name)` returns a model (the dashboard
     passes its shared cache); `others` are the models to test transfer on (default: every available model
-    of the same domain). With `record`, each attack run is stored in the leaderboard (source 'report')."""
+    of the same domain). With `record`, each attack run is stored in the leaderboard under `source`."""
     from core import lab, leaderboard
     from core.attacks import gaussian_noise_baseline, make_attack
     from core.models import class_names, get_spec, list_models
@@ -397,6 +414,10 @@ def robustness_report(
     started = time.perf_counter()
     seed = check_int("seed", seed)
     reference_n = check_int("reference size", reference_n, low=1, high=10_000)
+    if record and source not in leaderboard.SOURCES:
+        raise InvalidParameterError(
+            f"source must be one of {', '.join(leaderboard.SOURCES)}, got {source!r}."
+        )
     report_progress = progress or (lambda fraction, text: None)
     spec = get_spec(model_name)
     if (
@@ -430,11 +451,11 @@ def robustness_report(
             step / total, f"{attack}: smallest perturbation that flips '{_pred_name(names, label)}'"
         )
         if method == "minimal distortion":
-            params = dict(MINIMAL_ATTACKS[attack])
+            params = attack_settings(attack, spec.dataset)
             result = make_attack(attack, model, device, **params).run(x, label_t)
             eps = None
         else:
-            params = dict(EPS_SEARCH_ATTACKS[attack])
+            params = attack_settings(attack, spec.dataset)
             if attack == "pgd":
                 params["seed"] = seed
             result, eps = minimal_eps(attack, model, x, label_t, params=params, device=device)
@@ -455,7 +476,7 @@ def robustness_report(
                 time_s=result.time_s,
                 dataset=spec.dataset,
                 seed=seed,
-                source="report",
+                source=source,
             )
         findings.append(
             Finding(
@@ -496,7 +517,9 @@ def robustness_report(
     lipschitz = local_lipschitz(model, x, label, radius, seed=seed)
 
     report_progress((len(plan) + 2) / total, "the model's typical robustness (reference distribution)")
-    reference = reference_distribution(model_name, model, n=reference_n, device=device, record=record)
+    reference = reference_distribution(
+        model_name, model, n=reference_n, device=device, record=record, source=source
+    )
 
     report = Report(
         model=model_name,

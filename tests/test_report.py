@@ -4,10 +4,12 @@ import base64
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from core import leaderboard
 from core.attacks import make_attack
@@ -155,3 +157,32 @@ def test_local_lipschitz_refuses_bad_radius():
     x, _ = mnist_image(0)
     with pytest.raises(InvalidParameterError, match="radius"):
         local_lipschitz(load("fc10-1", "cpu"), x, 7, radius_l2=float("inf"))
+
+
+# ---------------------------------------------------------------- the Validate page
+
+VALIDATE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "validate.py")
+
+
+def test_validate_page_turns_a_bad_upload_into_one_message_and_stays_usable():
+    at = AppTest.from_file(VALIDATE, default_timeout=120).run()
+    at.radio(key="val_source_mnist").set_value("Upload").run()
+    at.file_uploader(key="val_upload").set_value(("cut.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png")).run()
+    assert not at.exception
+    assert [e.value for e in at.error] and "cut.png" in at.error[0].value
+    at.radio(key="val_source_mnist").set_value("MNIST test set").run()
+    assert not at.exception and not at.error
+    assert {m.label for m in at.metric} >= {"True label", "Prediction under test"}
+
+
+@pytest.mark.slow
+def test_validate_page_shows_the_report_of_a_test_image():
+    at = AppTest.from_file(VALIDATE, default_timeout=300).run()
+    at.number_input(key="val_idx").set_value(3)
+    at.number_input(key="val_ref_n").set_value(5)
+    at.button(key="val_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Smallest flipping RMS"]) > 0
+    assert "fc100-100-10 predicts '0'" in at.info[0].value
+    assert leaderboard.runs(source="dashboard", model="fc100-100-10")
