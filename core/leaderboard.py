@@ -329,6 +329,13 @@ class Matrix:
             if self.values.get(a, {}).get(m) is None
         ]
 
+    def select(self, attacks: list[str] | None = None, models: list[str] | None = None) -> Matrix:
+        """The matrix restricted to (or widened to) these rows and columns; cells without a run are None."""
+        attacks, models = list(attacks or self.attacks), list(models or self.models)
+        values = {a: {m: self.values.get(a, {}).get(m) for m in models} for a in attacks}
+        cells = {a: {m: r for m, r in self.cells.get(a, {}).items() if m in models} for a in attacks}
+        return Matrix(self.title, self.metric, attacks, models, values, cells)
+
     def as_dict(self) -> dict[str, Any]:
         return {"title": self.title, "metric": self.metric, "values": self.values}
 

@@ -59,6 +59,9 @@ def test_matrices_show_the_largest_then_latest_run_per_cell(tmp_path):
     assert dist.values["lbfgs"]["fc10-1"] == 0.1
     assert dist.values["lbfgs"]["fc100-100-10"] is None
     assert dist.missing() == [("cw", "fc10-1"), ("deepfool", "fc100-100-10"), ("lbfgs", "fc100-100-10")]
+    wide = dist.select(["lbfgs", "deepfool"], ["fc10-1", "cnn"])
+    assert wide.values == {"lbfgs": {"fc10-1": 0.1, "cnn": None}, "deepfool": {"fc10-1": 0.3, "cnn": None}}
+    assert wide.missing() == [("lbfgs", "cnn"), ("deepfool", "cnn")]
     succ = leaderboard.success_matrix("linf", 0.1, path=path)
     assert succ.values == {"pgd": {"fc10-1": 0.4}}
     assert leaderboard.budgets(path=path) == [("linf", 0.1), ("linf", 0.2)]
@@ -140,3 +143,43 @@ def test_parallel_writers_lose_nothing_and_corrupt_nothing(tmp_path):
         assert mine == list(range(ROWS_PER_WRITER))
     with leaderboard.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == leaderboard.SCHEMA_VERSION
+
+
+def test_fill_cell_records_a_run_that_matches_the_attack(tmp_path, mnist_test):
+    from core.attacks import make_attack
+    from core.models import load
+
+    path = tmp_path / "lb.sqlite"
+    leaderboard.fill_cell("fgsm", "fc10-1", n=20, norm="linf", budget=0.1, source="test", path=path)
+    (run,) = leaderboard.runs(path=path)
+    expected = make_attack("fgsm", load("fc10-1", "cpu"), eps=0.1).run(
+        mnist_test.images[:20], mnist_test.labels[:20]
+    )
+    assert (run.attack, run.model, run.n, run.budget, run.dataset) == ("fgsm", "fc10-1", 20, 0.1, "mnist")
+    assert run.success_rate == pytest.approx(expected.summary()["success_rate"])
+    assert leaderboard.success_matrix("linf", 0.1, path=path).values["fgsm"]["fc10-1"] == run.success_rate
+    with pytest.raises(InvalidParameterError, match="takes no budget"):
+        leaderboard.fill_cell("deepfool", "fc10-1", n=5, norm="linf", budget=0.1, path=path)
+    with pytest.raises(InvalidParameterError, match="budgeted"):
+        leaderboard.fill_cell("pgd", "fc10-1", n=5, path=path)
+    with pytest.raises(InvalidParameterError, match="ImageNet"):
+        leaderboard.fill_cell("deepfool", "mobilenet_v2", n=5, path=path)
+
+
+def test_leaderboard_page_fills_missing_cells():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "leaderboard.py")
+    at = AppTest.from_file(page, default_timeout=180).run()
+    assert not at.exception
+    at.multiselect(key="lb_models").set_value(["fc10-1"]).run()
+    at.multiselect(key="lb_min_attacks").set_value(["deepfool"]).run()
+    at.multiselect(key="lb_budget_attacks").set_value(["fgsm"]).run()
+    at.number_input(key="lb_fill_n").set_value(10).run()
+    at.button(key="lb_fill").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    filled = {(r.attack, r.model, r.n) for r in leaderboard.runs(source="dashboard")}
+    assert {("deepfool", "fc10-1", 10), ("fgsm", "fc10-1", 10)} <= filled
+    assert "Every shown cell has a run." in [c.value for c in at.caption]

@@ -1,0 +1,121 @@
+"""Leaderboard: which attack works best on which net, from every run recorded (CLI, dashboard, reports)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import IntriguingError, leaderboard
+from core.attacks import ATTACKS
+from core.lab import usable_models
+from core.models import get_spec
+from dashboard.common import model_names, show_error
+
+DEFAULT_BUDGET = ("linf", 0.1)
+
+st.title("Leaderboard")
+st.caption(
+    "Every attack run is recorded in a local SQLite database. A cell shows the run over the most images for "
+    f"its attack and model (the newest among equals). Database: `{leaderboard.default_path()}`"
+)
+
+
+def heatmap(matrix: leaderboard.Matrix, fmt: str, colorscale: str, key: str) -> None:
+    if not matrix.attacks or not matrix.models:
+        st.info("No runs recorded for this selection yet; fill some cells below.")
+        return
+    z = [[matrix.values[a][m] for m in matrix.models] for a in matrix.attacks]
+    text = [["" if v is None else format(v, fmt) for v in row] for row in z]
+    runs = [[matrix.cells.get(a, {}).get(m) for m in matrix.models] for a in matrix.attacks]
+    hover = [[f"n={r.n}, {r.source}, {r.created_at[:16]}" if r else "no run" for r in row] for row in runs]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=matrix.models, y=matrix.attacks, text=text, texttemplate="%{text}", customdata=hover,
+            hovertemplate="%{y} on %{x}: %{text}<br>%{customdata}<extra></extra>", colorscale=colorscale,
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        height=120 + 45 * len(matrix.attacks), margin=dict(l=10, r=10, t=30, b=10), title=matrix.title
+    )
+    st.plotly_chart(fig, key=key)
+
+
+try:
+    all_models = usable_models(model_names())
+    dataset = st.radio("Domain", ("mnist", "imagenet"), horizontal=True, key="lb_dataset")
+    source = st.selectbox("Recorded by", ("all", *leaderboard.SOURCES[:-1]), key="lb_source")
+    source = None if source == "all" else source
+    domain_models = [m for m in all_models if get_spec(m).dataset == dataset]
+    distortion = leaderboard.distortion_matrix(dataset=dataset, source=source)
+    budgets = leaderboard.budgets()
+except IntriguingError as exc:
+    show_error(exc)
+    st.stop()
+
+minimal = [a for a in ATTACKS if not leaderboard.is_budgeted(a)]
+budgeted = [a for a in ATTACKS if leaderboard.is_budgeted(a)]
+shown_models = st.multiselect(
+    "Models", sorted(set(domain_models) | set(distortion.models)), default=distortion.models or domain_models[:4],
+    key="lb_models",
+)  # fmt: skip
+
+st.subheader("Median minimal distortion (RMS)")
+rows = [a for a in distortion.attacks if a not in minimal] + minimal
+shown_minimal = st.multiselect("Attacks", rows, default=distortion.attacks or minimal, key="lb_min_attacks")
+heatmap(distortion.select(shown_minimal, shown_models), ".4f", "Viridis", "lb_dist")
+
+st.subheader("Success rate at a fixed budget")
+choices = sorted(set(budgets) | {DEFAULT_BUDGET})
+norm, eps = st.selectbox(
+    "Budget",
+    choices,
+    index=choices.index(DEFAULT_BUDGET),
+    format_func=lambda b: f"{b[0]} eps {b[1]:g}",
+    key="lb_budget",
+)
+success = leaderboard.success_matrix(norm, eps, dataset=dataset, source=source)
+options = budgeted + [a for a in success.attacks if a not in budgeted]
+shown_budgeted = st.multiselect(
+    "Attacks", options, default=success.attacks or budgeted, key="lb_budget_attacks"
+)
+heatmap(success.select(shown_budgeted, shown_models), ".0%", "RdYlGn", "lb_success")
+
+st.subheader("Fill missing cells")
+missing = (
+    distortion.select(shown_minimal, shown_models).missing()
+    + success.select(shown_budgeted, shown_models).missing()
+)
+if dataset != "mnist":
+    st.caption("Cells are filled on MNIST test images; ImageNet runs come from the Attack Lab and reports.")
+elif not missing:
+    st.caption("Every shown cell has a run.")
+else:
+    n = st.number_input("Test images per cell", 5, 1000, 50, step=5, key="lb_fill_n")
+    st.caption(f"{len(missing)} empty cells: " + ", ".join(f"{a} on {m}" for a, m in missing))
+    if st.button(f"Fill {len(missing)} cells", type="primary", key="lb_fill"):
+        bar = st.progress(0.0)
+        for i, (attack, model) in enumerate(missing):
+            bar.progress(i / len(missing), text=f"{attack} on {model} ({n} images)")
+            is_budgeted = leaderboard.is_budgeted(attack)
+            try:
+                leaderboard.fill_cell(
+                    attack, model, n=int(n), norm=norm if is_budgeted else None,
+                    budget=eps if is_budgeted else None, source="dashboard",
+                )  # fmt: skip
+            except IntriguingError as exc:
+                show_error(exc)
+        bar.progress(1.0, text="done")
+        st.rerun()
+
+with st.expander("Recent runs"):
+    st.dataframe(
+        [
+            {
+                "date": r.created_at[:19], "model": r.model, "attack": r.attack, "n": r.n,
+                "success": r.success_rate, "median RMS": r.median_rms, "budget": r.budget, "norm": r.norm,
+                "source": r.source, "time (s)": r.time_s,
+            }
+            for r in leaderboard.runs(dataset=dataset, source=source, limit=100)
+        ],
+        hide_index=True,
+    )  # fmt: skip
