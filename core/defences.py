@@ -305,17 +305,21 @@ def compare_twins(
     norm: str = "linf",
     seed: int = 0,
     device: torch.device | str | None = None,
+    load: Callable[[str], nn.Module] | None = None,
 ) -> list[TwinRow]:
-    """Clean and robust accuracy of each adversarially trained model and its twin under the same attack."""
+    """Clean and robust accuracy of each adversarially trained model and its twin under the same attack
+    (`load(name)` gives a model; the dashboard passes its shared cache)."""
     from core.attacks import make_attack
-    from core.models import load
+    from core.models import load as zoo_load
+
+    load = load or (lambda name: zoo_load(name, device))
 
     params = check_attack_params(attack, eps, steps, norm)
     if attack == "pgd":
         params["seed"] = seed
 
     def accuracies(name: str) -> tuple[float, float]:
-        model = load(name, device)
+        model = load(name)
         result = make_attack(attack, model, device, **params).run(x, labels)
         return _accuracy(model, x, labels), float((result.pred_after == labels).float().mean())
 

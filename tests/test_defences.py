@@ -66,3 +66,27 @@ def test_adaptive_attack_breaks_bit_depth_reduction_that_plain_pgd_cannot(mnist_
     assert row.robust_adaptive <= 0.2  # ... BPDA success is high
     assert row.robust_adaptive < row.robust_plain - 0.5
     assert row.verdict.startswith("Only seems to hold")
+
+
+def test_twin_comparison_measures_both_models_under_the_same_attack(mnist_test):
+    x, labels = mnist_test.images[:30], mnist_test.labels[:30]
+    (row,) = defences.compare_twins([("fc10-1e-2", "fc10-1")], x, labels, attack="fgsm", eps=0.1)
+    for name, clean, robust in ((row.model, row.clean_accuracy, row.robust_accuracy),
+                                (row.twin, row.twin_clean_accuracy, row.twin_robust_accuracy)):  # fmt: skip
+        with torch.no_grad():
+            assert clean == pytest.approx(float((load(name, "cpu")(x).argmax(1) == labels).float().mean()))
+        assert robust <= clean
+
+
+def test_defences_page_shows_an_honest_verdict():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    page = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "defences.py")
+    at = AppTest.from_file(page, default_timeout=180).run()
+    at.multiselect(key="def_transforms").set_value(["bits:2"]).run()
+    at.number_input(key="def_n").set_value(30).run()
+    at.button(key="def_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.warning) == 1 and "Only seems to hold" in at.warning[0].value

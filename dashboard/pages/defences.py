@@ -1,0 +1,115 @@
+"""Defences: which guards hold and which only seem to (core.defences)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import IntriguingError, defences
+from core.lab import usable_models
+from core.models import get_spec
+from dashboard.common import cached_mnist, cached_model, model_names, show_error
+
+PRESETS = ("bits:1", "bits:2", "bits:3", "median:2", "median:3", "jpeg:50", "jpeg:75", "jpeg:90")
+COLUMNS = {
+    "clean_accuracy": ("clean", "#9aa5b1"),
+    "robust_transfer": ("transfer from bare model", "#8fb8de"),
+    "robust_plain": ("plain attack on the defence", "#2a9d8f"),
+    "robust_adaptive": ("adaptive (BPDA) attack", "#d62728"),
+}
+
+st.title("Defences")
+st.caption(
+    "Input transformations squeeze the image before the model. Against a plain attack they can look strong; an "
+    "adaptive attack (BPDA: the transformation in the forward pass, the identity in the backward pass) shows "
+    "which really hold. Adversarially trained models change the model instead."
+)
+
+mnist_models = [m for m in usable_models(model_names()) if get_spec(m).dataset == "mnist"]
+left, right = st.columns(2, gap="large")
+with left:
+    default = mnist_models.index("fc100-100-10") if "fc100-100-10" in mnist_models else 0
+    model_name = st.selectbox("Model", mnist_models, index=default, key="def_model")
+    chosen = st.multiselect(
+        "Input transformations",
+        PRESETS,
+        default=["bits:1", "bits:2", "median:3", "jpeg:75"],
+        key="def_transforms",
+    )
+with right:
+    attack = st.radio("Attack", ("pgd", "fgsm"), horizontal=True, key="def_attack")
+    eps = st.slider("Linf budget (eps)", 0.01, 0.5, 0.2, 0.01, key="def_eps")
+    steps = st.number_input("PGD steps", 1, 200, 20, key="def_steps", disabled=attack == "fgsm")
+    n = st.number_input("MNIST test images", 10, 2000, 100, step=10, key="def_n")
+
+settings = dict(attack=attack, eps=float(eps), steps=int(steps), norm="linf", seed=0)
+key = (model_name, tuple(chosen), tuple(settings.items()), int(n))
+if st.button("Evaluate", type="primary", icon=":material/security:", key="def_go"):
+    bar = st.progress(0.0, text="starting")
+    try:
+        transforms = [defences.parse_transform(spec) for spec in chosen]
+        data = cached_mnist("test")
+        x, labels = data.images[: int(n)], data.labels[: int(n)]
+        rows = defences.evaluate_transforms(
+            cached_model(model_name), x, labels, transforms,
+            progress=lambda f, text: bar.progress(min(1.0, f), text=text), **settings,
+        )  # fmt: skip
+        bar.progress(1.0, text="adversarially trained models")
+        pairs = defences.adversarial_twins()
+        twins = defences.compare_twins(pairs, x, labels, load=cached_model, **settings) if pairs else []
+    except IntriguingError as exc:
+        show_error(exc)
+        st.stop()
+    bar.empty()
+    st.session_state.def_result = (key, rows, twins)
+
+stored = st.session_state.get("def_result")
+if stored is None or stored[0] != key:
+    st.info("Choose the defences and the attack, then Evaluate.")
+    st.stop()
+_, rows, twins = stored
+
+st.subheader("Input transformations: accuracy under attack")
+fig = go.Figure(
+    [
+        go.Bar(
+            name=title, x=[r.defence for r in rows], y=[getattr(r, field) for r in rows], marker_color=colour
+        )
+        for field, (title, colour) in COLUMNS.items()
+    ]
+)
+fig.update_layout(
+    barmode="group",
+    height=360,
+    yaxis_range=[0, 1],
+    yaxis_tickformat=".0%",
+    margin=dict(l=10, r=10, t=30, b=10),
+)
+st.plotly_chart(fig, key="def_chart")
+for r in rows[1:]:
+    holds = r.verdict.startswith("Holds")
+    seems = r.verdict.startswith("Only seems")
+    icon = ":material/check_circle:" if holds else ":material/warning:" if seems else ":material/cancel:"
+    (st.success if holds else st.warning if seems else st.error)(f"**{r.defence}**: {r.verdict}", icon=icon)
+st.caption(
+    f"Undefended {model_name}: clean {rows[0].clean_accuracy:.0%}, under attack {rows[0].robust_plain:.0%}. "
+    f"{attack.upper()} Linf eps {eps:g}"
+    + (f", {steps} steps" if attack == "pgd" else "")
+    + f", {n} test images."
+)
+
+st.subheader("Adversarially trained models beside their plain twin")
+if not twins:
+    st.info("No adversarially trained model (fc100-100-10-advpool, fc100-100-10-pgdtrain) is in the zoo yet.")
+else:
+    st.dataframe(
+        [
+            {
+                "model": t.model, "clean": t.clean_accuracy, "robust": t.robust_accuracy,
+                "twin": t.twin, "twin clean": t.twin_clean_accuracy, "twin robust": t.twin_robust_accuracy,
+            }
+            for t in twins
+        ],
+        hide_index=True,
+        column_config={c: st.column_config.NumberColumn(format="percent") for c in ("clean", "robust", "twin clean", "twin robust")},
+    )  # fmt: skip
