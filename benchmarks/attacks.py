@@ -29,7 +29,6 @@ from torch import nn
 from core import models
 from core.attacks import ATTACKS, make_attack
 from core.data import load_mnist
-from core.errors import CheckpointError
 
 SECTIONS = ("pgd", "fgsm", "cw", "lbfgs")
 REEXEC_ENV = "INTRIGUING_BENCH_REEXEC"
@@ -66,18 +65,6 @@ def reexec_in_peer_venv(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def load_model(name: str) -> tuple[nn.Module, str]:
-    """A zoo model; its architecture with random weights if the checkpoint is missing (timing is the
-    same; success rates are then meaningless, and the table says so)."""
-    try:
-        return models.load(name, torch.device("cpu")), "trained"
-    except CheckpointError:
-        model = models.get_spec(name).build().eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model, "untrained (checkpoint missing)"
 
 
 def limit(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, passes: int) -> Callable[[], None]:
@@ -122,7 +109,7 @@ def gradient_section(kind: str, args, status, data) -> dict:
     steps = 3 if args.quick else 40
     out = {"setting": {}, "models": {}}
     for model_name in args.models.split(","):
-        model, weights = load_model(model_name)
+        model, weights = harness.load_model(model_name)
         conv = "conv" in models.get_spec(model_name).architecture
         n = 16 if args.quick else (args.conv_batch if conv else args.batch)
         x, labels = data.images[:n], data.labels[:n]
@@ -203,7 +190,7 @@ def cw_section(args, status, data) -> dict:
     n = 16 if args.quick else 100
     steps = 5 if args.quick else 100
     rounds = args.rounds or (1 if args.quick else 3)
-    model, weights = load_model("fc100-100-10")
+    model, weights = harness.load_model("fc100-100-10")
     x, labels = data.images[:n], data.labels[:n]
     settings = [
         {"binary_search_steps": 1, "steps": steps, "lr": 0.01, "initial_const": 1.0, "confidence": 0.0},
@@ -293,7 +280,7 @@ def lbfgs_section(args, status, data) -> dict:
     n = args.lbfgs_images or (16 if args.quick else 1000)
     n_ref = min(n, args.reference_images or (1 if args.quick else 50))
     params = {"rounds": 2, "max_iter": 10} if args.quick else {}
-    model, weights = load_model("fc100-100-10")
+    model, weights = harness.load_model("fc100-100-10")
     x, labels = data.images[:n], data.labels[:n]
 
     counter = RowCounter(model)

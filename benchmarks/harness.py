@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python benchmarks/<script>.py` from a plain checkout
+if sys.path[0] != str(ROOT):  # the project first: `dashboard` is the app package, not benchmarks/dashboard.py
     sys.path.insert(0, str(ROOT))
 
 PEER_VENV_ENV = "INTRIGUING_BENCH_VENV"
@@ -38,6 +38,40 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # allowed only once per process, before any parallel work
         torch.set_num_interop_threads(1)
+
+
+def load_model(name: str):
+    """A zoo model on the CPU, with "trained"; its architecture with random weights if the checkpoint is
+    missing, with a note saying so (timings hold; success rates and rankings then mean nothing)."""
+    import torch
+
+    from core import models
+    from core.errors import CheckpointError
+
+    try:
+        return models.load(name, torch.device("cpu")), "trained"
+    except CheckpointError:
+        model = models.get_spec(name).build().eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, "untrained (checkpoint missing)"
+
+
+@contextlib.contextmanager
+def private_cache(prefix: str):
+    """An empty INTRIGUING_CACHE_DIR for the duration (caches really cold; the user's left alone)."""
+    import tempfile
+
+    previous = os.environ.get("INTRIGUING_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        os.environ["INTRIGUING_CACHE_DIR"] = tmp
+        try:
+            yield tmp
+        finally:
+            if previous is None:
+                os.environ.pop("INTRIGUING_CACHE_DIR", None)
+            else:
+                os.environ["INTRIGUING_CACHE_DIR"] = previous
 
 
 def time_once(fn: Callable[[], object]) -> float:
@@ -123,3 +157,114 @@ def _fmt(value: object) -> str:
 
 def emit(result: dict, as_json: bool, text: str) -> None:
     print(json.dumps(result, indent=2, default=float) if as_json else text, flush=True)
+
+
+# ---------------------------------------------------------------- a real server and a real browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StreamlitServer:
+    """`streamlit run dashboard/app.py` on a free local port, as a child process of ours (its pid is the
+    Python process itself, so /proc/<pid>/status tells its memory). Stopped on exit, by its own pid."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.threads = threads
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def __enter__(self) -> StreamlitServer:
+        env = dict(os.environ)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true"]
+        cmd += ["--server.port", str(self.port), "--server.address", "127.0.0.1"]
+        cmd += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        return self
+
+    def wait_healthy(self, timeout: float = 60.0) -> float:
+        """Seconds from process start until /_stcore/health answers."""
+        import urllib.request
+
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.started_at
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("streamlit did not become healthy")
+
+    def memory_mb(self) -> dict[str, float]:
+        """Current (VmRSS) and peak (VmHWM) resident memory of the server process, in MB."""
+        out = {}
+        for key, name in (("VmRSS", "rss_mb"), ("VmHWM", "peak_rss_mb")):
+            value = _proc_field(f"/proc/{self.proc.pid}/status", key)
+            out[name] = int(value.split()[0]) / 1024 if value else float("nan")
+        return out
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def browser():
+    """A headless Debian Chromium driven by Playwright, closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def browser_available() -> str | None:
+    """None when a browser benchmark can run, else why not."""
+    if not Path(CHROMIUM).is_file():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e .[test])"
+    return None
+
+
+def wait_idle(page, timeout_ms: float = 120_000) -> None:
+    """Until Streamlit has finished running the script for the current page (no 'Running...' widget)."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')""", timeout=timeout_ms
+    )

@@ -4,6 +4,7 @@ scripts report (finite positive times, rates in [0, 1], the contenders that must
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -33,6 +34,17 @@ def run_script(script: str, *args: str, timeout: float = 300) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
+
+
+def run_in_process(script: str, *args: str) -> dict:
+    """A script's main() in this process (no interpreter start-up: keeps the default tests short). Scripts
+    that change process-wide state (torch threads, the peer venv) are run with run_script instead."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))  # last: `dashboard` stays the app package
+    spec = importlib.util.spec_from_file_location(f"bench_{Path(script).stem}", BENCHMARKS / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return json.loads(json.dumps(module.main(["--quick", "--json", *args]), default=float))
 
 
 def positive(value) -> bool:
@@ -76,3 +88,47 @@ def test_attacks_quick_with_peers():
         check_gradient_section(result[kind], {"limit", "ours"} | peers)
     first_setting = result["cw"]["settings"][0]["contenders"]
     assert {"ours", "torchattacks", "foolbox"} <= set(first_setting)
+
+
+def test_units_quick():
+    result = run_in_process("units.py", "--models", "fc100-100-10")
+    layers = result["layers"]
+    assert set(layers) == {"fc100-100-10:hidden1", "fc100-100-10:hidden2"}
+    for row in layers.values():
+        assert row["images"] == 500 and row["units"] == 100
+        assert positive(row["cache_cold_s"]) and positive(row["cache_disk_s"])
+        assert all(positive(t["median_ms"]) for t in row["top_k"].values())
+
+
+def test_live_stream_quick():
+    result = run_in_process("live.py", "--models", "fc100-100-10", "--no-browser")
+    assert set(result["stream"]) == {
+        f"fc100-100-10:{a}:{m}" for a in ("lbfgs", "pgd") for m in ("every step", "real time")
+    }
+    for row in result["stream"].values():
+        assert row["steps"] >= 1 and row["frames"] >= 1 and positive(row["steps_per_s"])
+        assert row["frames"] <= row["steps"] and row["first_frame_s"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_live_browser_quick():
+    """Run click to first frame on the real Attack Lab page (L-BFGS on fc100-100-10, stopped after 5 s)."""
+    result = run_script("live.py", "--no-stream", "--threads", "1", timeout=600)
+    browser = result["browser"]
+    if "skipped" in browser:
+        pytest.skip(browser["skipped"])
+    run = browser["fc100-100-10:lbfgs"]
+    assert positive(run["run_click_to_first_frame_s"]) and run["frames_seen"] >= 1
+    assert positive(browser["server_memory"]["peak_rss_mb"])
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_dashboard_quick():
+    result = run_script("dashboard.py", timeout=600)
+    if "skipped" in result:
+        pytest.skip(result["skipped"])
+    start = result["starts"][0]
+    assert start["healthy_s"] <= start["heading_s"] <= start["interactive_s"]
+    assert positive(result["peak_rss_mb"])

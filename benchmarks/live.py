@@ -1,0 +1,244 @@
+"""The Attack Lab's live view: steps per second its streaming loop delivers, and Run-to-first-frame in a browser.
+
+    python benchmarks/live.py [--quick] [--json] [--no-browser] [--seconds 15]
+
+Stream: `core.lab.LiveRun.frames()`, the generator the page iterates, on one image with the parameters the
+page offers by default (lighter ones on 224-px ImageNet models), each frame turned into the two pictures the
+page draws (`to_uint8`, `perturbation_picture`). Steps per second = attack iterations delivered / wall time
+from creating the run (the Run click) to its last frame; runs are capped at --seconds. Both live modes:
+every step, and real time (a frame at most every 0.1 s). Goals: 10 steps/s on fc100-100-10, 2 steps/s on
+mobilenet_v2.
+
+Browser: the real page in headless Chromium against `streamlit run dashboard/app.py`: time from the Run
+click to the first adversarial frame on screen (goal under 1 s), and the frames and steps per second the
+browser actually shows, from a MutationObserver on the frame's caption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import harness  # first: puts the project root on sys.path  # isort: skip
+import torch
+
+from core.data import load_mnist
+from core.data.photos import sample_photo
+from core.lab import LiveRun, make_lab_attack, perturbation_picture, to_uint8
+from core.models import get_spec
+from core.models.imagenet import preprocess
+
+MODELS = ("fc100-100-10", "mobilenet_v2")
+ATTACKS = ("lbfgs", "pgd")
+GOALS = {"fc100-100-10": 10.0, "mobilenet_v2": 2.0}
+MODES = {"every step": 0.0, "real time": 0.1}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny runs (smoke test): numbers are not meaningful")
+    p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--seconds", type=float, default=15.0, help="cap on each streamed run")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, as in the app)"
+    )
+    p.add_argument("--no-browser", action="store_true", help="skip the browser measurement")
+    p.add_argument("--no-stream", action="store_true", help="only the browser measurement")
+    return p.parse_args(argv)
+
+
+def page_defaults(model_name: str, attack: str) -> dict:
+    """The parameters the Attack Lab starts with: the attack's defaults, lighter ones on ImageNet."""
+    from dashboard.lab_view import IMAGENET_DEFAULTS
+
+    return dict(IMAGENET_DEFAULTS.get(attack, {})) if get_spec(model_name).dataset == "imagenet" else {}
+
+
+def one_image(model_name: str) -> torch.Tensor:
+    if get_spec(model_name).dataset == "imagenet":
+        return preprocess(sample_photo("chelsea"), model_name)
+    return load_mnist("test").images[:1]
+
+
+def stream(
+    model, model_name: str, attack_name: str, x: torch.Tensor, min_interval: float, cap_s: float, quick: bool
+) -> dict:
+    """One live run consumed like the page consumes it; the attack's own compute time is also reported."""
+    params = page_defaults(model_name, attack_name)
+    if quick:
+        params.update(
+            {"lbfgs": {"rounds": 1, "max_iter": 3, "n_targets": 2}, "pgd": {"steps": 3}}[attack_name]
+        )
+    with torch.no_grad():
+        label = int(model(x).argmax(1))
+    scale = max(1, 168 // x.shape[-1])
+    start = time.perf_counter()
+    live = LiveRun(make_lab_attack(attack_name, model, **params), x, label)
+    frames = 0
+    for frame in live.frames(min_interval):
+        to_uint8(frame.x_adv, scale)
+        perturbation_picture(frame.perturbation, scale)
+        frames += 1
+        if time.perf_counter() - start > cap_s:
+            live.stop()
+    wall = time.perf_counter() - start
+    steps = len(live.series["iteration"])
+    return {
+        "params": live.run.attack.params,
+        "steps": steps,
+        "frames": frames,
+        "wall_s": wall,
+        "steps_per_s": steps / wall,
+        "frames_per_s": frames / wall,
+        "engine_steps_per_s": steps / live.run.time_s if live.run.time_s else None,
+        "first_frame_s": live.first_frame_s,
+        "finished": live.run.finished,
+    }
+
+
+# ---------------------------------------------------------------- the real page in a browser
+
+OBSERVER = """() => {
+  window.__frames = [];
+  const seen = {text: null};
+  const look = () => {
+    for (const c of document.querySelectorAll('[data-testid="stImageCaption"]')) {
+      const m = c.innerText.match(/adversarial, iteration (\\d+)/);
+      if (m && c.innerText !== seen.text) {
+        seen.text = c.innerText;
+        window.__frames.push([performance.now(), parseInt(m[1])]);
+      }
+    }
+  };
+  new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick an option in a Streamlit selectbox by typing it."""
+    box = page.locator(f'input[aria-label="{label}"]')
+    box.click()
+    box.fill(option)
+    page.keyboard.press("Enter")
+
+
+def browser_run(page, attack_title: str | None, cap_s: float) -> dict:
+    """On the Attack Lab page (already open): pick the attack, click Run, watch frames until done or cap."""
+    if attack_title:
+        choose(page, "Attack", attack_title)
+        page.wait_for_timeout(300)
+        harness.wait_idle(page)
+    page.evaluate(OBSERVER)
+    run = page.get_by_role("button", name="Run")
+    run.wait_for()
+    clicked = page.evaluate("() => performance.now()")
+    run.click()
+    page.wait_for_selector(
+        '[data-testid="stImageCaption"]:has-text("adversarial, iteration")', timeout=120_000
+    )
+    try:
+        page.wait_for_selector(':text("finished after")', timeout=cap_s * 1000)
+    except Exception:  # noqa: BLE001 - Playwright's timeout: the run is longer than the cap, stop it
+        page.locator('[data-testid="stMain"]').get_by_role("button", name="Stop").click()
+    frames = page.evaluate("() => window.__frames")
+    harness.wait_idle(page, timeout_ms=300_000)
+    first_t, first_it = frames[0]
+    last_t, last_it = frames[-1]
+    span = (last_t - first_t) / 1000
+    return {
+        "run_click_to_first_frame_s": (first_t - clicked) / 1000,
+        "frames_seen": len(frames),
+        "frames_per_s": (len(frames) - 1) / span if span > 0 else None,
+        "steps_per_s_on_screen": (last_it - first_it) / span if span > 0 else None,
+        "last_iteration_seen": last_it,
+    }
+
+
+def browser_section(args) -> dict:
+    reason = harness.browser_available()
+    if reason:
+        return {"skipped": reason}
+    out = {}
+    with harness.StreamlitServer() as server, harness.browser() as chromium:
+        server.wait_healthy()
+        page = chromium.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(server.url)
+        page.wait_for_selector("h1", timeout=60_000)
+        harness.wait_idle(page)
+        page.locator('[data-testid="stSidebarNavLink"]', has_text="Attack Lab").click()
+        page.wait_for_selector("h1:has-text('Attack Lab')", timeout=60_000)
+        harness.wait_idle(page)
+        cap = 5.0 if args.quick else args.seconds
+        attacks = [("lbfgs", None)] if args.quick else [("lbfgs", None), ("pgd", "PGD")]
+        for attack, title in attacks:
+            out[f"fc100-100-10:{attack}"] = browser_run(page, title, cap)
+        out["server_memory"] = server.memory_mb()
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        harness.set_threads(args.threads)
+    result = {"machine": harness.machine(), "quick": args.quick, "stream": {}}
+    cap = 3.0 if args.quick else args.seconds
+    for model_name in [] if args.no_stream else args.models.split(","):
+        model, weights = harness.load_model(model_name)
+        x = one_image(model_name)
+        for attack in ATTACKS:
+            for mode, interval in MODES.items():
+                row = stream(model, model_name, attack, x, interval, cap, args.quick)
+                row.update(weights=weights, goal_steps_per_s=GOALS.get(model_name))
+                result["stream"][f"{model_name}:{attack}:{mode}"] = row
+    if not args.no_browser:
+        result["browser"] = browser_section(args)
+    rows = [
+        [
+            key,
+            r["steps"],
+            r["wall_s"],
+            r["steps_per_s"],
+            r["engine_steps_per_s"],
+            r["frames_per_s"],
+            r["first_frame_s"],
+            r["goal_steps_per_s"],
+        ]
+        for key, r in result["stream"].items()
+    ]
+    headers = [
+        "model:attack:live mode",
+        "steps",
+        "wall s",
+        "steps/s",
+        "engine steps/s",
+        "frames/s",
+        "first frame s",
+        "goal steps/s",
+    ]
+    text = "Live stream (core.lab.LiveRun.frames, as the page consumes it)\n" + harness.table(headers, rows)
+    browser = result.get("browser", {"skipped": "--no-browser"})
+    if "skipped" in browser:
+        text += f"\n\nbrowser: skipped: {browser['skipped']}"
+    else:
+        brows = [
+            [
+                k,
+                r["run_click_to_first_frame_s"],
+                r["frames_seen"],
+                r["frames_per_s"],
+                r["steps_per_s_on_screen"],
+            ]
+            for k, r in browser.items()
+            if k != "server_memory"
+        ]
+        text += "\n\nIn the browser (Attack Lab page, headless Chromium)\n" + harness.table(
+            ["model:attack", "Run click to first frame s", "frames seen", "frames/s", "steps/s on screen"],
+            brows,
+        )
+    harness.emit(result, args.json, text + f"\n\n{result['machine']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Unit Explorer speed: building the activation cache, and ranking the held-out images along one direction.
+
+    python benchmarks/units.py [--quick] [--json] [--models fc100-100-10,cnn] [--threads 1]
+
+Cache build: phi(x) of one layer for every held-out image (the 10,000 MNIST test images), computed with the
+forward hook and written to disk, as the Unit Explorer does on first use: cold (empty cache), from the disk
+cache (a new process), and from memory. Top-k: `core.units.top_k` for one direction (a natural unit or a
+random direction), the work behind every click in the explorer; also with numpy's BLAS held to one thread
+(threadpoolctl), since a BLAS thread pool on a busy machine turns a 0.1 ms product into tens of ms. Goals: build under 5 s, top-k under 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import harness  # first: puts the project root on sys.path  # isort: skip
+import numpy as np
+
+from core import models, units
+from core.units import activations as cache
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test): numbers are not meaningful")
+    p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
+    p.add_argument("--models", default="fc100-100-10,cnn", help="zoo models (MNIST)")
+    p.add_argument("--k", type=int, default=9, help="images per ranking (the explorer's grid row)")
+    p.add_argument("--directions", type=int, default=200, help="directions timed per layer (half units)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, as in the app)"
+    )
+    return p.parse_args(argv)
+
+
+def held_out(quick: bool) -> units.MnistImages:
+    images = units.MnistImages()
+    if quick:  # the first 500 images, under their own cache key
+        images.images, images.labels = images.images[:500], images.labels[:500]
+        images.key += "-first500"
+    return images
+
+
+def blas_threads(limit: int | None):
+    """threadpoolctl's limit on numpy's BLAS pool when it is installed (it is optional here)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limit)
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def bench_layer(model_name: str, layer: str, model, images, k: int, directions: int, seed: int = 0) -> dict:
+    cache.clear_memory()
+    cold_s, acts = timed(lambda: units.layer_activations(model_name, layer, images, model=model))
+    cache.clear_memory()
+    disk_s, _ = timed(lambda: units.layer_activations(model_name, layer, images, model=model))
+    memory_s, _ = timed(lambda: units.layer_activations(model_name, layer, images, model=model))
+
+    dim = acts.shape[1]
+    rng = np.random.default_rng(seed)
+    unit_dirs = [units.unit_vector(dim, int(u)) for u in rng.integers(0, dim, directions // 2)]
+    random_dirs = list(units.random_directions(dim, directions - len(unit_dirs), seed))
+    per_direction = {}
+    for kind, dirs in (("unit", unit_dirs), ("random", random_dirs), ("random, 1 BLAS thread", random_dirs)):
+        with blas_threads(1 if "1 BLAS" in kind else None):
+            units.top_k(acts, dirs[0], k)  # warm-up
+            times = [timed(lambda d=d: units.top_k(acts, d, k))[0] for d in dirs]
+        per_direction[kind] = {
+            "median_ms": 1000 * float(np.median(times)),
+            "p95_ms": 1000 * float(np.percentile(times, 95)),
+            "max_ms": 1000 * max(times),
+        }
+    return {
+        "images": len(images),
+        "units": dim,
+        "cache_cold_s": cold_s,
+        "cache_disk_s": disk_s,
+        "cache_memory_s": memory_s,
+        "cache_mb": acts.nbytes / 2**20,
+        "top_k": per_direction,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        harness.set_threads(args.threads)
+    with harness.private_cache("bench-units-"):
+        images = held_out(args.quick)
+        result = {"machine": harness.machine(), "quick": args.quick, "k": args.k, "layers": {}}
+        directions = 10 if args.quick else args.directions
+        for model_name in args.models.split(","):
+            load_s, (model, weights) = timed(lambda m=model_name: harness.load_model(m))
+            for layer in models.get_spec(model_name).layers:
+                if layer == "logits":
+                    continue
+                row = bench_layer(model_name, layer, model, images, args.k, directions)
+                row["model_load_s"], row["weights"] = load_s, weights
+                result["layers"][f"{model_name}:{layer}"] = row
+    cache.clear_memory()
+    rows = [
+        [
+            name,
+            r["images"],
+            r["units"],
+            r["model_load_s"],
+            r["cache_cold_s"],
+            r["cache_disk_s"] * 1000,
+            r["top_k"]["unit"]["median_ms"],
+            r["top_k"]["random"]["median_ms"],
+            max(r["top_k"]["unit"]["p95_ms"], r["top_k"]["random"]["p95_ms"]),
+            r["top_k"]["random, 1 BLAS thread"]["median_ms"],
+            r["top_k"]["random, 1 BLAS thread"]["p95_ms"],
+        ]
+        for name, r in result["layers"].items()
+    ]
+    headers = [
+        "model:layer",
+        "images",
+        "units",
+        "model load s",
+        "cache build s (cold)",
+        "cache load ms (disk)",
+        "top-k ms (unit)",
+        "top-k ms (random)",
+        "top-k p95 ms",
+        "top-k ms, 1 BLAS thread",
+        "p95 ms, 1 BLAS thread",
+    ]
+    text = f"Unit Explorer, k = {args.k}\n" + harness.table(headers, rows) + f"\n\n{result['machine']}"
+    harness.emit(result, args.json, text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
