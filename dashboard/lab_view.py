@@ -185,7 +185,9 @@ class LivePanel:
         )
         picture, amplification = perturbation_picture(frame.perturbation, self.scale)
         self.perturbation.image(
-            picture, caption=f"perturbation x {amplification:.3g} (blue darker, red brighter)"
+            picture,
+            caption=f"perturbation × {amplification:.3g} (blue: darker, red: brighter)",
+            width=self.width,
         )
         numbers = (
             f"**iteration** {frame.iteration} &nbsp; **prediction** {pred_name} &nbsp; "

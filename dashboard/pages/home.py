@@ -34,6 +34,7 @@ if PICTURE.is_file():
     card = json.loads(PICTURE.with_suffix(".json").read_text())
     st.image(
         str(PICTURE),
+        width=640,
         caption=f"Original | perturbation | adversarial: {card['summary']['caption']}. "
         f"Box-constrained L-BFGS on {card['model']}, MNIST test image {card['image_source'].split('#')[-1]}.",
     )
