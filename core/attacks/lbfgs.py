@@ -19,7 +19,8 @@ Choices (all parameters are attributes and end up in `result.params`):
   paper's Table 1 "minimum distortion" needs the minimum over target labels.
 - Two optimisers for the inner problem, tested against each other:
   `method="scipy"`: the reference, scipy's L-BFGS-B with bounds = the box, one problem at a time, loss and
-  gradient from torch in float64.
+  gradient from torch in float64, run to scipy's own convergence test (its default tolerances; `max_iter`,
+  `ftol` and `gtol` belong to the batched path; `memory` is scipy's maxcor).
   `method="batched"` (default): a batched projected L-BFGS in torch. Every (image, target) problem keeps
   its own c, curvature history, step length, convergence test and round counter; the batch never waits
   for one problem (a problem that converged moves on to its next c at once, finished problems leave it).
