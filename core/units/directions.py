@@ -75,7 +75,9 @@ def project(activations: np.ndarray, direction: np.ndarray) -> np.ndarray:
         raise InvalidParameterError(
             f"The direction has {direction.size} components but the layer has {activations.shape[1]} units."
         )
-    return activations @ direction.astype(activations.dtype, copy=False)
+    # einsum, not `@`: a single mat-vec is too small for multi-threaded BLAS, whose thread wake-ups cost
+    # 20 ms instead of 0.5 ms on a busy 2-core machine.
+    return np.einsum("nd,d->n", activations, direction.astype(activations.dtype, copy=False))
 
 
 def top_k(activations: np.ndarray, direction: np.ndarray, k: int, largest: bool = True) -> Ranking:
