@@ -12,6 +12,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,21 @@ class Frame:
     steps_since_last_frame: int
 
 
+LIVE_THREADS = 1
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with n intra-op threads (None: unchanged), then restore the previous number."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def make_lab_attack(name: str, model: nn.Module, seed: int = 0, **params: Any) -> Attack:
     """An attack from the registry, handed the lab's seed when it takes one (random starts)."""
     from core.attacks import ATTACKS, make_attack
@@ -57,7 +73,11 @@ def make_lab_attack(name: str, model: nn.Module, seed: int = 0, **params: Any) -
 class LiveRun:
     """One attack on one image, iterated by a live view. Every iteration lands in `series` (so curves
     miss no step); a `Frame` is yielded at most every `min_interval` seconds, always for the first and
-    last iteration. `stop()` ends it early; `result()` is the best-so-far result, verified afresh."""
+    last iteration. `stop()` ends it early; `result()` is the best-so-far result, verified afresh.
+
+    The attack runs on `threads` intra-op threads (default LIVE_THREADS = 1): beside a browser and
+    Streamlit's own threads on a 2-core machine, two OpenMP threads spin against each other (one step of
+    mobilenet_v2 took 2-5 s with two threads and 0.15 s with one on the busy shared development box)."""
 
     def __init__(
         self,
@@ -67,6 +87,7 @@ class LiveRun:
         target: int | None = None,
         seed: int = 0,
         started_at: float | None = None,
+        threads: int | None = LIVE_THREADS,
     ) -> None:
         """`started_at` (a time.perf_counter() value, default now) is when the user asked for the run:
         the time to the first frame is counted from there."""
@@ -77,7 +98,9 @@ class LiveRun:
         self.label = int(label)
         self.target = None if target is None else int(target)
         self.seed = seed
-        self.run: AttackRun = attack.start(x, torch.tensor([self.label]), target)
+        self.threads = threads
+        with torch_threads(threads):
+            self.run: AttackRun = attack.start(x, torch.tensor([self.label]), target)
         self.series: dict[str, list[float | None]] = {name: [] for name in SERIES}
         self.stopped = False
         self.first_frame_s: float | None = None
@@ -132,21 +155,22 @@ class LiveRun:
         last_shown = -float("inf")
         pending: AttackEvent | None = None
         steps = 0
-        for event in self.run:
-            self._record(event)
-            steps += 1
-            now = time.perf_counter()
-            if now - last_shown >= min_interval:
-                if self.first_frame_s is None:
-                    self.first_frame_s = now - self.started_at
-                yield self._frame(event, steps)
-                last_shown, pending, steps = time.perf_counter(), None, 0
-            else:
-                pending = event
-            if self.stopped:
-                break
-        if pending is not None:  # the last iteration is always shown
-            yield self._frame(pending, steps)
+        with torch_threads(self.threads):
+            for event in self.run:
+                self._record(event)
+                steps += 1
+                now = time.perf_counter()
+                if now - last_shown >= min_interval:
+                    if self.first_frame_s is None:
+                        self.first_frame_s = now - self.started_at
+                    yield self._frame(event, steps)
+                    last_shown, pending, steps = time.perf_counter(), None, 0
+                else:
+                    pending = event
+                if self.stopped:
+                    break
+            if pending is not None:  # the last iteration is always shown
+                yield self._frame(pending, steps)
         self.ended_at = time.perf_counter()
 
     def pace(self) -> dict[str, float | int | None]:
@@ -167,7 +191,8 @@ class LiveRun:
         """The best result so far (cached once the run has ended or was stopped)."""
         if self._result is not None:
             return self._result
-        result = self.run.result()
+        with torch_threads(self.threads):
+            result = self.run.result()
         if self.finished:
             self._result = result
         return result
@@ -347,9 +372,10 @@ def conclude(
     from core.attacks import gaussian_noise_baseline
 
     result = live.result()
-    baseline = gaussian_noise_baseline(model, result.x, result.labels, rms=result.rms, seed=live.seed)
     reference = live.label if true_label is None else true_label
-    rows = transfer(result.x, result.x_adv, reference, list(others), load) if others else []
+    with torch_threads(live.threads):
+        baseline = gaussian_noise_baseline(model, result.x, result.labels, rms=result.rms, seed=live.seed)
+        rows = transfer(result.x, result.x_adv, reference, list(others), load) if others else []
     card = run_card(live, model_name, image_source, true_label)
     card.baseline = {
         "rms": float(baseline.rms[0]),
@@ -405,7 +431,8 @@ def npz_bytes(result: AttackResult, card: RunCard) -> bytes:
 def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     """Class probabilities of one image (1, C, H, W)."""
     device = next(iter(model.parameters())).device
-    return torch.softmax(model(x.to(device)).float(), dim=1)[0].cpu().numpy()
+    with torch_threads(LIVE_THREADS):
+        return torch.softmax(model(x.to(device)).float(), dim=1)[0].cpu().numpy()
 
 
 def digit_picture(x: torch.Tensor) -> Image.Image:

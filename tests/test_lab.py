@@ -98,6 +98,19 @@ def test_an_interrupted_run_resumes_where_it_stopped(model, digit):
     assert live.result().iterations == 12
 
 
+def test_the_thread_limit_holds_only_while_the_attack_runs(model, digit):
+    x, label = digit
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        live = LiveRun(pgd(model, steps=3), x, label, threads=1)
+        inside = [torch.get_num_threads() for _ in live.frames()]
+        assert inside == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_one_image_at_a_time(model, mnist_test):
     with pytest.raises(InvalidParameterError):
         LiveRun(pgd(model), mnist_test.images[:2], 0)
