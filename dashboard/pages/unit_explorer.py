@@ -50,8 +50,15 @@ def new_random_directions() -> None:
 
 def histogram(study: units.UnitStudy, score: str) -> go.Figure:
     fig = go.Figure()
-    for name, values in (("units", study.natural[score]), ("random directions", study.random[score])):
-        fig.add_trace(go.Histogram(x=values, name=name, opacity=0.6, histnorm="probability", nbinsx=20))
+    for name, values, colour in (
+        ("units", study.natural[score], "#d62728"),
+        ("random directions", study.random[score], "#1f77b4"),
+    ):
+        fig.add_trace(
+            go.Histogram(
+                x=values, name=name, opacity=0.55, histnorm="probability", nbinsx=20, marker_color=colour
+            )
+        )
     fig.update_layout(
         barmode="overlay",
         height=280,
