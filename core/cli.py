@@ -20,6 +20,7 @@ COMMANDS = (
     "attack",
     "report",
     "leaderboard",
+    "reproduce",
 )
 
 

@@ -1,0 +1,67 @@
+"""`intriguing reproduce TABLE`: recompute one of the paper's tables from our models and data and write a
+markdown table beside the paper's numbers, a CSV, a figure and a JSON card of what ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run(args) -> int:
+    import torch
+
+    from core.cli import emit
+    from core.errors import InvalidParameterError
+    from core.experiments import DEFAULT_N, RESULTS_DIR, run_experiment
+    from core.experiments.docs import write_reproduction_doc
+    from core.experiments.report import markdown
+
+    if args.threads < 1:
+        raise InvalidParameterError("--threads must be at least 1.")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    options = {"n": args.n or DEFAULT_N[args.table], "seed": args.seed, "device": args.device}
+    if args.table in ("table1", "table2", "table3", "table4"):
+        options["full_search"] = args.full_search
+    if args.table == "advtrain" and args.epochs is not None:
+        options["epochs"] = args.epochs
+    if args.table == "advtrain":
+        options["install"] = args.install
+    if args.table == "table5" and args.models:
+        options["models"] = tuple(args.models.split(","))
+    report, paths = run_experiment(args.table, args.out, **options)
+    out = Path(args.out or RESULTS_DIR)
+    if out.resolve() == RESULTS_DIR.resolve():
+        paths["doc"] = str(write_reproduction_doc())
+    emit(
+        {**report.card, "rows": report.rows, "files": paths},
+        args.json,
+        markdown(report) + "\nwritten: " + ", ".join(paths.values()),
+    )
+    return 0
+
+
+def register(sub, common) -> None:
+    from core.experiments import EXPERIMENTS
+
+    p = sub.add_parser("reproduce", parents=[common], help="reproduce one of the paper's tables")
+    p.add_argument("table", choices=EXPERIMENTS)
+    p.add_argument(
+        "--n", type=int, default=None, help="test images (default: 1000; table5: 100; advtrain: 500)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default docs/results, which also rewrites docs/reproduction.md)",
+    )
+    p.add_argument(
+        "--full-search", action="store_true", help="L-BFGS over all 9 labels, 10 c values, 100 iterations"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
+    p.add_argument("--epochs", type=int, default=None, help="advtrain: training epochs")
+    p.add_argument("--install", action="store_true", help="advtrain: also save the trained models in the zoo")
+    p.add_argument(
+        "--models", default=None, help="table5: comma-separated models (default cnn,alexnet,mobilenet_v2)"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)

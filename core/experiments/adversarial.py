@@ -1,0 +1,301 @@
+"""What Tables 1 to 4 share: a seeded test subset, the minimum-distortion L-BFGS examples of a model,
+the cross-model error matrix, Gaussian-noise controls and the RMS-amplified perturbations.
+
+Protocol (the paper gives few details; these are ours, recorded in every card): the `n` images are a
+seeded random subset of the 10,000 test images; each model attacks the images it classifies correctly
+with the untargeted box-constrained L-BFGS of `core.attacks` (minimum over target labels, search over c);
+an example counts when the attack succeeds (re-verified by a fresh forward pass). The "average minimum
+distortion" is the mean RMS distortion of those examples; the error a set of examples induces on a model
+is the share of them that model misclassifies (so it is 100% on the model they were made for).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from core.attacks import gaussian_noise_baseline, make_attack
+from core.data import load_mnist
+from core.errors import InvalidParameterError
+from core.experiments import paper
+from core.experiments.report import Column, Report, bars, base_card, heatmap
+from core.models import load
+from core.models.train import error_rate
+
+# Fast search (default): the 3 most likely other labels, 5 values of c, 30 L-BFGS iterations each.
+FAST_LBFGS = {"n_targets": 3, "rounds": 5, "max_iter": 30, "memory": 5}
+# Full search (--full-search): the engine's defaults, all 9 other labels, 10 values of c, 100 iterations.
+FULL_LBFGS = {"n_targets": 9, "rounds": 10, "max_iter": 100, "memory": 10}
+BATCH = 250
+
+
+def lbfgs_params(full: bool) -> dict:
+    return dict(FULL_LBFGS if full else FAST_LBFGS)
+
+
+def test_subset(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A seeded random subset of n test images (all of them when n >= 10,000), in index order."""
+    if n < 1:
+        raise InvalidParameterError("--n must be at least 1.")
+    test = load_mnist("test")
+    if n >= len(test):
+        idx = torch.arange(len(test))
+    else:
+        idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return test.images[idx], test.labels[idx], idx
+
+
+@dataclass
+class Examples:
+    """A model's successful minimum-distortion examples on the subset (clean, adversarial, true label)."""
+
+    model: str
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    labels: torch.Tensor
+    n_attacked: int  # subset images the model classified correctly
+    time_s: float
+
+    @property
+    def rms(self) -> torch.Tensor:
+        return (self.x_adv - self.x).flatten(1).pow(2).mean(1).sqrt()
+
+    @property
+    def mean_rms(self) -> float:
+        return float(self.rms.mean()) if len(self.x) else float("nan")
+
+    @property
+    def success_rate(self) -> float:
+        return len(self.x) / max(self.n_attacked, 1)
+
+
+def minimum_distortion_examples(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    params: dict,
+    progress: bool = True,
+) -> Examples:
+    """Untargeted L-BFGS on the correctly classified images, in batches, keeping the successes."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        correct = model(x.to(device)).argmax(1).cpu() == labels
+    x, labels = x[correct], labels[correct]
+    start = time.perf_counter()
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    attack = make_attack("lbfgs", model, **params)
+    batches = range(0, len(x), BATCH)
+    for i in tqdm(batches, desc=f"L-BFGS {name}", unit="batch", disable=not progress, leave=False):
+        result = attack.run(x[i : i + BATCH], labels[i : i + BATCH])
+        ok = result.success
+        kept.append((result.x[ok], result.x_adv[ok], result.labels[ok]))
+    xs, advs, ys = (torch.cat(parts) if parts else torch.empty(0) for parts in zip(*kept, strict=True))
+    return Examples(name, xs, advs, ys, int(correct.sum()), time.perf_counter() - start)
+
+
+def amplify(x: torch.Tensor, x_adv: torch.Tensor, target_rms: float) -> torch.Tensor:
+    """The paper's Table 4 rescaling: x + (x' - x) * target / rms(x' - x), clipped to [0, 1]."""
+    r = x_adv - x
+    scale = target_rms / r.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
+    return (x + r * scale.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+
+
+def noise_error(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, std: float, seed: int) -> float:
+    """Error of a model on the images with Gaussian noise of standard deviation `std`, clipped (the same
+    noise for every model: the draw depends on the seed only)."""
+    return float(gaussian_noise_baseline(model, x, labels, rms=std, seed=seed).success.float().mean())
+
+
+def _load_all(names: tuple[str, ...], device) -> dict[str, nn.Module]:
+    return {name: load(name, device) for name in names}
+
+
+def _attack_all(models, x, y, params, progress) -> dict[str, Examples]:
+    return {
+        name: minimum_distortion_examples(name, model, x, y, params, progress)
+        for name, model in models.items()
+    }
+
+
+# ------------------------------------------------------------------------------ Tables 1 and 3
+
+
+def error_distortion_report(
+    name: str,
+    title: str,
+    names: tuple[str, ...],
+    splits: tuple[str, ...],
+    targets: dict[str, dict[str, float]],
+    n: int,
+    seed: int,
+    full_search: bool = False,
+    device=None,
+    progress: bool = True,
+) -> Report:
+    """Errors on whole splits and the average minimum L-BFGS distortion on n test images, per model."""
+    start = time.perf_counter()
+    params = lbfgs_params(full_search)
+    x, y, idx = test_subset(n, seed)
+    models = _load_all(names, device)
+    data = {split: load_mnist(split) for split in splits}
+    examples = _attack_all(models, x, y, params, progress)
+    rows = []
+    for model_name, model in models.items():
+        row: dict = {"model": paper.LABELS.get(model_name, model_name), "name": model_name}
+        for split, d in data.items():
+            row[f"{split}_error"] = error_rate(model, d.images, d.labels)
+            row[f"paper_{split}_error"] = targets[model_name].get(f"{split}_error")
+        ex = examples[model_name]
+        row |= {
+            "min_distortion": ex.mean_rms,
+            "paper_min_distortion": targets[model_name]["min_distortion"],
+            "ratio_to_paper": ex.mean_rms / targets[model_name]["min_distortion"],
+            "attacked": ex.n_attacked,
+            "success_rate": ex.success_rate,
+            "attack_time_s": round(ex.time_s, 1),
+        }
+        rows.append(row)
+    columns = [Column("model", "model", "text")]
+    for split in splits:
+        columns += [
+            Column(f"{split}_error", f"{split} error", "pct"),
+            Column(f"paper_{split}_error", "paper", "pct"),
+        ]
+    columns += [
+        Column("min_distortion", "av. min. distortion", "dist"),
+        Column("paper_min_distortion", "paper", "dist"),
+        Column("ratio_to_paper", "ours / paper", "num"),
+        Column("attacked", "images attacked", "text"),
+        Column("success_rate", "L-BFGS success", "pct"),
+    ]
+    labels = [r["model"] for r in rows]
+
+    def draw(path):
+        bars(
+            path,
+            labels,
+            {"ours": [r["min_distortion"] for r in rows], "paper": [r["paper_min_distortion"] for r in rows]},
+            f"{title}: average minimum distortion (RMS)",
+            "RMS distortion",
+        )
+
+    card = base_card(
+        name,
+        n,
+        seed,
+        models=list(names),
+        test_indices_fingerprint=_fingerprint(idx),
+        attack={"name": "lbfgs", "untargeted": True, "params": params, "full_search": full_search},
+        time_s=time.perf_counter() - start,
+        device=str(next(next(iter(models.values())).parameters()).device),
+    )
+    notes = [
+        f"L-BFGS: {_describe_search(params)}; distortion = mean RMS over the successful examples of the "
+        "correctly classified images; errors are over the whole splits.",
+    ]
+    return Report(name, title, columns, rows, card, draw, notes)
+
+
+def _describe_search(params: dict) -> str:
+    return (
+        f"untargeted as the minimum over the {params['n_targets']} most likely other labels, "
+        f"{params['rounds']} values of c per label (x10 / /10 until bracketed, then geometric bisection), "
+        f"{params['max_iter']} L-BFGS iterations each (memory {params['memory']})"
+    )
+
+
+def _fingerprint(idx: torch.Tensor) -> str:
+    from core.data import split_fingerprint
+
+    return split_fingerprint(idx)
+
+
+# ------------------------------------------------------------------------------ Tables 2 and 4
+
+
+def transfer_report(
+    name: str,
+    title: str,
+    names: tuple[str, ...],
+    noise_stds: tuple[float, ...],
+    targets: dict[str, list[float]],
+    target_distortion: dict[str, float] | None,
+    n: int,
+    seed: int,
+    amplify_rms: float | None = None,
+    full_search: bool = False,
+    device=None,
+    progress: bool = True,
+) -> Report:
+    """Examples made for each model fed to every model (error induced), Gaussian-noise rows, and with
+    `amplify_rms` the same examples with their perturbation rescaled to that RMS."""
+    start = time.perf_counter()
+    params = lbfgs_params(full_search)
+    x, y, idx = test_subset(n, seed)
+    models = _load_all(names, device)
+    examples = _attack_all(models, x, y, params, progress)
+    cols = [paper.LABELS.get(m, m) for m in names]
+    rows: list[dict] = []
+
+    def add_row(key: str, label: str, errors: list[float], distortion: float, count: int) -> None:
+        row = {"source": label, "key": key, "distortion": distortion, "examples": count}
+        row |= {c: e for c, e in zip(cols, errors, strict=True)}
+        ref = targets.get(key)
+        row |= {f"paper {c}": (ref[j] if ref else None) for j, c in enumerate(cols)}
+        row["paper distortion"] = (target_distortion or {}).get(key)
+        rows.append(row)
+
+    def errors_on(images: torch.Tensor, labels: torch.Tensor) -> list[float]:
+        if not len(images):
+            return [float("nan")] * len(models)
+        return [error_rate(m, images, labels) for m in models.values()]
+
+    for src, ex in examples.items():
+        add_row(src, paper.LABELS.get(src, src), errors_on(ex.x_adv, ex.labels), ex.mean_rms, len(ex.x))
+    for std in noise_stds:
+        errs = [noise_error(m, x, y, std, seed) for m in models.values()]
+        add_row(f"gaussian {std:g}", f"Gaussian noise, stddev {std:g}", errs, std, len(x))
+    if amplify_rms is not None:
+        for src, ex in examples.items():
+            amplified = amplify(ex.x, ex.x_adv, amplify_rms)
+            label = f"{paper.LABELS.get(src, src)}, amplified to RMS {amplify_rms:g}"
+            add_row(f"amplified {src}", label, errors_on(amplified, ex.labels), amplify_rms, len(ex.x))
+        # keep the noise row of the amplified magnitude last, as in the paper
+        rows.sort(key=lambda r: r["key"].startswith("gaussian") and float(r["key"].split()[1]) >= amplify_rms)
+
+    columns = [Column("source", "examples made for", "text")]
+    for c in cols:
+        columns.append(Column(c, c, "pct", paper_key=f"paper {c}"))
+    columns += [Column("distortion", "av. distortion", "dist"), Column("examples", "examples", "text")]
+    matrix = [[r[c] for c in cols] for r in rows]
+    ref = [[r[f"paper {c}"] for c in cols] if r[f"paper {cols[0]}"] is not None else None for r in rows]
+
+    def draw(path):
+        heatmap(path, matrix, [r["source"] for r in rows], cols, title, paper=ref)
+
+    card = base_card(
+        name,
+        n,
+        seed,
+        models=list(names),
+        test_indices_fingerprint=_fingerprint(idx),
+        attack={"name": "lbfgs", "untargeted": True, "params": params, "full_search": full_search},
+        noise_stds=list(noise_stds),
+        amplify_rms=amplify_rms,
+        columns=cols,
+        matrix=matrix,
+        paper_matrix=ref,
+        row_labels=[r["source"] for r in rows],
+        time_s=time.perf_counter() - start,
+    )
+    notes = [
+        f"L-BFGS: {_describe_search(params)}. Each cell: share of the row's examples the column model "
+        "misclassifies (true label); noise rows: the same n test images with N(0, stddev^2) noise, clipped.",
+        "Cells: ours (the paper's in brackets).",
+    ]
+    return Report(name, title, columns, rows, card, draw, notes)

@@ -1,0 +1,187 @@
+"""One writer for every reproduced table: a markdown table with the paper's numbers beside ours, a CSV,
+a figure (PNG) and a JSON card of what ran (models, attack parameters, n, seed, versions, date)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core import config
+
+RESULTS_DIR = config.PROJECT_ROOT / "docs" / "results"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column: the row key, its header and how to show it (text | pct | dist | num)."""
+
+    key: str
+    header: str
+    kind: str = "num"
+    paper_key: str | None = None  # when set, the markdown cell reads "ours (paper)"
+
+
+@dataclass
+class Report:
+    """A reproduced table: its rows (raw values, CSV as-is), how to show them and what ran."""
+
+    name: str
+    title: str
+    columns: list[Column]
+    rows: list[dict[str, Any]]
+    card: dict[str, Any]
+    draw: Callable[[Path], None]  # writes the figure to the given PNG path
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt(value: Any, kind: str) -> str:
+    """A cell as the paper prints it: errors in percent, distortions with three decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.1f}%" if value >= 0.1 or value == 0 else f"{100 * value:.2f}%"
+    if kind == "dist":
+        return f"{value:.3f}"
+    if kind == "num":
+        return f"{value:.3g}"
+    return str(value)
+
+
+def markdown(report: Report) -> str:
+    lines = [
+        f"### {report.title}",
+        "",
+        "| " + " | ".join(c.header for c in report.columns) + " |",
+        "|" + "|".join("---" for _ in report.columns) + "|",
+    ]
+
+    def cell(row: dict, c: Column) -> str:
+        text = fmt(row.get(c.key), c.kind)
+        if c.paper_key and row.get(c.paper_key) is not None:
+            text += f" ({fmt(row[c.paper_key], c.kind)})"
+        return text
+
+    for row in report.rows:
+        lines.append("| " + " | ".join(cell(row, c) for c in report.columns) + " |")
+    card = report.card
+    lines += [
+        "",
+        f"n = {card.get('n')} test images, seed {card.get('seed')}, {card.get('time_s', 0):.0f} s "
+        f"({card.get('threads', '?')} torch thread(s)), {card.get('date', '')[:10]}.",
+    ]
+    lines += [f"- {note}" for note in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def base_card(name: str, n: int, seed: int, **fields: Any) -> dict[str, Any]:
+    """What every card records: the experiment, n, seed, library versions, threads and date."""
+    from core.models.train import versions
+
+    return {
+        "experiment": name,
+        "n": n,
+        "seed": seed,
+        **fields,
+        "threads": torch.get_num_threads(),
+        "versions": versions(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write(report: Report, out: str | Path) -> dict[str, str]:
+    """Write <out>/<name>/<name>.{md,csv,png,json}; return the paths."""
+    folder = Path(out) / report.name
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {ext: folder / f"{report.name}.{ext}" for ext in ("md", "csv", "png", "json")}
+    paths["md"].write_text(markdown(report))
+    with paths["csv"].open("w", newline="") as handle:
+        keys = list(dict.fromkeys(k for row in report.rows for k in row))
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(report.rows)
+    report.draw(paths["png"])
+    card = {**report.card, "title": report.title, "rows": report.rows, "notes": report.notes}
+    paths["json"].write_text(json.dumps(_jsonable(card), indent=2) + "\n")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def read_card(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:
+    """A stored card (docs/results/<name>/<name>.json by default), or None."""
+    path = Path(folder or RESULTS_DIR) / name / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def figure(width: float = 7.0, height: float = 4.5):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=(width, height), dpi=90)
+
+
+def heatmap(
+    path: Path, matrix: list[list[float]], rows: list[str], cols: list[str], title: str, paper=None
+) -> None:
+    """Error-induced matrix in percent; with `paper`, each cell also shows the paper's number."""
+    plt, fig, ax = figure(1.3 * len(cols) + 3, 0.55 * len(rows) + 2)
+    data = torch.tensor(matrix, dtype=torch.float64).numpy() * 100
+    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            text = f"{data[i, j]:.0f}"
+            if paper is not None and paper[i] is not None:
+                text += f"\n({100 * paper[i][j]:.0f})"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if data[i, j] < 60 else "k")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title(title + ("  (paper in brackets)" if paper is not None else ""), fontsize=9)
+    fig.colorbar(im, ax=ax, label="error induced (%)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def bars(
+    path: Path, labels: list[str], series: dict[str, list[float | None]], title: str, ylabel: str, log=False
+):
+    """Grouped bars, one group per label, one bar per series (missing values are skipped)."""
+    plt, fig, ax = figure(max(6.0, 0.55 * len(labels) * len(series) + 2), 4.5)
+    width = 0.8 / max(len(series), 1)
+    for k, (name, values) in enumerate(series.items()):
+        xs = [i + k * width for i, v in enumerate(values) if v is not None]
+        ax.bar(xs, [v for v in values if v is not None], width, label=name)
+    ax.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right", fontsize=8
+    )
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

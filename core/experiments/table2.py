@@ -1,0 +1,27 @@
+"""Table 2: the examples made for each Table 1 model fed to every other model, with two Gaussian-noise
+rows (stddev 0.1 and 0.3) as the same-size random control."""
+
+from __future__ import annotations
+
+from core.experiments import paper
+from core.experiments.adversarial import transfer_report
+from core.experiments.report import Report
+
+
+def run(
+    n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress: bool = True
+) -> Report:
+    return transfer_report(
+        "table2",
+        "Table 2: cross-model generalisation of adversarial examples (error induced)",
+        paper.TABLE1_MODELS,
+        (0.1, 0.3),
+        paper.TABLE2,
+        paper.TABLE2_DISTORTION,
+        n,
+        seed,
+        amplify_rms=None,
+        full_search=full_search,
+        device=device,
+        progress=progress,
+    )
