@@ -248,9 +248,10 @@ def record_result(
     path: str | os.PathLike | None = None,
 ) -> int:
     """Store an `AttackResult` (core.attacks): budgeted attacks (those with an `eps` parameter) are filed
-    under their (norm, eps) budget, the others as minimal-distortion runs."""
+    under their (norm, eps) budget, the others as minimal-distortion runs; targeted runs as '<attack> (targeted)'."""
     summary = result.summary()
     params = dict(summary["params"])
+    attack = summary["attack"] + (" (targeted)" if summary["targeted"] else "")  # a different question
     budget = params.get("eps")
     norm = params.get("norm", "linf") if budget is not None else None
     ok = result.success
@@ -264,7 +265,7 @@ def record_result(
             dataset = None
     return record_run(
         model=model,
-        attack=summary["attack"],
+        attack=attack,
         params=params,
         n=summary["n"],
         success_rate=summary["success_rate"],

@@ -103,7 +103,12 @@ def test_record_result_files_budgeted_and_minimal_attacks(tmp_path):
     leaderboard.record_result(
         AttackResult(attack="lbfgs", params={}, **common), "fc10-1", source="test", path=path
     )
-    minimal, budgeted = leaderboard.runs(path=path)
+    targeted = AttackResult(
+        attack="lbfgs", params={}, **{**common, "target": torch.ones(4, dtype=torch.long)}
+    )
+    leaderboard.record_result(targeted, "fc10-1", source="test", path=path)
+    targeted_run, minimal, budgeted = leaderboard.runs(path=path)
+    assert targeted_run.attack == "lbfgs (targeted)"
     assert (budgeted.norm, budgeted.budget, budgeted.seed, budgeted.dataset) == ("linf", 0.3, 3, "mnist")
     assert budgeted.success_rate == 0.5 and budgeted.median_rms == pytest.approx(0.3)
     assert budgeted.median_l2 == pytest.approx(0.6)
