@@ -132,7 +132,7 @@ def test_attack_lab_attacks_a_digit(browser, app_url):
     set_number(page, "n_targets", 1)  # the most likely other class: a few seconds on a busy CPU
     settle(page)
 
-    page.get_by_role("button", name="Run").click()
+    page.locator(".st-key-lab_go button").click()
     page.get_by_text("adversarial, iteration").first.wait_for()
     page.get_by_text("finished after").wait_for()
     page.get_by_text("other models are fooled too", exact=False).or_(
@@ -143,7 +143,7 @@ def test_attack_lab_attacks_a_digit(browser, app_url):
     rms = page.get_by_test_id("stMetric").filter(has_text="RMS distortion").inner_text().splitlines()[-1]
     assert 0 < float(rms) < 0.3
     assert page.get_by_text("search round", exact=False).count() > 0
-    assert page.get_by_role("button", name="Adversarial image (PNG)").count() == 1
+    page.get_by_role("button", name="Adversarial image (PNG)").wait_for()
     page.get_by_text("Parameters").click()  # fold them away for the picture
     page.wait_for_timeout(1500)  # let the last charts draw
     page.screenshot(path=str(SHOTS / "attack_lab.png"))
@@ -156,9 +156,9 @@ def test_stop_keeps_the_best_result_so_far(browser, app_url):
     page.get_by_text("Parameters").click()
     set_number(page, "steps", 2000)
     settle(page)
-    page.get_by_role("button", name="Run").click()
+    page.locator(".st-key-lab_go button").click()
     page.get_by_text("adversarial, iteration").first.wait_for()
-    page.get_by_role("button", name="Stop").click()
+    page.locator(".st-key-lab_stop button").click()  # not the header's Stop
     page.get_by_text("stopped after").wait_for()
     page.get_by_text("Stopped early").wait_for()
     steps = int(page.get_by_text("stopped after").inner_text().split("stopped after ")[1].split()[0])
