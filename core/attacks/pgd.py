@@ -84,7 +84,7 @@ class PGD(Attack):
             loss, grad, logits = run.loss_and_grad(z, loss_fn)
             event = self._event(run, z, logits, loss)
             if self.norm == "linf":
-                z = torch.clamp(z.add(grad.sign_(), alpha=sign * self.step_size), low, high)
+                z = z.add(grad.sign_(), alpha=sign * self.step_size).clamp_(low, high)
             else:
                 grad = grad / _per_image(l2_norm(grad).clamp_min(1e-12), x)
                 r = z + (sign * self.step_size) * grad - x
