@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.cli import main
 from core.units import write_sample_folder
+from core.units.activations import clear_memory
 
 PAGE = Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "unit_explorer.py"
 
@@ -85,7 +86,9 @@ def _captions(at: AppTest) -> list[str]:
     return [c.value for c in at.caption]
 
 
-def test_page_renders_and_follows_the_unit_slider_and_the_seed_button():
+def test_page_renders_and_follows_the_unit_slider_and_the_seed_button(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path))  # cold caches: the progress bar really runs
+    clear_memory()
     at = AppTest.from_file(str(PAGE), default_timeout=180)
     at.session_state["unit_judge"] = "pixels"  # the default judge (cnn:fc1) is exercised by the slow CLI test
     at.run()
@@ -103,6 +106,13 @@ def test_page_renders_and_follows_the_unit_slider_and_the_seed_button():
     assert after[0].startswith("unit 6 ·") and after[0] != before[0]
     natural_rows = [c for c in after if c.startswith("unit ")]
     assert natural_rows != [c for c in before if c.startswith("unit ")]
+
+    def shared() -> str:
+        return next(c for c in _captions(at) if c.startswith("Shares "))
+
+    assert shared().startswith("Shares 8/8 images with unit 6's top-8")  # a = 0: the unit itself
+    at.slider(key="unit_angle").set_value(90).run()
+    assert shared().endswith("8/8 with v's.")  # a = 90 degrees: the random direction itself
 
     at.button[0].click().run()
     assert at.session_state.unit_seed == 1

@@ -23,9 +23,13 @@ def cached_images(model: str, folder: str) -> units.ImageSet:
 
 
 @st.cache_resource(show_spinner=False)
-def cached_activations(model: str, layer: str, folder: str, _progress=None) -> np.ndarray:
+def cached_activations(model: str, layer: str, folder: str) -> np.ndarray:
+    # The bar is created inside the cached function: Streamlit replays it (already emptied) on a cache hit.
+    bar = st.progress(0.0, text=f"{model} {layer}: activations over the held-out set (computed once) ...")
     images = cached_images(model, folder)
-    return units.layer_activations(model, layer, images, model=cached_model(model), progress=_progress)
+    acts = units.layer_activations(model, layer, images, model=cached_model(model), progress=bar.progress)
+    bar.empty()
+    return acts
 
 
 @st.cache_data(show_spinner="Scoring every unit and the random directions ...")
@@ -100,9 +104,7 @@ try:
     images = cached_images(model, folder)
     for name in getattr(images, "skipped", []):
         st.caption(f"Skipped {name} (not a readable image).")
-    bar = st.progress(0.0, text=f"{model} {layer}: activations over the held-out set (computed once) ...")
-    acts = cached_activations(model, layer, folder, _progress=bar.progress)
-    bar.empty()
+    acts = cached_activations(model, layer, folder)
     n_units = acts.shape[1]
 
     controls = st.columns([4, 1, 2])
@@ -125,7 +127,7 @@ try:
             show_row(images, units.top_k(acts, v, k), f"random direction {j} (seed {seed})")
 
     st.subheader("From a unit to a random direction")
-    angle = st.slider("Angle a in cos(a) e_i + sin(a) v (degrees)", 0, 90, 0, step=5)
+    angle = st.slider("Angle a in cos(a) e_i + sin(a) v (degrees)", 0, 90, 0, step=5, key="unit_angle")
     e_i, v = units.unit_vector(n_units, unit), randoms[0]
     mixed = units.top_k(acts, units.interpolate(e_i, v, math.radians(angle)), k)
     unit_set = set(units.top_k(acts, e_i, k).indices.tolist())
