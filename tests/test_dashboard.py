@@ -23,7 +23,12 @@ def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-@pytest.mark.parametrize("page", PAGES)
+OWN_PAGES = ("home.py", "attack_lab.py")  # other pages have their own tests; here they only run in full runs
+
+
+@pytest.mark.parametrize(
+    "page", [p if p in OWN_PAGES else pytest.param(p, marks=pytest.mark.slow) for p in PAGES]
+)
 def test_every_page_renders(page):
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
@@ -86,6 +91,22 @@ def test_attack_lab_lbfgs_on_fc100_100_10():
     assert float(shown["RMS distortion"]) > 0
     assert int(shown["Iterations"]) > 0 and int(shown["Model calls"]) >= int(shown["Iterations"])
     assert any("**search round**" in m.value for m in at.markdown)  # L-BFGS shows its c and search round
+
+
+def test_attack_lab_targeted_lbfgs_reaches_the_target():
+    at = lab()
+    at.radio(key="lab_mnist_how").set_value("by index")
+    at.run()
+    at.number_input(key="lab_idx").set_value(0)  # a 7
+    at.radio(key="lab_goal_lbfgs").set_value("targeted")
+    at.run()
+    assert 7 not in at.selectbox(key="lab_target").options  # the model's own class is no target
+    at.selectbox(key="lab_target").set_value(3)
+    at.button(key="lab_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    shown = metrics(at)
+    assert shown["Success"] == "yes" and shown["Prediction"] == "3"
 
 
 # ---------------------------------------------------------------- uploads
