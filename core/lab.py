@@ -150,8 +150,10 @@ class LiveRun:
             steps_since_last_frame=steps,
         )
 
-    def frames(self, min_interval: float = 0.0) -> Iterator[Frame]:
-        """Advance the attack, yielding frames; iterate again after an interruption to resume."""
+    def frames(self, min_interval: float = 0.0, pace: float = 0.0) -> Iterator[Frame]:
+        """Advance the attack, yielding frames; iterate again after an interruption to resume.
+        min_interval > 0 skips frames (the attack runs at full speed); pace > 0 draws every step but waits
+        until `pace` seconds have passed since the previous frame, so that a browser can keep up."""
         last_shown = -float("inf")
         pending: AttackEvent | None = None
         steps = 0
@@ -160,6 +162,9 @@ class LiveRun:
                 self._record(event)
                 steps += 1
                 now = time.perf_counter()
+                if now - last_shown < pace:
+                    time.sleep(pace - (now - last_shown))
+                    now = time.perf_counter()
                 if now - last_shown >= min_interval:
                     if self.first_frame_s is None:
                         self.first_frame_s = now - self.started_at

@@ -71,6 +71,15 @@ def test_throttled_frames_still_record_every_step(model, digit):
     assert sum(f.steps_since_last_frame for f in frames) == 12
 
 
+def test_paced_frames_show_every_step_no_faster_than_the_pace(model, digit):
+    x, label = digit
+    live = LiveRun(pgd(model, steps=6), x, label)
+    frames = list(live.frames(pace=0.05))
+    assert [f.iteration for f in frames] == list(range(6))
+    gaps = np.diff([f.elapsed_s for f in frames])
+    assert (gaps >= 0.045).all()
+
+
 def test_stop_keeps_the_best_so_far_verified_afresh(model, digit):
     x, label = digit
     live = LiveRun(pgd(model, steps=200), x, label)
