@@ -168,8 +168,8 @@ class LiveRun:
                 if now - last_shown >= min_interval:
                     if self.first_frame_s is None:
                         self.first_frame_s = now - self.started_at
-                    yield self._frame(event, steps)
-                    last_shown, pending, steps = time.perf_counter(), None, 0
+                    last_shown, frame, pending, steps = now, self._frame(event, steps), None, 0
+                    yield frame  # the intervals run from frame to frame, the consumer's drawing included
                 else:
                     pending = event
                 if self.stopped:
