@@ -192,7 +192,8 @@ if buttons[0].button("Run", type="primary", icon=":material/play_arrow:", disabl
         }
         st.session_state.lab_run = state
         running = True
-if running and buttons[1].button("Stop", icon=":material/stop:", key="lab_stop"):
+stop_slot = buttons[1].empty()  # emptied once the run is over
+if running and stop_slot.button("Stop", icon=":material/stop:", key="lab_stop"):
     state["live"].stop()
 
 if state is not None:
@@ -205,6 +206,7 @@ if state is not None:
         for frame in live.frames(*state["live_mode"]):
             panel.show(frame, live.series)
             status.caption(f"running: {len(live.series['iteration'])} steps in {frame.elapsed_s:.1f} s")
+    stop_slot.empty()
     panel.show(live.final_frame(), live.series, final=True)
     pace = live.pace()
     status.caption(
