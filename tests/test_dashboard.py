@@ -19,6 +19,9 @@ LAB = str(ROOT / "dashboard" / "pages" / "attack_lab.py")
 PAGES = sorted(p.name for p in (ROOT / "dashboard" / "pages").glob("*.py"))
 
 
+REAL_TIME = "real time (attack at full speed, ~10 frames/s)"
+
+
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
@@ -82,7 +85,7 @@ def test_attack_lab_lbfgs_on_fc100_100_10():
     at.selectbox(key="lab_model").set_value("fc100-100-10")
     at.selectbox(key="lab_attack").set_value("lbfgs")
     at.run()
-    at.number_input(key="lab_param_mnist_lbfgs_n_targets").set_value(1)  # the most likely other class only
+    at.radio(key="lab_live_mode").set_value(REAL_TIME)  # the paper's defaults, frames throttled
     at.button(key="lab_go").click()
     at.run()
     assert not at.exception and not at.error
@@ -102,6 +105,7 @@ def test_attack_lab_targeted_lbfgs_reaches_the_target():
     at.run()
     assert 7 not in at.selectbox(key="lab_target").options  # the model's own class is no target
     at.selectbox(key="lab_target").set_value(3)
+    at.radio(key="lab_live_mode").set_value(REAL_TIME)
     at.button(key="lab_go").click()
     at.run()
     assert not at.exception and not at.error
