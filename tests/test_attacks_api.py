@@ -210,3 +210,25 @@ def test_cli_rejects_bad_parameters_with_exit_2(capsys, flags):
     args = ["attack", "--model", "fc100-100-10", "--attack", "fgsm", "--n", "3", "--quiet", *flags]
     assert main(args) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_attacks_run_on_an_imagenet_photo():
+    """3 channels at 224 px, 1000 classes: the engine is not MNIST-shaped."""
+    from core.data.photos import sample_photo
+    from core.errors import WeightsMissingError
+    from core.models import load
+    from core.models.imagenet import preprocess
+
+    try:
+        model = load("mobilenet_v2", "cpu")
+    except WeightsMissingError as exc:
+        pytest.skip(str(exc))
+    x = preprocess(sample_photo("chelsea"), "mobilenet_v2")
+    label = model(x).argmax(1)
+    pgd = make_attack("pgd", model, eps=2 / 255, steps=5).run(x, label)
+    assert pgd.success.all() and pgd.linf.max() <= 2 / 255 + 1e-6
+    target = (label + 1) % 1000
+    lbfgs = make_attack("lbfgs", model, rounds=2, max_iter=30, c_init=0.01).run(x, label, target=target)
+    assert torch.equal(lbfgs.success, model(lbfgs.x_adv).argmax(1) == target)
+    assert lbfgs.summary()["box_violations"] == 0
