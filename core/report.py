@@ -56,6 +56,11 @@ def attack_settings(attack: str, dataset: str) -> dict[str, Any]:
 REFERENCE_ATTACK = "lbfgs"
 NOISE_DRAWS = 100
 LIPSCHITZ_SAMPLES = 64
+# Per-domain sample sizes: a 224-px forward pass costs ~1000x a 28-px one.
+SAMPLES = {
+    "mnist": {"noise_draws": NOISE_DRAWS, "lipschitz_samples": LIPSCHITZ_SAMPLES, "bisection_steps": 7},
+    "imagenet": {"noise_draws": 20, "lipschitz_samples": 16, "bisection_steps": 5},
+}
 
 Progress = Callable[[float, str], None]
 
@@ -274,7 +279,8 @@ class Finding:
     confidence_after: float
     time_s: float
     params: dict[str, Any]
-    noise_flip_rate: float | None  # Gaussian noise of the same RMS: share of NOISE_DRAWS draws that flip
+    noise_flip_rate: float | None  # Gaussian noise of the same RMS: share of the draws that flip it
+    noise_draws: int = 0
     transfer: list[dict[str, Any]] = field(default_factory=list)
     x_adv: torch.Tensor | None = field(default=None, repr=False)
 
@@ -335,6 +341,11 @@ def _pred_name(names: Sequence[str], index: int) -> str:
     return names[index] if 0 <= index < len(names) else str(index)
 
 
+def _small(value: float) -> str:
+    """A distortion with enough digits to be read: 0.0213, or 1.7e-04 for ImageNet-scale changes."""
+    return f"{value:.4f}" if value >= 1e-3 else f"{value:.1e}"
+
+
 def _verdict(report: Report) -> str:
     name = report.label_name
     ok = [f for f in report.findings if f.success]
@@ -347,8 +358,8 @@ def _verdict(report: Report) -> str:
     easiest = min(ok, key=lambda f: f.rms)
     parts = [
         head,
-        f"The prediction flips at RMS {easiest.rms:.3f} (L2 {easiest.l2:.2f}, largest pixel change "
-        f"{easiest.linf:.2f}) with {easiest.attack}, to '{_pred_name(report.class_names, easiest.pred_after)}'.",
+        f"The prediction flips at RMS {_small(easiest.rms)} (L2 {_small(easiest.l2)}, largest pixel change "
+        f"{_small(easiest.linf)}) with {easiest.attack}, to '{_pred_name(report.class_names, easiest.pred_after)}'.",
     ]
     fraction = report.fraction_needing_more()
     ref = report.reference
@@ -363,10 +374,10 @@ def _verdict(report: Report) -> str:
             if fraction <= 0.25
             else "This prediction is about as robust as a typical one."
         )
-        lbfgs_rms = f"RMS {mine.rms:.3f}" if mine.success else "more than L-BFGS could find"
+        lbfgs_rms = f"RMS {_small(mine.rms)}" if mine.success else "more than L-BFGS could find"
         parts.append(
             f"With {ref.attack} (the paper's attack) it flips at {lbfgs_rms}, {where} than {share:.0%} of "
-            f"{len(ref.rms)} test images (their median: RMS {ref.median:.3f}). {mood}"
+            f"{len(ref.rms)} test images (their median: RMS {_small(ref.median)}). {mood}"
         )
     elif report.dataset != "mnist":
         parts.append(
@@ -375,7 +386,7 @@ def _verdict(report: Report) -> str:
     if easiest.noise_flip_rate is not None:
         parts.append(
             f"Random Gaussian noise of the same size flips it in {easiest.noise_flip_rate:.0%} of "
-            f"{NOISE_DRAWS} draws: the weakness is in specific directions, not in noise."
+            f"{easiest.noise_draws} draws: the weakness is in specific directions, not in noise."
             if easiest.noise_flip_rate < 0.5
             else f"Random Gaussian noise of the same size flips it in {easiest.noise_flip_rate:.0%} of draws."
         )
@@ -400,150 +411,167 @@ def robustness_report(
     device: torch.device | str | None = None,
     record: bool = True,
     source: str = "report",
+    threads: int | None = None,
     progress: Progress | None = None,
 ) -> Report:
     """The full report for one image x (1, C, H, W) in [0, 1]. `load(name)` returns a model (the dashboard
     passes its shared cache); `others` are the models to test transfer on (default: every available model
-    of the same domain). With `record`, each attack run is stored in the leaderboard under `source`."""
+    of the same domain). With `record`, each attack run is stored in the leaderboard under `source`.
+    `threads`: torch intra-op threads for the report (None: unchanged; the dashboard uses one, see core.lab)."""
     from core import lab, leaderboard
     from core.attacks import gaussian_noise_baseline, make_attack
     from core.models import class_names, get_spec, list_models
     from core.models import load as zoo_load
     from core.models.train import versions
 
-    started = time.perf_counter()
-    seed = check_int("seed", seed)
-    reference_n = check_int("reference size", reference_n, low=1, high=10_000)
-    if record and source not in leaderboard.SOURCES:
-        raise InvalidParameterError(
-            f"source must be one of {', '.join(leaderboard.SOURCES)}, got {source!r}."
-        )
-    report_progress = progress or (lambda fraction, text: None)
-    spec = get_spec(model_name)
-    if (
-        not isinstance(x, torch.Tensor)
-        or x.dim() != 4
-        or len(x) != 1
-        or tuple(x.shape[1:]) != spec.input_shape
-    ):
-        shape = "x".join(map(str, spec.input_shape))
-        raise InvalidParameterError(f"{model_name} needs one image of shape 1x{shape}.")
-    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise InvalidParameterError("the image must hold finite pixel values in [0, 1].")
-    if true_label is not None:
-        true_label = check_int("true label", true_label, low=0, high=len(class_names(model_name)) - 1)
-    load = load or (lambda name: zoo_load(name, device))
-    model = load(model_name)
-    names = class_names(model_name)
-    if others is None:
-        others = lab.same_domain_models(model_name, lab.usable_models(list_models(include_unavailable=False)))
-    x = x.detach().float().cpu()
-    probs = lab.predict(model, x)
-    label = int(probs.argmax())
-    label_t = torch.tensor([label])
+    with lab.torch_threads(threads):
+        started = time.perf_counter()
+        seed = check_int("seed", seed)
+        reference_n = check_int("reference size", reference_n, low=1, high=10_000)
+        if record and source not in leaderboard.SOURCES:
+            raise InvalidParameterError(
+                f"source must be one of {', '.join(leaderboard.SOURCES)}, got {source!r}."
+            )
+        report_progress = progress or (lambda fraction, text: None)
+        spec = get_spec(model_name)
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.dim() != 4
+            or len(x) != 1
+            or tuple(x.shape[1:]) != spec.input_shape
+        ):
+            shape = "x".join(map(str, spec.input_shape))
+            raise InvalidParameterError(f"{model_name} needs one image of shape 1x{shape}.")
+        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise InvalidParameterError("the image must hold finite pixel values in [0, 1].")
+        if true_label is not None:
+            true_label = check_int("true label", true_label, low=0, high=len(class_names(model_name)) - 1)
+        load = load or (lambda name: zoo_load(name, device))
+        model = load(model_name)
+        names = class_names(model_name)
+        if others is None:
+            others = lab.same_domain_models(
+                model_name, lab.usable_models(list_models(include_unavailable=False))
+            )
+        x = x.detach().float().cpu()
+        probs = lab.predict(model, x)
+        label = int(probs.argmax())
+        label_t = torch.tensor([label])
+        samples = SAMPLES[spec.dataset]
 
-    plan = [(name, "minimal distortion") for name in MINIMAL_ATTACKS]
-    plan += [(name, "minimal-eps search") for name in EPS_SEARCH_ATTACKS]
-    total = len(plan) + 3
-    findings = []
-    for step, (attack, method) in enumerate(plan):
+        plan = [(name, "minimal distortion") for name in MINIMAL_ATTACKS]
+        plan += [(name, "minimal-eps search") for name in EPS_SEARCH_ATTACKS]
+        total = len(plan) + 3
+        findings = []
+        for step, (attack, method) in enumerate(plan):
+            report_progress(
+                step / total, f"{attack}: smallest perturbation that flips '{_pred_name(names, label)}'"
+            )
+            if method == "minimal distortion":
+                params = attack_settings(attack, spec.dataset)
+                result = make_attack(attack, model, device, **params).run(x, label_t)
+                eps = None
+            else:
+                params = attack_settings(attack, spec.dataset)
+                if attack == "pgd":
+                    params["seed"] = seed
+                result, eps = minimal_eps(
+                    attack,
+                    model,
+                    x,
+                    label_t,
+                    params=params,
+                    bisection_steps=samples["bisection_steps"],
+                    device=device,
+                )
+                params["eps"] = eps
+            ok = bool(result.success[0])
+            if record:
+                leaderboard.record_run(
+                    model=model_name,
+                    attack=attack if method == "minimal distortion" else f"{attack}-min-eps",
+                    params=params,
+                    n=1,
+                    success_rate=float(ok),
+                    mean_rms=float(result.rms[0]) if ok else None,
+                    median_rms=float(result.rms[0]) if ok else None,
+                    mean_l2=float(result.l2[0]) if ok else None,
+                    median_l2=float(result.l2[0]) if ok else None,
+                    mean_linf=float(result.linf[0]) if ok else None,
+                    time_s=result.time_s,
+                    dataset=spec.dataset,
+                    seed=seed,
+                    source=source,
+                )
+            findings.append(
+                Finding(
+                    attack=attack,
+                    method=method,
+                    success=ok,
+                    rms=float(result.rms[0]) if ok else None,
+                    l2=float(result.l2[0]) if ok else None,
+                    linf=float(result.linf[0]) if ok else None,
+                    eps=eps,
+                    pred_after=int(result.pred_after[0]),
+                    confidence_after=float(result.probs_after[0].max()),
+                    time_s=result.time_s,
+                    params=params,
+                    noise_flip_rate=None,
+                    x_adv=result.x_adv if ok else None,
+                )
+            )
+
         report_progress(
-            step / total, f"{attack}: smallest perturbation that flips '{_pred_name(names, label)}'"
+            len(plan) / total, "Gaussian noise of the same size, and transfer to the other models"
         )
-        if method == "minimal distortion":
-            params = attack_settings(attack, spec.dataset)
-            result = make_attack(attack, model, device, **params).run(x, label_t)
-            eps = None
-        else:
-            params = attack_settings(attack, spec.dataset)
-            if attack == "pgd":
-                params["seed"] = seed
-            result, eps = minimal_eps(attack, model, x, label_t, params=params, device=device)
-            params["eps"] = eps
-        ok = bool(result.success[0])
-        if record:
-            leaderboard.record_run(
-                model=model_name,
-                attack=attack if method == "minimal distortion" else f"{attack}-min-eps",
-                params=params,
-                n=1,
-                success_rate=float(ok),
-                mean_rms=float(result.rms[0]) if ok else None,
-                median_rms=float(result.rms[0]) if ok else None,
-                mean_l2=float(result.l2[0]) if ok else None,
-                median_l2=float(result.l2[0]) if ok else None,
-                mean_linf=float(result.linf[0]) if ok else None,
-                time_s=result.time_s,
-                dataset=spec.dataset,
+        for f in findings:
+            if not f.success:
+                continue
+            noise = gaussian_noise_baseline(
+                model,
+                x.repeat(samples["noise_draws"], 1, 1, 1),
+                label_t.repeat(samples["noise_draws"]),
+                rms=f.rms,
                 seed=seed,
-                source=source,
+                device=device,
             )
-        findings.append(
-            Finding(
-                attack=attack,
-                method=method,
-                success=ok,
-                rms=float(result.rms[0]) if ok else None,
-                l2=float(result.l2[0]) if ok else None,
-                linf=float(result.linf[0]) if ok else None,
-                eps=eps,
-                pred_after=int(result.pred_after[0]),
-                confidence_after=float(result.probs_after[0].max()),
-                time_s=result.time_s,
-                params=params,
-                noise_flip_rate=None,
-                x_adv=result.x_adv if ok else None,
-            )
+            f.noise_flip_rate = float(noise.success.float().mean())
+            f.noise_draws = samples["noise_draws"]
+            f.transfer = [row.__dict__ for row in lab.transfer(x, f.x_adv, label, list(others), load)]
+
+        report_progress((len(plan) + 1) / total, "local Lipschitz estimate of the margin")
+        ok = [f for f in findings if f.success]
+        radius = min(f.l2 for f in ok) if ok else math.sqrt(x[0].numel()) * 0.05
+        lipschitz = local_lipschitz(model, x, label, radius, samples=samples["lipschitz_samples"], seed=seed)
+
+        report_progress((len(plan) + 2) / total, "the model's typical robustness (reference distribution)")
+        reference = reference_distribution(
+            model_name, model, n=reference_n, device=device, record=record, source=source
         )
 
-    report_progress(len(plan) / total, "Gaussian noise of the same size, and transfer to the other models")
-    for f in findings:
-        if not f.success:
-            continue
-        noise = gaussian_noise_baseline(
-            model,
-            x.repeat(NOISE_DRAWS, 1, 1, 1),
-            label_t.repeat(NOISE_DRAWS),
-            rms=f.rms,
+        report = Report(
+            model=model_name,
+            dataset=spec.dataset,
+            image_source=image_source,
+            label=label,
+            label_name=_pred_name(names, label),
+            true_label=true_label,
+            confidence=float(probs[label]),
+            findings=findings,
+            easiest=min(ok, key=lambda f: f.rms).attack if ok else None,
+            lipschitz=lipschitz,
+            reference=reference,
+            verdict="",
             seed=seed,
-            device=device,
+            time_s=0.0,
+            versions=versions(),
+            class_names=names,
+            x=x,
         )
-        f.noise_flip_rate = float(noise.success.float().mean())
-        f.transfer = [row.__dict__ for row in lab.transfer(x, f.x_adv, label, list(others), load)]
-
-    report_progress((len(plan) + 1) / total, "local Lipschitz estimate of the margin")
-    ok = [f for f in findings if f.success]
-    radius = min(f.l2 for f in ok) if ok else math.sqrt(x[0].numel()) * 0.05
-    lipschitz = local_lipschitz(model, x, label, radius, seed=seed)
-
-    report_progress((len(plan) + 2) / total, "the model's typical robustness (reference distribution)")
-    reference = reference_distribution(
-        model_name, model, n=reference_n, device=device, record=record, source=source
-    )
-
-    report = Report(
-        model=model_name,
-        dataset=spec.dataset,
-        image_source=image_source,
-        label=label,
-        label_name=_pred_name(names, label),
-        true_label=true_label,
-        confidence=float(probs[label]),
-        findings=findings,
-        easiest=min(ok, key=lambda f: f.rms).attack if ok else None,
-        lipschitz=lipschitz,
-        reference=reference,
-        verdict="",
-        seed=seed,
-        time_s=0.0,
-        versions=versions(),
-        class_names=names,
-        x=x,
-    )
-    report.verdict = _verdict(report)
-    report.time_s = time.perf_counter() - started
-    report_progress(1.0, "done")
-    return report
+        report.verdict = _verdict(report)
+        report.time_s = time.perf_counter() - started
+        report_progress(1.0, "done")
+        return report
 
 
 def mnist_image(index: int) -> tuple[torch.Tensor, int]:

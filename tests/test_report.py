@@ -71,7 +71,7 @@ def test_noise_transfer_lipschitz_and_reference_are_consistent(report):
     assert fraction == pytest.approx(
         sum(r > report.finding("lbfgs").rms for r in report.reference.rms) / len(report.reference.rms)
     )
-    assert f"{report.finding(report.easiest).rms:.3f}" in report.verdict
+    assert f"{report.finding(report.easiest).rms:.4f}" in report.verdict
     assert "test images" in report.verdict
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 from core import IntriguingError
 from core.data.images import model_input, open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
-from core.lab import predict, source_id, to_uint8, triple_picture, usable_models
+from core.lab import LIVE_THREADS, predict, source_id, to_uint8, triple_picture, usable_models
 from core.models import class_names, get_spec
 from core.report import REFERENCE_ATTACK, robustness_report
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
@@ -92,6 +92,7 @@ if st.button("Validate this prediction", type="primary", icon=":material/verifie
             reference_n=int(reference_n),
             seed=int(seed),
             source="dashboard",
+            threads=LIVE_THREADS,
             progress=lambda fraction, text: bar.progress(min(1.0, fraction), text=text),
         )
     except IntriguingError as exc:
