@@ -367,6 +367,7 @@ def _verdict(report: Report) -> str:
         mine = report.finding(REFERENCE_ATTACK)
         where = "lower" if fraction >= 0.5 else "higher"
         share = fraction if fraction >= 0.5 else 1 - fraction
+        share_text = f"all {len(ref.rms)}" if share == 1 else f"{share:.0%} of {len(ref.rms)}"
         mood = (
             "This prediction is more fragile than most."
             if fraction >= 0.75
@@ -376,8 +377,8 @@ def _verdict(report: Report) -> str:
         )
         lbfgs_rms = f"RMS {_small(mine.rms)}" if mine.success else "more than L-BFGS could find"
         parts.append(
-            f"With {ref.attack} (the paper's attack) it flips at {lbfgs_rms}, {where} than {share:.0%} of "
-            f"{len(ref.rms)} test images (their median: RMS {_small(ref.median)}). {mood}"
+            f"With {ref.attack} (the paper's attack) it flips at {lbfgs_rms}, {where} than {share_text} "
+            f"test images (their median: RMS {_small(ref.median)}). {mood}"
         )
     elif report.dataset != "mnist":
         parts.append(
