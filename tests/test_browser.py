@@ -164,3 +164,22 @@ def test_stop_keeps_the_best_result_so_far(browser, app_url):
         steps
     )
     page.close()
+
+
+def test_a_drawn_digit_is_what_the_model_sees(browser, app_url):
+    """streamlit-drawable-canvas works with the installed Streamlit: a drawn stroke reaches the model."""
+    page = open_lab(browser, app_url)
+    page.get_by_text("Draw", exact=True).click()
+    page.get_by_text("Draw one digit").wait_for()
+    canvas = page.locator(".st-key-lab_canvas canvas").last
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 40)
+    page.mouse.down()
+    for step in range(1, 21):  # a vertical stroke: a "1"
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 40 + step * 10)
+    page.mouse.up()
+    page.get_by_text("what the model sees").wait_for()
+    prediction = page.get_by_test_id("stMetric").filter(has_text="Model's prediction").inner_text()
+    assert prediction.splitlines()[1] == "1"
+    page.close()
