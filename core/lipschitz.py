@@ -125,6 +125,7 @@ def operator_norm(
     return float(_power_iteration(linear, at, iters, tol, gen)[0])
 
 
+@torch.no_grad()
 def dense_matrix(
     linear: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...]
 ) -> torch.Tensor:

@@ -19,7 +19,11 @@ def run(args) -> int:
         raise InvalidParameterError("--threads must be at least 1.")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    options = {"n": args.n or DEFAULT_N[args.table], "seed": args.seed, "device": args.device}
+    options = {
+        "n": DEFAULT_N[args.table] if args.n is None else args.n,
+        "seed": args.seed,
+        "device": args.device,
+    }
     if args.table in ("table1", "table2", "table3", "table4"):
         options["full_search"] = args.full_search
     if args.table == "advtrain" and args.epochs is not None:

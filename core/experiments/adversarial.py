@@ -12,6 +12,7 @@ is the share of them that model misclassifies (so it is 100% on the model they w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -115,11 +116,19 @@ def _load_all(names: tuple[str, ...], device) -> dict[str, nn.Module]:
     return {name: load(name, device) for name in names}
 
 
+def notify(progress, fraction: float, text: str) -> None:
+    """Report progress to a callback (the dashboard's st.progress); `True` means tqdm bars instead."""
+    if callable(progress):
+        progress(fraction, text)
+
+
 def _attack_all(models, x, y, params, progress) -> dict[str, Examples]:
-    return {
-        name: minimum_distortion_examples(name, model, x, y, params, progress)
-        for name, model in models.items()
-    }
+    examples = {}
+    for i, (name, model) in enumerate(models.items()):
+        notify(progress, i / len(models), f"L-BFGS on {name}")
+        examples[name] = minimum_distortion_examples(name, model, x, y, params, progress is True)
+    notify(progress, 1.0, "cross-feeding")
+    return examples
 
 
 # ------------------------------------------------------------------------------ Tables 1 and 3
@@ -135,7 +144,7 @@ def error_distortion_report(
     seed: int,
     full_search: bool = False,
     device=None,
-    progress: bool = True,
+    progress: bool | Callable[[float, str], None] = True,
 ) -> Report:
     """Errors on whole splits and the average minimum L-BFGS distortion on n test images, per model."""
     start = time.perf_counter()
@@ -230,7 +239,7 @@ def transfer_report(
     amplify_rms: float | None = None,
     full_search: bool = False,
     device=None,
-    progress: bool = True,
+    progress: bool | Callable[[float, str], None] = True,
 ) -> Report:
     """Examples made for each model fed to every model (error induced), Gaussian-noise rows, and with
     `amplify_rms` the same examples with their perturbation rescaled to that RMS."""

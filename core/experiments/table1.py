@@ -7,9 +7,7 @@ from core.experiments.adversarial import error_distortion_report
 from core.experiments.report import Report
 
 
-def run(
-    n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress: bool = True
-) -> Report:
+def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True) -> Report:
     return error_distortion_report(
         "table1",
         "Table 1: MNIST models, errors and average minimum distortion",

@@ -8,9 +8,7 @@ from core.experiments.adversarial import transfer_report
 from core.experiments.report import Report
 
 
-def run(
-    n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress: bool = True
-) -> Report:
+def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True) -> Report:
     return transfer_report(
         "table2",
         "Table 2: cross-model generalisation of adversarial examples (error induced)",

@@ -8,9 +8,7 @@ from core.experiments.adversarial import transfer_report
 from core.experiments.report import Report
 
 
-def run(
-    n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress: bool = True
-) -> Report:
+def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True) -> Report:
     return transfer_report(
         "table4",
         "Table 4: cross-training generalisation on disjoint halves P1 / P2 (error induced)",

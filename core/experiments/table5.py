@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from core.errors import InvalidParameterError
 from core.experiments import paper
+from core.experiments.adversarial import notify
 from core.experiments.report import Column, Report, bars, base_card
 from core.lipschitz import network_bounds
 
@@ -56,7 +57,7 @@ def run(
     iters: int = 100,
     tol: float = 1e-5,
     device=None,
-    progress: bool = True,
+    progress=True,
 ) -> Report:
     """Per-layer bounds and empirical estimates; `n` MNIST test images (ImageNet nets: the sample photos,
     at most 4). `iters`/`tol` control the power iteration of the operator norms."""
@@ -65,7 +66,10 @@ def run(
     start = time.perf_counter()
     rows: list[dict] = []
     weights: dict[str, str] = {}
-    for name in tqdm(models, desc="Lipschitz bounds", unit="model", disable=not progress):
+    for i, name in enumerate(
+        tqdm(models, desc="Lipschitz bounds", unit="model", disable=progress is not True)
+    ):
+        notify(progress, i / len(models), f"Lipschitz bounds of {name}")
         model, images, weights[name] = _model_and_images(name, n, seed)
         layers, summary = network_bounds(model, images, iters=iters, tol=tol)
         ref = paper.TABLE5_ALEXNET if name == "alexnet" else {}

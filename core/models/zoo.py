@@ -134,6 +134,22 @@ def _mnist_specs() -> list[ModelSpec]:
             "FC100-100-10' trained on P2, the second half of the training set.",
             epochs=40,
         ),
+        mlp(  # trained by `intriguing reproduce advtrain --install` (core/experiments/advtrain.py)
+            "fc100-100-10-advpool",
+            (100, 100),
+            "train",
+            {},
+            "FC100-100-10 adversarially trained with the paper's pool of L-BFGS examples and weight decay.",
+            epochs=15,
+        ),
+        mlp(  # trained by `intriguing reproduce advtrain --install` (core/experiments/advtrain.py)
+            "fc100-100-10-pgdtrain",
+            (100, 100),
+            "train",
+            {},
+            "FC100-100-10 adversarially trained with PGD (Linf 0.1, half of every batch) and weight decay.",
+            epochs=15,
+        ),
         ModelSpec(
             name="cnn",
             dataset="mnist",

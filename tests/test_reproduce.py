@@ -1,0 +1,172 @@
+"""`intriguing reproduce`: every table on a few images, checked for structure and the paper's invariants
+(diagonal 100%, positive distortions, noise rows, bounds >= empirical) and for the files it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import config
+from core.experiments import paper, read_card, run_experiment
+from core.experiments.adversarial import amplify
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The attacks are many small batched steps: one torch thread is far faster on the shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _files_and_card(paths: dict, name: str, n: int, seed: int) -> dict:
+    for ext in ("md", "csv", "png", "json"):
+        assert paths[ext].endswith(f"{name}.{ext}")
+    with open(paths["png"], "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    card = json.loads(Path(paths["json"]).read_text())
+    assert card["experiment"] == name and card["n"] == n and card["seed"] == seed
+    assert {"torch", "torchvision", "numpy", "python"} <= set(card["versions"])
+    assert card["date"] and card["rows"]
+    with open(paths["csv"]) as handle:
+        assert len(list(csv.DictReader(handle))) == len(card["rows"])
+    return card
+
+
+def _assert_transfer_invariants(card: dict, models: tuple[str, ...], noise: tuple[float, ...]) -> dict:
+    rows = {r["key"]: r for r in card["rows"]}
+    cols = card["columns"]
+    for i, name in enumerate(models):
+        row = rows[name]
+        assert row["examples"] > 0 and row["distortion"] > 0
+        assert row[cols[i]] == 1.0  # examples made for a model fool it: success re-verified
+        assert all(0.0 <= row[c] <= 1.0 for c in cols)
+    for std in noise:
+        row = rows[f"gaussian {std:g}"]
+        assert row["distortion"] == std and all(0.0 <= row[c] <= 1.0 for c in cols)
+    return rows
+
+
+def test_table1_via_the_cli_writes_md_csv_png_and_card(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "core.cli", "reproduce", "table1", "--n", "12", "--seed", "3"]
+        + ["--out", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=config.PROJECT_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    card = _files_and_card(out["files"], "table1", 12, 3)
+    assert card["attack"]["name"] == "lbfgs" and card["attack"]["params"]["n_targets"] >= 1
+    assert [r["name"] for r in card["rows"]] == list(paper.TABLE1_MODELS)
+    for row in card["rows"]:
+        assert row["min_distortion"] > 0 and row["success_rate"] == 1.0
+        assert 0 <= row["train_error"] <= 1 and 0 <= row["test_error"] <= 1
+        assert row["paper_test_error"] == paper.TABLE1[row["name"]]["test_error"]
+    md = Path(out["files"]["md"]).read_text()
+    assert "FC100-100-10" in md and "0.058" in md  # the paper's number beside ours
+
+
+def test_table4_cross_training_with_amplified_rows_and_noise(tmp_path):
+    report, paths = run_experiment("table4", tmp_path, n=12, seed=1, progress=False)
+    card = _files_and_card(paths, "table4", 12, 1)
+    rows = _assert_transfer_invariants(card, paper.TABLE3_MODELS, (0.06, 0.1))
+    for i, name in enumerate(paper.TABLE3_MODELS):
+        amplified = rows[f"amplified {name}"]
+        assert amplified["distortion"] == 0.1
+        assert amplified[card["columns"][i]] == 1.0
+    assert [r["key"] for r in card["rows"]][-1] == "gaussian 0.1"  # the paper's row order
+    assert len(card["matrix"]) == 8 and len(card["paper_matrix"]) == 8
+
+
+def test_amplify_rescales_the_perturbation_to_the_requested_rms_before_clipping():
+    gen = torch.Generator().manual_seed(0)
+    x = 0.25 + 0.5 * torch.rand(4, 1, 28, 28, generator=gen)
+    x_adv = x + 0.01 * torch.randn(x.shape, generator=gen)
+    out = amplify(x, x_adv, 0.1)
+    assert ((out >= 0) & (out <= 1)).all()
+    unclipped = (out > 0) & (out < 1)
+    assert unclipped.float().mean() > 0.9
+    r = out - x
+    direction = (x_adv - x)[unclipped] * (r[unclipped] / (x_adv - x)[unclipped])
+    assert torch.allclose(direction, r[unclipped])  # same direction, only rescaled
+    wide = amplify(x, x_adv, 0.001)  # no clipping at a small target: exact RMS
+    assert torch.allclose((wide - x).flatten(1).pow(2).mean(1).sqrt(), torch.full((4,), 0.001), rtol=1e-4)
+
+
+def test_unknown_experiment_and_bad_n_exit_2_without_traceback(tmp_path):
+    for args in (["reproduce", "table9"], ["reproduce", "table1", "--n", "0", "--out", str(tmp_path)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, cwd=config.PROJECT_ROOT
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_table2_diagonal_is_full_and_adversarial_transfer_beats_noise_on_average(tmp_path):
+    report, paths = run_experiment("table2", tmp_path, n=20, seed=0, progress=False)
+    card = _files_and_card(paths, "table2", 20, 0)
+    rows = _assert_transfer_invariants(card, paper.TABLE1_MODELS, (0.1, 0.3))
+    cols = card["columns"]
+    off_diagonal = [
+        rows[m][c] for i, m in enumerate(paper.TABLE1_MODELS) for j, c in enumerate(cols) if i != j
+    ]
+    noise = [rows["gaussian 0.1"][c] for c in cols]
+    assert sum(off_diagonal) / len(off_diagonal) > sum(noise) / len(noise)
+
+
+@pytest.mark.slow
+def test_table3_errors_on_both_halves_and_distortion(tmp_path):
+    report, paths = run_experiment("table3", tmp_path, n=10, seed=0, progress=False)
+    card = _files_and_card(paths, "table3", 10, 0)
+    for row in card["rows"]:
+        assert {"p1_error", "p2_error", "test_error"} <= set(row)
+        assert row["min_distortion"] > 0
+    p1, p2 = card["rows"][0], card["rows"][2]
+    assert p1["p1_error"] < p1["p2_error"] and p2["p2_error"] < p2["p1_error"]  # trained on their own half
+
+
+@pytest.mark.slow
+def test_table5_bounds_are_never_below_the_empirical_estimates(tmp_path):
+    report, paths = run_experiment("table5", tmp_path, n=4, seed=0, models=("cnn",), progress=False)
+    card = _files_and_card(paths, "table5", 4, 0)
+    for row in card["rows"]:
+        assert 0 < row["empirical"] <= row["upper_bound"] * 1.001, row
+    assert card["rows"][-1]["layer"] == "network"
+
+
+@pytest.mark.slow
+def test_advtrain_trains_both_schemes_and_writes_zoo_style_cards(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    report, paths = run_experiment("advtrain", tmp_path, n=10, seed=0, epochs=2, progress=False)
+    card = _files_and_card(paths, "advtrain", 10, 0)
+    assert [r["model"] for r in card["rows"]][1:] == ["fc100-100-10-advpool", "fc100-100-10-pgdtrain"]
+    for row in card["rows"]:
+        assert 0 <= row["test_error"] < 0.2 and row["min_distortion"] > 0 and 0 <= row["pgd_error"] <= 1
+    assert card["curves"]["pool"][-1]["pool_size"] > 0  # the pool was filled after the warm-up epoch
+    for name in ("fc100-100-10-advpool", "fc100-100-10-pgdtrain"):
+        saved = json.loads((tmp_path / "cache" / "advtrain" / f"{name}.json").read_text())
+        assert saved["seed"] == 0 and "adversarial_training" in saved and not math.isnan(saved["test_error"])
+    assert card["rows"][2]["pgd_error"] <= card["rows"][0]["pgd_error"]  # PGD training resists PGD better
+
+
+@pytest.mark.parametrize("page", ["transferability.py", "robustness.py"])
+def test_pages_render_the_stored_results(page):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(config.PROJECT_ROOT / "dashboard" / "pages" / page), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    stored = [name for name in ("table2", "table4", "table5", "advtrain") if read_card(name)]
+    if page == "robustness.py" and {"table5", "advtrain"} <= set(stored):
+        assert len(at.get("plotly_chart")) == 2 and len(at.metric) == 3
+    if page == "transferability.py":
+        assert len(at.get("plotly_chart")) == len({"table2", "table4"} & set(stored))
