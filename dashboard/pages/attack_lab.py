@@ -203,9 +203,13 @@ if state is not None:
     panel = LivePanel(state["x"][0].numpy(), state["classes"], live.label, live.target)
     status = st.empty()
     if not live.finished:
-        for frame in live.frames(*state["live_mode"]):
-            panel.show(frame, live.series)
-            status.caption(f"running: {len(live.series['iteration'])} steps in {frame.elapsed_s:.1f} s")
+        try:
+            for frame in live.frames(*state["live_mode"]):
+                panel.show(frame, live.series)
+                status.caption(f"running: {len(live.series['iteration'])} steps in {frame.elapsed_s:.1f} s")
+        except Exception as exc:  # noqa: BLE001 - say what failed, keep the best result so far
+            show_error(exc)
+            live.stop()
     stop_slot.empty()
     panel.show(live.final_frame(), live.series, final=True)
     pace = live.pace()
