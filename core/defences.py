@@ -10,6 +10,7 @@ with their plain twin under the same attack: a defence that changes the model ra
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -318,6 +319,7 @@ def compare_twins(
     if attack == "pgd":
         params["seed"] = seed
 
+    @functools.cache  # a plain twin shared by several adversarially trained models is attacked once
     def accuracies(name: str) -> tuple[float, float]:
         model = load(name)
         result = make_attack(attack, model, device, **params).run(x, labels)
