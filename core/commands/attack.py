@@ -32,6 +32,7 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from core import leaderboard
     from core.attacks import ATTACKS, AttackResult, make_attack
     from core.cli import emit
     from core.data import load_mnist
@@ -84,6 +85,7 @@ def run(args) -> int:
         raise InvalidParameterError(f"every selected image already has label {args.target}.")
     result = AttackResult.concat(results)
     summary = {"model": args.model, **result.summary(), "seed": args.seed, "versions": versions()}
+    summary["leaderboard_id"] = leaderboard.record_result(result, args.model, source="cli", dataset="mnist")
     if args.target is not None:
         summary["skipped_already_target"] = len(x) - len(result)
     if args.out:
