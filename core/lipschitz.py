@@ -144,7 +144,7 @@ def conv_fft_norm(weight: torch.Tensor, grid: tuple[int, int], groups: int = 1) 
     h, w = grid
     if kh > h or kw > w:
         raise InvalidParameterError(f"Kernel {kh}x{kw} is larger than the grid {h}x{w}.")
-    spectrum = torch.fft.fft2(weight.double(), s=(h, w))  # (out, in/g, h, w)
+    spectrum = torch.fft.fft2(weight.detach().double(), s=(h, w))  # (out, in/g, h, w)
     spectrum = spectrum.view(groups, out_ch // groups, in_per_group, h, w).permute(3, 4, 0, 1, 2)
     return float(torch.linalg.svdvals(spectrum).max())
 

@@ -68,7 +68,7 @@ def test_fft_on_the_padded_grid_bounds_the_zero_padded_strided_convolution():
 def test_fully_connected_norm_is_the_largest_singular_value():
     torch.manual_seed(4)
     lin = nn.Linear(50, 30).double()
-    largest = float(torch.linalg.svdvals(lin.weight)[0])
+    largest = float(torch.linalg.svdvals(lin.weight.detach())[0])
     assert operator_norm(lin, (50,), iters=400, tol=1e-12) == pytest.approx(largest, rel=1e-4)
 
 
