@@ -11,7 +11,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from core import IntriguingError
+from core import IntriguingError, leaderboard
 from core.attacks import ATTACKS
 from core.data.images import model_input, open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
@@ -231,6 +231,8 @@ if state is not None:
                     same_domain_models(state["model"], usable_models(model_names())),
                     cached_model,
                 )
+                if not state["outcome"].card.summary["stopped_early"]:  # a stopped run measures nothing
+                    leaderboard.record_result(state["outcome"].result, state["model"], source="dashboard")
             except IntriguingError as exc:
                 show_error(exc)
                 st.stop()
