@@ -5,7 +5,7 @@ under an audit hook that logs every checkpoint file the server opens: a model mu
 however many sessions use it. Every session keeps reloading the page and running PGD until the time budget
 is spent. We check: no session sees an error, every result equals the one computed here, alone, in this
 process (so sharing one model between threads changed nothing), the server's memory stays bounded, and no
-checkpoint was loaded twice.
+checkpoint was loaded twice, and every run landed in the leaderboard database.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def server(tmp_path):
                 time.sleep(0.5)
         else:
             pytest.fail("the Streamlit server did not come up within 60 s")
-        yield url, proc, opened
+        yield url, proc, opened, tmp_path / "cache" / "leaderboard.sqlite"
     finally:
         proc.terminate()
         try:
@@ -175,7 +175,7 @@ async def _drive(url: str, deadline: float) -> list[list[dict[str, str]]]:
 
 
 def test_eight_sessions_attack_at_once(server):
-    url, proc, opened = server
+    url, proc, opened, database = server
     expected = _expected()
     baseline = _memory_kb(proc.pid)["VmRSS"]
     samples: list[int] = []
@@ -210,6 +210,10 @@ def test_eight_sessions_attack_at_once(server):
         assert {k: run.get(k) for k in expected} == expected  # same numbers as a solo run here
     assert memory["VmHWM"] < 3 * 1024 * 1024, "server memory above 3 GB"
     assert memory["VmRSS"] - baseline < 1024 * 1024, "server memory grew by more than 1 GB"
+    from core import leaderboard
+
+    recorded = leaderboard.runs(source="dashboard", path=database)  # written by 8 server threads at once
+    assert len(recorded) == len(runs) and leaderboard.integrity_ok(database)
     loads = Counter(opened.read_text().split()) if opened.exists() else Counter()
     assert loads, "the server never read a checkpoint (is the audit log working?)"
     assert max(loads.values()) == 1, f"checkpoints read more than once: {loads}"
