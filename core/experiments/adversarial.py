@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core.attacks import gaussian_noise_baseline, make_attack
+from core import leaderboard
+from core.attacks import AttackResult, gaussian_noise_baseline, make_attack
 from core.data import load_mnist
 from core.errors import InvalidParameterError
 from core.experiments import paper
@@ -91,11 +92,15 @@ def minimum_distortion_examples(
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     attack = make_attack("lbfgs", model, **params)
     batches = range(0, len(x), BATCH)
+    results = []
     for i in tqdm(batches, desc=f"L-BFGS {name}", unit="batch", disable=not progress, leave=False):
         result = attack.run(x[i : i + BATCH], labels[i : i + BATCH])
+        results.append(result)
         ok = result.success
         kept.append((result.x[ok], result.x_adv[ok], result.labels[ok]))
     xs, advs, ys = (torch.cat(parts) if parts else torch.empty(0) for parts in zip(*kept, strict=True))
+    if results:
+        leaderboard.record_result(AttackResult.concat(results), name, source="reproduce", dataset="mnist")
     return Examples(name, xs, advs, ys, int(correct.sum()), time.perf_counter() - start)
 
 
