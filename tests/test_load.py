@@ -136,7 +136,9 @@ async def _one_run(page, url: str) -> dict[str, str]:
     await eps.press("Enter")
     await expect(eps).to_have_value(re.compile(rf"^{EPS}0*$"))
     await go.click()
-    await page.locator(".st-key-lab_dl_json").wait_for(timeout=120_000)  # shown once the outcome is complete
+    done = page.locator(".st-key-lab_dl_json")  # shown once the outcome is complete
+    failed = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+    await done.or_(failed).first.wait_for(timeout=180_000)
     metrics = {}
     for metric in await page.locator('[data-testid="stMetric"]').all():
         label = (await metric.locator('[data-testid="stMetricLabel"]').inner_text()).strip()
