@@ -36,10 +36,10 @@ from core.models.nets import SigmoidMLP
 from core.models.train import error_rate, versions
 from core.models.zoo import TrainConfig
 
-POOL_LBFGS = {"n_targets": 1, "rounds": 3, "max_iter": 15, "memory": 5}
+POOL_LBFGS = {"n_targets": 1, "rounds": 5, "max_iter": 20, "memory": 5}
 PGD_TRAIN = {"norm": "linf", "eps": 0.1, "steps": 5, "random_start": True}
 PGD_EVAL = {"norm": "linf", "eps": 0.1, "steps": 40, "random_start": True}
-CONFIG = TrainConfig(epochs=15, lr=2e-3, weight_decay=1e-4)
+CONFIG = TrainConfig(epochs=20, lr=2e-3, weight_decay=1e-4)
 POOL = {"size": 6000, "refresh": 1000, "refresh_every": 150, "per_batch": 32}
 NAMES = {"pool": "fc100-100-10-advpool", "pgd": "fc100-100-10-pgdtrain"}
 

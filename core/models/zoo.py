@@ -140,7 +140,7 @@ def _mnist_specs() -> list[ModelSpec]:
             "train",
             {},
             "FC100-100-10 adversarially trained with the paper's pool of L-BFGS examples and weight decay.",
-            epochs=15,
+            epochs=20,
         ),
         mlp(  # trained by `intriguing reproduce advtrain --install` (core/experiments/advtrain.py)
             "fc100-100-10-pgdtrain",
@@ -148,7 +148,7 @@ def _mnist_specs() -> list[ModelSpec]:
             "train",
             {},
             "FC100-100-10 adversarially trained with PGD (Linf 0.1, half of every batch) and weight decay.",
-            epochs=15,
+            epochs=20,
         ),
         ModelSpec(
             name="cnn",
