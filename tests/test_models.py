@@ -91,7 +91,7 @@ def test_checkpoint_with_nan_is_rejected(tmp_path):
 
 def test_missing_checkpoint_names_the_training_command(tmp_path, monkeypatch):
     monkeypatch.setenv(config.MODEL_DIR_ENV, str(tmp_path))
-    with pytest.raises(CheckpointError, match="intriguing train fc10-1"):
+    with pytest.raises(CheckpointError, match="`intriguing train fc10-1`"):
         load("fc10-1")
     assert describe("fc10-1")["status"] == "missing"
 
@@ -130,3 +130,14 @@ def test_cli_models_json_lists_status_and_errors():
 def test_cli_rejects_unknown_model_with_exit_code_2():
     proc = _cli("evaluate", "no-such-model")
     assert proc.returncode == 2 and "Unknown model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_adversarially_trained_models_name_their_own_training_command(tmp_path, monkeypatch):
+    from core.errors import InvalidParameterError
+    from core.models.train import train
+
+    with pytest.raises(InvalidParameterError, match="reproduce advtrain"):
+        train("fc100-100-10-advpool", epochs=1, out=tmp_path, progress=False)
+    monkeypatch.setenv(config.MODEL_DIR_ENV, str(tmp_path))
+    with pytest.raises(CheckpointError, match="`intriguing reproduce advtrain --install`"):
+        load("fc100-100-10-pgdtrain")

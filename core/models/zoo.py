@@ -45,6 +45,7 @@ class ModelSpec:
     train: TrainConfig | None = None
     paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
     description: str = ""
+    trained_by: str = "intriguing train"  # the command that makes its checkpoint
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -70,7 +71,7 @@ def _mnist_specs() -> list[ModelSpec]:
             description=f"FC10({label}): softmax regression with weight decay {lam:g}.",
         )
 
-    def mlp(name, hidden, subset, paper, desc, epochs=30) -> ModelSpec:
+    def mlp(name, hidden, subset, paper, desc, epochs=30, trained_by="intriguing train") -> ModelSpec:
         return ModelSpec(
             name=name,
             dataset="mnist",
@@ -80,6 +81,7 @@ def _mnist_specs() -> list[ModelSpec]:
             train=TrainConfig(subset=subset, epochs=epochs, lr=2e-3, weight_decay=1e-4),
             paper=paper,
             description=desc,
+            trained_by=trained_by,
         )
 
     return [
@@ -141,6 +143,7 @@ def _mnist_specs() -> list[ModelSpec]:
             {},
             "FC100-100-10 adversarially trained with the paper's pool of L-BFGS examples and weight decay.",
             epochs=20,
+            trained_by="intriguing reproduce advtrain --install",
         ),
         mlp(  # trained by `intriguing reproduce advtrain --install` (core/experiments/advtrain.py)
             "fc100-100-10-pgdtrain",
@@ -149,6 +152,7 @@ def _mnist_specs() -> list[ModelSpec]:
             {},
             "FC100-100-10 adversarially trained with PGD (Linf 0.1, half of every batch) and weight decay.",
             epochs=20,
+            trained_by="intriguing reproduce advtrain --install",
         ),
         ModelSpec(
             name="cnn",
@@ -180,10 +184,11 @@ def read_card(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
+def load_checkpoint(model: nn.Module, path: Path, trained_by: str = "intriguing train") -> nn.Module:
     """Load a state_dict safely (weights_only) and turn every failure into one clear CheckpointError."""
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} is missing. Train it with `intriguing train {path.stem}`.")
+        how = f"{trained_by} {path.stem}" if trained_by == "intriguing train" else trained_by
+        raise CheckpointError(f"Checkpoint {path} is missing. Make it with `{how}`.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "unreadable"
@@ -221,7 +226,7 @@ def load(name: str, device: torch.device | str | None = None) -> nn.Module:
     (attacks only need input gradients, which is cheaper)."""
     spec = get_spec(name)
     if spec.dataset == "mnist":
-        model = load_checkpoint(spec.build(), checkpoint_path(name))
+        model = load_checkpoint(spec.build(), checkpoint_path(name), spec.trained_by)
     else:
         model = spec.build()
     model.eval().requires_grad_(False)
