@@ -175,6 +175,16 @@ def test_gaussian_noise_baseline_has_the_requested_rms_and_is_seeded(fc100):
         gaussian_noise_baseline(fc100, x, labels, rms=-1.0)
 
 
+def test_noise_baseline_matches_the_rms_after_clipping_on_mnist(fc100, mnist_test):
+    x, labels = mnist_test.images[:16], mnist_test.labels[:16]
+    target = torch.linspace(0.01, 0.2, 16)
+    exact = gaussian_noise_baseline(fc100, x, labels, rms=target, seed=1)
+    assert torch.allclose(exact.rms, target, rtol=1e-3)
+    assert exact.x_adv.min() >= 0 and exact.x_adv.max() <= 1
+    plain = gaussian_noise_baseline(fc100, x, labels, rms=target, seed=1, exact=False)
+    assert (plain.rms < 0.8 * target).all()  # clipping at 0 removes a large share of the noise on MNIST
+
+
 def test_cli_attack_prints_json_and_writes_npz(tmp_path, capsys):
     from core.cli import main
 
