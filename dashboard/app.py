@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+# pandas is imported in full before any page runs: plotly peeks at sys.modules["pandas"] without importing it,
+# and while another session's thread was still importing pandas it saw a half-initialised module
+# (AttributeError in one of 8 concurrent sessions; tests/test_load.py).
+import pandas  # noqa: F401
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parents[1]
