@@ -25,6 +25,7 @@ import peers
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from core import models
 from core.attacks import ATTACKS, make_attack
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test): numbers are not meaningful")
     p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
+    p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
     p.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
     )
@@ -114,8 +116,8 @@ def gradient_section(kind: str, args, status, data) -> dict:
         n = 16 if args.quick else (args.conv_batch if conv else args.batch)
         x, labels = data.images[:n], data.labels[:n]
         # Slow contenders (a conv net on CPU): fewer rounds, no untimed warm-up call (nothing to amortise).
-        rounds = args.rounds or (2 if args.quick else 3 if conv else 7)
-        inner = 1 if kind == "pgd" or args.quick else 3 if conv else 20
+        rounds = args.rounds or (2 if args.quick else 5 if conv else 9)
+        inner = 1 if kind == "pgd" or args.quick else 10 if conv else 40
         passes = steps if kind == "pgd" else 1
         if kind == "pgd":
             out["setting"] = {
@@ -292,7 +294,8 @@ def lbfgs_section(args, status, data) -> dict:
 
     reference = make_attack("lbfgs", model, method="scipy", **params)
     start = time.perf_counter()
-    ref_results = [reference.run(x[i : i + 1], labels[i : i + 1]) for i in range(n_ref)]
+    one_at_a_time = tqdm(range(n_ref), desc="scipy reference", leave=False, disable=args.quick)
+    ref_results = [reference.run(x[i : i + 1], labels[i : i + 1]) for i in one_at_a_time]
     reference_s = time.perf_counter() - start
 
     # The batched run again after the reference: two timings around it, median of both.
@@ -451,11 +454,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.json:
             print(texts[-1] + "\n", flush=True)
     result["machine_after"] = {"load_average_1_5_15": harness.machine()["load_average_1_5_15"]}
-    header = f"{result['machine']}\npeers: {status}"
-    if args.json:
-        harness.emit(result, True, "")
-    else:
-        print(header)
+    text = "" if args.json else f"{result['machine']}\npeers: {status}"  # the tables are out already
+    harness.emit(result, args.json, save=args.save, text=text)
     return result
 
 

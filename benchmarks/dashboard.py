@@ -22,6 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="one start, home page only (smoke test)")
     p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
+    p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
     p.add_argument("--starts", type=int, default=3, help="cold starts (median reported)")
     return p.parse_args(argv)
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"machine": harness.machine(), "quick": args.quick}
     if reason:
         result["skipped"] = reason
-        harness.emit(result, args.json, f"dashboard benchmark skipped: {reason}")
+        harness.emit(result, args.json, save=args.save, text=f"dashboard benchmark skipped: {reason}")
         return result
     starts = 1 if args.quick else args.starts
     with harness.browser() as chromium:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
             ["page", "s until idle", "RSS MB", "peak RSS MB"], rows
         )
     text += f"\n\npeak RSS of the server: {result['peak_rss_mb']:.0f} MB\n{result['machine']}"
-    harness.emit(result, args.json, text)
+    harness.emit(result, args.json, save=args.save, text=text)
     return result
 
 

@@ -155,8 +155,12 @@ def _fmt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def emit(result: dict, as_json: bool, text: str) -> None:
-    print(json.dumps(result, indent=2, default=float) if as_json else text, flush=True)
+def emit(result: dict, as_json: bool, text: str, save: str | None = None) -> None:
+    """Print the tables (or the JSON); with `save`, also write the JSON there."""
+    as_text = json.dumps(result, indent=2, default=float)
+    print(as_text if as_json else text, flush=True)
+    if save:
+        Path(save).write_text(as_text + "\n")
 
 
 # ---------------------------------------------------------------- a real server and a real browser

@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny runs (smoke test): numbers are not meaningful")
     p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
+    p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--seconds", type=float, default=15.0, help="cap on each streamed run")
     p.add_argument(
@@ -100,18 +101,17 @@ def stream(
 # ---------------------------------------------------------------- the real page in a browser
 
 OBSERVER = """() => {
+  const caption = () => [...document.querySelectorAll('[data-testid="stImageCaption"]')]
+    .map(c => c.innerText).find(t => /adversarial, iteration \\d+/.test(t));
   window.__frames = [];
-  const seen = {text: null};
-  const look = () => {
-    for (const c of document.querySelectorAll('[data-testid="stImageCaption"]')) {
-      const m = c.innerText.match(/adversarial, iteration (\\d+)/);
-      if (m && c.innerText !== seen.text) {
-        seen.text = c.innerText;
-        window.__frames.push([performance.now(), parseInt(m[1])]);
-      }
+  let seen = caption() || null;  // a previous run's last frame is not a new frame
+  new MutationObserver(() => {
+    const text = caption();
+    if (text && text !== seen) {
+      seen = text;
+      window.__frames.push([performance.now(), parseInt(text.match(/iteration (\\d+)/)[1])]);
     }
-  };
-  new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
 
 
@@ -130,17 +130,17 @@ def browser_run(page, attack_title: str | None, cap_s: float) -> dict:
         page.wait_for_timeout(300)
         harness.wait_idle(page)
     page.evaluate(OBSERVER)
-    run = page.get_by_role("button", name="Run")
+    run = page.locator('[data-testid="stBaseButton-primary"]', has_text="Run")
     run.wait_for()
     clicked = page.evaluate("() => performance.now()")
     run.click()
-    page.wait_for_selector(
-        '[data-testid="stImageCaption"]:has-text("adversarial, iteration")', timeout=120_000
-    )
-    try:
-        page.wait_for_selector(':text("finished after")', timeout=cap_s * 1000)
+    page.wait_for_function("() => window.__frames.length > 0", timeout=120_000)
+    try:  # the script run ends after the attack (and its noise baseline and transfer check)
+        page.wait_for_function(
+            """() => !document.querySelector('[data-testid="stStatusWidget"]')""", timeout=cap_s * 1000
+        )
     except Exception:  # noqa: BLE001 - Playwright's timeout: the run is longer than the cap, stop it
-        page.locator('[data-testid="stMain"]').get_by_role("button", name="Stop").click()
+        page.locator('[data-testid="stMain"] button', has_text="Stop").click()
     frames = page.evaluate("() => window.__frames")
     harness.wait_idle(page, timeout_ms=300_000)
     first_t, first_it = frames[0]
@@ -160,7 +160,7 @@ def browser_section(args) -> dict:
     if reason:
         return {"skipped": reason}
     out = {}
-    with harness.StreamlitServer() as server, harness.browser() as chromium:
+    with harness.StreamlitServer(threads=args.threads) as server, harness.browser() as chromium:
         server.wait_healthy()
         page = chromium.new_page(viewport={"width": 1400, "height": 1400})
         page.goto(server.url)
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
             ["model:attack", "Run click to first frame s", "frames seen", "frames/s", "steps/s on screen"],
             brows,
         )
-    harness.emit(result, args.json, text + f"\n\n{result['machine']}")
+    harness.emit(result, args.json, save=args.save, text=text + f"\n\n{result['machine']}")
     return result
 
 

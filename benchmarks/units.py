@@ -26,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test): numbers are not meaningful")
     p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
+    p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
     p.add_argument("--models", default="fc100-100-10,cnn", help="zoo models (MNIST)")
     p.add_argument("--k", type=int, default=9, help="images per ranking (the explorer's grid row)")
     p.add_argument("--directions", type=int, default=200, help="directions timed per layer (half units)")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         "p95 ms, 1 BLAS thread",
     ]
     text = f"Unit Explorer, k = {args.k}\n" + harness.table(headers, rows) + f"\n\n{result['machine']}"
-    harness.emit(result, args.json, text)
+    harness.emit(result, args.json, save=args.save, text=text)
     return result
 
 
