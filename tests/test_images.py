@@ -135,4 +135,6 @@ def test_blank_image_gives_an_empty_digit():
 
 def test_imagenet_input_uses_the_model_transforms():
     x = model_input(Image.new("RGB", (640, 480), (10, 20, 30)), "mobilenet_v2")
-    assert x.shape == (1, 3, 224, 224) and torch.allclose(x[0, :, 0, 0], torch.tensor([10, 20, 30]) / 255, atol=1e-2)
+    assert x.shape == (1, 3, 224, 224) and torch.allclose(
+        x[0, :, 0, 0], torch.tensor([10, 20, 30]) / 255, atol=1e-2
+    )

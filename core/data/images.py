@@ -70,13 +70,17 @@ def open_image(source: bytes | str | os.PathLike, name: str = "the image") -> Im
     except ImageInputError:
         raise
     except UnidentifiedImageError as exc:
-        raise ImageInputError(f"{name} is not an image PIL can read (expected PNG, JPEG, GIF, BMP, WebP ...).") from exc
+        raise ImageInputError(
+            f"{name} is not an image PIL can read (expected PNG, JPEG, GIF, BMP, WebP ...)."
+        ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageInputError(f"{name} decompresses to too many pixels (a decompression bomb?).") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"{name} is truncated or corrupt ({exc}).") from exc
     if min(img.size) < MIN_SIDE:
-        raise ImageInputError(f"{name} is {img.width}x{img.height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
+        raise ImageInputError(
+            f"{name} is {img.width}x{img.height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed."
+        )
     img = ImageOps.exif_transpose(img)
     img = _to_rgb(img)
     if max(img.size) > WORK_SIDE:
