@@ -1,4 +1,4 @@
-"""Entry point: `intriguing dashboard` or `streamlit run dashboard/app.py`. One file a page in pages/."""
+"""Entry point: `intriguing dashboard` or `streamlit run dashboard/app.py`. One file a page in views/."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a plain checkout
     sys.path.insert(0, str(ROOT))
 
-PAGES = Path(__file__).parent / "pages"
+# Not "pages/": Streamlit treats a pages/ folder beside the main script as a legacy multipage app, and a
+# page URL opened before "/" then ran that file alone, without this navigation.
+PAGES = Path(__file__).parent / "views"
 
 # (file, title, icon); a page appears once its file exists.
 NAVIGATION = {

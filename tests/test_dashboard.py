@@ -15,8 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "app.py")
-LAB = str(ROOT / "dashboard" / "pages" / "attack_lab.py")
-PAGES = sorted(p.name for p in (ROOT / "dashboard" / "pages").glob("*.py"))
+LAB = str(ROOT / "dashboard" / "views" / "attack_lab.py")
+PAGES = sorted(p.name for p in (ROOT / "dashboard" / "views").glob("*.py"))
 
 
 REAL_TIME = "real time (attack at full speed, ~10 frames/s)"
@@ -37,7 +37,7 @@ def test_every_page_renders(page):
     at.run()
     assert not at.exception
     if page != "home.py":
-        at.switch_page(f"pages/{page}")
+        at.switch_page(f"views/{page}")
         at.run()
     assert not at.exception, [e.value for e in at.exception]
 

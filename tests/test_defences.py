@@ -83,7 +83,7 @@ def test_defences_page_shows_an_honest_verdict():
 
     from streamlit.testing.v1 import AppTest
 
-    page = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "defences.py")
+    page = str(Path(__file__).resolve().parents[1] / "dashboard" / "views" / "defences.py")
     at = AppTest.from_file(page, default_timeout=180).run()
     at.multiselect(key="def_transforms").set_value(["bits:2"]).run()
     at.number_input(key="def_n").set_value(30).run()

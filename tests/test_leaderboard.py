@@ -176,7 +176,7 @@ def test_leaderboard_page_fills_missing_cells():
 
     from streamlit.testing.v1 import AppTest
 
-    page = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "leaderboard.py")
+    page = str(Path(__file__).resolve().parents[1] / "dashboard" / "views" / "leaderboard.py")
     at = AppTest.from_file(page, default_timeout=180).run()
     assert not at.exception
     at.multiselect(key="lb_models").set_value(["fc10-1"]).run()

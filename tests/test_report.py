@@ -161,7 +161,7 @@ def test_local_lipschitz_refuses_bad_radius():
 
 # ---------------------------------------------------------------- the Validate page
 
-VALIDATE = str(Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "validate.py")
+VALIDATE = str(Path(__file__).resolve().parents[1] / "dashboard" / "views" / "validate.py")
 
 
 def test_validate_page_turns_a_bad_upload_into_one_message_and_stays_usable():

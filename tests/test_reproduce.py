@@ -171,7 +171,7 @@ def test_advtrain_trains_both_schemes_and_writes_zoo_style_cards(tmp_path, monke
 def test_pages_render_the_stored_results(page):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(config.PROJECT_ROOT / "dashboard" / "pages" / page), default_timeout=120).run()
+    at = AppTest.from_file(str(config.PROJECT_ROOT / "dashboard" / "views" / page), default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
     stored = [name for name in ("table2", "table4", "table5", "advtrain") if read_card(name)]
     if page == "robustness.py" and {"table5", "advtrain"} <= set(stored):

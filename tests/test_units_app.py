@@ -13,7 +13,7 @@ from core.cli import main
 from core.units import write_sample_folder
 from core.units.activations import clear_memory
 
-PAGE = Path(__file__).resolve().parents[1] / "dashboard" / "pages" / "unit_explorer.py"
+PAGE = Path(__file__).resolve().parents[1] / "dashboard" / "views" / "unit_explorer.py"
 
 
 def _run_json(capsys, *argv: str) -> dict:

@@ -47,4 +47,4 @@ for section, entries in NAVIGATION.items():
     if links:
         st.caption(section)
         for file, title, icon in links:
-            st.page_link(f"pages/{file}", label=title, icon=icon)
+            st.page_link(str(PAGES / file), label=title, icon=icon)
