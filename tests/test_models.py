@@ -141,3 +141,19 @@ def test_adversarially_trained_models_name_their_own_training_command(tmp_path, 
     monkeypatch.setenv(config.MODEL_DIR_ENV, str(tmp_path))
     with pytest.raises(CheckpointError, match="`intriguing reproduce advtrain --install`"):
         load("fc100-100-10-pgdtrain")
+
+
+def test_importing_core_makes_openmp_wait_passively_unless_the_user_chose():
+    import os
+
+    code = "import core, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=config.PROJECT_ROOT
+    )
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=config.PROJECT_ROOT
+    )
+    assert out.stdout.strip() == "ACTIVE"
