@@ -5,15 +5,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# pandas is imported in full before any page runs: plotly peeks at sys.modules["pandas"] without importing it,
-# and while another session's thread was still importing pandas it saw a half-initialised module
-# (AttributeError in one of 8 concurrent sessions; tests/test_load.py).
-import pandas  # noqa: F401
-import streamlit as st
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a plain checkout
     sys.path.insert(0, str(ROOT))
+
+# pandas is imported in full before any page runs: plotly peeks at sys.modules["pandas"] without importing it,
+# and while another session's thread was still importing pandas it saw a half-initialised module
+# (AttributeError in one of 8 concurrent sessions; tests/test_load.py).
+import pandas  # noqa: E402, F401
+import streamlit as st  # noqa: E402
+
+# core before any page: it makes OpenMP wait passively, which must happen before torch is first imported.
+import core  # noqa: E402, F401
 
 # Not "pages/": Streamlit treats a pages/ folder beside the main script as a legacy multipage app, and a
 # page URL opened before "/" then ran that file alone, without this navigation.
