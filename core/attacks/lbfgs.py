@@ -43,7 +43,6 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import minimize
 from threadpoolctl import ThreadpoolController
 from torch import nn
 
@@ -154,6 +153,8 @@ class LBFGS(Attack):
     # ------------------------------------------------------------------ reference: scipy L-BFGS-B
 
     def _scipy_steps(self, run: AttackRun, search: _Search) -> Iterator[AttackEvent]:
+        from scipy.optimize import minimize  # the reference path only: keeps 1-2 s off every app start
+
         model64 = copy.deepcopy(self.model).double()
         blas = ThreadpoolController()
         shape = run.x.shape[1:]
