@@ -28,3 +28,21 @@ def mnist_test():
     from core.data import load_mnist
 
     return load_mnist("test")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny batches: a second torch thread only adds waiting (badly so on a busy shared machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def fc100():
+    from core.models import load
+
+    return load("fc100-100-10", "cpu")

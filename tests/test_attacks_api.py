@@ -11,6 +11,8 @@ import torch
 from core.attacks import ATTACKS, AttackResult, gaussian_noise_baseline, make_attack
 from core.errors import InvalidParameterError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # Small settings so every attack finishes in a fraction of a second on a few MNIST images.
 QUICK = {
     "lbfgs": {"rounds": 3, "max_iter": 30},
@@ -20,22 +22,6 @@ QUICK = {
     "deepfool": {"steps": 10},
     "apgd": {"eps": 0.1, "steps": 8},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches: a second torch thread only adds waiting (badly so on a busy shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def fc100():
-    from core.models import load
-
-    return load("fc100-100-10", "cpu")
 
 
 @pytest.fixture(scope="module")

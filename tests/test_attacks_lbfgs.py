@@ -12,20 +12,7 @@ import torch
 from core.attacks import make_attack
 from core.attacks.lbfgs import objective
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def fc100():
-    from core.models import load
-
-    return load("fc100-100-10", "cpu")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def correctly_classified(model, mnist_test, n: int, skip: int = 0):

@@ -10,6 +10,8 @@ from torch import nn
 
 from core.attacks import make_attack
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # name, parameters, Linf budget, L2 budget
 CASES = [
     ("fgsm", {"eps": 0.05}, 0.05, None),
@@ -21,14 +23,6 @@ CASES = [
     ("deepfool", {"steps": 15}, None, None),
     ("lbfgs", {"rounds": 4, "max_iter": 40}, None, None),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_model(seed: int, channels: int, classes: int, conv: bool) -> nn.Module:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,19 +21,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 SESSIONS = 8
 BUDGET_S = 60  # sessions start new runs until then; a run already started is allowed to finish
 MODEL = "fc100-100-10"  # the lab's default model and image (the first '0' of the MNIST test set)
@@ -53,12 +44,6 @@ sys.addaudithook(audit)
 sys.argv = ["streamlit", *sys.argv[1:]]
 runpy.run_module("streamlit", run_name="__main__")
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _memory_kb(pid: int) -> dict[str, int]:
@@ -90,7 +75,7 @@ def server(tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip("needs Debian's chromium (apt-get install chromium)")
     pytest.importorskip("playwright")
-    port = _free_port()
+    port = free_port()
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER)
     opened = tmp_path / "opened.log"
