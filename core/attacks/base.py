@@ -83,8 +83,31 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 # ---------------------------------------------------------------- event and result
 
 
+class _Distortion:
+    """L2, Linf and the paper's RMS of `x_adv - x`, computed once and only when read."""
+
+    x: torch.Tensor
+    x_adv: torch.Tensor
+
+    @cached_property
+    def perturbation(self) -> torch.Tensor:
+        return self.x_adv.detach() - self.x
+
+    @cached_property
+    def l2(self) -> torch.Tensor:
+        return l2_norm(self.perturbation)
+
+    @cached_property
+    def linf(self) -> torch.Tensor:
+        return linf_norm(self.perturbation)
+
+    @cached_property
+    def rms(self) -> torch.Tensor:
+        return rms(self.perturbation)
+
+
 @dataclass(eq=False)
-class AttackEvent:
+class AttackEvent(_Distortion):
     """One iteration of an attack, as a live view would draw it. All tensors are per image (first dim N)
     and are references to the attack's own tensors: read them, never modify them.
 
@@ -112,22 +135,6 @@ class AttackEvent:
     def pred(self) -> torch.Tensor:
         return self.logits.argmax(dim=1)
 
-    @cached_property
-    def perturbation(self) -> torch.Tensor:
-        return self.x_adv.detach() - self.x
-
-    @cached_property
-    def l2(self) -> torch.Tensor:
-        return l2_norm(self.perturbation)
-
-    @cached_property
-    def linf(self) -> torch.Tensor:
-        return linf_norm(self.perturbation)
-
-    @cached_property
-    def rms(self) -> torch.Tensor:
-        return rms(self.perturbation)
-
 
 def _mean(values: torch.Tensor) -> float | None:
     return float(values.mean()) if values.numel() else None
@@ -138,7 +145,7 @@ def _median(values: torch.Tensor) -> float | None:
 
 
 @dataclass(eq=False)
-class AttackResult:
+class AttackResult(_Distortion):
     """The outcome of any attack (tensors on the CPU, first dim N).
 
     `x_adv` is clipped to [0, 1]; `x_adv_raw` is what the attack produced before clipping (our attacks
@@ -164,22 +171,6 @@ class AttackResult:
     model_calls: int
     time_s: float
     params: dict[str, Any]
-
-    @cached_property
-    def perturbation(self) -> torch.Tensor:
-        return self.x_adv - self.x
-
-    @cached_property
-    def l2(self) -> torch.Tensor:
-        return l2_norm(self.perturbation)
-
-    @cached_property
-    def linf(self) -> torch.Tensor:
-        return linf_norm(self.perturbation)
-
-    @cached_property
-    def rms(self) -> torch.Tensor:
-        return rms(self.perturbation)
 
     def __len__(self) -> int:
         return len(self.labels)
