@@ -238,14 +238,25 @@ class AttackRun:
         self.model_calls = 0
         self.time_s = 0.0
         self.finished = False
+        self._clean_logits: torch.Tensor | None = None
         start = time.perf_counter()
-        with torch.no_grad():
-            self.clean_logits = self.forward(x)
-        self.num_classes = self.clean_logits.shape[1]
         if target is not None and ((target < 0) | (target >= self.num_classes)).any():
             raise InvalidParameterError(f"target labels must lie in 0..{self.num_classes - 1}.")
         self._steps = attack._steps(self)
         self.time_s += time.perf_counter() - start
+
+    @property
+    def clean_logits(self) -> torch.Tensor:
+        """Logits of the clean images: taken from the attack's first gradient pass at x when there is one
+        (FGSM's only pass), else one forward pass, made when first needed."""
+        if self._clean_logits is None:
+            with torch.no_grad():
+                self._clean_logits = self.forward(self.x)
+        return self._clean_logits
+
+    @property
+    def num_classes(self) -> int:
+        return self.clean_logits.shape[1]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Logits of a batch, counted as one model call."""
@@ -257,11 +268,14 @@ class AttackRun:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-image loss_fn(logits, z) (N,), its gradient with respect to z, and the logits; one model call.
         Images are independent, so the gradient of the sum is each image's own gradient."""
+        at_clean = z is self.x
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             logits = self.forward(z)
             loss = loss_fn(logits, z)
             (grad,) = torch.autograd.grad(loss.sum(), z)
+        if at_clean and self._clean_logits is None:
+            self._clean_logits = logits.detach()
         return loss.detach(), grad, logits.detach()
 
     def __iter__(self) -> Iterator[AttackEvent]:
