@@ -92,10 +92,13 @@ def mnist_input(img: Image.Image) -> torch.Tensor:
     """An image as MNIST sees digits: white ink on black, the ink's bounding box scaled to 20 px and centred
     by its centre of mass in a 28x28 frame (LeCun's preprocessing). Returns (1, 1, 28, 28) in [0, 1]."""
     gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.mean() > 0.5:  # dark ink on light paper: invert to MNIST's convention
+
+    def border(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+
+    if border(gray).mean() > 0.5:  # dark ink on light paper: invert to MNIST's convention
         gray = 1.0 - gray
-    gray = np.clip((gray - np.median(border if border.mean() <= 0.5 else 1.0 - border)) / 0.75, 0.0, 1.0)
+    gray = np.clip((gray - np.median(border(gray))) / 0.75, 0.0, 1.0)  # the paper's level becomes 0
     ys, xs = np.nonzero(gray > 0.2)
     if len(ys) == 0:
         return torch.zeros(1, 1, 28, 28)
