@@ -245,7 +245,7 @@ def evaluate_transforms(
             report((1 + 2 * i + j) / total, f"{gradient} attack through {transform.describe()}")
             defended = DefendedModel(model, transform, gradient)
             robust[gradient] = _accuracy(
-                defended, make_attack(attack, defended, device, **params).run(x, labels).x_adv, labels
+                defended, make_attack(attack, defended, device, **params).perturb(x, labels), labels
             )
         defended = DefendedModel(model, transform)
         row = DefenceRow(

@@ -64,8 +64,11 @@ def test_bad_inputs_raise_a_clear_error(fc100, batch):
     attack = make_attack("fgsm", fc100)
     with pytest.raises(InvalidParameterError, match=r"\[0, 1\]"):
         attack.run(x * 2, y)
-    with pytest.raises(InvalidParameterError):
-        attack.run(torch.full_like(x, float("nan")), y)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        poisoned = x.clone()
+        poisoned[2, 0, 5, 5] = bad
+        with pytest.raises(InvalidParameterError, match="finite"):
+            attack.run(poisoned, y)
     with pytest.raises(InvalidParameterError, match="labels"):
         attack.run(x, y[:2])
     with pytest.raises(InvalidParameterError, match="true label"):
@@ -92,6 +95,29 @@ def test_events_arrive_every_iteration_and_describe_the_batch(fc100, batch, name
         assert torch.allclose(e.rms, (e.x_adv - x).flatten(1).pow(2).mean(1).sqrt(), atol=1e-6)
         if name in ("lbfgs", "cw"):
             assert e.c.shape == (len(x),) and (e.c > 0).all() and e.search_round.shape == (len(x),)
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_events_kept_after_the_run_still_show_their_own_iteration(fc100, batch, name):
+    """Attacks update in place where they can (speed); never in a tensor an event already handed out."""
+    x, y = batch
+    run = make_attack(name, fc100, **QUICK[name]).start(x, y)
+    kept, copies = [], []
+    for event in run:
+        kept.append(event)
+        copies.append((event.x_adv.clone(), event.logits.clone(), event.loss.clone()))
+    for event, (x_adv, logits, loss) in zip(kept, copies, strict=True):
+        assert torch.equal(event.x_adv, x_adv) and torch.equal(event.logits, logits)
+        assert torch.equal(event.loss, loss)
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_perturb_returns_the_images_run_returns(fc100, batch, name):
+    x, y = batch
+    attack = make_attack(name, fc100, **QUICK[name])
+    images = attack.perturb(x, y)
+    assert images.shape == x.shape and ((images >= 0) & (images <= 1)).all()
+    assert torch.equal(images.cpu(), attack.run(x, y).x_adv)
 
 
 @pytest.mark.parametrize("name", ["lbfgs", "pgd", "cw", "apgd"])

@@ -58,7 +58,7 @@ def check_gradient_section(section: dict, expected: set[str]) -> None:
         assert contenders["limit"]["ratio"] == pytest.approx(1.0)
         for name, row in contenders.items():
             assert positive(row["time_s"]) and positive(row["ratio"])
-            if name != "limit":
+            if not name.startswith("limit"):
                 assert 0.0 <= row["success_rate"] <= 1.0
 
 
@@ -66,7 +66,8 @@ def test_attacks_quick_ours_and_limit():
     result = run_script("attacks.py", "--no-peers")
     assert result["quick"] and result["machine"]["cores"] >= 1
     for kind in ("pgd", "fgsm"):
-        check_gradient_section(result[kind], {"limit", "ours"})
+        check_gradient_section(result[kind], {"limit", "ours", "ours, images only"})
+    assert all("limit at x_adv" in m["contenders"] for m in result["pgd"]["models"].values())
     for setting in result["cw"]["settings"]:
         ours = setting["contenders"]["ours"]
         assert positive(ours["time_s"]) and 0.0 <= ours["success_rate"] <= 1.0

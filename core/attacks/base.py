@@ -361,6 +361,17 @@ class Attack:
                 break
         return run.result()
 
+    def perturb(
+        self, x: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """Only the adversarial images, clipped to [0, 1], on the attack's device: no verification pass and
+        no result object. For loops that classify the images themselves next (adversarial training,
+        defence checks); use `run` whenever success matters, since only it re-verifies."""
+        run = self.start(x, labels, target)
+        for _ in run:
+            pass
+        return run.best.detach().clamp(0.0, 1.0)
+
     def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
         raise NotImplementedError
 
@@ -372,7 +383,8 @@ class Attack:
             raise InvalidParameterError("x must be a float tensor of shape (N, C, H, W).")
         if len(x) == 0:
             raise InvalidParameterError("x holds no images.")
-        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        low, high = torch.aminmax(x.detach())  # one pass; NaN propagates and fails the test like inf
+        if not (low >= 0 and high <= 1):
             raise InvalidParameterError("x must hold finite pixel values in [0, 1].")
         labels = torch.as_tensor(labels).reshape(-1).long()
         if labels.shape[0] != x.shape[0]:

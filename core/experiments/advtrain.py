@@ -94,7 +94,7 @@ def train_adversarially(
                 half = len(yb) // 2
                 params = {**PGD_TRAIN, "seed": seed + step}
                 model.eval().requires_grad_(False)
-                adv = make_attack("pgd", model, **params).run(xb[:half], yb[:half]).x_adv
+                adv = make_attack("pgd", model, **params).perturb(xb[:half], yb[:half])
                 model.train().requires_grad_(True)
                 xb = torch.cat([adv, xb[half:]])
             loss = F.cross_entropy(model(xb), yb) + 0.5 * CONFIG.weight_decay * _l2_penalty(model)
