@@ -105,11 +105,16 @@ def test_conv_units_are_spatially_averaged_channels():
         def __post_init__(self):
             self.images = x
 
-    acts = act_module.compute(model, model.conv2, Tiny(), torch.device("cpu"), batch_size=5)
+    layers = {"conv1": model.conv1, "conv2": model.conv2, "fc1": model.fc1}
+    acts = act_module.compute(model, layers, Tiny(), torch.device("cpu"), batch_size=5)  # 5 + 5 + 2
     with torch.no_grad():
-        direct = model.conv2(model.conv1(x)).mean(dim=(2, 3)).numpy()
-    assert acts.shape == (12, 64)
-    np.testing.assert_allclose(acts, direct, atol=1e-5)
+        conv1 = model.conv1(x)
+        conv2 = model.conv2(conv1)
+        fc1 = model.fc1(conv2)
+    assert {k: v.shape for k, v in acts.items()} == {"conv1": (12, 32), "conv2": (12, 64), "fc1": (12, 128)}
+    np.testing.assert_allclose(acts["conv1"], conv1.mean(dim=(2, 3)).numpy(), atol=1e-5)
+    np.testing.assert_allclose(acts["conv2"], conv2.mean(dim=(2, 3)).numpy(), atol=1e-5)
+    np.testing.assert_allclose(acts["fc1"], fc1.numpy(), atol=1e-5)
 
 
 def test_seeds_reproduce_random_directions():
@@ -223,16 +228,20 @@ def test_cache_invalidates_when_the_checkpoint_or_the_layer_changes(tmp_path, mo
 
     act_module.clear_memory()
     before = layer_activations("fc100-100-10", "hidden1", mnist_images, device="cpu")
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+    # One pass cached every readable layer: hidden1, hidden2 and the logits.
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3
 
-    # From disk alone: with an empty memory cache and no way to compute, the same values come back.
+    # From disk alone: with an empty memory cache and no way to compute, the same values come back,
+    # for the layer asked for and for the layers captured beside it.
     act_module.clear_memory()
     with monkeypatch.context() as patch:
         patch.setattr(act_module, "compute", lambda *a, **k: pytest.fail("cache miss"))
         np.testing.assert_array_equal(layer_activations("fc100-100-10", "hidden1", mnist_images), before)
-
-    other_layer = layer_activations("fc100-100-10", "hidden2", mnist_images, device="cpu")
-    assert not np.allclose(other_layer, before)
+        other_layer = layer_activations("fc100-100-10", "hidden2", mnist_images, device="cpu")
+    model = load("fc100-100-10")
+    with torch.no_grad():
+        expected_hidden2 = model.hidden[1](model.hidden[0](mnist_images.images.flatten(1)))
+    np.testing.assert_allclose(other_layer, expected_hidden2.numpy(), atol=1e-5)
 
     state = torch.load(checkpoint, weights_only=True)
     state["hidden.0.0.bias"] += 1.0  # "retrain" the model
@@ -242,7 +251,7 @@ def test_cache_invalidates_when_the_checkpoint_or_the_layer_changes(tmp_path, mo
     expected = torch.sigmoid(mnist_images.images.flatten(1) @ linear_w.T + linear_b).numpy()
     np.testing.assert_allclose(after, expected, atol=1e-5)
     assert not np.allclose(after, before)
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 6
 
 
 def test_unknown_layer_is_a_clear_error(mnist_images):

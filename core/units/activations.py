@@ -1,4 +1,5 @@
-"""phi(x) for every held-out image: one layer's activations, computed once with a forward hook and cached.
+"""phi(x) for every held-out image: a layer's activations, captured by forward hooks and cached. One pass
+over the set captures every readable layer of the model, so only the first layer a user opens costs a pass.
 
 What a "unit" is: for a fully connected layer, one output neuron; for a convolutional layer, one channel,
 its feature map averaged over all spatial positions (so a conv layer with C channels has C units, and the
@@ -81,39 +82,47 @@ def _pixels(batch: torch.Tensor) -> torch.Tensor:
 
 def compute(
     model: nn.Module | None,
-    module: nn.Module | None,
+    modules: dict[str, nn.Module],
     images: ImageSet,
     device: torch.device,
     batch_size: int,
     progress: Progress | None = None,
     desc: str = "activations",
-) -> np.ndarray:
-    """Run the held-out set through `model` and capture `module`'s output per image (float32, N x units).
-    `module=None` captures the downsampled input pixels instead (no model needed)."""
-    rows: list[torch.Tensor] = []
+) -> dict[str, np.ndarray]:
+    """Run the held-out set through `model` once and capture every module in `modules` per image
+    (float32, N x units each): the conv stack is the cost, so all layers share one pass. The pass stops
+    as soon as the last of them has fired. With no modules, the downsampled input pixels (no model)."""
+    rows: dict[str, list[torch.Tensor]] = {name: [] for name in modules} if modules else {PIXELS: []}
+    waiting: set[str] = set()
 
-    def capture(_module, _inputs, output):
-        rows.append(to_units(output).float().cpu())
-        raise _StopForward
+    def hook(name: str):
+        def capture(_module, _inputs, output):
+            rows[name].append(to_units(output).float().cpu())
+            waiting.discard(name)
+            if not waiting:
+                raise _StopForward
 
-    hook = module.register_forward_hook(capture) if module is not None else None
+        return capture
+
+    hooks = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
     total = -(-len(images) // batch_size)
     try:
         with torch.no_grad():
             for step, batch in enumerate(
                 tqdm(images.batches(batch_size), total=total, desc=desc, leave=False)
             ):
-                if module is None:
-                    rows.append(_pixels(batch))
+                if not modules:
+                    rows[PIXELS].append(_pixels(batch))
                 else:
-                    with contextlib.suppress(_StopForward):  # the hook stops the pass at the layer
+                    waiting.update(modules)
+                    with contextlib.suppress(_StopForward):  # the last hook stops the pass
                         model(batch.to(device))
                 if progress is not None:
                     progress((step + 1) / total)
     finally:
-        if hook is not None:
-            hook.remove()
-    return torch.cat(rows).numpy()
+        for handle in hooks:
+            handle.remove()
+    return {name: torch.cat(parts).numpy() for name, parts in rows.items()}
 
 
 def cache_file(model_name: str, layer: str, data_key: str, model_fingerprint: str) -> Path:
@@ -145,14 +154,45 @@ def layer_activations(
     from core.models import layer_modules, load
 
     if layer == PIXELS:
-        model_name, model_fingerprint, module = PIXELS, "input", None
+        model_name, model_fingerprint, modules = PIXELS, "input", {}
     else:
         check_layer(model_name, layer)
         if model is None:
             model = load(model_name, device)
         model_fingerprint = fingerprint(model)
-        module = layer_modules(model, model_name)[layer]
-    key = (model_name, layer, images.key, model_fingerprint)
+        modules = layer_modules(model, model_name)
+    n = len(images)
+    cached = _cached((model_name, layer, images.key, model_fingerprint), n)
+    if cached is not None:
+        return cached
+    # Every readable layer not cached yet shares the pass: visiting another layer later is free.
+    missing = {
+        name: module
+        for name, module in modules.items()
+        if name == layer or not _is_cached((model_name, name, images.key, model_fingerprint))
+    }
+    device = (
+        next(iter(model.parameters()), torch.empty(0)).device if model is not None else torch.device("cpu")
+    )
+    desc = f"{model_name}:{layer}" if len(missing) <= 1 else f"{model_name}: {', '.join(missing)}"
+    computed = compute(model, missing, images, device, images.batch_size, progress, desc)
+    for name, values in computed.items():
+        key = (model_name, name, images.key, model_fingerprint)
+        path = cache_file(*key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, values)
+        os.replace(tmp, path)
+        _remember(key, values)
+    return computed[layer]
+
+
+def _is_cached(key: tuple[str, ...]) -> bool:
+    return key in _memory or cache_file(*key).is_file()
+
+
+def _cached(key: tuple[str, ...], n: int) -> np.ndarray | None:
+    """The activations under `key` from memory or from a complete disk file, else None."""
     if key in _memory:
         _memory.move_to_end(key)
         return _memory[key]
@@ -160,19 +200,11 @@ def layer_activations(
     if path.is_file():
         try:
             values = np.load(path)
-            if values.shape[0] == len(images):
+            if values.shape[0] == n:
                 return _remember(key, values)
         except (OSError, ValueError):
             pass  # a damaged cache file is recomputed and overwritten
-    device = (
-        next(iter(model.parameters()), torch.empty(0)).device if model is not None else torch.device("cpu")
-    )
-    values = compute(model, module, images, device, images.batch_size, progress, desc=f"{model_name}:{layer}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, values)
-    os.replace(tmp, path)
-    return _remember(key, values)
+    return None
 
 
 def clear_memory() -> None:
