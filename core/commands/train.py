@@ -21,7 +21,7 @@ def register(sub, common) -> None:
     from core.models import MNIST_MODELS
 
     p = sub.add_parser("train", parents=[common], help="train an MNIST zoo model")
-    trainable = [n for n, spec in MNIST_MODELS.items() if spec.trained_by == "intriguing train"]
+    trainable = [n for n, spec in MNIST_MODELS.items() if spec.trainable]
     p.add_argument("model", choices=trainable)
     p.add_argument("--epochs", type=int, default=None, help="override the model's default epochs")
     p.add_argument("--seed", type=int, default=0)

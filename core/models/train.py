@@ -91,9 +91,9 @@ def train(
     if name not in MNIST_MODELS:
         raise InvalidParameterError(f"`train` knows the MNIST zoo only: {', '.join(MNIST_MODELS)}.")
     spec: ModelSpec = MNIST_MODELS[name]
-    if spec.trained_by != "intriguing train":
+    if not spec.trainable:
         raise InvalidParameterError(
-            f"{name} is not trained by `intriguing train`; make it with `{spec.trained_by}`."
+            f"{name} is not trained by `intriguing train`; make it with `{spec.make_command}`."
         )
     cfg = spec.train if epochs is None else dataclasses.replace(spec.train, epochs=epochs)
     if cfg.epochs < 0 or cfg.pretrain_epochs < 0:

@@ -33,6 +33,9 @@ class TrainConfig:
     pretrain_epochs: int = 0  # autoencoder pre-training (AE400-10 only)
 
 
+TRAIN_COMMAND = "intriguing train"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What a zoo entry is: how to build it, which layers to look inside, what the paper reported."""
@@ -45,7 +48,17 @@ class ModelSpec:
     train: TrainConfig | None = None
     paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
     description: str = ""
-    trained_by: str = "intriguing train"  # the command that makes its checkpoint
+    trained_by: str = TRAIN_COMMAND  # the command that makes its checkpoint
+
+    @property
+    def trainable(self) -> bool:
+        """Made by `intriguing train` (the adversarially trained twins come from `reproduce advtrain`)."""
+        return self.trained_by == TRAIN_COMMAND
+
+    @property
+    def make_command(self) -> str:
+        """The full command line that writes this model's checkpoint."""
+        return f"{TRAIN_COMMAND} {self.name}" if self.trainable else self.trained_by
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -71,7 +84,7 @@ def _mnist_specs() -> list[ModelSpec]:
             description=f"FC10({label}): softmax regression with weight decay {lam:g}.",
         )
 
-    def mlp(name, hidden, subset, paper, desc, epochs=30, trained_by="intriguing train") -> ModelSpec:
+    def mlp(name, hidden, subset, paper, desc, epochs=30, trained_by=TRAIN_COMMAND) -> ModelSpec:
         return ModelSpec(
             name=name,
             dataset="mnist",
@@ -184,10 +197,10 @@ def read_card(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load_checkpoint(model: nn.Module, path: Path, trained_by: str = "intriguing train") -> nn.Module:
+def load_checkpoint(model: nn.Module, path: Path, make_command: str | None = None) -> nn.Module:
     """Load a state_dict safely (weights_only) and turn every failure into one clear CheckpointError."""
     if not path.is_file():
-        how = f"{trained_by} {path.stem}" if trained_by == "intriguing train" else trained_by
+        how = make_command or f"{TRAIN_COMMAND} {path.stem}"
         raise CheckpointError(f"Checkpoint {path} is missing. Make it with `{how}`.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -226,7 +239,7 @@ def load(name: str, device: torch.device | str | None = None) -> nn.Module:
     (attacks only need input gradients, which is cheaper)."""
     spec = get_spec(name)
     if spec.dataset == "mnist":
-        model = load_checkpoint(spec.build(), checkpoint_path(name), spec.trained_by)
+        model = load_checkpoint(spec.build(), checkpoint_path(name), spec.make_command)
     else:
         model = spec.build()
     model.eval().requires_grad_(False)
