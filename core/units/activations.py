@@ -91,13 +91,22 @@ def compute(
 ) -> dict[str, np.ndarray]:
     """Run the held-out set through `model` once and capture every module in `modules` per image
     (float32, N x units each): the conv stack is the cost, so all layers share one pass. The pass stops
-    as soon as the last of them has fired. With no modules, the downsampled input pixels (no model)."""
-    rows: dict[str, list[torch.Tensor]] = {name: [] for name in modules} if modules else {PIXELS: []}
+    as soon as the last of them has fired. With no modules, the downsampled input pixels (no model).
+
+    Each layer's rows go straight into one array made at its first batch: small per-batch pieces kept
+    between the large feature maps fragmented the heap (+230 MB peak memory on the Unit Explorer)."""
+    out: dict[str, np.ndarray] = {}
     waiting: set[str] = set()
+    start = 0
+
+    def keep(name: str, values: torch.Tensor) -> None:
+        if name not in out:
+            out[name] = np.empty((len(images), values.shape[1]), dtype=np.float32)
+        out[name][start : start + len(values)] = values.float().cpu().numpy()
 
     def hook(name: str):
         def capture(_module, _inputs, output):
-            rows[name].append(to_units(output).float().cpu())
+            keep(name, to_units(output))
             waiting.discard(name)
             if not waiting:
                 raise _StopForward
@@ -112,17 +121,20 @@ def compute(
                 tqdm(images.batches(batch_size), total=total, desc=desc, leave=False)
             ):
                 if not modules:
-                    rows[PIXELS].append(_pixels(batch))
+                    keep(PIXELS, _pixels(batch))
                 else:
                     waiting.update(modules)
                     with contextlib.suppress(_StopForward):  # the last hook stops the pass
                         model(batch.to(device))
+                start += len(batch)
                 if progress is not None:
                     progress((step + 1) / total)
     finally:
         for handle in hooks:
             handle.remove()
-    return {name: torch.cat(parts).numpy() for name, parts in rows.items()}
+    if start != len(images):
+        raise RuntimeError(f"The image set yielded {start} images, not {len(images)}.")
+    return out
 
 
 def cache_file(model_name: str, layer: str, data_key: str, model_fingerprint: str) -> Path:
