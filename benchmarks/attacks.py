@@ -34,7 +34,7 @@ from core.data import load_mnist
 
 SECTIONS = ("pgd", "fgsm", "cw", "lbfgs")
 PERTURB = "ours, images only"  # Attack.perturb: no verification pass, what torchattacks and ART return
-# The same passes at PGD's final iterate instead of the clean batch. On a conv net a pass there measured ~8%
+# The same passes at PGD's final iterate instead of the clean batch. On a conv net a pass there measured 8-10%
 # slower (max pooling and ReLU on noisy rather than mostly-zero images), a cost every PGD pays after step 1.
 LIMIT_AT_ADV = "limit at x_adv"
 REEXEC_ENV = "INTRIGUING_BENCH_REEXEC"

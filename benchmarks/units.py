@@ -4,9 +4,10 @@
 
 Cache build: phi(x) for every held-out image (the 10,000 MNIST test images), computed with forward hooks
 and written to disk, as the Unit Explorer does on first use: cold (nothing cached for the model: the one
-pass that builds every readable layer at once), from the disk cache (a new process), and from memory. Top-k: `core.units.top_k` for one direction (a natural unit or a
-random direction), the work behind every click in the explorer; also with numpy's BLAS held to one thread
-(threadpoolctl), since a BLAS thread pool on a busy machine turns a 0.1 ms product into tens of ms. Goals: build under 5 s, top-k under 50 ms.
+pass that builds every readable layer at once), from the disk cache (a new process), and from memory.
+Top-k: `core.units.top_k` for one direction (a natural unit or a random direction), the work behind every
+click in the explorer; also with numpy's BLAS held to one thread (threadpoolctl), since a BLAS thread pool
+on a busy machine turns a 0.1 ms product into tens of ms. Goals: build under 5 s, top-k under 50 ms.
 """
 
 from __future__ import annotations
