@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,15 +33,27 @@ from core.pictures import png_bytes
 from core.provenance import versions
 from core.runtime import LIVE_THREADS, torch_threads
 
-SERIES = ("iteration", "loss", "l2", "linf", "rms", "p_label", "p_target", "c", "search_round")
+SERIES = (
+    "iteration",
+    "loss",
+    "l2",
+    "linf",
+    "rms",
+    "p_label",
+    "p_target",
+    "c",
+    "search_round",
+    "best_rms",
+)
 
 
 @dataclass(frozen=True)
 class Frame:
-    """What a live view shows after one iteration (numpy copies, first image of the batch only)."""
+    """What a live view shows after one iteration (numpy copies, first image of the batch only): the
+    current iterate and the best adversarial image so far (what Stop keeps), each with its prediction."""
 
     iteration: int
-    x_adv: np.ndarray  # (C, H, W) in [0, 1]
+    x_adv: np.ndarray  # (C, H, W) in [0, 1]: the current iterate
     perturbation: np.ndarray  # (C, H, W), x_adv - x
     probs: np.ndarray  # (classes,)
     pred: int
@@ -50,8 +63,26 @@ class Frame:
     rms: float
     c: float | None
     search_round: int | None
+    best_x_adv: np.ndarray  # (C, H, W): the best so far (the clean image until the attack has one)
+    best_probs: np.ndarray
+    best_pred: int
+    best_rms: float
     elapsed_s: float  # wall-clock time since the run started, consumer time included
     steps_since_last_frame: int
+
+
+@dataclass(frozen=True)
+class SearchRound:
+    """One minimisation at one value of c (L-BFGS, C&W): what the curves mark and the page lists. `reached`:
+    the iterate's prediction reached the goal (the target, or any other class when untargeted); `rms`: the
+    distortion of the round's minimiser (L-BFGS) or of its smallest reaching iterate (C&W)."""
+
+    iteration: int  # the last step of the round seen so far
+    target: int | None
+    round: int
+    c: float
+    reached: bool
+    rms: float | None
 
 
 def make_lab_attack(name: str, model: nn.Module, seed: int = 0, **params: Any) -> Attack:
@@ -63,8 +94,9 @@ def make_lab_attack(name: str, model: nn.Module, seed: int = 0, **params: Any) -
 
 class LiveRun:
     """One attack on one image, iterated by a live view. Every iteration lands in `series` (so curves
-    miss no step); a `Frame` is yielded at most every `min_interval` seconds, always for the first and
-    last iteration. `stop()` ends it early; `result()` is the best-so-far result, verified afresh.
+    miss no step) and every finished round of a search over c in `rounds`; a `Frame` is yielded at most
+    every `min_interval` seconds, always for the first and last iteration. `stop()` ends it early;
+    `result()` is the best-so-far result, verified afresh. Pacing (waiting for a browser) is the view's.
 
     The attack runs on `threads` intra-op threads (default core.runtime.LIVE_THREADS = 1)."""
 
@@ -90,9 +122,12 @@ class LiveRun:
         with torch_threads(threads):
             self.run: AttackRun = attack.start(x, torch.tensor([self.label]), target)
         self.series: dict[str, list[float | None]] = {name: [] for name in SERIES}
+        self._rounds: dict[tuple[int | None, int], SearchRound] = {}
+        self._best: tuple[torch.Tensor, np.ndarray] | None = None  # (image, its probabilities)
         self.stopped = False
         self.first_frame_s: float | None = None
         self.frames_shown = 0
+        self.last_frame: Frame | None = None
         self.ended_at: float | None = None
         self._result: AttackResult | None = None
 
@@ -100,29 +135,81 @@ class LiveRun:
     def finished(self) -> bool:
         return self.run.finished or self.stopped
 
+    @property
+    def rounds(self) -> list[SearchRound]:
+        """The search over c so far (L-BFGS, C&W; empty for other attacks), in the order rounds ended."""
+        return sorted(self._rounds.values(), key=lambda r: (r.iteration, r.round))
+
     def stop(self) -> None:
         self.stopped = True
 
-    def _record(self, event: AttackEvent) -> None:
+    def _best_so_far(self, event: AttackEvent) -> tuple[torch.Tensor, np.ndarray]:
+        """The attack's best image so far and its class probabilities; a forward pass only when it changed
+        and is not the iterate just evaluated."""
+        best = self.run.best.detach()
+        if self._best is not None and torch.equal(best, self._best[0]):
+            return self._best
+        if torch.equal(best, event.x_adv.detach()):
+            probs = event.probs[0].cpu().numpy().copy()
+        else:
+            with torch.no_grad():
+                probs = torch.softmax(self.run.model(best).float(), dim=1)[0].cpu().numpy()
+        self._best = (best.clone(), probs)
+        return self._best
+
+    def _reached(self, pred: int) -> bool:
+        return pred != self.label if self.target is None else pred == self.target
+
+    def _follow_rounds(self, event: AttackEvent, rms: float) -> None:
+        """Record the rounds of a search over c: reported by the attack when it runs several target
+        problems at once (L-BFGS: `extra['ended_rounds']`), else followed from each event's c and round."""
+        if "ended_rounds" in event.extra:
+            ended = event.extra["ended_rounds"]
+            if ended is None:
+                return
+            for i in (ended["image"] == 0).nonzero().flatten().tolist():
+                target, n = int(ended["target"][i]), int(ended["round"][i])
+                self._rounds[(target, n)] = SearchRound(
+                    event.iteration, target, n, float(ended["c"][i]), bool(ended["reached"][i]),
+                    float(ended["rms"][i]),
+                )  # fmt: skip
+        elif event.c is not None and event.search_round is not None:
+            n = int(event.search_round[0])
+            reached = self._reached(int(event.pred[0]))
+            before = self._rounds.get((self.target, n))
+            smallest = before.rms if before is not None else None
+            if reached and (smallest is None or rms < smallest):
+                smallest = rms
+            self._rounds[(self.target, n)] = SearchRound(
+                event.iteration, self.target, n, float(event.c[0]),
+                reached or (before is not None and before.reached), smallest,
+            )  # fmt: skip
+
+    def _record(self, event: AttackEvent) -> tuple[torch.Tensor, np.ndarray]:
         probs = event.probs[0]
+        rms = float(event.rms[0])
+        best, best_probs = self._best_so_far(event)
         values = {
             "iteration": event.iteration,
             "loss": float(event.loss[0]),
             "l2": float(event.l2[0]),
             "linf": float(event.linf[0]),
-            "rms": float(event.rms[0]),
+            "rms": rms,
             "p_label": float(probs[self.label]),
             "p_target": None if self.target is None else float(probs[self.target]),
             "c": None if event.c is None else float(event.c[0]),
             "search_round": None if event.search_round is None else int(event.search_round[0]),
+            "best_rms": float((best - self.run.x).flatten().norm() / math.sqrt(best.numel())),
         }
         for name, value in values.items():
             self.series[name].append(value)
+        self._follow_rounds(event, rms)
+        return best, best_probs
 
-    def _frame(self, event: AttackEvent, steps: int) -> Frame:
+    def _frame(self, event: AttackEvent, best: tuple[torch.Tensor, np.ndarray], steps: int) -> Frame:
         self.frames_shown += 1
         s = {name: values[-1] for name, values in self.series.items()}
-        return Frame(
+        self.last_frame = Frame(
             iteration=event.iteration,
             x_adv=event.x_adv[0].detach().cpu().numpy().copy(),
             perturbation=event.perturbation[0].cpu().numpy().copy(),
@@ -134,42 +221,44 @@ class LiveRun:
             rms=s["rms"],
             c=s["c"],
             search_round=s["search_round"],
+            best_x_adv=best[0][0].cpu().numpy().copy(),
+            best_probs=best[1],
+            best_pred=int(best[1].argmax()),
+            best_rms=s["best_rms"],
             elapsed_s=time.perf_counter() - self.started_at,
             steps_since_last_frame=steps,
         )
+        return self.last_frame
 
-    def frames(self, min_interval: float = 0.0, pace: float = 0.0) -> Iterator[Frame]:
+    def frames(self, min_interval: float = 0.0) -> Iterator[Frame]:
         """Advance the attack, yielding frames; iterate again after an interruption to resume.
-        min_interval > 0 skips frames (the attack runs at full speed); pace > 0 draws every step but waits
-        until `pace` seconds have passed since the previous frame, so that a browser can keep up."""
+        min_interval > 0 skips frames (the attack runs at full speed, every step still lands in `series`);
+        a view that wants every step drawn no faster than a browser can follow waits between frames."""
         last_shown = -float("inf")
-        pending: AttackEvent | None = None
+        pending: tuple[AttackEvent, tuple[torch.Tensor, np.ndarray]] | None = None
         steps = 0
         with torch_threads(self.threads):
             for event in self.run:
-                self._record(event)
+                best = self._record(event)
                 steps += 1
                 now = time.perf_counter()
-                if now - last_shown < pace:
-                    time.sleep(pace - (now - last_shown))
-                    now = time.perf_counter()
                 if now - last_shown >= min_interval:
                     if self.first_frame_s is None:
                         self.first_frame_s = now - self.started_at
-                    last_shown, frame, pending, steps = now, self._frame(event, steps), None, 0
+                    last_shown, frame, pending, steps = now, self._frame(event, best, steps), None, 0
                     yield frame  # the intervals run from frame to frame, the consumer's drawing included
                 else:
-                    pending = event
+                    pending = (event, best)
                 if self.stopped:
                     break
             if pending is not None:  # the last iteration is always shown
-                yield self._frame(pending, steps)
+                yield self._frame(*pending, steps)
         self.ended_at = time.perf_counter()
 
     def pace(self) -> dict[str, float | int | None]:
         """How live the run was: steps, frames drawn, wall-clock seconds (the consumer's drawing
         included), frames and steps per second, seconds from start to the first frame."""
-        wall = (self.ended_at or time.perf_counter()) - self.started_at
+        wall = self._elapsed()
         steps = len(self.series["iteration"])
         return {
             "steps": steps,
@@ -191,25 +280,36 @@ class LiveRun:
         return result
 
     def final_frame(self) -> Frame:
-        """The verified result drawn like a live frame (what the view shows once the run is over)."""
+        """What the view shows once the run is over: the last iterate drawn, beside the verified result as
+        the best so far (before any step, the result stands for both)."""
         result = self.result()
-        r = result.perturbation[0]
-        losses = [v for v in self.series["loss"] if v is not None]
+        best = {
+            "best_x_adv": result.x_adv[0].numpy(),
+            "best_probs": result.probs_after[0].numpy(),
+            "best_pred": int(result.pred_after[0]),
+            "best_rms": float(result.rms[0]),
+        }
+        if self.last_frame is not None:
+            return replace(self.last_frame, **best, elapsed_s=self._elapsed(), steps_since_last_frame=0)
         return Frame(
             iteration=result.iterations,
-            x_adv=result.x_adv[0].numpy(),
-            perturbation=r.numpy(),
-            probs=result.probs_after[0].numpy(),
-            pred=int(result.pred_after[0]),
-            loss=losses[-1] if losses else float("nan"),
+            x_adv=best["best_x_adv"],
+            perturbation=result.perturbation[0].numpy(),
+            probs=best["best_probs"],
+            pred=best["best_pred"],
+            loss=float("nan"),
             l2=float(result.l2[0]),
             linf=float(result.linf[0]),
             rms=float(result.rms[0]),
-            c=self.series["c"][-1] if self.series["c"] else None,
-            search_round=self.series["search_round"][-1] if self.series["search_round"] else None,
-            elapsed_s=time.perf_counter() - self.started_at,
+            c=None,
+            search_round=None,
+            **best,
+            elapsed_s=self._elapsed(),
             steps_since_last_frame=0,
         )
+
+    def _elapsed(self) -> float:
+        return (self.ended_at or time.perf_counter()) - self.started_at
 
 
 # ---------------------------------------------------------------- after the run

@@ -62,13 +62,57 @@ def test_throttled_frames_still_record_every_step(model, digit):
     assert sum(f.steps_since_last_frame for f in frames) == 12
 
 
-def test_paced_frames_show_every_step_no_faster_than_the_pace(model, digit):
+def test_best_so_far_is_labelled_by_the_model_and_is_what_stop_keeps(model, digit):
     x, label = digit
-    live = LiveRun(pgd(model, steps=6), x, label)
-    frames = list(live.frames(pace=0.05))
-    assert [f.iteration for f in frames] == list(range(6))
-    gaps = np.diff([f.elapsed_s for f in frames])
-    assert (gaps >= 0.045).all()
+    live = LiveRun(make_lab_attack("lbfgs", model, rounds=3, n_targets=2, max_iter=15), x, label)
+    frames = []
+    for frame in live.frames():
+        frames.append(frame)
+        if frame.iteration == 25:
+            live.stop()
+    shown = frames[-1]
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.from_numpy(shown.best_x_adv)[None]), dim=1)[0].numpy()
+    np.testing.assert_allclose(shown.best_probs, probs, atol=1e-5)
+    assert shown.best_pred == int(probs.argmax())
+    result = live.result()
+    np.testing.assert_allclose(result.x_adv[0].numpy(), shown.best_x_adv, atol=1e-7)
+    assert live.final_frame().best_pred == int(result.pred_after[0])
+    assert live.series["best_rms"][-1] == pytest.approx(float(result.rms[0]), abs=1e-6)
+
+
+def test_lbfgs_rounds_follow_the_search_over_c(model, digit):
+    """Every (target, round) is listed once; c grows after a round that reached its target and shrinks
+    after one that did not (the search rule), and the result is the smallest reaching round."""
+    x, label = digit
+    live = LiveRun(make_lab_attack("lbfgs", model, rounds=4, n_targets=2, max_iter=20, c_init=1.0), x, label)
+    list(live.frames(min_interval=3600.0))
+    rounds = live.rounds
+    targets = {r.target for r in rounds}
+    assert len(targets) == 2 and label not in targets
+    assert sorted((r.target, r.round) for r in rounds) == [(t, n) for t in sorted(targets) for n in range(4)]
+    for t in targets:
+        mine = sorted((r for r in rounds if r.target == t), key=lambda r: r.round)
+        assert mine[0].c == pytest.approx(1.0)
+        for before, after in zip(mine, mine[1:], strict=False):
+            assert (after.c > before.c) == before.reached
+    reached = [r.rms for r in rounds if r.reached]
+    assert reached, "the attack should reach a target on this digit"
+    assert float(live.result().rms[0]) == pytest.approx(min(reached), abs=1e-5)
+
+
+def test_cw_rounds_follow_its_binary_search(model, digit):
+    x, label = digit
+    attack = make_lab_attack("cw", model, binary_search_steps=3, steps=15, initial_const=0.01)
+    live = LiveRun(attack, x, label)
+    list(live.frames(min_interval=3600.0))
+    rounds = sorted(live.rounds, key=lambda r: r.round)
+    assert [r.round for r in rounds] == [0, 1, 2]
+    assert rounds[0].c == pytest.approx(0.01)
+    for before, after in zip(rounds, rounds[1:], strict=False):
+        assert (after.c < before.c) == before.reached  # found: bisect down; not found: c x 10
+    for r in rounds:
+        assert (r.rms is not None) == r.reached
 
 
 def test_stop_keeps_the_best_so_far_verified_afresh(model, digit):

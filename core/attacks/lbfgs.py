@@ -29,7 +29,9 @@ Choices (all parameters are attributes and end up in `result.params`):
   decrease of the objective falls below `ftol`, the projected gradient below `gtol`, or after `max_iter`.
 Events: one per optimiser iteration (batched) or per finished round of one problem (scipy). Per image they
 show the target problem currently closest to its target (lowest cross-entropy), with its c and round;
-`event.extra` holds the per-target c, round and the best RMS distortion found so far per image.
+`event.extra` holds the per-target c, round and the best RMS distortion found so far per image, and
+`ended_rounds`: the minimisations that finished since the previous event (image, target, round, c, whether
+the minimiser reached its target, its RMS distortion), or None, so a live view can mark the search over c.
 `model_calls` counts batched forward+backward passes (one per iteration, for the whole active batch).
 """
 
@@ -302,6 +304,7 @@ class _Search:
         self.cur_f = torch.zeros_like(self.c)
         self.cur_ce = torch.full_like(self.c, math.inf)
         self.shape = run.x.shape
+        self.ended: list[tuple[torch.Tensor, ...]] = []  # finished rounds not yet reported by an event
 
     def set_current(self, idx, z, logits, f, ce) -> None:
         self.cur_z[idx] = z
@@ -318,6 +321,7 @@ class _Search:
         self.best_r2[problems] = torch.where(better, r2, self.best_r2[problems])
         self.best_z[problems[better]] = z[better]
         c = self.c[problems]
+        self.ended.append((problems, self.round[problems].clone(), c, success, r2))
         self.lo[problems] = torch.where(success, torch.maximum(self.lo[problems], c), self.lo[problems])
         self.failures[problems[~success], self.round[problems[~success]]] = c[~success]
         self.c[problems] = next_c(self.lo[problems], self.failures[problems])
@@ -345,8 +349,24 @@ class _Search:
                 "target_c": self.c.view(n, t),
                 "target_round": self.round.view(n, t),
                 "best_rms": (self.best_r2.view(n, t).amin(1) / d).sqrt(),
+                "ended_rounds": self._take_ended(d),
             },
         )
+
+    def _take_ended(self, d: int) -> dict[str, torch.Tensor] | None:
+        """The rounds finished since the last event, per problem (None if none): what ended the round."""
+        if not self.ended:
+            return None
+        problems, rounds, c, reached, r2 = (torch.cat(parts) for parts in zip(*self.ended, strict=True))
+        self.ended = []
+        return {
+            "image": self.image[problems],
+            "target": self.goal[problems],
+            "round": rounds,
+            "c": c,
+            "reached": reached,
+            "rms": (r2 / d).sqrt(),
+        }
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
