@@ -185,10 +185,11 @@ def free_port() -> int:
 
 
 class StreamlitServer:
-    """`streamlit run dashboard/app.py` on a free local port, as a child process of ours (its pid is the
+    """`streamlit run dashboard/app.py` (or another `script`) on a free local port, as a child process of ours (its pid is the
     Python process itself, so /proc/<pid>/status tells its memory). Stopped on exit, by its own pid."""
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, threads: int = 0, script: str = "dashboard/app.py") -> None:
+        self.script = script
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.threads = threads
@@ -199,7 +200,7 @@ class StreamlitServer:
         env = dict(os.environ)
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
-        cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true"]
+        cmd = [sys.executable, "-m", "streamlit", "run", self.script, "--server.headless", "true"]
         cmd += ["--server.port", str(self.port), "--server.address", "127.0.0.1"]
         cmd += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
         self.started_at = time.perf_counter()

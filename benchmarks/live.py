@@ -17,7 +17,10 @@ browser actually shows, from a MutationObserver on the frame's caption.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import harness  # first: puts the project root on sys.path  # isort: skip
 import torch
@@ -29,6 +32,8 @@ from core.lab import LiveRun, make_lab_attack
 from core.models import get_spec
 from core.models.imagenet import preprocess
 from core.pictures import perturbation_picture, to_uint8
+
+from chart_probe_app import MECHANISMS, PACES_S  # isort: skip
 
 MODELS = ("fc100-100-10", "mobilenet_v2")
 ATTACKS = ("lbfgs", "pgd")
@@ -48,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-browser", action="store_true", help="skip the browser measurement")
     p.add_argument("--no-stream", action="store_true", help="only the browser measurement")
+    p.add_argument(
+        "--charts", action="store_true", help="only compare chart mechanisms (benchmarks/chart_probe_app.py)"
+    )
     return p.parse_args(argv)
 
 
@@ -158,6 +166,71 @@ def browser_run(page, attack_title: str | None, cap_s: float) -> dict:
     }
 
 
+PROBE_JS = (Path(__file__).parent / "chart_probe.js").read_text()
+SAMPLE_S = 0.2
+FRAME_COUNTER = """() => {
+  window.__frames = [];
+  let seen = null;
+  new MutationObserver(() => {
+    const t = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(c => c.innerText)
+      .find(t => /probe frame \\d+/.test(t));
+    if (t && t !== seen) { seen = t; window.__frames.push(performance.now()); }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def sample_charts(page, selector: str, until: Callable[[], int], cap_s: float) -> list[list[dict]]:
+    """Every SAMPLE_S seconds until `until()` (or cap_s): for each chart, is it in view and drawn?"""
+    samples = []
+    deadline = time.perf_counter() + cap_s
+    while time.perf_counter() < deadline and not until():
+        samples.append(page.evaluate(PROBE_JS, selector))
+        page.wait_for_timeout(SAMPLE_S * 1000)
+    return samples
+
+
+def share_all_drawn(samples: list[list[dict]]) -> float | None:
+    """Share of samples in which every chart (at least one present) shows data."""
+    if not samples:
+        return None
+    return sum(bool(s) and all(c["data"] for c in s) for s in samples) / len(samples)
+
+
+def chart_mechanisms(args) -> dict:
+    """The same two charts redrawn 60 times, 25 or 5 a second, one way each (benchmarks/chart_probe_app.py):
+    share of 200-ms samples with every chart drawn, frames per second the browser shows."""
+    reason = harness.browser_available()
+    if reason:
+        return {"skipped": reason}
+    out = {}
+    with (
+        harness.StreamlitServer(script="benchmarks/chart_probe_app.py") as server,
+        harness.browser() as chromium,
+    ):
+        server.wait_healthy()
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        for mechanism, pace in itertools.product(MECHANISMS, PACES_S):
+            page.goto(f"{server.url}/?mechanism={mechanism}&pace={pace}")
+            page.get_by_role("button", name="Run").wait_for(timeout=60_000)
+            harness.wait_idle(page)
+            page.evaluate(FRAME_COUNTER)
+            start = time.perf_counter()
+            page.get_by_role("button", name="Run").click()
+            page.get_by_text("probe frame").wait_for(timeout=60_000)  # the charts exist from here on
+            done = page.get_by_text("probe done")
+            samples = sample_charts(page, '[class*="st-key-probe_chart_"]', done.count, 60)
+            wall = time.perf_counter() - start
+            frames = page.evaluate("() => window.__frames")
+            span = (frames[-1] - frames[0]) / 1000 if len(frames) > 1 else 0
+            out[f"{mechanism} every {pace} s"] = {
+                "samples": len(samples),
+                "share_all_drawn": share_all_drawn(samples),
+                "frames_per_s": (len(frames) - 1) / span if span else None,
+                "wall_s": wall,
+            }
+    return out
+
+
 def browser_section(args) -> dict:
     reason = harness.browser_available()
     if reason:
@@ -184,6 +257,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         harness.set_threads(args.threads)
+    if args.charts:
+        charts = chart_mechanisms(args)
+        rows = [
+            [k, r["samples"], r["share_all_drawn"], r["frames_per_s"]]
+            for k, r in charts.items()
+            if k != "skipped"
+        ]
+        text = "Chart mechanisms (two charts redrawn 60 times, sampled every 200 ms)\n" + harness.table(
+            ["mechanism", "samples", "share with every chart drawn", "frames/s shown"], rows
+        )
+        harness.emit({"charts": charts, "machine": harness.machine()}, args.json, save=args.save, text=text)
+        return charts
     result = {"machine": harness.machine(), "quick": args.quick, "stream": {}}
     cap = 3.0 if args.quick else args.seconds
     for model_name in [] if args.no_stream else args.models.split(","):

@@ -17,6 +17,7 @@ import streamlit as st  # noqa: E402
 
 # core before any page: it makes OpenMP wait passively, which must happen before torch is first imported.
 import core  # noqa: E402, F401
+from core.config import ASSETS_DIR  # noqa: E402
 
 # Not "pages/": Streamlit treats a pages/ folder beside the main script as a legacy multipage app, and a
 # page URL opened before "/" then ran that file alone, without this navigation.
@@ -24,7 +25,7 @@ PAGES = Path(__file__).parent / "views"
 
 # (file, title, icon); a page appears once its file exists.
 NAVIGATION = {
-    "Overview": [("home.py", "Home", ":material/home:")],
+    "Overview": [("home.py", "Home", ":material/home:"), ("tour.py", "Guided tour", ":material/tour:")],
     "Adversarial examples": [
         ("attack_lab.py", "Attack Lab", ":material/bolt:"),
         ("validate.py", "Validate a prediction", ":material/verified:"),
@@ -38,7 +39,8 @@ NAVIGATION = {
 
 
 def main() -> None:
-    st.set_page_config(page_title="intriguing-lab", page_icon=":material/science:", layout="wide")
+    # A local icon: nothing is fetched from the internet (an emoji or icon name would be).
+    st.set_page_config(page_title="intriguing-lab", page_icon=str(ASSETS_DIR / "icon.png"), layout="wide")
     pages = {
         section: [
             st.Page(str(PAGES / file), title=title, icon=icon, default=(file == "home.py"))

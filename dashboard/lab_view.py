@@ -1,30 +1,42 @@
-"""Attack Lab view helpers: the live panel (images, numbers, curves, probability bars) that the page
-refreshes from `core.lab.Frame`s, and the attack-parameter widgets. No model maths here."""
+"""Attack Lab view helpers: the live panel (original | best so far | current | perturbation, numbers, curves
+and class bars) that the page refreshes from `core.lab.Frame`s, and the attack-parameter widgets (bound
+to the URL). No model maths here.
+
+Charts are Vega-Lite (Altair) redrawn in place: of the mechanisms measured by `benchmarks/live.py
+--charts` (plotly with a new element per frame, plotly redrawn, Vega-Lite redrawn, matplotlib PNGs) it is
+the only one with data drawn in every 200-ms sample of a live run."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 
+import altair as alt
 import numpy as np
-import plotly.graph_objects as go
+import pandas as pd
 import streamlit as st
 
 from core.attacks import ATTACKS, Param, attack_presets
-from core.lab import Frame, Outcome
+from core.lab import Frame, Outcome, SearchRound
 from core.pictures import perturbation_picture, to_uint8
+from dashboard.url_state import bound, param_key
 
 # Attacks in the order offered (only those the engine has are shown); the paper's first.
 ATTACK_TITLES = {
-    "lbfgs": "L-BFGS (box-constrained, the paper's)",
+    "lbfgs": "L-BFGS (the paper's)",
     "fgsm": "FGSM",
     "pgd": "PGD",
     "cw": "Carlini-Wagner L2",
     "deepfool": "DeepFool",
     "apgd": "APGD",
 }
-CHART_INTERVAL_S = 0.3  # curves are redrawn at most this often while running (their data keeps every step)
+CHART_INTERVAL_S = 0.5  # curves are redrawn at most this often while running (their data keeps every step)
+CHART_HEIGHT = 170
+MAX_POINTS = 400  # a curve drawn with more steps is thinned (every step stays in the run's series)
+IMAGE_WIDTH = 150
 TOP_K = 10
+LABEL_COLOUR, TARGET_COLOUR, OTHER_COLOUR = "#1f77b4", "#d62728", "#9aa5b1"
+REACHED_COLOURS = alt.Scale(domain=["reached", "not reached"], range=["#2ca02c", "#d62728"])
 
 
 def attack_names() -> list[str]:
@@ -33,36 +45,49 @@ def attack_names() -> list[str]:
     ]
 
 
+def attack_title(name: str) -> str:
+    return ATTACK_TITLES.get(name, name)
+
+
 def _param_widget(p: Param, default, key: str, norm: str | None):
     """One widget for one spec'd parameter: its label, help and bounds come from the engine's spec."""
     if p.kind is bool:
-        return st.checkbox(p.label, value=bool(default), key=key, help=p.help)
+        return st.checkbox(p.label, value=bool(default), help=p.help, **bound(key))
     if p.kind is str:
-        return st.selectbox(p.label, p.choices, index=p.choices.index(default), key=key, help=p.help)
+        return st.selectbox(p.label, p.choices, index=p.choices.index(default), help=p.help, **bound(key))
     high = p.upper(norm)
     if p.kind is int:
         return st.number_input(
             p.label, min_value=int(p.low or 0), max_value=None if high is None else int(high),
-            value=default, step=1, key=key, help=p.help,
+            value=default, step=1, help=p.help, **bound(key),
         )  # fmt: skip
     low = float(p.low) if p.low is not None else None
     fmt = "%.4g" if p.step is None else "%.4f"
     value = None if default is None else float(default)
     return st.number_input(
-        p.label, min_value=low, max_value=high, value=value, step=p.step, format=fmt, key=key, help=p.help
+        p.label,
+        min_value=low,
+        max_value=high,
+        value=value,
+        step=p.step,
+        format=fmt,
+        help=p.help,
+        **bound(key),
     )
 
 
-def attack_parameters(name: str, dataset: str) -> dict:
+def attack_parameters(name: str, dataset: str, prefix: str = "lab") -> dict:
     """One widget per parameter of the attack's spec (defaults from the engine, its presets on ImageNet),
-    out-of-range values impossible; returns the chosen parameters. The seed is the lab's own input."""
+    out-of-range values impossible, each bound to the URL; returns the chosen parameters. The seed is the
+    page's own input."""
     params: dict = {}
     defaults = attack_presets(name, dataset)
     for p in ATTACKS[name].PARAMS:
         if p.seed:
             continue
-        key = f"lab_param_{dataset}_{name}_{p.name}"
-        value = _param_widget(p, defaults[p.name], key, params.get("norm"))
+        value = _param_widget(
+            p, defaults[p.name], param_key(prefix, dataset, name, p.name), params.get("norm")
+        )
         if value is not None:
             params[p.name] = value
     return params
@@ -71,105 +96,187 @@ def attack_parameters(name: str, dataset: str) -> dict:
 # ---------------------------------------------------------------- the live panel
 
 
-def _probability_bars(probs: np.ndarray, class_names: Sequence[str], highlight: dict[int, str]) -> go.Figure:
-    order = np.argsort(probs)[::-1][:TOP_K][::-1]
-    colours = [highlight.get(int(i), "#9aa5b1") for i in order]
-    fig = go.Figure(
-        go.Bar(
-            x=probs[order],
-            y=[f"{class_names[i]} ({i})" if len(class_names) > 10 else class_names[i] for i in order],
-            orientation="h",
-            marker_color=colours,
+def _thin(frame: pd.DataFrame) -> pd.DataFrame:
+    """At most MAX_POINTS rows, evenly spaced, the last one kept."""
+    if len(frame) <= MAX_POINTS:
+        return frame
+    keep = np.unique(np.r_[np.linspace(0, len(frame) - 1, MAX_POINTS).astype(int), len(frame) - 1])
+    return frame.iloc[keep]
+
+
+def _lines(
+    series: dict[str, list], lines: dict[str, str], colours: dict[str, str], title: str, log: bool = False
+):
+    """A line per entry of `lines` (legend name -> series name), against the iteration."""
+    data = pd.DataFrame({name: series[key] for name, key in lines.items()}, dtype=float)
+    data["iteration"] = series["iteration"]
+    data = _thin(data).melt("iteration", var_name="curve", value_name="value").dropna()
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    return (
+        alt.Chart(data, title=title)
+        .mark_line(strokeWidth=2, interpolate="step-after")
+        .encode(
+            x=alt.X("iteration:Q", title="iteration"),
+            y=alt.Y("value:Q", title=None, scale=scale),
+            color=alt.Color(
+                "curve:N",
+                scale=alt.Scale(domain=list(colours), range=list(colours.values())),
+                legend=alt.Legend(orient="bottom", title=None),
+            ),
         )
     )
-    fig.update_layout(
-        height=300,
-        margin=dict(l=10, r=10, t=30, b=10),
-        xaxis_range=[0, 1],
-        yaxis_type="category",
-        title="class probabilities",
-    )
-    return fig
 
 
-def _curve(title: str, x: list, lines: dict[str, list], y_title: str) -> go.Figure:
-    fig = go.Figure([go.Scatter(x=x, y=y, name=name, mode="lines") for name, y in lines.items() if y])
-    fig.update_layout(
-        height=250,
-        margin=dict(l=10, r=10, t=30, b=10),
-        title=title,
-        xaxis_title="iteration",
-        yaxis_title=y_title,
-        legend=dict(orientation="h", y=-0.3),
+def _round_marks(rounds: Sequence[SearchRound], y: str):
+    """One point per finished round of the search over c: green when its minimiser reached the goal."""
+    data = pd.DataFrame(
+        [
+            {
+                "iteration": r.iteration,
+                "c": r.c,
+                "rms": r.rms,
+                "round": r.round,
+                "outcome": "reached" if r.reached else "not reached",
+            }
+            for r in rounds
+        ]
+    ).dropna(subset=[y])
+    return (
+        alt.Chart(data)
+        .mark_point(filled=True, size=45, opacity=0.9)
+        .encode(
+            x="iteration:Q",
+            y=f"{y}:Q",
+            color=alt.Color(
+                "outcome:N", scale=REACHED_COLOURS, legend=alt.Legend(orient="bottom", title=None)
+            ),
+            tooltip=["round:Q", "c:Q", "rms:Q", "outcome:N"],
+        )
     )
-    return fig
+
+
+def _bars(probs: np.ndarray, class_names: Sequence[str], highlight: dict[int, str]):
+    order = np.argsort(probs)[::-1][:TOP_K]
+    data = pd.DataFrame(
+        {
+            "class": [f"{class_names[i]} ({i})" if len(class_names) > 10 else class_names[i] for i in order],
+            "probability": probs[order].astype(float),
+            "colour": [highlight.get(int(i), OTHER_COLOUR) for i in order],
+        }
+    )
+    return (
+        alt.Chart(data, title="class probabilities (current)")
+        .mark_bar()
+        .encode(
+            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title=None),
+            y=alt.Y("class:N", sort=None, title=None),
+            color=alt.Color("colour:N", scale=None),
+            tooltip=["class:N", alt.Tooltip("probability:Q", format=".1%")],
+        )
+    )
 
 
 class LivePanel:
-    """Placeholders for one run, filled again on every frame; curves are redrawn at most every
-    CHART_INTERVAL_S seconds (and on the last frame), everything else on every frame."""
+    """Placeholders for one run, filled again on every frame: four images, one line of numbers, three
+    curves and the class bars. Curves are redrawn at most every CHART_INTERVAL_S seconds (and on the last
+    frame), everything else on every frame."""
 
     def __init__(self, x: np.ndarray, class_names: Sequence[str], label: int, target: int | None) -> None:
         self.class_names = class_names
         self.label = label
         self.target = target
-        self.scale = max(1, 168 // x.shape[-1])
-        self.width = x.shape[-1] * self.scale
-        columns = st.columns(3)
-        columns[0].image(to_uint8(x, self.scale), caption=f"original: {class_names[label]}", width=self.width)
-        self.adversarial = columns[1].empty()
-        self.perturbation = columns[2].empty()
+        self.scale = max(1, -(-IMAGE_WIDTH // x.shape[-1]))  # nearest-neighbour upscaling of small images
+        images = st.columns(4, gap="small")
+        images[0].image(
+            to_uint8(x, self.scale), caption=f"original: {self._said(label, None)}", width=IMAGE_WIDTH
+        )
+        self.best, self.current, self.perturbation = (column.empty() for column in images[1:])
         self.numbers = st.empty()
-        chart_columns = st.columns([1, 1, 1, 1.2])
-        self.charts = [c.empty() for c in chart_columns[:3]]
-        self.bars = chart_columns[3].empty()
+        with st.container(key="lab_charts"):
+            charts = st.columns([1, 1, 1, 1.1], gap="small")
+        self.charts = [c.empty() for c in charts[:3]]
+        self.bars = charts[3].empty()
         self.last_chart = -float("inf")
-        self.updates = 0  # unique element keys: a placeholder may show an identical figure twice in one run
 
-    def show(self, frame: Frame, series: dict[str, list], final: bool = False) -> None:
-        pred_name = self.class_names[frame.pred]
-        self.adversarial.image(
+    def _said(self, cls: int, probs: np.ndarray | None) -> str:
+        name = self.class_names[cls]
+        return name if probs is None else f"{name} ({probs[cls]:.0%})"
+
+    def show(
+        self, frame: Frame, series: dict[str, list], rounds: Sequence[SearchRound], final: bool = False
+    ) -> None:
+        found = frame.best_pred != self.label if self.target is None else frame.best_pred == self.target
+        best_caption = (
+            f"best so far: {self._said(frame.best_pred, frame.best_probs)}, RMS {frame.best_rms:.4f}"
+            if found
+            else f"best so far: none yet ({self._said(frame.best_pred, frame.best_probs)})"
+        )
+        self.best.image(to_uint8(frame.best_x_adv, self.scale), caption=best_caption, width=IMAGE_WIDTH)
+        self.current.image(
             to_uint8(frame.x_adv, self.scale),
-            caption=f"adversarial, iteration {frame.iteration}: {pred_name} ({frame.probs[frame.pred]:.0%})",
-            width=self.width,
+            caption=f"current, step {frame.iteration}: {self._said(frame.pred, frame.probs)}",
+            width=IMAGE_WIDTH,
         )
         picture, amplification = perturbation_picture(frame.perturbation, self.scale)
         self.perturbation.image(
             picture,
-            caption=f"perturbation × {amplification:.3g} (blue: darker, red: brighter)",
-            width=self.width,
+            caption=f"current perturbation × {amplification:.3g} (blue darker, red brighter)",
+            width=IMAGE_WIDTH,
         )
         numbers = (
-            f"**iteration** {frame.iteration} &nbsp; **prediction** {pred_name} &nbsp; "
-            f"**loss** {frame.loss:.4g} &nbsp; **L2** {frame.l2:.4f} &nbsp; **Linf** {frame.linf:.4f} &nbsp; "
-            f"**RMS** {frame.rms:.4f}"
+            f"**step** {frame.iteration} · **current** {self._said(frame.pred, frame.probs)}, "
+            f"RMS {frame.rms:.4f}, L2 {frame.l2:.3f}, Linf {frame.linf:.3f}"
         )
         if frame.c is not None:
-            numbers += f" &nbsp; **c** {frame.c:.4g} &nbsp; **search round** {frame.search_round}"
+            reached = sum(r.reached for r in rounds)
+            numbers += f" · **c** {frame.c:.3g}, {len(rounds)} rounds done, {reached} reached the goal"
         self.numbers.markdown(numbers)
-        highlight = {self.label: "#1f77b4"}
+        highlight = {self.label: LABEL_COLOUR}
         if self.target is not None:
-            highlight[self.target] = "#d62728"
-        self.updates += 1
-        self.bars.plotly_chart(
-            _probability_bars(frame.probs, self.class_names, highlight), key=f"lab_bars_{self.updates}"
-        )
+            highlight[self.target] = TARGET_COLOUR
+        self.bars.altair_chart(_bars(frame.probs, self.class_names, highlight), height=CHART_HEIGHT + 40)
         if final or time.perf_counter() - self.last_chart >= CHART_INTERVAL_S:
-            self._charts(series)
+            self._charts(series, rounds)
             self.last_chart = time.perf_counter()
 
-    def _charts(self, series: dict[str, list]) -> None:
-        it = series["iteration"]
-        probabilities = {f"p({self.class_names[self.label]})": series["p_label"]}
-        if self.target is not None:
-            probabilities[f"p({self.class_names[self.target]}) target"] = series["p_target"]
-        figures = (
-            _curve("loss", it, {"loss": series["loss"]}, "attack loss"),
-            _curve("distortion", it, {"RMS": series["rms"], "Linf": series["linf"]}, "pixel scale [0, 1]"),
-            _curve("probability", it, probabilities, "softmax"),
+    def _charts(self, series: dict[str, list], rounds: Sequence[SearchRound]) -> None:
+        label = self.class_names[self.label]
+        distortion = _lines(
+            series,
+            {"current": "rms", "best so far": "best_rms"},
+            {"current": OTHER_COLOUR, "best so far": LABEL_COLOUR},
+            "RMS distortion",
         )
-        for i, (placeholder, fig) in enumerate(zip(self.charts, figures, strict=True)):
-            placeholder.plotly_chart(fig, key=f"lab_curve_{i}_{self.updates}")
+        probability_lines = {f"p({label})": "p_label"}
+        colours = {f"p({label})": LABEL_COLOUR}
+        if self.target is not None:
+            probability_lines[f"p({self.class_names[self.target]})"] = "p_target"
+            colours[f"p({self.class_names[self.target]})"] = TARGET_COLOUR
+        probability = _lines(series, probability_lines, colours, "probability (current)")
+        if rounds:
+            distortion = distortion + _round_marks(rounds, "rms")
+            third = _lines(series, {"c": "c"}, {"c": "#7f7f7f"}, "search over c", log=True) + _round_marks(
+                rounds, "c"
+            )
+        else:
+            third = _lines(series, {"loss": "loss"}, {"loss": "#7f7f7f"}, "attack loss")
+        for placeholder, chart in zip(self.charts, (distortion, probability, third), strict=True):
+            placeholder.altair_chart(chart.properties(height=CHART_HEIGHT), theme="streamlit")
+
+
+def rounds_table(rounds: Sequence[SearchRound], class_names: Sequence[str]) -> list[dict]:
+    """The search over c as rows for st.dataframe, in the order the rounds ended."""
+    return [
+        {
+            "target": "any other class" if r.target is None else class_names[r.target],
+            "round": r.round + 1,
+            "c": f"{r.c:.3g}",
+            "reached the goal": r.reached,
+            "RMS distortion": None if r.rms is None else round(r.rms, 4),
+            "ended at step": r.iteration,
+        }
+        for r in rounds
+    ]
 
 
 # ---------------------------------------------------------------- inputs and outcome
@@ -198,24 +305,28 @@ def draw_digit() -> bytes | None:
     return canvas.image_bytes
 
 
-def show_outcome(outcome: Outcome, class_names: Sequence[str]) -> None:
-    """Summary card, the Gaussian-noise baseline, transfer to the other models, downloads."""
+def show_outcome(outcome: Outcome, class_names: Sequence[str], rounds: Sequence[SearchRound] = ()) -> None:
+    """Summary card, the search over c, the Gaussian-noise baseline, transfer to the other models,
+    downloads."""
     result, card = outcome.result, outcome.card
     ok = bool(result.success[0])
     before, after = int(result.pred_before[0]), int(result.pred_after[0])
     st.subheader("Result")
-    cells = st.columns(4)
+    cells = st.columns(8)
     cells[0].metric("Success", "yes" if ok else "no")
     cells[1].metric("Prediction", class_names[after], f"was {class_names[before]}", delta_color="off")
-    cells[2].metric("Iterations", result.iterations)
-    cells[3].metric("Model calls", result.model_calls)
-    cells = st.columns(4)
-    cells[0].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
-    cells[1].metric("L2", f"{float(result.l2[0]):.3f}")
-    cells[2].metric("Linf", f"{float(result.linf[0]):.3f}")
-    cells[3].metric("Time", f"{result.time_s:.2f} s")
+    cells[2].metric("Confidence", f"{float(result.probs_after[0, after]):.0%}")
+    cells[3].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
+    cells[4].metric("L2", f"{float(result.l2[0]):.3f}")
+    cells[5].metric("Linf", f"{float(result.linf[0]):.3f}")
+    cells[6].metric("Iterations", result.iterations)
+    cells[7].metric("Time", f"{result.time_s:.2f} s")
     if card.summary.get("stopped_early"):
         st.caption("Stopped early: this is the best adversarial image found before Stop.")
+    if rounds:
+        reached = sum(r.reached for r in rounds)
+        with st.expander(f"Search over c: {len(rounds)} rounds, {reached} reached the goal"):
+            st.dataframe(rounds_table(rounds, class_names), hide_index=True, height=240)
 
     noise, transfer_column = st.columns([1, 2], gap="large")
     with noise:

@@ -15,9 +15,12 @@ from core.models import class_names, get_spec, usable_models
 from core.pictures import to_uint8, triple_picture
 from core.report import REFERENCE_ATTACK, robustness_report
 from core.runtime import LIVE_THREADS
+from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
+from dashboard.url_state import bound
 
 REFERENCE_N = 100
+SOURCES = {"mnist": ("MNIST test set", "Upload"), "imagenet": ("Sample photo", "Upload")}
 
 st.title("Validate a prediction")
 st.caption(
@@ -27,21 +30,33 @@ st.caption(
 )
 
 names = usable_models(model_names())
+try:
+    url_state.accept_link(
+        {
+            "val_model": url_state.choice(names),
+            **{f"val_source_{d}": url_state.choice(options) for d, options in SOURCES.items()},
+            "val_idx": url_state.integer(0, len(cached_mnist("test").labels) - 1),
+            "val_photo": url_state.choice(SAMPLE_PHOTOS),
+            "val_seed": url_state.integer(0, 2**31 - 1),
+            "val_ref_n": url_state.integer(5, 1000),
+        }
+    )
+except IntriguingError as exc:  # MNIST missing: the checks cannot know its size
+    show_error(exc)
 left, right = st.columns([1, 1], gap="large")
 with left:
     default = names.index("fc100-100-10") if "fc100-100-10" in names else 0
-    model_name = st.selectbox("Model", names, index=default, key="val_model")
+    model_name = st.selectbox("Model", names, index=default, **bound("val_model"))
     spec = get_spec(model_name)
     classes = class_names(model_name)
-    sources = ("MNIST test set", "Upload") if spec.dataset == "mnist" else ("Sample photo", "Upload")
-    source = st.radio("Image", sources, horizontal=True, key=f"val_source_{spec.dataset}")
+    source = st.radio("Image", SOURCES[spec.dataset], horizontal=True, **bound(f"val_source_{spec.dataset}"))
     x, true_label, image_source = None, None, ""
     try:
         model = cached_model(model_name)
         if source == "MNIST test set":
             mnist = cached_mnist("test")
             index = st.number_input(
-                f"Index (0-{len(mnist.labels) - 1})", 0, len(mnist.labels) - 1, 0, key="val_idx"
+                f"Index (0-{len(mnist.labels) - 1})", 0, len(mnist.labels) - 1, 0, **bound("val_idx")
             )
             x, true_label, image_source = (
                 mnist.images[index : index + 1],
@@ -49,7 +64,7 @@ with left:
                 f"MNIST test #{index}",
             )
         elif source == "Sample photo":
-            photo = st.selectbox("Photo", SAMPLE_PHOTOS, key="val_photo")
+            photo = st.selectbox("Photo", SAMPLE_PHOTOS, **bound("val_photo"))
             x, image_source = model_input(sample_photo(photo), model_name), f"sample photo {photo}"
         else:
             upload = st.file_uploader("A PNG or JPEG image", type=["png", "jpg", "jpeg"], key="val_upload")
@@ -72,10 +87,12 @@ with right:
     if true_label is not None:
         says.metric("True label", classes[true_label])
     says.metric("Prediction under test", classes[label], f"{probs[label]:.1%} confident", delta_color="off")
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="val_seed")
+    seed = st.number_input("Seed", 0, 2**31 - 1, 0, **bound("val_seed"))
     reference_n = REFERENCE_N
     if spec.dataset == "mnist":
-        reference_n = st.number_input("Test images in the reference", 5, 1000, REFERENCE_N, key="val_ref_n")
+        reference_n = st.number_input(
+            "Test images in the reference", 5, 1000, REFERENCE_N, **bound("val_ref_n")
+        )
         st.caption(
             f"The model's reference ({REFERENCE_ATTACK} on the first test images) is computed once per model "
             "and size, and cached; the first report on a model takes about a minute longer."
