@@ -43,7 +43,7 @@ SERIES = (
     "p_target",
     "c",
     "search_round",
-    "best_rms",
+    "best_rms",  # RMS distortion of the best so far; None until it reaches the goal
 )
 
 
@@ -66,7 +66,7 @@ class Frame:
     best_x_adv: np.ndarray  # (C, H, W): the best so far (the clean image until the attack has one)
     best_probs: np.ndarray
     best_pred: int
-    best_rms: float
+    best_rms: float | None  # None while the best so far does not reach the goal
     elapsed_s: float  # wall-clock time since the run started, consumer time included
     steps_since_last_frame: int
 
@@ -199,7 +199,11 @@ class LiveRun:
             "p_target": None if self.target is None else float(probs[self.target]),
             "c": None if event.c is None else float(event.c[0]),
             "search_round": None if event.search_round is None else int(event.search_round[0]),
-            "best_rms": float((best - self.run.x).flatten().norm() / math.sqrt(best.numel())),
+            "best_rms": (
+                float((best - self.run.x).flatten().norm() / math.sqrt(best.numel()))
+                if self._reached(int(best_probs.argmax()))
+                else None  # no adversarial image yet
+            ),
         }
         for name, value in values.items():
             self.series[name].append(value)

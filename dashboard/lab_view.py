@@ -2,7 +2,7 @@
 and class bars) that the page refreshes from `core.lab.Frame`s, and the attack-parameter widgets (bound
 to the URL). No model maths here.
 
-Charts are Vega-Lite (Altair) redrawn in place: of the mechanisms measured by `benchmarks/live.py
+Charts are Vega-Lite specs (constant during a run, so the browser swaps only their data): of the mechanisms measured by `benchmarks/live.py
 --charts` (plotly with a new element per frame, plotly redrawn, Vega-Lite redrawn, matplotlib PNGs) it is
 the only one with data drawn in every 200-ms sample of a live run."""
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -31,12 +30,13 @@ ATTACK_TITLES = {
     "apgd": "APGD",
 }
 CHART_INTERVAL_S = 0.5  # curves are redrawn at most this often while running (their data keeps every step)
-CHART_HEIGHT = 170
+CHART_HEIGHT = 240  # pixels of a whole chart: title, plot and axes
 MAX_POINTS = 400  # a curve drawn with more steps is thinned (every step stays in the run's series)
 IMAGE_WIDTH = 150
 TOP_K = 10
 LABEL_COLOUR, TARGET_COLOUR, OTHER_COLOUR = "#1f77b4", "#d62728", "#9aa5b1"
-REACHED_COLOURS = alt.Scale(domain=["reached", "not reached"], range=["#2ca02c", "#d62728"])
+REACHED_COLOURS = {"reached": "#2ca02c", "not reached": "#d62728"}
+COLOUR_NAMES = {LABEL_COLOUR: "blue", TARGET_COLOUR: "red", OTHER_COLOUR: "grey", "#7f7f7f": "grey"}
 
 
 def attack_names() -> list[str]:
@@ -104,75 +104,95 @@ def _thin(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[keep]
 
 
-def _lines(
-    series: dict[str, list], lines: dict[str, str], colours: dict[str, str], title: str, log: bool = False
-):
-    """A line per entry of `lines` (legend name -> series name), against the iteration."""
+def curve_data(series: dict[str, list], lines: dict[str, str], rounds: Sequence[SearchRound], y: str | None):
+    """Long-format rows for one curve chart: a row per step and line (kind 'line'), and a row per finished
+    round of the search over c at its value of `y` ('rms' or 'c'; kind 'round')."""
     data = pd.DataFrame({name: series[key] for name, key in lines.items()}, dtype=float)
     data["iteration"] = series["iteration"]
-    data = _thin(data).melt("iteration", var_name="curve", value_name="value").dropna()
-    scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
-    return (
-        alt.Chart(data, title=title)
-        .mark_line(strokeWidth=2, interpolate="step-after")
-        .encode(
-            x=alt.X("iteration:Q", title="iteration"),
-            y=alt.Y("value:Q", title=None, scale=scale),
-            color=alt.Color(
-                "curve:N",
-                scale=alt.Scale(domain=list(colours), range=list(colours.values())),
-                legend=alt.Legend(orient="bottom", title=None),
-            ),
-        )
-    )
-
-
-def _round_marks(rounds: Sequence[SearchRound], y: str):
-    """One point per finished round of the search over c: green when its minimiser reached the goal."""
-    data = pd.DataFrame(
-        [
+    data = _thin(data).melt("iteration", var_name="series", value_name="value").dropna()
+    data["kind"] = "line"
+    if y is not None and rounds:
+        marks = pd.DataFrame(
             {
-                "iteration": r.iteration,
-                "c": r.c,
-                "rms": r.rms,
-                "round": r.round,
-                "outcome": "reached" if r.reached else "not reached",
+                "iteration": [r.iteration for r in rounds],
+                "value": [getattr(r, y) for r in rounds],
+                "series": ["reached" if r.reached else "not reached" for r in rounds],
+                "kind": "round",
             }
-            for r in rounds
-        ]
-    ).dropna(subset=[y])
-    return (
-        alt.Chart(data)
-        .mark_point(filled=True, size=45, opacity=0.9)
-        .encode(
-            x="iteration:Q",
-            y=f"{y}:Q",
-            color=alt.Color(
-                "outcome:N", scale=REACHED_COLOURS, legend=alt.Legend(orient="bottom", title=None)
-            ),
-            tooltip=["round:Q", "c:Q", "rms:Q", "outcome:N"],
-        )
-    )
+        ).dropna()
+        data = pd.concat([data, marks], ignore_index=True)
+    return data
 
 
-def _bars(probs: np.ndarray, class_names: Sequence[str], highlight: dict[int, str]):
+def curve_spec(title: str, colours: dict[str, str], log: bool = False, rounds: bool = False) -> dict:
+    """A Vega-Lite spec: lines against the iteration, and (`rounds`) the rounds of a search over c as
+    points. The subtitle names the colours (a legend would take the little room there is). Constant during
+    a run, so the browser only swaps the data."""
+    subtitle = [", ".join(f"{name}: {COLOUR_NAMES[c]}" for name, c in colours.items())]
+    if rounds:
+        subtitle.append("rounds: green reached the goal, red not")
+    colours = {**colours, **REACHED_COLOURS}
+    colour = {
+        "field": "series",
+        "type": "nominal",
+        "scale": {"domain": list(colours), "range": list(colours.values())},
+        "legend": None,
+    }
+    y = {
+        "field": "value",
+        "type": "quantitative",
+        "title": None,
+        "scale": {"type": "log" if log else "linear"},
+    }
+    if not log:
+        y["scale"]["zero"] = False
+    x = {"field": "iteration", "type": "quantitative", "title": "iteration"}
+    return {
+        "title": {"text": title, "subtitle": subtitle, "anchor": "start"},
+        "layer": [
+            {
+                "transform": [{"filter": {"field": "kind", "equal": "line"}}],
+                "mark": {"type": "line", "strokeWidth": 2, "interpolate": "step-after"},
+                "encoding": {"x": x, "y": y, "color": colour},
+            },
+            {
+                "transform": [{"filter": {"field": "kind", "equal": "round"}}],
+                "mark": {"type": "point", "filled": True, "size": 40, "opacity": 0.9},
+                "encoding": {"x": x, "y": y, "color": colour},
+            },
+        ],
+    }
+
+
+BARS_SPEC = {
+    "title": {
+        "text": "class probabilities (current)",
+        "subtitle": "blue: class attacked, red: target",
+        "anchor": "start",
+    },
+    "mark": "bar",
+    "encoding": {
+        "x": {
+            "field": "probability",
+            "type": "quantitative",
+            "scale": {"domain": [0, 1]},
+            "axis": {"format": "%"},
+            "title": None,
+        },
+        "y": {"field": "class", "type": "nominal", "sort": "-x", "title": None},
+        "color": {"field": "colour", "type": "nominal", "scale": None},
+    },
+}
+
+
+def bars_data(probs: np.ndarray, class_names: Sequence[str], highlight: dict[int, str]) -> pd.DataFrame:
     order = np.argsort(probs)[::-1][:TOP_K]
-    data = pd.DataFrame(
+    return pd.DataFrame(
         {
             "class": [f"{class_names[i]} ({i})" if len(class_names) > 10 else class_names[i] for i in order],
             "probability": probs[order].astype(float),
             "colour": [highlight.get(int(i), OTHER_COLOUR) for i in order],
         }
-    )
-    return (
-        alt.Chart(data, title="class probabilities (current)")
-        .mark_bar()
-        .encode(
-            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title=None),
-            y=alt.Y("class:N", sort=None, title=None),
-            color=alt.Color("colour:N", scale=None),
-            tooltip=["class:N", alt.Tooltip("probability:Q", format=".1%")],
-        )
     )
 
 
@@ -180,6 +200,10 @@ class LivePanel:
     """Placeholders for one run, filled again on every frame: four images, one line of numbers, three
     curves and the class bars. Curves are redrawn at most every CHART_INTERVAL_S seconds (and on the last
     frame), everything else on every frame."""
+
+    DISTORTION = {"current": OTHER_COLOUR, "best so far": LABEL_COLOUR}  # line colours of each chart
+    C = {"c": "#7f7f7f"}
+    LOSS = {"loss": "#7f7f7f"}
 
     def __init__(self, x: np.ndarray, class_names: Sequence[str], label: int, target: int | None) -> None:
         self.class_names = class_names
@@ -234,34 +258,38 @@ class LivePanel:
         highlight = {self.label: LABEL_COLOUR}
         if self.target is not None:
             highlight[self.target] = TARGET_COLOUR
-        self.bars.altair_chart(_bars(frame.probs, self.class_names, highlight), height=CHART_HEIGHT + 40)
+        self.bars.vega_lite_chart(
+            bars_data(frame.probs, self.class_names, highlight), BARS_SPEC, height=CHART_HEIGHT
+        )
         if final or time.perf_counter() - self.last_chart >= CHART_INTERVAL_S:
             self._charts(series, rounds)
             self.last_chart = time.perf_counter()
 
     def _charts(self, series: dict[str, list], rounds: Sequence[SearchRound]) -> None:
-        label = self.class_names[self.label]
-        distortion = _lines(
-            series,
-            {"current": "rms", "best so far": "best_rms"},
-            {"current": OTHER_COLOUR, "best so far": LABEL_COLOUR},
-            "RMS distortion",
-        )
-        probability_lines = {f"p({label})": "p_label"}
-        colours = {f"p({label})": LABEL_COLOUR}
+        label = f"p({self.class_names[self.label]})"
+        probability = {label: "p_label"}
+        colours = {label: LABEL_COLOUR}
         if self.target is not None:
-            probability_lines[f"p({self.class_names[self.target]})"] = "p_target"
-            colours[f"p({self.class_names[self.target]})"] = TARGET_COLOUR
-        probability = _lines(series, probability_lines, colours, "probability (current)")
-        if rounds:
-            distortion = distortion + _round_marks(rounds, "rms")
-            third = _lines(series, {"c": "c"}, {"c": "#7f7f7f"}, "search over c", log=True) + _round_marks(
-                rounds, "c"
+            name = f"p({self.class_names[self.target]})"
+            probability[name], colours[name] = "p_target", TARGET_COLOUR
+        distortion = {"current": "rms", "best so far": "best_rms"}
+        charts = [
+            (
+                curve_data(series, distortion, rounds, "rms"),
+                curve_spec("RMS distortion", self.DISTORTION, rounds=bool(rounds)),
+            ),
+            (curve_data(series, probability, (), None), curve_spec("probability (current)", colours)),
+        ]
+        if series["c"] and series["c"][-1] is not None:
+            charts.append(
+                (curve_data(series, {"c": "c"}, rounds, "c"), curve_spec("search over c", self.C, True))
             )
         else:
-            third = _lines(series, {"loss": "loss"}, {"loss": "#7f7f7f"}, "attack loss")
-        for placeholder, chart in zip(self.charts, (distortion, probability, third), strict=True):
-            placeholder.altair_chart(chart.properties(height=CHART_HEIGHT), theme="streamlit")
+            charts.append(
+                (curve_data(series, {"loss": "loss"}, (), None), curve_spec("attack loss", self.LOSS))
+            )
+        for placeholder, (data, spec) in zip(self.charts, charts, strict=True):
+            placeholder.vega_lite_chart(data, spec, height=CHART_HEIGHT)
 
 
 def rounds_table(rounds: Sequence[SearchRound], class_names: Sequence[str]) -> list[dict]:

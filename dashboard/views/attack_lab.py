@@ -153,8 +153,8 @@ with sidebar:
             memo[(model_name, image_source)] = predict(model, x)
         probs = memo[(model_name, image_source)]
         label = int(probs.argmax())
-        shown, says = st.columns([1, 1.3])
-        shown.image(to_uint8(x[0], max(1, 112 // x.shape[-1])), caption="what the model sees", width=112)
+        shown, says = st.columns([1, 1.4])
+        shown.image(to_uint8(x[0], max(1, 84 // x.shape[-1])), caption="what the model sees", width=84)
         if true_label is not None:
             says.metric("True label", classes[true_label])
         says.metric("Model's prediction", classes[label], f"{probs[label]:.1%} confident", delta_color="off")
