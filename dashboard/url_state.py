@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
+from streamlit.runtime.state.session_state_proxy import get_session_state
 
 from core import IntriguingError
 from core.attacks import ATTACKS, Param
@@ -42,10 +44,7 @@ def choice(options: Iterable[Any], format_func: Callable[[Any], str] = str) -> C
 
 
 def integer(low: int, high: int | None) -> Check:
-    def check(text: str) -> int:
-        return check_int("value", int(float(text)) if _is_whole(text) else text, low=low, high=high)
-
-    return check
+    return lambda text: check_int("value", _parse(text, int), low=low, high=high)
 
 
 def _is_whole(text: str) -> bool:
@@ -93,6 +92,18 @@ def param_key(prefix: str, dataset: str, attack: str, param: str) -> str:
     return f"{prefix}_{dataset}_{attack}_{param}"
 
 
+def _forget(key: str) -> None:
+    """Remove a refused value from the URL and from the snapshot Streamlit seeds bound widgets from (its
+    own parser would still read it there, and fails on e.g. an integer widget given 'inf'; private
+    attribute of Streamlit 1.67, hence the getattr)."""
+    try:
+        del st.query_params[key]
+    except StreamlitAPIException:  # bound to a widget drawn earlier in this session: the widget rules
+        return
+    with get_session_state().query_params() as params:
+        getattr(params, "_initial_query_params", {}).pop(key, None)
+
+
 def accept_link(checks: Mapping[str, Check]) -> list[str]:
     """Check this page's query parameters before its widgets read them: drop unknown and unusable ones and
     show one notice. Returns the names of the settings reset (unknown names are counted, not echoed)."""
@@ -112,10 +123,7 @@ def accept_link(checks: Mapping[str, Check]) -> list[str]:
         except (IntriguingError, ValueError, TypeError, OverflowError):
             if check is not None:
                 reset.append(key)
-            try:
-                del st.query_params[key]
-            except st.errors.StreamlitAPIException:  # bound to a widget drawn earlier in this session
-                st.session_state.pop(key, None)
+            _forget(key)
     if reset or unknown:
         parts = [f"`{key}`" for key in reset]
         if unknown:

@@ -19,14 +19,19 @@ LAB = str(ROOT / "dashboard" / "views" / "attack_lab.py")
 PAGES = sorted(p.name for p in (ROOT / "dashboard" / "views").glob("*.py"))
 
 
-REAL_TIME = "real time (attack at full speed, ~10 frames/s)"
+REAL_TIME = "real time"
+VALIDATE = str(ROOT / "dashboard" / "views" / "validate.py")
 
 
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-OWN_PAGES = ("home.py", "attack_lab.py")  # other pages have their own tests; here they only run in full runs
+OWN_PAGES = (
+    "home.py",
+    "attack_lab.py",
+    "tour.py",
+)  # other pages have their own tests; here they only run in full runs
 
 
 @pytest.mark.parametrize(
@@ -58,12 +63,10 @@ def lab() -> AppTest:
 def test_attack_lab_runs_an_attack_to_a_verified_result():
     at = lab()
     at.selectbox(key="lab_model").set_value("fc100-100-10")
-    at.radio(key="lab_mnist_how").set_value("by index")
-    at.run()
     at.number_input(key="lab_idx").set_value(0)
     at.selectbox(key="lab_attack").set_value("pgd")
     at.run()
-    at.number_input(key="lab_param_mnist_pgd_eps").set_value(0.25)
+    at.number_input(key="lab_mnist_pgd_eps").set_value(0.25)
     at.button(key="lab_go").click()
     at.run()
     assert not at.exception and not at.error
@@ -85,32 +88,109 @@ def test_attack_lab_lbfgs_on_fc100_100_10():
     at.selectbox(key="lab_model").set_value("fc100-100-10")
     at.selectbox(key="lab_attack").set_value("lbfgs")
     at.run()
-    at.radio(key="lab_live_mode").set_value(REAL_TIME)  # the paper's defaults, frames throttled
+    at.radio(key="lab_live").set_value(REAL_TIME)  # the paper's defaults, frames throttled
     at.button(key="lab_go").click()
     at.run()
     assert not at.exception and not at.error
     shown = metrics(at)
     assert shown["Success"] == "yes"
-    assert float(shown["RMS distortion"]) > 0
-    assert int(shown["Iterations"]) > 0 and int(shown["Model calls"]) >= int(shown["Iterations"])
-    assert any("**search round**" in m.value for m in at.markdown)  # L-BFGS shows its c and search round
+    assert float(shown["RMS distortion"]) > 0 and int(shown["Iterations"]) > 0
+    # 9 target classes x 10 rounds of the search over c, listed below the result
+    assert any(e.label.startswith("Search over c: 90 rounds") for e in at.expander)
 
 
 def test_attack_lab_targeted_lbfgs_reaches_the_target():
     at = lab()
-    at.radio(key="lab_mnist_how").set_value("by index")
-    at.run()
     at.number_input(key="lab_idx").set_value(0)  # a 7
-    at.radio(key="lab_goal_lbfgs").set_value("targeted")
+    at.radio(key="lab_goal").set_value("targeted")
     at.run()
-    assert 7 not in at.selectbox(key="lab_target").options  # the model's own class is no target
-    at.selectbox(key="lab_target").set_value(3)
-    at.radio(key="lab_live_mode").set_value(REAL_TIME)
+    assert "7 (7)" not in at.selectbox(key="lab_target").options  # the model's own class is no target
+    at.selectbox(key="lab_target").set_value("3 (3)")
+    at.radio(key="lab_live").set_value(REAL_TIME)
     at.button(key="lab_go").click()
     at.run()
     assert not at.exception and not at.error
     shown = metrics(at)
     assert shown["Success"] == "yes" and shown["Prediction"] == "3"
+
+
+# ---------------------------------------------------------------- every view is a link
+
+LINK = {
+    "lab_model": "fc100-100-10",
+    "lab_idx": "5",
+    "lab_attack": "PGD",
+    "lab_mnist_pgd_eps": "0.2",
+    "lab_mnist_pgd_steps": "15",
+    "lab_seed": "7",
+    "lab_live": REAL_TIME,
+}
+
+
+def opened(page: str, query: dict[str, str]) -> AppTest:
+    """A page opened from a link in a fresh session."""
+    at = AppTest.from_file(page, default_timeout=180)
+    at.query_params.update(query)
+    return at.run()
+
+
+def replayed(query: dict[str, str]) -> np.ndarray:
+    at = opened(LAB, query)
+    at.button(key="lab_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    return at.session_state["lab_run"]["outcome"].result.x_adv.numpy()
+
+
+def test_a_link_restores_the_attack_lab_and_replays_the_same_result():
+    at = opened(LAB, LINK)
+    assert not at.exception and not at.warning
+    assert at.number_input(key="lab_idx").value == 5
+    assert at.selectbox(key="lab_attack").value == "pgd"
+    assert at.number_input(key="lab_mnist_pgd_eps").value == pytest.approx(0.2)
+    assert at.number_input(key="lab_mnist_pgd_steps").value == 15
+    assert at.number_input(key="lab_seed").value == 7
+    kept = {k: v for k, v in LINK.items() if k != "lab_model"}  # a default value leaves the URL
+    assert {k: at.query_params[k] for k in kept} == kept  # (the browser test changes a widget)
+    first = replayed(LINK)
+    assert np.abs(replayed(LINK) - first).max() <= 1e-6
+    assert np.abs(replayed({**LINK, "lab_seed": "8"}) - first).max() > 1e-3  # the seed is what replays
+
+
+HOSTILE = {
+    "lab_model": "../../../etc/passwd",
+    "lab_idx": "99999999",
+    "lab_attack": "<script>alert(1)</script>",
+    "lab_mnist_lbfgs_c_init": "nan",
+    "lab_seed": "1e999",
+    "lab_photo": "/etc/shadow",
+    "[click](http://example.com)": "1",
+}
+
+
+def test_hostile_link_values_give_one_notice_and_the_defaults():
+    at = opened(LAB, HOSTILE)
+    assert not at.exception and not at.error
+    notices = [w.value for w in at.warning]
+    assert len(notices) == 1 and "replaced by the defaults" in notices[0]
+    assert "example.com" not in notices[0] and "passwd" not in notices[0]
+    assert at.selectbox(key="lab_model").value == "fc100-100-10"
+    assert at.number_input(key="lab_idx").value == 0
+    assert at.selectbox(key="lab_attack").value == "lbfgs"
+    assert at.number_input(key="lab_mnist_lbfgs_c_init").value == 1.0
+    assert at.number_input(key="lab_seed").value == 0
+    assert not set(HOSTILE) & set(at.query_params.keys())
+
+
+def test_a_link_restores_the_validate_page_and_refuses_bad_values():
+    at = opened(VALIDATE, {"val_idx": "12", "val_seed": "3", "val_ref_n": "20"})
+    assert not at.exception and not at.warning
+    assert at.number_input(key="val_idx").value == 12
+    assert at.number_input(key="val_seed").value == 3
+    assert at.number_input(key="val_ref_n").value == 20
+    at = opened(VALIDATE, {"val_idx": "-1", "val_ref_n": "0", "val_model": "<img src=x>"})
+    assert len(at.warning) == 1 and not at.exception
+    assert at.number_input(key="val_idx").value == 0 and at.number_input(key="val_ref_n").value == 100
 
 
 # ---------------------------------------------------------------- uploads
@@ -210,7 +290,7 @@ def test_attack_lab_on_an_imagenet_photo():
     at.selectbox(key="lab_photo").set_value("coffee")
     at.selectbox(key="lab_attack").set_value("fgsm")
     at.run()
-    assert at.number_input(key="lab_param_imagenet_fgsm_eps").value == pytest.approx(2 / 255)
+    assert at.number_input(key="lab_imagenet_fgsm_eps").value == pytest.approx(2 / 255)
     at.button(key="lab_go").click()
     at.run()
     assert not at.exception and not at.error
