@@ -8,12 +8,16 @@ the only one with data drawn in every 200-ms sample of a live run."""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from core.attacks import ATTACKS, Param, attack_presets
 from core.lab import Frame, Outcome, SearchRound
@@ -179,7 +183,13 @@ BARS_SPEC = {
             "axis": {"format": "%"},
             "title": None,
         },
-        "y": {"field": "class", "type": "nominal", "sort": "-x", "title": None},
+        "y": {
+            "field": "class",
+            "type": "nominal",
+            "sort": "-x",
+            "title": None,
+            "axis": {"labelOverlap": False, "labelFontSize": 10},
+        },
         "color": {"field": "colour", "type": "nominal", "scale": None},
     },
 }
@@ -193,6 +203,19 @@ def bars_data(probs: np.ndarray, class_names: Sequence[str], highlight: dict[int
             "probability": probs[order].astype(float),
             "colour": [highlight.get(int(i), OTHER_COLOUR) for i in order],
         }
+    )
+
+
+def picture_html(picture: np.ndarray, caption: str) -> str:
+    """An image inline (a data: URI) with its caption: drawn together with its frame, never blank while a
+    file loads, never left pointing at a file the server has dropped (a stopped script)."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return (
+        f'<figure style="margin:0"><img src="data:image/png;base64,{data}" width="{IMAGE_WIDTH}" '
+        f'alt="{html.escape(caption)}"/><figcaption style="font-size:0.85rem;color:#555;max-width:'
+        f'{IMAGE_WIDTH + 40}px">{html.escape(caption)}</figcaption></figure>'
     )
 
 
@@ -210,10 +233,9 @@ class LivePanel:
         self.label = label
         self.target = target
         self.scale = max(1, -(-IMAGE_WIDTH // x.shape[-1]))  # nearest-neighbour upscaling of small images
-        images = st.columns(4, gap="small")
-        images[0].image(
-            to_uint8(x, self.scale), caption=f"original: {self._said(label, None)}", width=IMAGE_WIDTH
-        )
+        with st.container(key="lab_images"):
+            images = st.columns(4, gap="small")
+        images[0].html(picture_html(to_uint8(x, self.scale), f"original: {self._said(label, None)}"))
         self.best, self.current, self.perturbation = (column.empty() for column in images[1:])
         self.numbers = st.empty()
         with st.container(key="lab_charts"):
@@ -235,17 +257,12 @@ class LivePanel:
             if found
             else f"best so far: none yet ({self._said(frame.best_pred, frame.best_probs)})"
         )
-        self.best.image(to_uint8(frame.best_x_adv, self.scale), caption=best_caption, width=IMAGE_WIDTH)
-        self.current.image(
-            to_uint8(frame.x_adv, self.scale),
-            caption=f"current, step {frame.iteration}: {self._said(frame.pred, frame.probs)}",
-            width=IMAGE_WIDTH,
-        )
+        self.best.html(picture_html(to_uint8(frame.best_x_adv, self.scale), best_caption))
+        current = f"current, step {frame.iteration}: {self._said(frame.pred, frame.probs)}"
+        self.current.html(picture_html(to_uint8(frame.x_adv, self.scale), current))
         picture, amplification = perturbation_picture(frame.perturbation, self.scale)
-        self.perturbation.image(
-            picture,
-            caption=f"current perturbation × {amplification:.3g} (blue darker, red brighter)",
-            width=IMAGE_WIDTH,
+        self.perturbation.html(
+            picture_html(picture, f"current perturbation × {amplification:.3g} (blue darker, red brighter)")
         )
         numbers = (
             f"**step** {frame.iteration} · **current** {self._said(frame.pred, frame.probs)}, "

@@ -228,6 +228,7 @@ st.caption(
     + ("" if state["inputs"] == st.query_params.to_dict() else " (the sidebar has changed since this run)")
 )
 panel = LivePanel(state["x"][0].numpy(), state["classes"], live.label, live.target)
+outcome_slot = st.empty()  # replaces a previous run's result at once, not when this run's script ends
 if not live.finished:
     min_interval, pace = state["live_mode"]
     st.html("<style>[data-testid='stStatusWidget'] button {display: none}</style>")  # only the page's Stop
@@ -253,7 +254,7 @@ status.caption(
 )
 
 if "outcome" not in state:
-    with st.spinner("Noise baseline and transfer ..."):
+    with outcome_slot, st.spinner("Noise baseline and transfer ..."):
         try:
             state["outcome"] = conclude(
                 live,
@@ -269,4 +270,5 @@ if "outcome" not in state:
         except IntriguingError as exc:
             show_error(exc)
             st.stop()
-show_outcome(state["outcome"], state["classes"], live.rounds)
+with outcome_slot.container():
+    show_outcome(state["outcome"], state["classes"], live.rounds)
