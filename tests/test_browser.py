@@ -76,8 +76,9 @@ VIEWPORT = {"width": 1400, "height": 1000}
 
 
 def open_lab(browser, url, query: str = "", context=None):
-    """The Attack Lab, opened from a link (as a visitor pasting it would)."""
-    page = (context or browser).new_page(viewport=VIEWPORT)
+    """The Attack Lab, opened from a link (as a visitor pasting it would); `context`: a fresh browser
+    context (no cookies, no storage) made with the same viewport."""
+    page = context.new_page() if context is not None else browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(f"{url}/attack_lab{query}")
     page.get_by_text("what the model sees").wait_for()
@@ -86,8 +87,15 @@ def open_lab(browser, url, query: str = "", context=None):
 
 
 def choose(page, label: str, option: str) -> None:
-    page.get_by_test_id("stSelectbox").filter(has_text=label).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Pick an option in a selectbox (a combobox in Streamlit 1.67) by typing it."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.click()
+    box.fill(option)
+    page.keyboard.press("Enter")
+
+
+def chosen(page, label: str) -> str:
+    return page.get_by_role("combobox", name=label, exact=True).input_value()
 
 
 def set_number(page, label: str, value) -> None:
@@ -140,12 +148,19 @@ def test_live_panel_stays_in_view_and_drawn_from_run_to_result(browser, app_url)
     page = open_lab(browser, app_url, "?lab_idx=0")
     run_button(page).click()
     page.get_by_text("current, step").first.wait_for()
+    # from the first frame fully drawn (Vega draws a new chart within a moment of the images) to the end
+    page.wait_for_function(f"() => ({PROBE_JS})({CHARTS!r}).filter(c => c.data).length == 4")
     finished = page.get_by_text("finished after")
     samples = sample_live_panel(page, lambda: finished.count() > 0)
     assert len(samples) >= 3
-    for sample in samples:
-        assert len(sample["images"]) == 4 and len(sample["charts"]) == 4, sample
-        assert all(item["visible"] and item["data"] for item in sample["images"] + sample["charts"]), sample
+    bad = [
+        (i, sample)
+        for i, sample in enumerate(samples)
+        if len(sample["images"]) != 4
+        or len(sample["charts"]) != 4
+        or not all(item["visible"] and item["data"] for item in sample["images"] + sample["charts"])
+    ]
+    assert not bad, (len(samples), bad[:3])
     page.get_by_text("other models are fooled too", exact=False).or_(
         page.get_by_text("No other model of this input domain")
     ).first.wait_for()
@@ -194,11 +209,11 @@ def test_a_copied_link_restores_the_inputs_in_a_fresh_browser(browser, app_url):
     link = page.url
     page.close()
     assert "lab_idx=42" in link and "lab_seed=3" in link
-    context = browser.new_context()
+    context = browser.new_context(viewport=VIEWPORT)
     fresh = open_lab(browser, link.split("/attack_lab")[0], "?" + link.split("?", 1)[1], context=context)
     assert fresh.get_by_label("Test image (0-9999)", exact=True).input_value() == "42"
     assert fresh.get_by_label("Seed", exact=True).input_value() == "3"
-    assert "PGD" in fresh.get_by_test_id("stSelectbox").filter(has_text="Attack").inner_text()
+    assert chosen(fresh, "Attack") == "PGD"
     fresh.get_by_text("Parameters").click()
     assert fresh.get_by_label("Steps", exact=True).input_value() == "25"
     context.close()
@@ -209,7 +224,7 @@ def test_hostile_link_values_give_a_notice_and_the_defaults(browser, app_url):
     page.get_by_text("replaced by the defaults").wait_for()
     assert page.get_by_label("Test image (0-9999)", exact=True).input_value() == "0"
     assert page.get_by_label("Seed", exact=True).input_value() == "0"
-    assert "fc100-100-10" in page.get_by_test_id("stSelectbox").filter(has_text="Model").first.inner_text()
+    assert chosen(page, "Model") == "fc100-100-10"
     assert "passwd" not in page.url and "lab_seed" not in page.url
     page.close()
 
