@@ -44,6 +44,7 @@ SERIES = (
     "c",
     "search_round",
     "best_rms",  # RMS distortion of the best so far; None until it reaches the goal
+    "best_p_label",  # the best so far's probability of the class attacked
 )
 
 
@@ -204,6 +205,7 @@ class LiveRun:
                 if self._reached(int(best_probs.argmax()))
                 else None  # no adversarial image yet
             ),
+            "best_p_label": float(best_probs[self.label]),
         }
         for name, value in values.items():
             self.series[name].append(value)

@@ -284,10 +284,10 @@ class LivePanel:
 
     def _charts(self, series: dict[str, list], rounds: Sequence[SearchRound]) -> None:
         label = f"p({self.class_names[self.label]})"
-        probability = {label: "p_label"}
-        colours = {label: LABEL_COLOUR}
+        probability = {f"{label} current": "p_label", f"{label} best so far": "best_p_label"}
+        colours = {f"{label} current": OTHER_COLOUR, f"{label} best so far": LABEL_COLOUR}
         if self.target is not None:
-            name = f"p({self.class_names[self.target]})"
+            name = f"p({self.class_names[self.target]}) current"
             probability[name], colours[name] = "p_target", TARGET_COLOUR
         distortion = {"current": "rms", "best so far": "best_rms"}
         charts = [
@@ -295,7 +295,10 @@ class LivePanel:
                 curve_data(series, distortion, rounds, "rms"),
                 curve_spec("RMS distortion", self.DISTORTION, rounds=bool(rounds)),
             ),
-            (curve_data(series, probability, (), None), curve_spec("probability (current)", colours)),
+            (
+                curve_data(series, probability, (), None),
+                curve_spec("probability of the class attacked", colours),
+            ),
         ]
         if series["c"] and series["c"][-1] is not None:
             charts.append(
