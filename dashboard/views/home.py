@@ -14,6 +14,12 @@ st.markdown(
     "A laboratory for Szegedy et al., *Intriguing properties of neural networks* (ICLR 2014), "
     "and for what the field learned after it."
 )
+if (PAGES / "tour.py").is_file():
+    st.page_link(
+        str(PAGES / "tour.py"),
+        label="New here? The guided tour shows both findings in five live steps",
+        icon=":material/tour:",
+    )
 left, right = st.columns(2)
 with left:
     st.subheader("1. Adversarial examples")

@@ -39,7 +39,7 @@ def paper_attack(model_name: str, index: int, seed: int) -> tuple[Outcome, np.nd
 def step(number: int, title: str, sentence: str, page: str, query: dict[str, str] | None = None):
     """A bordered step: its title, its one sentence and the link; returns the column for its picture."""
     box = st.container(border=True)
-    picture, text = box.columns([1, 2], vertical_alignment="center")
+    picture, text = box.columns([1, 1.1], vertical_alignment="center")
     text.markdown(f"**{number}. {title}**")
     text.markdown(sentence)
     text.page_link(
