@@ -195,6 +195,25 @@ def test_stop_keeps_the_best_so_far_and_run_is_enabled_again(browser, app_url):
     page.close()
 
 
+def test_leaving_the_lab_and_coming_back_keeps_inputs_and_result(browser, app_url):
+    page = open_lab(browser, app_url, "?lab_attack=PGD&lab_idx=42&lab_mnist_pgd_steps=10")
+    run_button(page).click()
+    page.get_by_text("finished after").wait_for()
+    settle(page)
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Home").click()
+    page.get_by_role("heading", name="intriguing-lab").wait_for()
+    settle(page)
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Attack Lab").click()
+    page.get_by_text("what the model sees").wait_for()
+    settle(page)
+    assert page.get_by_label("Test image (0-9999)", exact=True).input_value() == "42"
+    assert chosen(page, "Attack") == "PGD"
+    assert page.get_by_text("PGD on fc100-100-10, mnist test #42").count() == 1  # the result of these inputs
+    assert page.get_by_text("the sidebar has changed").count() == 0
+    assert "lab_idx=42" in page.url and run_button(page).is_enabled()
+    page.close()
+
+
 def test_a_copied_link_restores_the_inputs_in_a_fresh_browser(browser, app_url):
     page = open_lab(browser, app_url)
     set_number(page, "Test image (0-9999)", 42)
