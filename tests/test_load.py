@@ -116,7 +116,7 @@ async def _one_run(page, url: str) -> dict[str, str]:
     await page.locator("[role='option']", has_text=re.compile(r"^PGD$")).click()
     await expect(attack).to_have_value("PGD")
     await page.get_by_text("Parameters", exact=True).click()
-    eps = page.locator(".st-key-lab_param_mnist_pgd_eps input")
+    eps = page.locator(".st-key-lab_mnist_pgd_eps input")
     await eps.fill(str(EPS))
     await eps.press("Enter")
     await expect(eps).to_have_value(re.compile(rf"^{EPS}0*$"))
