@@ -59,8 +59,7 @@ def _expected() -> dict[str, str]:
 
     model = load(MODEL, "cpu")
     data = load_mnist("test")
-    index = int((data.labels == 0).nonzero()[0])
-    x = data.images[index : index + 1]
+    x = data.images[:1]  # the lab's default image: test image 0
     label = model(x).argmax(1)
     result = make_lab_attack("pgd", model, 0, eps=EPS).run(x, label)
     return {
@@ -112,6 +111,9 @@ async def _one_run(page, url: str) -> dict[str, str]:
     from playwright.async_api import expect
 
     attack = page.locator(".st-key-lab_attack [role='combobox']")
+    # in the sidebar: a click that first has to scroll it closes the list again, so scroll, then click
+    await attack.scroll_into_view_if_needed()
+    await page.wait_for_timeout(300)
     await attack.click()
     await page.locator("[role='option']", has_text=re.compile(r"^PGD$")).click()
     await expect(attack).to_have_value("PGD")
