@@ -134,7 +134,7 @@ def curve_spec(title: str, colours: dict[str, str], log: bool = False, rounds: b
     a run, so the browser only swaps the data."""
     subtitle = [", ".join(f"{name}: {COLOUR_NAMES[c]}" for name, c in colours.items())]
     if rounds:
-        subtitle.append("rounds: green reached the goal, red not")
+        subtitle.append("dots: rounds over c, green reached")
     colours = {**colours, **REACHED_COLOURS}
     colour = {
         "field": "series",
@@ -283,11 +283,10 @@ class LivePanel:
             self.last_chart = time.perf_counter()
 
     def _charts(self, series: dict[str, list], rounds: Sequence[SearchRound]) -> None:
-        label = f"p({self.class_names[self.label]})"
-        probability = {f"{label} current": "p_label", f"{label} best so far": "best_p_label"}
-        colours = {f"{label} current": OTHER_COLOUR, f"{label} best so far": LABEL_COLOUR}
+        probability = {"current": "p_label", "best so far": "best_p_label"}
+        colours = dict(self.DISTORTION)
         if self.target is not None:
-            name = f"p({self.class_names[self.target]}) current"
+            name = f"target {self.class_names[self.target]}"
             probability[name], colours[name] = "p_target", TARGET_COLOUR
         distortion = {"current": "rms", "best so far": "best_rms"}
         charts = [
@@ -297,7 +296,7 @@ class LivePanel:
             ),
             (
                 curve_data(series, probability, (), None),
-                curve_spec("probability of the class attacked", colours),
+                curve_spec(f"probability of {self.class_names[self.label]}", colours),
             ),
         ]
         if series["c"] and series["c"][-1] is not None:
