@@ -286,8 +286,7 @@ class LivePanel:
         probability = {"current": "p_label", "best so far": "best_p_label"}
         colours = dict(self.DISTORTION)
         if self.target is not None:
-            name = f"target {self.class_names[self.target]}"
-            probability[name], colours[name] = "p_target", TARGET_COLOUR
+            probability["target"], colours["target"] = "p_target", TARGET_COLOUR
         distortion = {"current": "rms", "best so far": "best_rms"}
         charts = [
             (
@@ -296,7 +295,11 @@ class LivePanel:
             ),
             (
                 curve_data(series, probability, (), None),
-                curve_spec(f"probability of {self.class_names[self.label]}", colours),
+                curve_spec(
+                    f"probability of {self.class_names[self.label]}"
+                    + ("" if self.target is None else f" (target {self.class_names[self.target]})"),
+                    colours,
+                ),
             ),
         ]
         if series["c"] and series["c"][-1] is not None:
