@@ -136,7 +136,7 @@ def test_stop_keeps_the_best_result_so_far(browser, app_url):
     page = open_lab(browser, app_url)
     choose(page, "Attack", "PGD")
     page.get_by_text("Parameters").click()
-    set_number(page, "steps", 2000)
+    set_number(page, "Steps", 2000)
     settle(page)
     page.locator(".st-key-lab_go button").click()
     page.get_by_text("adversarial, iteration").first.wait_for()
