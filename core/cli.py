@@ -16,6 +16,8 @@ COMMANDS = (
     "train",
     "dashboard",
     "units",
+    "featvis",
+    "inside",
     "defences",
     "attack",
     "report",

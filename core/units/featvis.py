@@ -171,7 +171,7 @@ class FeatureVisRun:
         _check(settings, shape)
         self.device = next(iter(model.parameters()), torch.empty(0)).device
         self.model, self.module, self.settings = model, module, settings
-        self.direction = torch.as_tensor(np.asarray(direction, dtype=np.float32), device=self.device)
+        self.direction = torch.tensor(np.asarray(direction, dtype=np.float32), device=self.device)
         if not torch.isfinite(self.direction).all() or float(self.direction.norm()) == 0:
             raise InvalidParameterError("The direction must be finite and non-zero.")
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -186,7 +186,7 @@ class FeatureVisRun:
         self.curve: list[float] = []
         self.iterations = 0
         self.time_s = 0.0
-        self.finished = False
+        self.stopped = False
 
     def _step(self) -> FeatureVisEvent:
         x = self.image()
@@ -203,18 +203,26 @@ class FeatureVisRun:
             self.best_x, self.best_activation = x.detach(), activation
         self.curve.append(activation)
         return FeatureVisEvent(
-            self.iterations, x.detach(), activation, self.best_x, self.best_activation, float(loss)
+            self.iterations, x.detach(), activation, self.best_x, self.best_activation, float(loss.detach())
         )
 
+    @property
+    def finished(self) -> bool:
+        return self.stopped or self.iterations >= self.settings.steps
+
+    def stop(self) -> None:
+        """End the run early; `result()` keeps the best image found so far."""
+        self.stopped = True
+
     def __iter__(self) -> Iterator[FeatureVisEvent]:
-        while self.iterations < self.settings.steps:
+        """Steps until the run is finished or stopped; iterating again after a break resumes it."""
+        while not self.finished:
             start = time.perf_counter()
             with torch.enable_grad():
                 event = self._step()
             self.time_s += time.perf_counter() - start
             self.iterations += 1
             yield event
-        self.finished = True
 
     def result(self) -> FeatureVisResult:
         """The best image so far (before the first step: the initial image, evaluated now)."""
