@@ -12,7 +12,7 @@ import streamlit as st
 
 from core import IntriguingError, units
 from core.models import get_spec
-from core.units import arms
+from core.units import arms, uploads
 from dashboard.common import model_names, show_error
 from dashboard.direction_view import (
     arms_chart,
@@ -87,7 +87,9 @@ try:
     if spec.dataset != "mnist" and not folder:
         st.info("Choose the held-out photos: the sample photos, an upload, or a folder on this machine.")
         st.stop()
-    k = top[3].number_input("k", min_value=2, max_value=16, value=8)
+    k = top[3].number_input(
+        "k", min_value=2, max_value=16, value=8 if spec.dataset == "mnist" else uploads.PHOTO_K
+    )
 
     images = cached_images(model, folder)
     for name in getattr(images, "skipped", []):
