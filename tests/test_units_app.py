@@ -155,3 +155,18 @@ def test_direction_lab_shows_mobilenet_on_the_generated_sample_photos():
     at.run()
     assert not at.exception and not at.error
     assert any("p = " in m.value for m in at.markdown)  # 80 sample photos: enough for a verdict at k = 4
+
+
+def test_the_attack_lab_result_says_what_changed_inside_with_links_into_the_direction_lab():
+    at = AppTest.from_file(str(PAGE.with_name("attack_lab.py")), default_timeout=240)
+    at.run()
+    at.selectbox(key="lab_model").set_value("fc100-100-10")
+    at.selectbox(key="lab_attack").set_value("fgsm")
+    at.run()
+    at.button(key="lab_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert any(h.value == "What changed inside" for h in at.subheader)
+    table = next(m.value for m in at.markdown if m.value.startswith("| directions"))
+    assert "(unit_explorer?model=fc100-100-10&layer=hidden2&direction=unit%3A" in table
+    assert "kmeans" in table and "%" in table
