@@ -18,6 +18,7 @@ COMMANDS = (
     "units",
     "featvis",
     "inside",
+    "unitsdoc",
     "defences",
     "attack",
     "report",

@@ -170,10 +170,10 @@ def sweep_chart(result: dict, score: str) -> go.Figure:
 
 
 def show_featvis(
-    model: str, layer: str, direction_text: str, direction: np.ndarray, steps: int, seed: int
+    model: str, layer: str, folder: str, direction_text: str, direction: np.ndarray, steps: int, seed: int
 ) -> None:
     """Optimise the input for `direction` live, with Stop; the best image so far stays after Stop."""
-    key = (model, layer, direction_text, steps, seed)
+    key = (model, layer, folder, direction_text, steps, seed)
     state = st.session_state.get("fv_run")
     if state is not None and state["key"] != key:
         state = None  # the direction changed: the old picture no longer belongs here
@@ -183,10 +183,9 @@ def show_featvis(
         "Optimise", type="primary", icon=":material/play_arrow:", disabled=running, key="fv_go"
     ):
         settings = featvis.default_settings(get_spec(model).dataset, steps=steps, seed=seed)
-        state = {
-            "key": key,
-            "run": featvis.start(model, layer, direction, settings, model=cached_model(model)),
-        }
+        held_out = (cached_images(model, folder), cached_activations(model, layer, folder))
+        run = featvis.start(model, layer, direction, settings, model=cached_model(model), held_out=held_out)
+        state = {"key": key, "run": run}
         st.session_state.fv_run = state
         running = True
     stop_slot = buttons[1].empty()

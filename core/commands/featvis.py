@@ -29,7 +29,7 @@ def run(args) -> int:
     acts = layer_activations(args.model, layer, images, model=model)
     direction = resolve_direction(args.direction, acts, args.seed)
     settings = default_settings(spec.dataset, steps=args.steps, seed=args.seed)
-    run_ = start(args.model, layer, direction, settings, model=model)
+    run_ = start(args.model, layer, direction, settings, model=model, held_out=(images, acts))
     for _ in tqdm(run_, total=settings.steps, desc=f"featvis {args.direction}", disable=args.quiet):
         pass
     result = run_.result()

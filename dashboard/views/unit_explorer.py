@@ -152,7 +152,7 @@ try:
     else:
         synthetic, natural = st.columns([1, 2])
         with synthetic:
-            show_featvis(model, layer, direction_text, direction, steps, int(seed))
+            show_featvis(model, layer, folder, direction_text, direction, steps, int(seed))
         with natural:
             ranking = units.top_k(acts, direction, k)
             show_row(images, ranking, f"held-out top-{k} of {direction_text}")
