@@ -178,7 +178,7 @@ def show_featvis(
     if state is not None and state["key"] != key:
         state = None  # the direction changed: the old picture no longer belongs here
     running = state is not None and not state["run"].finished
-    buttons = st.columns([1, 1, 4])
+    buttons = st.columns(2)
     if buttons[0].button(
         "Optimise", type="primary", icon=":material/play_arrow:", disabled=running, key="fv_go"
     ):
