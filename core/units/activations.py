@@ -75,6 +75,24 @@ def to_units(output: torch.Tensor) -> torch.Tensor:
     return output.flatten(1)
 
 
+def units_at(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """phi(x) of one layer for a batch, as rows of unit activations, with gradients when x needs them.
+    The forward pass stops once `module` has fired: the layers after it are not needed."""
+    captured: list[torch.Tensor] = []
+
+    def capture(_module, _inputs, output):
+        captured.append(to_units(output))
+        raise _StopForward
+
+    handle = module.register_forward_hook(capture)
+    try:
+        with contextlib.suppress(_StopForward):
+            model(x)
+    finally:
+        handle.remove()
+    return captured[0]
+
+
 def _pixels(batch: torch.Tensor) -> torch.Tensor:
     side = min(PIXEL_SIDE, batch.shape[-1])
     return nn.functional.adaptive_avg_pool2d(batch, side).flatten(1)

@@ -37,6 +37,10 @@ class ImageSet:
         """The images in order, as float32 (B, C, H, W) in [0, 1], ready for the model."""
         raise NotImplementedError
 
+    def pixels(self, indices: np.ndarray) -> torch.Tensor:
+        """Images `indices` as the model sees them: float32 (n, C, H, W) in [0, 1]."""
+        raise NotImplementedError
+
     def thumbnail(self, index: int) -> np.ndarray:
         """Image `index` for display: (H, W) grey or (H, W, 3) colour, float in [0, 1]."""
         raise NotImplementedError
@@ -70,6 +74,9 @@ class MnistImages(ImageSet):
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         yield from self.images.split(batch_size)
+
+    def pixels(self, indices: np.ndarray) -> torch.Tensor:
+        return self.images[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
 
     def thumbnail(self, index: int) -> np.ndarray:
         return self.images[index, 0].numpy()
@@ -149,6 +156,11 @@ class FolderImages(ImageSet):
         for start in range(0, len(self.paths), batch_size):
             chunk = self.paths[start : start + batch_size]
             yield torch.cat([preprocess(open_image(p), self.model_name) for p in chunk])
+
+    def pixels(self, indices: np.ndarray) -> torch.Tensor:
+        from core.models.imagenet import preprocess
+
+        return torch.cat([preprocess(open_image(self.paths[int(i)]), self.model_name) for i in indices])
 
     def thumbnail(self, index: int) -> np.ndarray:
         if index not in self._thumbnails:  # decoding photos is slow; thumbnails are small
