@@ -22,6 +22,7 @@ def run_folder(table: str) -> Path:
 def run(args) -> int:
     import torch
 
+    from core import config
     from core.cli import emit
     from core.errors import InvalidParameterError
     from core.experiments import DEFAULT_N, RESULTS_DIR, run_experiment
@@ -36,6 +37,8 @@ def run(args) -> int:
         raise InvalidParameterError("--threads must be at least 1.")
     if args.update_docs and args.out:
         raise InvalidParameterError("--update-docs writes to docs/results; leave out --out.")
+    if args.update_docs and not (config.PROJECT_ROOT / "docs").is_dir():
+        raise InvalidParameterError("--update-docs rewrites a checkout's docs; run it from a clone.")
     torch.set_num_threads(args.threads)
     options = {
         "n": DEFAULT_N[args.table] if args.n is None else args.n,

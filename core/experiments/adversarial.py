@@ -28,6 +28,7 @@ from core.experiments.report import Column, Report, bars, base_card, heatmap
 from core.models import load
 from core.models.train import error_rate
 from core.protocol import Protocol
+from core.runtime import bar_disabled
 
 # Fast search (default): the 3 most likely other labels, 5 values of c, 30 L-BFGS iterations each.
 FAST_LBFGS = {"n_targets": 3, "rounds": 5, "max_iter": 30, "memory": 5}
@@ -98,7 +99,7 @@ def minimum_distortion_examples(
     attack = make_attack("lbfgs", model, **params)
     batches = range(0, len(x), BATCH)
     results = []
-    for i in tqdm(batches, desc=f"L-BFGS {name}", unit="batch", disable=not progress, leave=False):
+    for i in tqdm(batches, desc=f"L-BFGS {name}", unit="batch", disable=bar_disabled(progress), leave=False):
         result = attack.run(x[i : i + BATCH], labels[i : i + BATCH])
         results.append(result)
         ok = result.success

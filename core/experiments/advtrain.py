@@ -43,6 +43,7 @@ from core.models.spec import TrainConfig
 from core.models.train import WEIGHT_DECAY_FORM, error_rate, weight_decay_loss
 from core.protocol import Protocol
 from core.provenance import versions
+from core.runtime import bar_disabled
 
 POOL_LBFGS = {"n_targets": 1, "rounds": 5, "max_iter": 20, "memory": 5}
 PGD_TRAIN = {"norm": "linf", "eps": 0.1, "steps": 5, "random_start": True}
@@ -79,7 +80,7 @@ def train_adversarially(
     )
     pool_x, pool_y = torch.empty(0, *x.shape[1:]), torch.empty(0, dtype=torch.long)
     curve, start, step = [], time.perf_counter(), 0
-    for epoch in tqdm(range(epochs), desc=f"adversarial training ({scheme})", disable=not progress):
+    for epoch in tqdm(range(epochs), desc=f"adversarial training ({scheme})", disable=bar_disabled(progress)):
         model.train()
         fresh = 0
         for idx in torch.randperm(len(y), generator=gen).split(CONFIG.batch_size):

@@ -18,6 +18,7 @@ from core.experiments.report import Column, Report, bars, base_card
 from core.lipschitz import network_bounds
 from core.models import get_spec, imagenet, load
 from core.models.nets import Normalized
+from core.runtime import bar_disabled
 
 MODELS = ("cnn", "alexnet", "mobilenet_v2")
 
@@ -62,7 +63,7 @@ def run(
     rows: list[dict] = []
     weights: dict[str, str] = {}
     for i, name in enumerate(
-        tqdm(models, desc="Lipschitz bounds", unit="model", disable=progress is not True)
+        tqdm(models, desc="Lipschitz bounds", unit="model", disable=bar_disabled(progress is True))
     ):
         notify(progress, i / len(models), f"Lipschitz bounds of {name}")
         model, images, weights[name] = _model_and_images(name, n, seed)

@@ -21,6 +21,7 @@ from core.errors import InvalidParameterError
 from core.models.spec import ModelSpec, TrainConfig
 from core.models.zoo import MNIST_MODELS
 from core.provenance import versions
+from core.runtime import bar_disabled
 
 
 @torch.no_grad()
@@ -61,7 +62,10 @@ def _pretrain_autoencoder(
     params = [*model.encoder.parameters(), *decoder.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     for _ in tqdm(
-        range(cfg.pretrain_epochs), desc="autoencoder pre-training", leave=False, disable=not progress
+        range(cfg.pretrain_epochs),
+        desc="autoencoder pre-training",
+        leave=False,
+        disable=bar_disabled(progress),
     ):
         for idx in _batches(len(x), cfg.batch_size, gen):
             xb = x[idx].flatten(1)
@@ -109,7 +113,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))
     )
-    bar = tqdm(range(cfg.epochs), desc=f"training {name}", disable=not progress)
+    bar = tqdm(range(cfg.epochs), desc=f"training {name}", disable=bar_disabled(progress))
     for _ in bar:
         model.train()
         for idx in _batches(len(y), cfg.batch_size, gen):

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from core import config
 from core.errors import InvalidParameterError
+from core.runtime import bar_disabled
 from core.units.images import ImageSet
 
 MEMORY_ENTRIES = 16
@@ -118,7 +119,13 @@ def compute(
     try:
         with torch.no_grad():
             for step, batch in enumerate(
-                tqdm(images.batches(batch_size), total=total, desc=desc, leave=False)
+                tqdm(
+                    images.batches(batch_size),
+                    total=total,
+                    desc=desc,
+                    leave=False,
+                    disable=bar_disabled(),
+                )
             ):
                 if not modules:
                     keep(PIXELS, _pixels(batch))
