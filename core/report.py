@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import io
 import json
 import math
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from core import config, lab, leaderboard
@@ -590,10 +592,7 @@ def mnist_image(index: int) -> tuple[torch.Tensor, int]:
 
 
 def _png_data_uri(picture: np.ndarray) -> str:
-    import io
-
-    from PIL import Image
-
+    """An 8-bit (H, W[, 3]) picture as an inline PNG for the self-contained HTML export."""
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
