@@ -170,6 +170,25 @@ def test_advtrain_trains_both_schemes_and_writes_zoo_style_cards(tmp_path, monke
     assert card["rows"][2]["pgd_error"] <= card["rows"][0]["pgd_error"]  # PGD training resists PGD better
 
 
+@pytest.mark.slow
+def test_validate_measures_defences_twins_and_an_example_report(tmp_path):
+    from core.experiments import quotes, validate
+
+    report, paths = run_experiment("validate", tmp_path, n=10, seed=0, progress=False, reference_n=10)
+    card = _files_and_card(paths, "validate", 10, 0)
+    assert card["protocol"]["n"] == 10 and card["protocol_id"]
+    for eps in validate.BUDGETS:
+        rows = [r for r in card["rows"] if r["eps"] == eps]
+        assert [r["defence"] for r in rows][0] == "none" and len(rows) == 1 + len(validate.DEFENCES)
+        assert all(
+            0 <= r[k] <= 1 for r in rows for k in ("clean_accuracy", "robust_plain", "robust_adaptive")
+        )
+    assert card["example_report"]["verdict"].startswith(validate.MODEL)
+    assert card["example_report"]["reference_n"] == 10
+    rendered = quotes.validate(card)
+    assert rendered["val_n"] == "10" and rendered["val_defences"].count("\n") == len(card["rows"]) + 1
+
+
 def _tracked_state() -> dict[str, bytes]:
     """Content of every file the documents are made of (docs/, the README)."""
     root = config.PROJECT_ROOT

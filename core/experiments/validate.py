@@ -22,6 +22,21 @@ ATTACK = {"attack": "pgd", "norm": "linf", "steps": 20}
 TWIN_EPS = 0.1
 REPORT_IMAGE = 1
 REFERENCE_N = 100
+COLUMNS = [
+    Column("eps", "eps", "num"),
+    Column("defence", "defence", "text"),
+    Column("clean_accuracy", "clean", "pct"),
+    Column("robust_transfer", "transfer", "pct"),
+    Column("robust_plain", "plain", "pct"),
+    Column("robust_adaptive", "BPDA", "pct"),
+    Column("verdict", "verdict", "text"),
+]
+
+
+def _draw(path, rows: list[dict]) -> None:
+    labels = [f"{r['defence']} @ {r['eps']:g}" for r in rows]
+    series = {"plain": [r["robust_plain"] for r in rows], "BPDA": [r["robust_adaptive"] for r in rows]}
+    bars(path, labels, series, f"Defences in front of {MODEL}: accuracy under PGD", "accuracy")
 
 
 def run(
@@ -29,6 +44,7 @@ def run(
     seed: int = 0,
     device=None,
     progress: bool | Callable[[float, str], None] = True,
+    reference_n: int = REFERENCE_N,
 ) -> Report:
     """The example report, the defence table at each budget and the twins, on the first n test images."""
     start = time.perf_counter()
@@ -37,9 +53,9 @@ def run(
     chosen = protocol.select(model, device)
     notify(progress, 0.0, f"report on MNIST test image {REPORT_IMAGE}")
     x, true_label = mnist_image(REPORT_IMAGE)
-    reference_cached = reference_path(MODEL, REFERENCE_N).is_file()
+    reference_cached = reference_path(MODEL, reference_n).is_file()
     report = robustness_report(
-        MODEL, x, true_label=true_label, reference_n=REFERENCE_N, seed=seed, device=device, source="reproduce"
+        MODEL, x, true_label=true_label, reference_n=reference_n, seed=seed, device=device, source="reproduce"
     )
     rows = []
     transforms = [defences.parse_transform(spec) for spec in DEFENCES]
@@ -60,24 +76,6 @@ def run(
         **ATTACK,
     )
     notify(progress, 1.0, "done")
-    columns = [
-        Column("eps", "eps", "num"),
-        Column("defence", "defence", "text"),
-        Column("clean_accuracy", "clean", "pct"),
-        Column("robust_transfer", "transfer", "pct"),
-        Column("robust_plain", "plain", "pct"),
-        Column("robust_adaptive", "BPDA", "pct"),
-        Column("verdict", "verdict", "text"),
-    ]
-
-    def draw(path):
-        labels = [f"{r['defence']} @ {r['eps']:g}" for r in rows]
-        series = {
-            "plain": [r["robust_plain"] for r in rows],
-            "BPDA": [r["robust_adaptive"] for r in rows],
-        }
-        bars(path, labels, series, f"Defences in front of {MODEL}: accuracy under PGD", "accuracy")
-
     lbfgs = report.finding("lbfgs")
     card = base_card(
         "validate",
@@ -108,4 +106,4 @@ def run(
         "attack: transfer from the bare model, plain PGD on the defended model, BPDA."
     ]
     title = f"Input-transformation defences in front of {MODEL}"
-    return Report("validate", title, columns, rows, card, draw, notes)
+    return Report("validate", title, COLUMNS, rows, card, lambda path: _draw(path, rows), notes)
