@@ -227,9 +227,10 @@ def test_docs_render_every_quote_from_the_stored_cards(tmp_path):
     root = tmp_path / "root"
     shutil.copytree(RESULTS_DIR, tmp_path / "results")
     (root / "docs").mkdir(parents=True)
-    (root / "README.md").write_text(
-        f"# x\n\n{docs.README_BEGIN}\nold numbers 0.1234\n{docs.README_END}\n\nafter\n"
+    blocks = "".join(
+        f"{begin}\nold numbers 0.1234\n{end}\n\n" for begin, end in map(docs.markers, docs.README_BLOCKS)
     )
+    (root / "README.md").write_text(f"# x\n\n{blocks}after\n")
     written = docs.render_docs(tmp_path / "results", root)
     assert len(written) == 3
     texts = {Path(p).name: Path(p).read_text() for p in written}
@@ -240,6 +241,8 @@ def test_docs_render_every_quote_from_the_stored_cards(tmp_path):
     table1 = read_card("table1", tmp_path / "results")
     fc100 = next(r for r in table1["rows"] if r["name"] == "fc100-100-10")
     assert f"{fc100['min_distortion']:.3f} vs {fc100['paper_min_distortion']:.3f}" in readme
+    model_card = json.loads((config.ASSETS_DIR / "models" / "fc10-1.json").read_text())
+    assert f"`fc10-1` ({100 * model_card['test_error']:.2f}% vs" in readme
 
 
 def test_a_changed_card_changes_the_discussion(tmp_path):

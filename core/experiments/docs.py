@@ -1,6 +1,6 @@
 """The documents rendered from the stored result cards (docs/results/<name>/<name>.json): docs/reproduction.md
 (each table's markdown plus the discussion, whose figures are quoted from the cards), docs/validate.md and
-the README's "Results at a glance" block. `intriguing reproduce NAME --update-docs` stores a card there and
+the README's marked blocks (results at a glance, the model zoo). `intriguing reproduce NAME --update-docs` stores a card there and
 calls `render_docs`; `intriguing reproduce docs` re-renders without running anything."""
 
 from __future__ import annotations
@@ -14,8 +14,15 @@ from core.experiments.report import RESULTS_DIR, read_card
 
 TEMPLATES = Path(__file__).with_name("templates")
 ORDER = ("table1", "table2", "table3", "table4", "table5", "advtrain")
-README_BEGIN = "<!-- results:begin (rendered by `intriguing reproduce docs` from docs/results) -->"
-README_END = "<!-- results:end -->"
+README_BLOCKS = ("results", "zoo")  # marked blocks of the README, each rendered from templates/<name>.md
+
+
+def markers(block: str) -> tuple[str, str]:
+    return (
+        f"<!-- {block}:begin (rendered by `intriguing reproduce docs` from the stored cards) -->",
+        f"<!-- {block}:end -->",
+    )
+
 
 HEADER = """# Reproducing the paper's tables
 
@@ -39,12 +46,13 @@ def reproduction_doc(results: Path = RESULTS_DIR) -> str:
     return "".join(parts)
 
 
-def readme_block(readme: str, block: str) -> str:
-    """The README with the text between its results markers replaced by `block`."""
-    pattern = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+def readme_block(readme: str, block: str, text: str) -> str:
+    """The README with the text between the markers of `block` replaced by `text`."""
+    begin, end = markers(block)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(readme):
-        raise ValueError("README.md has no results markers")
-    return pattern.sub(lambda _: f"{README_BEGIN}\n{block.rstrip()}\n{README_END}", readme)
+        raise ValueError(f"README.md has no {block} markers")
+    return pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", readme)
 
 
 def render_docs(results: Path = RESULTS_DIR, root: Path = config.PROJECT_ROOT) -> list[str]:
@@ -61,6 +69,9 @@ def render_docs(results: Path = RESULTS_DIR, root: Path = config.PROJECT_ROOT) -
         written.append(str(path))
     readme = root / "README.md"
     if readme.is_file():
-        readme.write_text(readme_block(readme.read_text(), quotes.render(TEMPLATES / "readme.md", read)))
+        text = readme.read_text()
+        for block in README_BLOCKS:
+            text = readme_block(text, block, quotes.render(TEMPLATES / f"{block}.md", read))
+        readme.write_text(text)
         written.append(str(readme))
     return written

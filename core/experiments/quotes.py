@@ -12,7 +12,10 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from core.experiments import paper
 from core.experiments.adversarial import FULL_LBFGS
+from core.models import MNIST_MODELS
+from core.models import read_card as read_model_card
 from core.report import MINIMAL_ATTACKS, SAMPLES
 
 Card = dict[str, Any]
@@ -33,6 +36,7 @@ def pct_span(values: Iterable[float], digits: int = 0) -> str:
     return span([100 * v for v in values], lambda v: f"{v:.{digits}f}") + "%"
 
 
+FC10_MATCHED = ("fc10-1e-4", "fc10-1e-2")  # the softmax models lambda/2 * sum W^2 reproduces
 MLPS = ("fc100-100-10", "fc200-200-10", "ae400-10")  # Table 1's multi-layer models
 
 
@@ -258,6 +262,22 @@ QUOTES: dict[str, Callable[[Card], dict[str, str]]] = {
 }
 
 
+def zoo() -> dict[str, str]:
+    """Each MNIST model's test error from its checkpoint card (err_<name>) beside the paper's (paper_<name>),
+    names with '-' spelled '_'."""
+    found = {"paper_pool": f"{100 * paper.ADVTRAIN['pool_test_error_below']:g}%"}
+    for name, spec in MNIST_MODELS.items():
+        key = name.replace("-", "_")
+        card = read_model_card(name)
+        if card is not None:
+            found[f"err_{key}"] = pct(card["test_error"], 2)
+        if "test_error" in spec.paper:
+            found[f"paper_{key}"] = f"{100 * spec.paper['test_error']:.3g}%"
+    gaps = [abs(read_model_card(n)["test_error"] - MNIST_MODELS[n].paper["test_error"]) for n in FC10_MATCHED]
+    found["fc10_gap"] = f"{100 * max(gaps):.2f}"
+    return found
+
+
 class _Missing(dict):
     def __missing__(self, key: str) -> str:
         return "(not run)"
@@ -273,6 +293,7 @@ def quotes(read: Callable[[str], Card | None]) -> dict[str, str]:
         report_noise_mnist=str(SAMPLES["mnist"]["noise_draws"]),
         report_noise_imagenet=str(SAMPLES["imagenet"]["noise_draws"]),
         report_lipschitz=str(SAMPLES["mnist"]["lipschitz_samples"]),
+        **zoo(),
     )
     for name, compute in QUOTES.items():
         card = read(name)
