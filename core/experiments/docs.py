@@ -1,7 +1,8 @@
-"""The documents rendered from the stored result cards (docs/results/<name>/<name>.json): docs/reproduction.md
-(each table's markdown plus the discussion, whose figures are quoted from the cards), docs/validate.md and
-the README's marked blocks (results at a glance, the model zoo). `intriguing reproduce NAME --update-docs` stores a card there and
-calls `render_docs`; `intriguing reproduce docs` re-renders without running anything."""
+"""The documents rendered from the stored result cards (docs/results/<name>/<name>.json, and the model
+cards beside the checkpoints): docs/reproduction.md (each table's markdown plus the discussion, whose
+figures are quoted from the cards), docs/validate.md and the README's marked blocks (results at a glance,
+the model zoo). `intriguing reproduce NAME --update-docs` stores a card and calls `render_docs`;
+`intriguing reproduce docs` re-renders without running anything."""
 
 from __future__ import annotations
 
