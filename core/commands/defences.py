@@ -20,6 +20,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from core import defences
+    from core.attacks import format_eps
     from core.cli import emit
     from core.data import load_mnist
     from core.errors import InvalidParameterError
@@ -58,7 +59,7 @@ def run(args) -> int:
         "adversarially_trained": defences.as_dicts(twins),
     }
     text = [
-        f"{args.model}, {n} MNIST test images, {args.attack} {args.norm} eps {args.eps:g}: accuracy "
+        f"{args.model}, {n} MNIST test images, {args.attack} {args.norm} eps {format_eps(args.eps, args.norm)}: accuracy "
         "(clean; under attack: transfer from the bare model, plain attack on the defended model, BPDA)",
         _table(rows),
     ]
