@@ -23,6 +23,7 @@ import torch
 from scipy import stats
 
 from core.errors import CheckpointError, InvalidParameterError
+from core.models import get_spec
 from core.provenance import versions
 from core.units.activations import PIXELS, default_layer, layer_activations
 from core.units.directions import random_directions, top_k_sets
@@ -133,7 +134,6 @@ def two_sample_test(natural: np.ndarray, random: np.ndarray) -> float:
 
 def judge_choices(model_name: str) -> list[str]:
     """Judges worth offering for a model, its default first."""
-    from core.models import get_spec
 
     if get_spec(model_name).dataset != "mnist":
         return [PIXELS]
@@ -147,7 +147,6 @@ def default_judge(model_name: str) -> str:
     hidden layer (fc100-100-10:hidden2); ImageNet models by the downsampled pixels, because no second
     ImageNet network ships offline.
     """
-    from core.models import get_spec
 
     if get_spec(model_name).dataset != "mnist":
         return PIXELS

@@ -15,8 +15,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from core.data import load_mnist, split_fingerprint
 from core.data.images import open_image
-from core.errors import ImageInputError
+from core.data.photos import SAMPLE_PHOTOS, sample_photo
+from core.errors import ImageInputError, InvalidParameterError
+from core.models import get_spec
+from core.models.imagenet import preprocess
 
 THUMBNAIL_SIDE = 64
 MAX_FOLDER_IMAGES = 20_000
@@ -61,7 +65,6 @@ class MnistImages(ImageSet):
     batch_size: int = 250  # cnn, 10,000 images, one thread: 2.2-2.8 s and +91 MB peak; 5.0 s, +263 MB at 1000
 
     def __post_init__(self) -> None:
-        from core.data import load_mnist, split_fingerprint
 
         data = load_mnist(self.split)
         self.images = data.images
@@ -151,7 +154,6 @@ class FolderImages(ImageSet):
         return len(self.paths)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
-        from core.models.imagenet import preprocess
 
         for start in range(0, len(self.paths), batch_size):
             chunk = self.paths[start : start + batch_size]
@@ -174,8 +176,6 @@ class FolderImages(ImageSet):
 
 def held_out_images(model_name: str, image_folder: str | Path | None = None) -> ImageSet:
     """The held-out set for a model: MNIST test images for MNIST models, the given folder for ImageNet ones."""
-    from core.errors import InvalidParameterError
-    from core.models import get_spec
 
     dataset = get_spec(model_name).dataset
     if dataset == "mnist":
@@ -195,7 +195,6 @@ def held_out_images(model_name: str, image_folder: str | Path | None = None) -> 
 def write_sample_folder(root: str | Path, crops_per_photo: int = 6) -> Path:
     """A tiny labelled photo folder for trying ImageNet models without ImageNet: crops of scikit-image's
     sample photos (chelsea, coffee, astronaut, rocket), one sub-folder per photo. Deterministic."""
-    from core.data.photos import SAMPLE_PHOTOS, sample_photo
 
     root = Path(root).expanduser()
     for name in SAMPLE_PHOTOS:
