@@ -19,6 +19,7 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from torch import nn
 
 from core.attacks import AttackResult
@@ -32,6 +33,7 @@ PICTURE_INCHES = 1.2  # side of one image of the Figure 5 panel (rounded to whol
 THUMBNAIL_INCHES = 0.55  # side of one top-k thumbnail of the unit grid
 THUMBNAIL_GAP = 2  # image pixels between two thumbnails of a row
 FONT = 8  # points
+LINE_SPACING = 1.25  # line height over font size
 # Text stays text (searchable, editable on a slide); output is byte-stable for the same figure.
 EXPORT_RC = {"svg.fonttype": "none", "svg.hashsalt": "intriguing-lab", "pdf.fonttype": 42}
 METADATA = {"png": {"Software": "intriguing-lab"}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
@@ -77,9 +79,14 @@ class _Canvas:
         )
         return box
 
-    def text(self, x: float, y: float, text: str, **kw) -> None:
-        """Text anchored at pixel (x, y) from the top left."""
-        self.axes.text(x, y, text, fontsize=kw.pop("fontsize", FONT), **kw)
+    def text(self, x: float, y: float, text: str, va: str = "top", fontsize: float = FONT, **kw) -> None:
+        """Text anchored at pixel (x, y) from the top left (va: its top or bottom there). Lines are drawn
+        one by one: matplotlib applies font features (no ligatures, see `export`) to one-line texts only."""
+        lines = text.split("\n")
+        step = fontsize * LINE_SPACING / 72 * DPI
+        first = y if va == "top" else y - step * (len(lines) - 1)
+        for i, line in enumerate(lines):
+            self.axes.text(x, first + i * step, line, va=va, fontsize=fontsize, **kw)
 
 
 def _rgb(pixels: np.ndarray) -> np.ndarray:
@@ -340,6 +347,10 @@ def export(fig: Figure, fmt: str) -> bytes:
     """The figure as PNG (300 dpi, recorded in the file), PDF or SVG bytes."""
     if fmt not in FORMATS:
         raise InvalidParameterError(f"Unknown figure format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    for text in fig.findobj(
+        Text
+    ):  # no ligatures: a PDF's text would hold one glyph for the "fi" of "amplified"
+        text.set_fontfeatures(("-liga",))
     buffer = io.BytesIO()
     with matplotlib.rc_context(EXPORT_RC):
         fig.savefig(buffer, format=fmt, dpi=DPI, metadata=METADATA[fmt], facecolor="white")
