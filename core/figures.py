@@ -46,8 +46,9 @@ def _pixels(inches: float) -> int:
     return round(inches * DPI)
 
 
-def _upscale(side: int, inches: float) -> int:
-    """Output pixels per image pixel: a whole number, so every image pixel is a block of equal size."""
+def pixel_scale(side: int, inches: float) -> int:
+    """Output pixels per image pixel for a picture of `side` pixels about `inches` wide: a whole number,
+    so every image pixel becomes a block of equal size."""
     return max(1, round(_pixels(inches) / side))
 
 
@@ -166,7 +167,7 @@ def adversarial_figure(
     if columns < 1:
         raise InvalidParameterError(f"A figure needs at least one column of triples, got {columns}.")
     side_h, side_w = rows[0].x.shape[-2:]
-    scale = _upscale(max(side_h, side_w), PICTURE_INCHES)
+    scale = pixel_scale(max(side_h, side_w), PICTURE_INCHES)
     w, h = side_w * scale, side_h * scale
     gap, triple_gap, caption, margin = _pixels(0.06), _pixels(0.35), _pixels(0.32), _pixels(0.12)
     header = _pixels(0.3) if title else 0
@@ -245,7 +246,7 @@ def units_figure(
     blocks = [(name, rows) for name, rows in blocks if rows]
     mosaics = [[row_picture(images, row) for row in rows] for _, rows in blocks]
     thumb_h, thumb_w = images.thumbnail(int(blocks[0][1][0].indices[0])).shape[:2]
-    scale = _upscale(max(thumb_h, thumb_w), THUMBNAIL_INCHES)
+    scale = pixel_scale(max(thumb_h, thumb_w), THUMBNAIL_INCHES)
     mosaic_h = max(m.shape[0] for block in mosaics for m in block) * scale
     mosaic_w = max(m.shape[1] for block in mosaics for m in block) * scale
     margin, block_gap, row_title, labels = _pixels(0.12), _pixels(0.4), _pixels(0.2), _pixels(0.18)

@@ -10,6 +10,8 @@ import json
 import re
 import xml.etree.ElementTree as ET
 import zlib
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -320,3 +322,42 @@ def test_cli_units_and_transfer_write_pdf_and_svg(tmp_path, capsys):
     capsys.readouterr()
     assert main(["figure", "units", "--model", "fc100-100-10", "--unit", "100", "--out", str(svg)]) == 2
     assert "--unit must be between 0 and 99" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ dashboard buttons
+
+
+def test_figure_downloads_build_the_figure_only_when_a_button_is_pressed(monkeypatch):
+    from dashboard import figure_buttons
+
+    offered: dict[str, tuple] = {}
+
+    def download_button(label, data, file_name, mime, **kw):
+        offered[file_name] = (label, data, mime)
+
+    monkeypatch.setattr(
+        figure_buttons.st, "columns", lambda n: [SimpleNamespace(download_button=download_button)] * n
+    )
+    built = []
+
+    def build():
+        built.append(1)
+        return figures.transfer_figure(small_card())
+
+    figure_buttons.figure_downloads(build, "t2", "key", "Heatmap")
+    assert set(offered) == {"t2.png", "t2.pdf", "t2.svg"} and not built
+    label, data, mime = offered["t2.png"]
+    assert label == "Heatmap (PNG, 300 dpi)" and mime == "image/png"
+    assert [round(d) for d in png_pixels(data())[1]] == [300, 300] and built == [1]
+    assert pdf_pages_and_text(offered["t2.pdf"][1]())[0] == 1
+    assert "made for A" in svg_texts(svg_tree(offered["t2.svg"][1]()))
+
+
+def test_transferability_page_offers_both_heatmaps_for_download():
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parents[1] / "dashboard" / "views" / "transferability.py"
+    at = AppTest.from_file(str(page), default_timeout=120).run()
+    assert not at.exception
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == [f"Heatmap ({f})" for f in ("PNG, 300 dpi", "PDF", "SVG")] * 2
