@@ -33,6 +33,7 @@ PICTURE_INCHES = 1.2  # side of one image of the Figure 5 panel (rounded to whol
 THUMBNAIL_INCHES = 0.55  # side of one top-k thumbnail of the unit grid
 THUMBNAIL_GAP = 2  # image pixels between two thumbnails of a row
 FONT = 8  # points
+HEATMAP_MIN_INCHES = 7.5  # wide enough for the tables' titles
 LINE_SPACING = 1.25  # line height over font size
 # Text stays text (searchable, editable on a slide); output is byte-stable for the same figure.
 EXPORT_RC = {"svg.fonttype": "none", "svg.hashsalt": "intriguing-lab", "pdf.fonttype": 42}
@@ -292,7 +293,8 @@ def heatmap_figure(
     """Error induced in percent, one cell per (examples made for, model fed to); with `paper`, each cell
     also shows the paper's number in brackets; missing cells read '-'."""
     data = np.array([[np.nan if v is None else 100 * v for v in row] for row in matrix], dtype=float)
-    fig = Figure(figsize=(1.3 * len(columns) + 3, 0.55 * len(rows) + 2 + (0.2 if note else 0)), dpi=DPI)
+    width = max(HEATMAP_MIN_INCHES, 1.3 * len(columns) + 3)
+    fig = Figure(figsize=(width, 0.55 * len(rows) + 2.2 + (0.2 if note else 0)), dpi=DPI)
     ax = fig.add_subplot()
     im = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto", interpolation="nearest")
     for i in range(len(rows)):
@@ -305,7 +307,9 @@ def heatmap_figure(
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if dark else "k")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.set_title(title + ("  (paper in brackets)" if paper is not None else ""), fontsize=9)
+    fig.suptitle(title, fontsize=9)  # over the whole figure: a long title is not cut at the axes' edge
+    if paper is not None:
+        ax.set_title("ours (the paper's in brackets)", fontsize=8)
     fig.colorbar(im, ax=ax, label="error induced (%)")
     if note:
         fig.text(0.01, 0.01, note, fontsize=6, color="0.35", va="bottom")

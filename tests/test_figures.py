@@ -336,7 +336,7 @@ def test_figure_downloads_build_the_figure_only_when_a_button_is_pressed(monkeyp
         offered[file_name] = (label, data, mime)
 
     monkeypatch.setattr(
-        figure_buttons.st, "columns", lambda n: [SimpleNamespace(download_button=download_button)] * n
+        figure_buttons.st, "container", lambda **kw: SimpleNamespace(download_button=download_button)
     )
     built = []
 
