@@ -26,6 +26,7 @@ COMMANDS = (
     "report",
     "leaderboard",
     "reproduce",
+    "figure",
 )
 
 
