@@ -10,7 +10,7 @@ import math
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import IntriguingError, units
+from core import IntriguingError, figures, units
 from core.models import get_spec
 from core.units import arms, uploads
 from dashboard.common import model_names, show_error
@@ -26,6 +26,7 @@ from dashboard.direction_view import (
     show_row,
     sweep_chart,
 )
+from dashboard.figure_buttons import figure_downloads
 
 ROWS = 4  # directions shown per side
 
@@ -115,6 +116,14 @@ try:
         st.subheader("Random directions v")
         for j, v in enumerate(randoms):
             show_row(images, units.top_k(acts, v, k), f"random direction {j} (seed {seed})")
+    natural_rows, random_rows = figures.unit_rows(acts, shown, int(seed), int(k))
+    figure_title = f"{model} {layer}: top-{k} held-out images"
+    figure_downloads(
+        lambda: figures.units_figure(images, natural_rows, random_rows, figure_title),
+        f"{model}_{layer}_units_seed{seed}",
+        "unit_fig",
+        "Unit grid",
+    )
 
     st.subheader("From a unit to a random direction")
     angle = st.slider("Angle a in cos(a) e_i + sin(a) v (degrees)", 0, 90, 0, step=5, key="unit_angle")
