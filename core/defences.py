@@ -32,6 +32,7 @@ class InputTransform(nn.Module):
     """A squeeze applied to [0, 1] images before the model; `forward` needs no gradient (BPDA goes around it)."""
 
     name = "transform"
+    differentiable = True  # False: its gradient is zero or absent, so attacks must go around it (BPDA)
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -42,6 +43,7 @@ class BitDepthReduction(InputTransform):
     everywhere, which is exactly what makes naive gradient attacks fail and BPDA succeed."""
 
     name = "bits"
+    differentiable = False
 
     def __init__(self, bits: int = 2) -> None:
         super().__init__()
@@ -79,6 +81,7 @@ class JPEGCompression(InputTransform):
     """Encode and decode each image as JPEG at `quality` (through 8-bit pixels, as a real pipeline would)."""
 
     name = "jpeg"
+    differentiable = False
 
     def __init__(self, quality: int = 75) -> None:
         super().__init__()
@@ -139,6 +142,15 @@ class DefendedModel(nn.Module):
         self.model = model
         self.transform = transform
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
+
+    @property
+    def masks_gradient(self) -> bool:
+        """True when attacks differentiate through a transform without a useful gradient (read by
+        core.indicators: the non-differentiable-preprocessing indicator)."""
+        return self.gradient == "naive" and not self.transform.differentiable
+
+    def describe(self) -> str:
+        return self.transform.describe()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gradient == "bpda":

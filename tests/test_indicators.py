@@ -1,0 +1,81 @@
+"""Indicators of attack failure: each fires on a case built to trigger it and stays silent on a
+well-configured PGD on fc100-100-10."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import indicators
+from core.defences import DefendedModel, parse_transform
+from core.protocol import Protocol
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def images(fc100):
+    chosen = Protocol(n=30).select(fc100)
+    return chosen.images, chosen.labels
+
+
+def check(model, attack, params, images, **kw):
+    x, y = images
+    _, checks = indicators.run_checked(model, attack, params, x, y, square_queries=300, **kw)
+    return {c.name: c for c in checks}
+
+
+def test_silent_on_a_well_configured_pgd(fc100, images):
+    checks = check(fc100, "pgd", {"eps": 0.1, "steps": 40, "seed": 0}, images)
+    assert set(checks) == set(indicators.INDICATORS)  # every indicator was computed
+    assert indicators.fired(checks.values()) == []
+    assert indicators.verdict(checks.values()) == "reliable"
+
+
+def test_two_step_pgd_is_still_falling_and_beaten_by_square(fc100, images):
+    checks = check(fc100, "pgd", {"eps": 0.1, "steps": 2, "step_size": 0.01, "seed": 0}, images)
+    assert checks["loss_still_falling"].rate > 0.5
+    assert checks["loss_still_falling"].fix.params == {"steps": 8}
+    assert checks["black_box_beats_white_box"].fired
+    assert not checks["masked_gradient"].fired
+
+
+def test_step_function_preprocessing_masks_the_gradient(fc100, images):
+    rounded = DefendedModel(fc100, parse_transform("bits:2"), "naive")
+    checks = check(rounded, "pgd", {"eps": 0.2, "steps": 10, "seed": 0}, images)
+    for name in ("masked_gradient", "non_differentiable_input", "loss_flat", "black_box_beats_white_box"):
+        assert checks[name].rate == 1.0, name
+    assert checks["non_differentiable_input"].fix.cli == "--gradient bpda"
+    assert checks["masked_gradient"].fix.gradient == "bpda"
+
+
+def test_cw_with_a_tiny_constant_and_one_round_fails_unbounded(fc100, images):
+    checks = check(fc100, "cw", {"initial_const": 1e-6, "binary_search_steps": 1, "steps": 50}, images)
+    assert checks["unbounded_fails"].rate == 1.0
+    assert checks["unbounded_fails"].fix.params["initial_const"] > 1e-6
+
+
+def test_random_start_alone_changes_with_the_seed(fc100, images):
+    # No gradient step at all: what fools an image is the random start, so another seed fools others.
+    checks = check(fc100, "pgd", {"eps": 0.3, "steps": 1, "step_size": 0.0, "seed": 0}, images)
+    assert checks["restarts_change_outcome"].fired
+    assert checks["restarts_change_outcome"].fix.attack == "apgd"
+
+
+@pytest.mark.parametrize("spec", ["bits:2", "jpeg:75"])
+def test_defences_flagged_under_plain_pgd_not_under_bpda(fc100, images, spec):
+    params = {"eps": 0.2, "steps": 10, "seed": 0}
+    plain = check(DefendedModel(fc100, parse_transform(spec), "naive"), "pgd", params, images, extra=False)
+    bpda = check(DefendedModel(fc100, parse_transform(spec), "bpda"), "pgd", params, images, extra=False)
+    assert {"masked_gradient", "non_differentiable_input"} <= set(indicators.fired(plain.values()))
+    assert indicators.fired(bpda.values()) == []
+
+
+def test_fix_applies_to_the_attack_it_suggests():
+    fix = indicators.Fix("square", attack="square")
+    assert fix.apply("pgd", {"eps": 0.1, "norm": "l2", "steps": 40, "seed": 3}) == (
+        "square",
+        {"eps": 0.1, "norm": "l2", "seed": 3},
+    )
+    more = indicators.Fix("more", params={"steps": 160})
+    assert more.apply("pgd", {"eps": 0.1, "steps": 40}) == ("pgd", {"eps": 0.1, "steps": 160})
+    assert more.cli == "--steps 160"
