@@ -19,6 +19,7 @@ COMMANDS = (
     "units",
     "defences",
     "attack",
+    "audit",
     "report",
     "leaderboard",
     "reproduce",

@@ -179,6 +179,13 @@ class LossRecorder:
         return torch.stack([*self.margins, final])
 
 
+def _full(attack: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter of the attack's spec: the given ones (recorded extras such as APGD's fixed norm
+    dropped), the defaults for the rest."""
+    spec = {p.name: p.default for p in attack_class(attack).PARAMS}
+    return {**spec, **{k: v for k, v in params.items() if k in spec}}
+
+
 def _iteration_param(attack: str) -> str | None:
     names = [p.name for p in attack_class(attack).PARAMS]
     return next((n for n in ("steps", "queries", "max_iter") if n in names), None)
@@ -190,21 +197,19 @@ def _more_steps(attack: str, params: Mapping[str, Any], factor: int = 4) -> Fix:
         return Fix("Use an iterative attack instead.", attack="pgd")
     default = next(p.default for p in attack_class(attack).PARAMS if p.name == name)
     value = int(params.get(name) or default) * factor
-    return Fix(f"Run {factor}x more iterations ({name} {value}).", params={name: value})
+    return Fix(f"Run {factor}x more iterations.", params={name: value})
 
 
-def _flat_fix(attack: str, params: Mapping[str, Any]) -> Fix:
+def _flat_fix(model: nn.Module, attack: str, params: Mapping[str, Any]) -> Fix:
     if attack == "cw":
         const = min(1e10, float(params.get("initial_const", 1e-3)) * 1000)
+        steps = max(9, int(params.get("binary_search_steps", 1)))
         return Fix(
             "Start C&W's search from a larger constant and search longer.",
-            params={
-                "initial_const": const,
-                "binary_search_steps": max(9, int(params.get("binary_search_steps", 1))),
-            },
+            params={"initial_const": const, "binary_search_steps": steps},
         )
     if is_budgeted(attack):
-        return Fix("Run the gradient-free Square Attack at the same budget.", attack="square")
+        return _gradient_fix(model)
     return _more_steps(attack, params)
 
 
@@ -244,6 +249,7 @@ def stream_checks(
 ) -> list[IndicatorResult]:
     """The indicators that cost nothing beyond the run (and one gradient at the clean images): flat or still
     falling loss (from `recorder`, when the run was recorded), masked gradient, masking preprocessing."""
+    params = _full(attack, params)
     attacked = result.pred_before == result.labels
     failed = attacked & ~result.fooled
     checks = []
@@ -254,7 +260,9 @@ def stream_checks(
         late = series[:-window].amin(0) - series[-window:].amin(0)
         checks += [
             IndicatorResult(
-                "loss_flat", failed & (series[1:].amin(0) >= series[0] - 1e-6), _flat_fix(attack, params)
+                "loss_flat",
+                failed & (series[1:].amin(0) >= series[0] - 1e-6),
+                _flat_fix(model, attack, params),
             ),
             IndicatorResult(
                 "loss_still_falling",
@@ -291,6 +299,7 @@ def extra_checks(
     """Square at the same budget and a transfer from `twin_x_adv` (adversarial images made on an undefended
     twin), another random start (seeded attacks), and the budget grown to the whole range (budgeted
     attacks: eps 1 in Linf, the image diagonal in L2) or the attack's own unbounded failures."""
+    params = _full(attack, params)
     x, labels = result.x, result.labels
     attacked = result.pred_before == labels
     failed = attacked & ~result.fooled
@@ -318,9 +327,10 @@ def extra_checks(
         checks.append(IndicatorResult("black_box_beats_white_box", failed & beaten, _gradient_fix(model)))
         whole = 1.0 if norm == "linf" else float(x[0].numel()) ** 0.5
         unbounded = again(attack, eps=whole).fooled
-        checks.append(IndicatorResult("unbounded_fails", attacked & ~unbounded, _gradient_fix(model)))
+        fix = _gradient_fix(model) if masking_preprocessing(model) else _more_steps(attack, params)
+        checks.append(IndicatorResult("unbounded_fails", attacked & ~unbounded, fix))
     else:
-        checks.append(IndicatorResult("unbounded_fails", failed, _flat_fix(attack, params)))
+        checks.append(IndicatorResult("unbounded_fails", failed, _flat_fix(model, attack, params)))
     if is_seeded(attack):
         other = again(attack, seed=int(params.get("seed", 0)) + 1).fooled
         fix = (
@@ -350,7 +360,25 @@ def run_checked(
     checks = stream_checks(model, attack, params, result, recorder)
     if extra:
         checks += extra_checks(model, attack, params, result, device=device, **extra_kw)
-    return result, checks
+    return result, sorted(checks, key=lambda c: list(INDICATORS).index(c.name))
+
+
+def merge(batches: Sequence[Sequence[IndicatorResult]]) -> list[IndicatorResult]:
+    """The indicators of consecutive batches of one run as one list (flags concatenated in order)."""
+    return [
+        IndicatorResult(first.name, torch.cat([b[i].flags for b in batches]), first.fix)
+        for i, first in enumerate(batches[0])
+    ]
+
+
+def table(checks: Sequence[IndicatorResult]) -> list[str]:
+    """One line per indicator for command output: fired or not, its rate, and for a fired one its fix
+    with the command-line flags that apply it."""
+    lines = []
+    for c in checks:
+        fix = f"  fix: {c.fix.text} ({c.fix.cli})" if c.fired else ""
+        lines.append(f"  {'FIRED' if c.fired else 'ok':<5} {c.title:<42} {c.rate:>6.1%}{fix}")
+    return lines
 
 
 def verdict(checks: Sequence[IndicatorResult]) -> str:

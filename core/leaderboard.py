@@ -291,11 +291,13 @@ def record_result(
     source: str,
     dataset: str | None = None,
     selection: Selection | None = None,
+    indicators: list[str] | None = None,
     path: str | os.PathLike | None = None,
 ) -> int | None:
     """Store an `AttackResult`: budgeted attacks are filed under their (norm, eps) budget, the others as
     minimal-distortion runs; targeted runs as '<attack> (targeted)'. `selection` is the protocol's choice
-    of images the result was computed on (None: images from elsewhere, protocol unknown). Returns the row
+    of images the result was computed on (None: images from elsewhere, protocol unknown); `indicators`, the
+    indicators of attack failure that fired on it (None: not checked). Returns the row
     id, or None when no image was classified correctly to begin with (there is nothing to measure)."""
     summary = result.summary()
     if summary["n_correct"] == 0:
@@ -329,6 +331,7 @@ def record_result(
         protocol=None if selection is None else selection.protocol,
         skipped_misclassified=(len(result) - summary["n_correct"])
         + (0 if selection is None else selection.skipped),
+        indicators=indicators,
         path=path,
     )
 
@@ -386,10 +389,27 @@ class Matrix:
         cells = {a: {m: r for m, r in self.cells.get(a, {}).items() if m in models} for a in attacks}
         return Matrix(self.title, self.metric, attacks, models, values, cells)
 
+    @property
+    def flagged(self) -> dict[str, dict[str, list[str]]]:
+        """Per cell whose run was checked and fired indicators of attack failure, their names (cells not
+        checked, or checked and silent, are absent): a page marks these cells as untrustworthy."""
+        return {
+            a: flags
+            for a, row in self.cells.items()
+            if (flags := {m: run.indicators for m, run in row.items() if run.indicators})
+        }
+
     def as_dict(self) -> dict[str, Any]:
-        """Values with the number of images behind each (a cell is never shown without its n)."""
+        """Values with the number of images behind each (a cell is never shown without its n) and the
+        indicators of attack failure that fired on the cells that have them."""
         n = {a: {m: run.n for m, run in row.items()} for a, row in self.cells.items()}
-        return {"title": self.title, "metric": self.metric, "values": self.values, "n": n}
+        return {
+            "title": self.title,
+            "metric": self.metric,
+            "values": self.values,
+            "n": n,
+            "indicators": self.flagged,
+        }
 
 
 @dataclass(frozen=True)

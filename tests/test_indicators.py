@@ -3,6 +3,8 @@ well-configured PGD on fc100-100-10."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core import indicators
@@ -79,3 +81,56 @@ def test_fix_applies_to_the_attack_it_suggests():
     more = indicators.Fix("more", params={"steps": 160})
     assert more.apply("pgd", {"eps": 0.1, "steps": 40}) == ("pgd", {"eps": 0.1, "steps": 160})
     assert more.cli == "--steps 160"
+
+
+def test_audit_prints_the_issue_json_shape(capsys):
+    from core.cli import main
+
+    args = ["audit", "--model", "fc100-100-10", "--defence", "bits:2", "--eps", "0.2", "--steps", "10"]
+    assert main([*args, "--n", "10", "--square-queries", "100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"model", "defence", "verdict", "indicators"}
+    assert (out["model"], out["defence"], out["verdict"]) == ("fc100-100-10", "bits:2", "unreliable")
+    assert [i["name"] for i in out["indicators"]] == list(indicators.INDICATORS)
+    for item in out["indicators"]:
+        assert set(item) == {"name", "fired", "rate", "meaning", "fix"} and 0 <= item["rate"] <= 1
+    masked = next(i for i in out["indicators"] if i["name"] == "masked_gradient")
+    assert masked["fired"] and masked["fix"] == "--gradient bpda"
+    # the fix is one flag of the same command: with it, the audit comes out clean
+    assert (
+        main([*args, "--n", "10", "--square-queries", "100", "--json", masked["fix"].split()[0], "bpda"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["verdict"] == "reliable"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--model", "nope"],
+        ["--model", "mobilenet_v2"],
+        ["--model", "fc100-100-10", "--defence", "zip:3"],
+        ["--model", "fc100-100-10", "--n", "0"],
+        ["--model", "fc100-100-10", "--eps", "nan"],
+    ],
+)
+def test_audit_refuses_bad_input_with_exit_2(capsys, flags):
+    from core.cli import main
+
+    assert main(["audit", *flags]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+
+
+def test_cli_attack_check_records_the_fired_indicators_and_the_matrix_marks_them(capsys):
+    from core import leaderboard
+    from core.cli import main
+
+    args = ["attack", "--model", "fc100-100-10", "--n", "10", "--quiet", "--json", "--check"]
+    assert main([*args, "--attack", "pgd", "--steps", "2", "--step-size", "0.01"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    fired = [i["name"] for i in summary["indicators"] if i["fired"]]
+    assert "loss_still_falling" in fired
+    run = leaderboard.runs(limit=1)[0]
+    assert run.id == summary["leaderboard_id"] and run.indicators == sorted(fired)
+    matrix = leaderboard.success_matrix("linf", 0.1, protocol_id=run.protocol_id)
+    assert matrix.flagged == {"pgd": {"fc100-100-10": sorted(fired)}}
+    assert matrix.as_dict()["indicators"] == matrix.flagged
