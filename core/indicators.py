@@ -17,12 +17,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from core.attacks import AttackEvent, AttackResult, attack_class, is_budgeted, is_seeded, make_attack
+from core.attacks import (
+    AttackEvent,
+    AttackResult,
+    attack_class,
+    attack_presets,
+    is_budgeted,
+    is_seeded,
+    make_attack,
+)
 from core.attacks.square import margin
 
 
@@ -363,6 +371,53 @@ def run_checked(
     return result, sorted(checks, key=lambda c: list(INDICATORS).index(c.name))
 
 
+class Finding(Protocol):
+    """What `report_checks` reads of one attack of a Validate report (core.report.Finding)."""
+
+    attack: str
+    success: bool
+    eps: float | None
+
+
+def report_checks(
+    model: nn.Module,
+    x: torch.Tensor,
+    label: torch.Tensor,
+    findings: Sequence[Finding],
+    *,
+    dataset: str = "mnist",
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> list[IndicatorResult]:
+    """The indicators for the one image of a Validate report, from its per-attack results: the gradient at
+    the image, a masking preprocessing, unbounded failures (a minimal-distortion attack that failed, or a
+    minimal-eps search that failed even at eps 1), and Square at half the smallest eps the gradient
+    searches needed (at eps 1 when they all failed): if it flips the image there, they were misled."""
+    failed = [f for f in findings if not f.success]
+    unbounded = Fix(
+        "Run the gradient-free Square Attack at the largest budget.", attack="square", params={"eps": 1.0}
+    )
+    if failed and failed[0].eps is None:
+        unbounded = _flat_fix(model, failed[0].attack, {})
+    searched = [f for f in findings if f.eps is not None or (not f.success and is_budgeted(f.attack))]
+    checks = [
+        IndicatorResult("masked_gradient", ~(gradient_norms(model, x, label) > 0), _gradient_fix(model)),
+        IndicatorResult(
+            "non_differentiable_input",
+            torch.tensor([bool(masking_preprocessing(model))]),
+            Fix("Attack through the preprocessing with BPDA (straight-through gradient).", gradient="bpda"),
+        ),
+        IndicatorResult("unbounded_fails", torch.tensor([bool(failed)]), unbounded),
+    ]
+    if searched:
+        found = [f.eps for f in searched if f.success]
+        eps = min(found) / 2 if found else 1.0
+        params = {**attack_presets("square", dataset), "eps": eps, "seed": seed}
+        square = make_attack("square", model, device, **params).run(x, label)
+        checks.append(IndicatorResult("black_box_beats_white_box", square.fooled, _gradient_fix(model)))
+    return checks
+
+
 def merge(batches: Sequence[Sequence[IndicatorResult]]) -> list[IndicatorResult]:
     """The indicators of consecutive batches of one run as one list (flags concatenated in order)."""
     return [
@@ -387,7 +442,5 @@ def verdict(checks: Sequence[IndicatorResult]) -> str:
 
 
 def explain(checks: Sequence[IndicatorResult]) -> str:
-    """One sentence per fired indicator, with its rate and fix, for verdicts and command output."""
-    return " ".join(
-        f"{r.title} on {r.rate:.0%} of the images: {r.meaning} Fix: {r.fix.text}" for r in checks if r.fired
-    )
+    """The fired indicators with their rates and fixes in one sentence, for verdicts."""
+    return "; ".join(f"{r.title.lower()} ({r.rate:.0%}): {r.fix.text}" for r in checks if r.fired) + "."

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import config, lab, leaderboard
+from core import config, indicators, lab, leaderboard
 from core.attacks import attack_class, gaussian_noise_baseline, make_attack
 from core.data import load_mnist
 from core.errors import InvalidParameterError
@@ -314,6 +314,7 @@ class Report:
     versions: dict[str, str]
     class_names: Sequence[str] = field(repr=False, default=())
     x: torch.Tensor | None = field(default=None, repr=False)
+    indicators: list[indicators.IndicatorResult] = field(default_factory=list)
 
     def finding(self, attack: str) -> Finding:
         return next(f for f in self.findings if f.attack == attack)
@@ -321,8 +322,11 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: numbers, parameters and verdict (images are in the HTML export)."""
         out = {
-            k: v for k, v in self.__dict__.items() if k not in ("findings", "class_names", "x", "reference")
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("findings", "class_names", "x", "reference", "indicators")
         }
+        out["indicators"] = [c.to_dict() for c in self.indicators]
         out["findings"] = [{k: v for k, v in f.__dict__.items() if k != "x_adv"} for f in self.findings]
         out["lipschitz"] = self.lipschitz.__dict__ if self.lipschitz else None
         if self.reference:
@@ -360,7 +364,10 @@ def _verdict(report: Report) -> str:
     name = report.label_name
     ok = [f for f in report.findings if f.success]
     head = f"{report.model} predicts '{name}' with {report.confidence:.0%} confidence."
+    distrust = bool(indicators.fired(report.indicators))  # then no claim of robustness is made
     if not ok:
+        if distrust:
+            return head + " No attack flipped this prediction, which says nothing about its robustness here."
         return (
             head
             + " No attack flipped this prediction: it is unusually robust (or the attacks need more steps)."
@@ -382,6 +389,8 @@ def _verdict(report: Report) -> str:
             "This prediction is more fragile than most."
             if fraction >= 0.75
             else "This prediction is more robust than most."
+            if fraction <= 0.25 and not distrust
+            else "Whether it is more robust than most cannot be said while an indicator fires."
             if fraction <= 0.25
             else "This prediction is about as robust as a typical one."
         )
@@ -407,6 +416,15 @@ def _verdict(report: Report) -> str:
             f"The same adversarial image also fools {fooled} of {len(easiest.transfer)} other models."
         )
     return " ".join(parts)
+
+
+def _distrust(report: Report) -> str:
+    """While an indicator of attack failure fires, no robustness claim stands: say so, and why."""
+    if not indicators.fired(report.indicators):
+        return ""
+    return " Do not read this as robust: indicators of attack failure fired: " + indicators.explain(
+        report.indicators
+    )
 
 
 def robustness_report(
@@ -572,7 +590,10 @@ def robustness_report(
             class_names=names,
             x=x,
         )
-        report.verdict = _verdict(report)
+        report.indicators = indicators.report_checks(
+            model, x, label_t, findings, dataset=spec.dataset, seed=seed, device=device
+        )
+        report.verdict = _verdict(report) + _distrust(report)
         report.time_s = time.perf_counter() - started
         report_progress(1.0, "done")
         return report

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import leaderboard
+from core import indicators, leaderboard
 from core.attacks import make_attack
 from core.attacks.base import rms
+from core.defences import DefendedModel, parse_transform
 from core.errors import InvalidParameterError
 from core.models import load
 from core.report import (
@@ -157,6 +158,33 @@ def test_local_lipschitz_refuses_bad_radius():
     x, _ = mnist_image(0)
     with pytest.raises(InvalidParameterError, match="radius"):
         local_lipschitz(load("fc10-1", "cpu"), x, 7, radius_l2=float("inf"))
+
+
+@pytest.mark.slow  # uses the module's full report
+def test_report_indicators_are_silent_on_a_plain_model(report):
+    assert report.indicators and indicators.fired(report.indicators) == []
+    assert "Do not read this as robust" not in report.verdict
+    assert [i["name"] for i in report.to_dict()["indicators"]] == [c.name for c in report.indicators]
+
+
+def test_report_refuses_robust_while_an_indicator_fires():
+    """Behind 2-bit rounding every gradient attack sees a zero gradient: the report must not call the
+    prediction robust, and must say why."""
+    rounded = DefendedModel(load("fc100-100-10", "cpu"), parse_transform("bits:2"))
+    x, y = mnist_image(0)
+    found = robustness_report(
+        # reference_n 3: a cache entry of its own (the reference is cached by model name and size)
+        "fc100-100-10",
+        x,
+        true_label=y,
+        others=[],
+        reference_n=3,
+        record=False,
+        load=lambda name: rounded,
+    )
+    assert {"masked_gradient", "non_differentiable_input"} <= set(indicators.fired(found.indicators))
+    assert "Do not read this as robust" in found.verdict and "zero or non-finite gradient" in found.verdict
+    assert "more robust than most." not in found.verdict and "unusually robust" not in found.verdict
 
 
 # ---------------------------------------------------------------- the Validate page
