@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from core.errors import InvalidParameterError
-from core.indicators import INDICATORS, fired, run_checked
+from core.indicators import INDICATORS, extra_checks, fired, run_checked
 from core.validation import check_choice, check_float, check_int
 
 # ---------------------------------------------------------------- input transformations
@@ -196,11 +196,14 @@ def _accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch: in
     return float((preds == labels.cpu()).float().mean())
 
 
+HOLD_MARGIN = 0.1  # a defence 'holds' when robust accuracy stays this far above the undefended model's
+
+
 def _titles(names: list[str]) -> str:
     return ", ".join(INDICATORS[n].title.lower() for n in names)
 
 
-def _verdict(undefended: float, row: DefenceRow, clean_bare: float, margin: float = 0.1) -> str:
+def _verdict(undefended: float, row: DefenceRow, clean_bare: float, margin: float = HOLD_MARGIN) -> str:
     """Plain words from the numbers: a defence 'holds' only if the strongest attack we ran (adaptive or
     transfer) still leaves it clearly above the undefended model, and no indicator of attack failure fired
     on that attack; otherwise a 'hold' is downgraded with the indicators as the reason."""
@@ -278,6 +281,9 @@ def evaluate_transforms(
             defended = DefendedModel(model, transform, gradient)
             result, checks = run_checked(defended, attack, params, x, labels, extra=False, device=device)
             robust[gradient], flags[gradient] = _accuracy(defended, result.x_adv, labels), fired(checks)
+        if min(robust.values()) >= undefended + HOLD_MARGIN:  # it may hold: check the BPDA run harder
+            checks = extra_checks(defended, attack, params, result, twin_x_adv=bare.x_adv, device=device)
+            flags["bpda"] = sorted({*flags["bpda"], *fired(checks)})
         defended = DefendedModel(model, transform)
         row = DefenceRow(
             transform.describe(),

@@ -16,7 +16,7 @@ transfer from an undefended twin, another random start, and the budget grown to 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -398,7 +398,8 @@ def report_checks(
         "Run the gradient-free Square Attack at the largest budget.", attack="square", params={"eps": 1.0}
     )
     if failed and failed[0].eps is None:
-        unbounded = _flat_fix(model, failed[0].attack, {})
+        own = _flat_fix(model, failed[0].attack, {})
+        unbounded = replace(own, attack=own.attack or failed[0].attack)
     searched = [f for f in findings if f.eps is not None or (not f.success and is_budgeted(f.attack))]
     checks = [
         IndicatorResult("masked_gradient", ~(gradient_norms(model, x, label) > 0), _gradient_fix(model)),
@@ -416,6 +417,26 @@ def report_checks(
         square = make_attack("square", model, device, **params).run(x, label)
         checks.append(IndicatorResult("black_box_beats_white_box", square.fooled, _gradient_fix(model)))
     return checks
+
+
+def try_fix(
+    model: nn.Module,
+    x: torch.Tensor,
+    label: int,
+    fix: Fix,
+    *,
+    dataset: str = "mnist",
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> AttackResult | None:
+    """Run the attack a fix names on one image (x: 1 x C x H x W), its parameters at their defaults for the
+    domain with the fix's changes; None when the fix names no attack (BPDA needs a defended model)."""
+    if fix.attack is None:
+        return None
+    params = {**attack_presets(fix.attack, dataset), **fix.params}
+    if "seed" in params:
+        params["seed"] = seed
+    return make_attack(fix.attack, model, device, **params).run(x, torch.tensor([label]))
 
 
 def merge(batches: Sequence[Sequence[IndicatorResult]]) -> list[IndicatorResult]:

@@ -169,3 +169,21 @@ def test_a_drawn_digit_is_what_the_model_sees(browser, app_url):
     lines = [line for line in prediction.splitlines() if line.strip()]  # label, value, confidence
     assert lines[1] == "1"
     page.close()
+
+
+def test_defences_page_names_the_indicators_behind_a_verdict(browser, app_url):
+    """Indicators of attack failure in the browser: bit-depth reduction only seems to hold, and the verdict
+    says which indicators fired on the plain attack."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_test_id("stSidebarNav").get_by_text("Defences").click()
+    page.get_by_role("button", name="Evaluate").wait_for()
+    set_number(page, "MNIST test images", 10)
+    settle(page)
+    page.get_by_role("button", name="Evaluate").click()
+    verdict = page.get_by_test_id("stAlert").filter(has_text="bit depth 2")
+    verdict.wait_for()
+    assert "Only seems to hold" in verdict.inner_text()
+    assert "non-differentiable preprocessing" in verdict.inner_text()
+    page.close()
