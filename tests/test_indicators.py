@@ -134,37 +134,3 @@ def test_cli_attack_check_records_the_fired_indicators_and_the_matrix_marks_them
     matrix = leaderboard.success_matrix("linf", 0.1, protocol_id=run.protocol_id)
     assert matrix.flagged == {"pgd": {"fc100-100-10": sorted(fired)}}
     assert matrix.as_dict()["indicators"] == matrix.flagged
-
-
-def test_validate_page_shows_the_warnings_and_applies_a_fix(fc100):
-    """A report on a model behind 2-bit rounding (its gradients are zero) shown by the Validate page: a
-    warning per fired indicator, and the one-click fix runs and reports what it found."""
-    from pathlib import Path
-
-    from streamlit.testing.v1 import AppTest
-
-    from core.report import mnist_image, robustness_report
-
-    x, y = mnist_image(0)
-    rounded = DefendedModel(fc100, parse_transform("bits:2"))
-    report = robustness_report(
-        # reference_n 3: a cache entry of its own (the reference is cached by model name and size)
-        "fc100-100-10",
-        x,
-        true_label=y,
-        others=[],
-        reference_n=3,
-        record=False,
-        load=lambda name: rounded,
-    )
-    page = Path(__file__).resolve().parents[1] / "dashboard" / "views" / "validate.py"
-    at = AppTest.from_file(str(page), default_timeout=180)
-    at.session_state["val_report"] = (("fc100-100-10", "MNIST test #0", 0, 100), report)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    warnings = [w.value for w in at.warning]
-    assert len(warnings) == len(indicators.fired(report.indicators)) >= 2
-    assert any("Zero or non-finite gradient" in w and "--gradient bpda" in w for w in warnings)
-    at.button(key="val_fix").click().run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert any("With the fix" in m.value for m in [*at.error, *at.success])

@@ -17,7 +17,10 @@ from collections.abc import Iterator
 import torch
 
 from core.attacks.base import Attack, AttackEvent, AttackRun
+from core.attacks.pgd import PGD
 from core.attacks.spec import Param, eps_param, seed_param
+
+NORM = next(p for p in PGD.PARAMS if p.name == "norm")  # the same choice as PGD's, stated there once
 
 # Queries (rescaled to a budget of 10000) after which the square's share p_init is halved once more.
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -58,14 +61,7 @@ class Square(Attack):
     name = "square"
 
     PARAMS = (
-        Param(
-            "norm",
-            str,
-            "linf",
-            "Norm",
-            "Linf bounds every pixel's change; L2 the change of the whole image.",
-            choices=("linf", "l2"),
-        ),
+        NORM,
         eps_param(high_l2=1000.0),
         Param(
             "queries",
