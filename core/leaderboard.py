@@ -32,6 +32,7 @@ from typing import Any
 from core import config
 from core.attacks import AttackResult, attack_class, format_eps, is_budgeted, is_seeded, make_attack
 from core.errors import InvalidParameterError
+from core.indicators import fired, run_checked
 from core.models import get_spec, load
 from core.protocol import Protocol, Selection
 from core.provenance import versions as library_versions
@@ -539,11 +540,13 @@ def fill_cell(
     seed: int = 0,
     device: Any = None,
     source: str = "dashboard",
+    check: bool = False,
     path: str | os.PathLike | None = None,
 ) -> int | None:
     """Run `attack` on `model` over the images `protocol` chooses (default: the first 100 correctly
     classified MNIST test images) and record it; returns the row id. A budgeted attack needs `norm` and
-    `budget`; a minimal-distortion attack takes neither."""
+    `budget`; a minimal-distortion attack takes neither. With `check`, the indicators of attack failure are
+    computed too (a few extra runs) and the fired ones recorded with the row."""
     protocol = protocol or Protocol()
     budgeted = is_budgeted(attack)
     if get_spec(model).dataset != "mnist":
@@ -564,5 +567,11 @@ def fill_cell(
         raise InvalidParameterError(f"{attack} searches the minimal distortion; it takes no budget.")
     net = load(model, device)
     chosen = protocol.select(net, device)
-    result = make_attack(attack, net, device, **params).run(chosen.images, chosen.labels)
-    return record_result(result, model, source=source, dataset="mnist", selection=chosen, path=path)
+    if check:
+        result, checks = run_checked(net, attack, params, chosen.images, chosen.labels, device=device)
+    else:
+        result, checks = make_attack(attack, net, device, **params).run(chosen.images, chosen.labels), None
+    flags = None if checks is None else fired(checks)
+    return record_result(
+        result, model, source=source, dataset="mnist", selection=chosen, indicators=flags, path=path
+    )

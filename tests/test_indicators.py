@@ -134,3 +134,14 @@ def test_cli_attack_check_records_the_fired_indicators_and_the_matrix_marks_them
     matrix = leaderboard.success_matrix("linf", 0.1, protocol_id=run.protocol_id)
     assert matrix.flagged == {"pgd": {"fc100-100-10": sorted(fired)}}
     assert matrix.as_dict()["indicators"] == matrix.flagged
+
+
+def test_fill_cell_with_check_records_indicators(tmp_path):
+    from core import leaderboard
+
+    path = tmp_path / "lb.sqlite"
+    protocol = Protocol(n=5)
+    leaderboard.fill_cell("fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path, check=True)
+    leaderboard.fill_cell("apgd", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path)
+    checked, unchecked = sorted(leaderboard.runs(path=path), key=lambda r: r.attack != "fgsm")
+    assert isinstance(checked.indicators, list) and unchecked.indicators is None
