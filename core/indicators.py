@@ -104,24 +104,6 @@ class Fix:
         flags += [f"--gradient {self.gradient}"] if self.gradient else []
         return " ".join(flags)
 
-    def apply(self, attack: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        """The attack and parameters to run with this fix (budget, norm and seed carried over when the
-        attack changes and the new one takes them)."""
-        if self.attack is None or self.attack == attack:
-            return attack, {**params, **self.params}
-        accepted = {p.name for p in attack_class(self.attack).PARAMS}
-        kept = {k: v for k, v in params.items() if k in ("eps", "norm", "seed") and k in accepted}
-        return self.attack, {**kept, **self.params}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "attack": self.attack,
-            "params": dict(self.params),
-            "gradient": self.gradient,
-            "cli": self.cli,
-        }
-
 
 @dataclass
 class IndicatorResult:
@@ -152,7 +134,7 @@ class IndicatorResult:
         return {
             "name": self.name,
             "fired": self.fired,
-            "rate": self.rate,
+            "rate": round(self.rate, 4),
             "meaning": self.meaning,
             "fix": self.fix.cli,
         }

@@ -72,15 +72,13 @@ def test_defences_flagged_under_plain_pgd_not_under_bpda(fc100, images, spec):
     assert indicators.fired(bpda.values()) == []
 
 
-def test_fix_applies_to_the_attack_it_suggests():
-    fix = indicators.Fix("square", attack="square")
-    assert fix.apply("pgd", {"eps": 0.1, "norm": "l2", "steps": 40, "seed": 3}) == (
-        "square",
-        {"eps": 0.1, "norm": "l2", "seed": 3},
-    )
-    more = indicators.Fix("more", params={"steps": 160})
-    assert more.apply("pgd", {"eps": 0.1, "steps": 40}) == ("pgd", {"eps": 0.1, "steps": 160})
-    assert more.cli == "--steps 160"
+def test_a_fix_is_flags_of_the_command_and_runs_in_one_call(fc100, images):
+    fix = indicators.Fix("bigger", attack="square", params={"eps": 1.0, "queries": 50})
+    assert fix.cli == "--attack square --eps 1 --queries 50"
+    x, y = images
+    tried = indicators.try_fix(fc100, x[:1], int(y[0]), fix)
+    assert tried.params["eps"] == 1.0 and tried.params["queries"] == 50 and bool(tried.fooled[0])
+    assert indicators.try_fix(fc100, x[:1], int(y[0]), indicators.Fix("bpda", gradient="bpda")) is None
 
 
 def test_audit_prints_the_issue_json_shape(capsys):
@@ -141,7 +139,9 @@ def test_fill_cell_with_check_records_indicators(tmp_path):
 
     path = tmp_path / "lb.sqlite"
     protocol = Protocol(n=5)
-    leaderboard.fill_cell("fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path, check=True)
+    leaderboard.fill_cell(
+        "fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path, check=True
+    )
     leaderboard.fill_cell("apgd", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path)
     checked, unchecked = sorted(leaderboard.runs(path=path), key=lambda r: r.attack != "fgsm")
     assert isinstance(checked.indicators, list) and unchecked.indicators is None
