@@ -22,8 +22,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from core.attacks import make_attack
 from core.errors import InvalidParameterError
 from core.indicators import INDICATORS, extra_checks, fired, run_checked
+from core.models import list_models, model_status
+from core.models import load as zoo_load
 from core.validation import check_choice, check_float, check_int
 
 # ---------------------------------------------------------------- input transformations
@@ -262,7 +265,6 @@ def evaluate_transforms(
 ) -> list[DefenceRow]:
     """Clean, transfer, plain-attack and BPDA-attack accuracy of each input transformation on (x, labels),
     after a first row for the undefended model. Same images, same attack parameters everywhere."""
-    from core.attacks import make_attack
 
     params = check_attack_params(attack, eps, steps, norm)
     if attack == "pgd":
@@ -318,7 +320,6 @@ ADVERSARIAL_SUFFIXES = ("-advpool", "-pgdtrain")
 
 def adversarial_twins() -> list[tuple[str, str]]:
     """(adversarially trained model, its plain twin) pairs whose checkpoints are present."""
-    from core.models import list_models, model_status
 
     names = list_models(include_unavailable=False)
     pairs = []
@@ -349,8 +350,6 @@ def compare_twins(
 ) -> list[TwinRow]:
     """Clean and robust accuracy of each adversarially trained model and its twin under the same attack
     (`load(name)` gives a model; the dashboard passes its shared cache)."""
-    from core.attacks import make_attack
-    from core.models import load as zoo_load
 
     load = load or (lambda name: zoo_load(name, device))
 

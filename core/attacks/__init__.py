@@ -3,7 +3,7 @@
     from core.attacks import make_attack
     attack = make_attack("pgd", model, eps=0.1, steps=40)      # or ATTACKS["pgd"](model, eps=...)
     result = attack.run(x, labels)                              # x (N,C,H,W) in [0,1]; target=None|int|(N,)
-    result.summary()        # success_rate, mean/median_rms_distortion, mean_l2, box_violations, time_s, n ...
+    result.summary()        # n, n_correct, success_rate, mean/median_rms_distortion, raw_box_violations, ...
     x_adv = attack.perturb(x, labels)                           # images only, unverified: training loops
 
     run = attack.start(x, labels, target=3)                     # live, step by step

@@ -62,6 +62,7 @@ def run(args) -> int:
     from core.models import get_spec, load
     from core.protocol import Protocol
     from core.provenance import versions
+    from core.runtime import bar_disabled
 
     if get_spec(args.model).dataset != "mnist":
         raise InvalidParameterError(f"{args.model} is an ImageNet model; `attack` runs on MNIST test images.")
@@ -86,7 +87,12 @@ def run(args) -> int:
     x, labels, ids = chosen.images[keep], chosen.labels[keep], chosen.ids[keep]
 
     results, checks = [], []
-    with tqdm(desc=f"{args.attack} on {args.model}", unit="step", disable=args.quiet, mininterval=1.0) as bar:
+    with tqdm(
+        desc=f"{args.attack} on {args.model}",
+        unit="step",
+        disable=bar_disabled(not args.quiet),
+        mininterval=1.0,
+    ) as bar:
         for start in range(0, len(x), args.batch_size):
             xb, yb = x[start : start + args.batch_size], labels[start : start + args.batch_size]
             run_ = attack.start(xb, yb, target=args.target)

@@ -42,6 +42,7 @@ def run(args) -> int:
         from tqdm import tqdm
 
         from core.models import get_spec
+        from core.runtime import bar_disabled
         from core.validation import check_int
 
         protocol = Protocol(n=check_int("n", args.n, low=1, high=10_000))  # every flag is checked first
@@ -50,7 +51,7 @@ def run(args) -> int:
             get_spec(name)
         budgeted = {attack: is_budgeted(attack) for attack in args.fill}
         norm, eps = _budget(args.budget) if args.budget else ("linf", 0.1)
-        for attack in tqdm(args.fill, desc="filling", disable=args.json):
+        for attack in tqdm(args.fill, desc="filling", disable=bar_disabled(not args.json)):
             for model in args.models or ["fc100-100-10"]:
                 leaderboard.fill_cell(
                     attack, model, protocol=protocol, norm=norm if budgeted[attack] else None,

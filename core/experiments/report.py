@@ -17,7 +17,7 @@ import torch
 from core import config
 from core.provenance import versions
 
-RESULTS_DIR = config.PROJECT_ROOT / "docs" / "results"
+RESULTS_DIR = config.RESULTS_DIR
 
 
 @dataclass(frozen=True)
