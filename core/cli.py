@@ -23,6 +23,7 @@ COMMANDS = (
     "unitsdoc",
     "defences",
     "attack",
+    "audit",
     "report",
     "leaderboard",
     "reproduce",

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import config, lab, leaderboard
+from core import config, indicators, lab, leaderboard
 from core.attacks import AttackResult, attack_class, gaussian_noise_baseline, is_seeded, make_attack
 from core.data import load_mnist
 from core.errors import InvalidParameterError
@@ -316,6 +316,7 @@ class Report:
     versions: dict[str, str]
     class_names: Sequence[str] = field(repr=False, default=())
     x: torch.Tensor | None = field(default=None, repr=False)
+    indicators: list[indicators.IndicatorResult] = field(default_factory=list)
 
     def finding(self, attack: str) -> Finding:
         return next(f for f in self.findings if f.attack == attack)
@@ -323,8 +324,11 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: numbers, parameters and verdict (images are in the HTML export)."""
         out = {
-            k: v for k, v in self.__dict__.items() if k not in ("findings", "class_names", "x", "reference")
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("findings", "class_names", "x", "reference", "indicators")
         }
+        out["indicators"] = [c.to_dict() for c in self.indicators]
         out["findings"] = [{k: v for k, v in f.__dict__.items() if k != "x_adv"} for f in self.findings]
         out["lipschitz"] = self.lipschitz.__dict__ if self.lipschitz else None
         if self.reference:
@@ -362,7 +366,10 @@ def _verdict(report: Report) -> str:
     name = report.label_name
     ok = [f for f in report.findings if f.success]
     head = f"{report.model} predicts '{name}' with {report.confidence:.0%} confidence."
+    distrust = bool(indicators.fired(report.indicators))  # then no claim of robustness is made
     if not ok:
+        if distrust:
+            return head + " No attack flipped this prediction, which says nothing about its robustness here."
         return (
             head
             + " No attack flipped this prediction: it is unusually robust (or the attacks need more steps)."
@@ -384,6 +391,8 @@ def _verdict(report: Report) -> str:
             "This prediction is more fragile than most."
             if fraction >= 0.75
             else "This prediction is more robust than most."
+            if fraction <= 0.25 and not distrust
+            else "Whether it is more robust than most cannot be said while an indicator fires."
             if fraction <= 0.25
             else "This prediction is about as robust as a typical one."
         )
@@ -577,6 +586,15 @@ def boundary_estimate(target: Subject, findings: Sequence[Finding]) -> Lipschitz
     )
 
 
+def _distrust(report: Report) -> str:
+    """While an indicator of attack failure fires, no robustness claim stands: say so, and why."""
+    if not indicators.fired(report.indicators):
+        return ""
+    return " Do not read this as robust: indicators of attack failure fired: " + indicators.explain(
+        report.indicators
+    )
+
+
 def assemble(
     target: Subject,
     findings: list[Finding],
@@ -586,8 +604,9 @@ def assemble(
     image_source: str,
     true_label: int | None,
     time_s: float,
+    checks: Sequence[indicators.IndicatorResult] = (),
 ) -> Report:
-    """The Report with its verdict in words."""
+    """The Report with its verdict in words (no claim of robustness while one of `checks` fires)."""
     ok = [f for f in findings if f.success]
     report = Report(
         model=target.model_name,
@@ -607,8 +626,9 @@ def assemble(
         versions=versions(),
         class_names=target.names,
         x=target.x,
+        indicators=list(checks),
     )
-    report.verdict = _verdict(report)
+    report.verdict = _verdict(report) + _distrust(report)
     return report
 
 
@@ -669,6 +689,9 @@ def robustness_report(
 
         tell((len(plan) + 1) / total, "local Lipschitz estimate of the margin")
         lipschitz = boundary_estimate(target, findings)
+        checks = indicators.report_checks(
+            target.model, target.x, target.label_t, findings, dataset=target.dataset, seed=seed, device=device
+        )
 
         tell((len(plan) + 2) / total, "the model's typical robustness (reference distribution)")
         reference = reference_distribution(
@@ -682,6 +705,7 @@ def robustness_report(
             image_source=image_source,
             true_label=true_label,
             time_s=time.perf_counter() - started,
+            checks=checks,
         )
         tell(1.0, "done")
         return report

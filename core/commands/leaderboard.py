@@ -56,7 +56,7 @@ def run(args) -> int:
                 leaderboard.fill_cell(
                     attack, model, protocol=protocol, norm=norm if budgeted[attack] else None,
                     budget=eps if budgeted[attack] else None,
-                    seed=args.seed, device=args.device, source="cli",
+                    seed=args.seed, device=args.device, source="cli", check=args.check,
                 )  # fmt: skip
     known = leaderboard.protocols(dataset=args.dataset)
     chosen = args.protocol if args.protocol is not None else (known[0].protocol_id if known else None)
@@ -96,6 +96,11 @@ def register(sub, common) -> None:
     p.add_argument("--models", nargs="+", metavar="MODEL", help="models to fill (default fc100-100-10)")
     p.add_argument("-n", type=int, default=100, help="MNIST test images per filled cell (default 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="with --fill: also compute the indicators of attack failure and mark the cells where one fired",
+    )
     p.add_argument(
         "--protocol",
         metavar="ID",

@@ -210,7 +210,12 @@ def _percent_cell(value: float) -> str:
 
 def validate(card: Card) -> dict[str, str]:
     """The defence and twin tables of docs/validate.md, and the example report's verdict and time."""
-    short = {"Holds": "holds", "Only seems to hold": "only seems to hold", "Does not help": "does not help"}
+    short = {
+        "Holds": "holds",
+        "Unverified": "unverified (an indicator of attack failure fired)",
+        "Only seems to hold": "only seems to hold",
+        "Does not help": "does not help",
+    }
     lines = ["| eps | defence | clean | transfer | plain | BPDA | verdict |", "|---|---|---|---|---|---|---|"]
     for r in card["rows"]:
         verdict = next((v for k, v in short.items() if r["verdict"].startswith(k)), "")
