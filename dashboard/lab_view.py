@@ -23,6 +23,7 @@ ATTACK_TITLES = {
     "cw": "Carlini-Wagner L2",
     "deepfool": "DeepFool",
     "apgd": "APGD",
+    "square": "Square Attack (black-box)",
 }
 CHART_INTERVAL_S = 0.3  # curves are redrawn at most this often while running (their data keeps every step)
 TOP_K = 10

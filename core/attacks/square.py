@@ -17,10 +17,7 @@ from collections.abc import Iterator
 import torch
 
 from core.attacks.base import Attack, AttackEvent, AttackRun
-from core.attacks.pgd import PGD
-from core.attacks.spec import Param, eps_param, seed_param
-
-NORM = next(p for p in PGD.PARAMS if p.name == "norm")  # the same choice as PGD's, stated there once
+from core.attacks.spec import Param, eps_param, norm_param, seed_param
 
 # Queries (rescaled to a budget of 10000) after which the square's share p_init is halved once more.
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -61,7 +58,7 @@ class Square(Attack):
     name = "square"
 
     PARAMS = (
-        NORM,
+        norm_param(),
         eps_param(high_l2=1000.0),
         Param(
             "queries",
