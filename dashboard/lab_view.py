@@ -22,6 +22,7 @@ from PIL import Image
 from core.attacks import ATTACKS, Param, attack_presets
 from core.lab import Frame, Outcome, SearchRound
 from core.pictures import perturbation_picture, to_uint8
+from dashboard.direction_view import show_inside
 from dashboard.url_state import bound, param_key
 
 # Attacks in the order offered (only those the engine has are shown); the paper's first.
@@ -32,6 +33,7 @@ ATTACK_TITLES = {
     "cw": "Carlini-Wagner L2",
     "deepfool": "DeepFool",
     "apgd": "APGD",
+    "square": "Square Attack (black-box)",
 }
 CHART_INTERVAL_S = 0.5  # curves are redrawn at most this often while running (their data keeps every step)
 CHART_HEIGHT = 240  # pixels of a whole chart: title, plot and axes
@@ -440,3 +442,4 @@ def show_outcome(outcome: Outcome, class_names: Sequence[str], rounds: Sequence[
         on_click="ignore",
         key="lab_dl_json",
     )
+    show_inside(card.model, result.x, result.x_adv, card.label, after)

@@ -9,8 +9,16 @@ from pathlib import Path
 from core.errors import InvalidParameterError
 from core.experiments.report import RESULTS_DIR, Report, read_card, write
 
-EXPERIMENTS = ("table1", "table2", "table3", "table4", "table5", "advtrain")
-DEFAULT_N = {"table1": 1000, "table2": 1000, "table3": 1000, "table4": 1000, "table5": 100, "advtrain": 500}
+EXPERIMENTS = ("table1", "table2", "table3", "table4", "table5", "advtrain", "validate")
+DEFAULT_N = {
+    "table1": 1000,
+    "table2": 1000,
+    "table3": 1000,
+    "table4": 1000,
+    "table5": 100,
+    "advtrain": 500,
+    "validate": 100,
+}
 
 
 def run_experiment(name: str, out: str | Path | None = None, **options) -> tuple[Report, dict[str, str]]:

@@ -7,24 +7,24 @@ from __future__ import annotations
 import time
 
 import torch
+import torchvision
 from tqdm.auto import tqdm
 
+from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.errors import InvalidParameterError
 from core.experiments import paper
-from core.experiments.adversarial import notify
+from core.experiments.adversarial import candidate_images, experiment_protocol, notify
 from core.experiments.report import Column, Report, bars, base_card
 from core.lipschitz import network_bounds
+from core.models import get_spec, imagenet, load
+from core.models.nets import Normalized
+from core.runtime import bar_disabled
 
 MODELS = ("cnn", "alexnet", "mobilenet_v2")
 
 
 def _alexnet(seed: int) -> tuple[torch.nn.Module, str]:
     """AlexNet with ImageNet weights when TORCH_HOME has them, else torchvision's random initialisation."""
-    import torchvision
-
-    from core.models import imagenet, load
-    from core.models.nets import Normalized
-
     if imagenet.pick_weights("alexnet") is not None:
         return load("alexnet", "cpu"), "ImageNet weights (IMAGENET1K_V1)"
     torch.manual_seed(seed)
@@ -34,16 +34,12 @@ def _alexnet(seed: int) -> tuple[torch.nn.Module, str]:
 
 
 def _model_and_images(name: str, n: int, seed: int) -> tuple[torch.nn.Module, torch.Tensor, str]:
-    from core.data.photos import SAMPLE_PHOTOS, sample_photo
-    from core.experiments.adversarial import test_subset
-    from core.models import get_spec, imagenet, load
-
     if name == "alexnet":
         model, weights = _alexnet(seed)
     else:
         model, weights = load(name, "cpu"), "trained (zoo)"
     if get_spec(name).dataset == "mnist":
-        images = test_subset(n, seed)[0]
+        images = candidate_images(experiment_protocol(n, seed))[0]
     else:
         photos = SAMPLE_PHOTOS[: max(1, min(n, len(SAMPLE_PHOTOS)))]
         images = torch.cat([imagenet.preprocess(sample_photo(p), name) for p in photos])
@@ -67,7 +63,7 @@ def run(
     rows: list[dict] = []
     weights: dict[str, str] = {}
     for i, name in enumerate(
-        tqdm(models, desc="Lipschitz bounds", unit="model", disable=progress is not True)
+        tqdm(models, desc="Lipschitz bounds", unit="model", disable=bar_disabled(progress is True))
     ):
         notify(progress, i / len(models), f"Lipschitz bounds of {name}")
         model, images, weights[name] = _model_and_images(name, n, seed)

@@ -15,8 +15,10 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from core import config
+from core.data.mnist import network_available
 from core.errors import WeightsMissingError
 from core.models import nets
+from core.models.spec import ModelSpec
 
 DEFAULT_MODEL = "mobilenet_v2"
 DOWNLOAD_HOST = "download.pytorch.org"
@@ -52,8 +54,6 @@ def _local_file(weights) -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _network() -> bool:
-    from core.data.mnist import network_available
-
     return network_available(DOWNLOAD_HOST)
 
 
@@ -94,8 +94,6 @@ def available_names(include_unavailable_default: bool = True) -> list[str]:
 
 def spec(name: str):
     """A ModelSpec for a torchvision classifier, or None if torchvision has no such classifier."""
-    from core.models.zoo import ModelSpec
-
     if name not in _all_classifiers():
         return None
     layers = _KNOWN_LAYERS.get(name) or {"logits": "net"}

@@ -130,6 +130,7 @@ rows = step(
     f"those that most activate a random direction of the same layer (bottom): meaning lives in the "
     "space, not in individual units.",
     "views/unit_explorer.py",
+    {"model": MODEL, "layer": layer, "direction": f"unit:{UNIT}"},  # the Direction Lab's own link keys
 )
 rows.image(units.image_row(images, natural.indices), caption=f"unit {UNIT}", width=420)
 rows.image(units.image_row(images, random.indices), caption=f"random direction (seed {SEED})", width=420)
