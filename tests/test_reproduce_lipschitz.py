@@ -133,3 +133,32 @@ def test_alexnet_and_mobilenet_bounds_hold_on_real_photos():
             assert layer.empirical <= layer.upper_bound * 1.01, layer
         assert summary["network_empirical"] <= summary["network_bound"]
     assert [la.label for la in layers][:3] == ["Input", "Conv1", "Block1"]
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_bounds_hold_on_a_real_photo():
+    from core.data.photos import sample_photo
+    from core.models import imagenet, load
+
+    x = torch.nn.functional.interpolate(
+        imagenet.preprocess(sample_photo("chelsea"), "efficientnet_lite0"), size=64, mode="area"
+    )
+    layers, summary = network_bounds(
+        load("efficientnet_lite0", "cpu"), x, iters=40, tol=1e-5, empirical_iters=10
+    )
+    for layer in layers:
+        assert layer.empirical <= layer.upper_bound * 1.01, layer
+    assert summary["network_empirical"] <= summary["network_bound"]
+    labels = [la.label for la in layers]
+    assert labels[:3] == ["Input", "Conv1", "Block1"] and labels[-2:] == ["Conv2", "FC1"]
+    assert len([la for la in labels if la.startswith("Block")]) == 16
+    assert layers[1].modules.startswith("conv 3->32 k3 s2 + batchnorm2d")  # timm's BatchNormAct2d, split
+
+
+def test_table5_compares_only_trained_networks_with_the_paper():
+    from core.experiments import table5
+    from core.models import imagenet
+
+    models = table5.default_models()
+    assert models[:3] == ("cnn", "mobilenet_v2", "efficientnet_lite0")
+    assert ("alexnet" in models) == (imagenet.pick_weights("alexnet") is not None)
