@@ -126,3 +126,27 @@ def test_building_and_running_it_touches_no_network(monkeypatch):
     model = load(NAME, "cpu")
     with torch.no_grad():
         assert model(torch.rand(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_each_imagenet_network_is_judged_by_the_other_ones_penultimate_features(tmp_path, model):
+    from core.units import default_judge, held_out_images, judge_choices
+    from core.units.coherence import judge_features
+    from core.units.images import write_sample_folder
+
+    assert default_judge("mobilenet_v2") == f"{NAME}:pool"
+    assert default_judge(NAME) == "mobilenet_v2:pool"
+    assert judge_choices("mobilenet_v2") == [f"{NAME}:pool", "pixels"]
+    images = held_out_images("mobilenet_v2", write_sample_folder(tmp_path, crops_per_photo=1))
+    features = judge_features(default_judge("mobilenet_v2"), images)
+    x = torch.cat(list(images.batches(4)))
+    with torch.no_grad():
+        pooled = model.net.forward_head(model.net.forward_features((x - 0.5) / 0.5), pre_logits=True)
+    assert features.shape == (4, 1280)
+    assert torch.allclose(torch.tensor(features, dtype=torch.float32), pooled, atol=1e-4)
+
+
+def test_without_the_package_an_imagenet_network_falls_back_to_the_pixel_judge(monkeypatch):
+    from core.units import default_judge
+
+    monkeypatch.setitem(sys.modules, effnet.PACKAGE, None)
+    assert default_judge("mobilenet_v2") == "pixels"

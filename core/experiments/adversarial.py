@@ -82,6 +82,7 @@ def minimum_distortion_examples(
     labels: torch.Tensor,
     params: dict,
     progress: bool = True,
+    dataset: str = "mnist",
 ) -> Examples:
     """Untargeted L-BFGS on the correctly classified images, in batches, keeping the successes."""
     device = next(model.parameters()).device
@@ -100,7 +101,7 @@ def minimum_distortion_examples(
         kept.append((result.x[ok], result.x_adv[ok], result.labels[ok]))
     xs, advs, ys = (torch.cat(parts) if parts else torch.empty(0) for parts in zip(*kept, strict=True))
     if results:
-        leaderboard.record_result(AttackResult.concat(results), name, source="reproduce", dataset="mnist")
+        leaderboard.record_result(AttackResult.concat(results), name, source="reproduce", dataset=dataset)
     return Examples(name, xs, advs, ys, int(correct.sum()), time.perf_counter() - start)
 
 

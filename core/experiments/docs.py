@@ -10,7 +10,7 @@ from core.experiments.report import RESULTS_DIR
 
 DOC = config.PROJECT_ROOT / "docs" / "reproduction.md"
 DISCUSSION = Path(__file__).with_name("discussion.md")
-ORDER = ("table1", "table2", "table3", "table4", "table5", "advtrain")
+ORDER = ("table1", "table2", "table2-imagenet", "table3", "table4", "table5", "advtrain")
 
 HEADER = """# Reproducing the paper's tables
 
