@@ -26,11 +26,13 @@ import harness  # first: puts the project root on sys.path  # isort: skip
 import torch
 import torch.nn.functional as F
 
+from core.attacks import attack_presets
 from core.data import load_mnist
 from core.data.photos import sample_photo
-from core.lab import LiveRun, make_lab_attack, perturbation_picture, to_uint8
+from core.lab import LiveRun, make_lab_attack
 from core.models import get_spec
 from core.models.imagenet import preprocess
+from core.pictures import perturbation_picture, to_uint8
 
 MODELS = ("fc100-100-10", "mobilenet_v2", "efficientnet_lite0")
 ATTACKS = ("lbfgs", "pgd")
@@ -55,10 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def page_defaults(model_name: str, attack: str) -> dict:
-    """The parameters the Attack Lab starts with: the attack's defaults, lighter ones on ImageNet."""
-    from dashboard.lab_view import IMAGENET_DEFAULTS
-
-    return dict(IMAGENET_DEFAULTS.get(attack, {})) if get_spec(model_name).dataset == "imagenet" else {}
+    """The parameters the Attack Lab starts with: the attack's defaults, its presets on ImageNet (the seed
+    is the lab's own)."""
+    params = attack_presets(attack, get_spec(model_name).dataset)
+    params.pop("seed", None)
+    return params
 
 
 def one_image(model_name: str) -> torch.Tensor:

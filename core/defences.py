@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from core.attacks.base import check_choice, check_float, check_int
 from core.errors import InvalidParameterError
+from core.validation import check_choice, check_float, check_int
 
 # ---------------------------------------------------------------- input transformations
 

@@ -7,22 +7,30 @@ The dashboard page only draws what `LiveRun.frames()` yields; benchmarks time th
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from core.attacks.base import Attack, AttackEvent, AttackResult, AttackRun
+from core.attacks import (
+    Attack,
+    AttackEvent,
+    AttackResult,
+    AttackRun,
+    gaussian_noise_baseline,
+    is_seeded,
+    make_attack,
+)
 from core.errors import InvalidParameterError
+from core.pictures import png_bytes
+from core.provenance import versions
+from core.runtime import LIVE_THREADS, torch_threads
 
 SERIES = ("iteration", "loss", "l2", "linf", "rms", "p_label", "p_target", "c", "search_round")
 
@@ -46,26 +54,9 @@ class Frame:
     steps_since_last_frame: int
 
 
-LIVE_THREADS = 1
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with n intra-op threads (None: unchanged), then restore the previous number."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def make_lab_attack(name: str, model: nn.Module, seed: int = 0, **params: Any) -> Attack:
     """An attack from the registry, handed the lab's seed when it takes one (random starts)."""
-    from core.attacks import ATTACKS, make_attack
-
-    if name in ATTACKS and "seed" in inspect.signature(ATTACKS[name].__init__).parameters:
+    if is_seeded(name):
         params["seed"] = seed
     return make_attack(name, model, **params)
 
@@ -75,9 +66,7 @@ class LiveRun:
     miss no step); a `Frame` is yielded at most every `min_interval` seconds, always for the first and
     last iteration. `stop()` ends it early; `result()` is the best-so-far result, verified afresh.
 
-    The attack runs on `threads` intra-op threads (default LIVE_THREADS = 1): beside a browser and
-    Streamlit's own threads on a 2-core machine, two OpenMP threads spin against each other (one step of
-    mobilenet_v2 took 2-5 s with two threads and 0.15 s with one on the busy shared development box)."""
+    The attack runs on `threads` intra-op threads (default core.runtime.LIVE_THREADS = 1)."""
 
     def __init__(
         self,
@@ -94,7 +83,6 @@ class LiveRun:
         self.started_at = time.perf_counter() if started_at is None else started_at
         if x.dim() != 4 or len(x) != 1:
             raise InvalidParameterError("The Attack Lab attacks one image at a time: x must be (1, C, H, W).")
-        torch.manual_seed(seed)  # random starts (PGD, APGD) are reproducible
         self.label = int(label)
         self.target = None if target is None else int(target)
         self.seed = seed
@@ -265,70 +253,7 @@ def transfer(
     return rows
 
 
-def usable_models(names: Sequence[str]) -> list[str]:
-    """The named models that can be loaded now (MNIST checkpoints present, ImageNet weights on disk)."""
-    from core.models import model_status
-
-    return [name for name in names if model_status(name) != "missing"]
-
-
-def same_domain_models(model_name: str, available: Sequence[str]) -> list[str]:
-    """The other available models that take the same kind of input (MNIST digits or ImageNet photos)."""
-    from core.models import get_spec
-
-    domain = get_spec(model_name).dataset
-    return [m for m in available if m != model_name and get_spec(m).dataset == domain]
-
-
 # ---------------------------------------------------------------- pictures and exports
-
-
-def to_uint8(image: np.ndarray | torch.Tensor, scale: int = 1) -> np.ndarray:
-    """(C, H, W) in [0, 1] -> (H*scale, W*scale[, 3]) uint8, enlarged by pixel repetition (crisp digits)."""
-    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    arr = np.clip(arr, 0.0, 1.0)
-    arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
-    if scale > 1:
-        arr = arr.repeat(scale, axis=0).repeat(scale, axis=1)
-    return (arr * 255.0 + 0.5).astype(np.uint8)
-
-
-def perturbation_picture(r: np.ndarray | torch.Tensor, scale: int = 1) -> tuple[np.ndarray, float]:
-    """A perturbation (C, H, W) drawn with a diverging colour map (blue: darker, white: unchanged, red:
-    brighter), channels averaged, amplified so that its largest change fills the map.
-    Returns the RGB uint8 picture and the amplification factor."""
-    from matplotlib import colormaps
-
-    arr = r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else np.asarray(r)
-    signed = arr.mean(axis=0)
-    peak = float(np.abs(signed).max())
-    amplification = 1.0 / peak if peak > 0 else 1.0
-    rgb = colormaps["RdBu_r"](0.5 + 0.5 * signed * amplification)[..., :3]
-    if scale > 1:
-        rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
-    return (rgb * 255.0 + 0.5).astype(np.uint8), amplification
-
-
-def triple_picture(
-    x: torch.Tensor, x_adv: torch.Tensor, scale: int = 1, gap: int = 8
-) -> tuple[np.ndarray, float]:
-    """original | perturbation (diverging colours) | adversarial side by side, as one RGB uint8 picture;
-    also returns the perturbation's amplification factor."""
-
-    def rgb(arr: np.ndarray) -> np.ndarray:
-        return np.repeat(arr[..., None], 3, axis=2) if arr.ndim == 2 else arr
-
-    original, adversarial = rgb(to_uint8(x, scale)), rgb(to_uint8(x_adv, scale))
-    r, amplification = perturbation_picture(x_adv - x, scale)
-    space = np.full((original.shape[0], gap, 3), 255, dtype=np.uint8)
-    return np.concatenate([original, space, r, space, adversarial], axis=1), amplification
-
-
-def png_bytes(image: np.ndarray | torch.Tensor) -> bytes:
-    """An image (C, H, W) in [0, 1] as lossless 8-bit PNG bytes, at its own resolution."""
-    buffer = io.BytesIO()
-    Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @dataclass
@@ -374,8 +299,6 @@ def conclude(
     load: Callable[[str], nn.Module] | None = None,
 ) -> Outcome:
     """Judge a finished (or stopped) run: noise baseline at the same RMS, transfer to `others`, exports."""
-    from core.attacks import gaussian_noise_baseline
-
     result = live.result()
     reference = live.label if true_label is None else true_label
     with torch_threads(live.threads):
@@ -392,7 +315,6 @@ def conclude(
 
 
 def run_card(live: LiveRun, model_name: str, image_source: str, true_label: int | None = None) -> RunCard:
-    from core.models.train import versions
 
     result = live.result()
     summary = result.summary()
@@ -438,11 +360,6 @@ def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     device = next(iter(model.parameters())).device
     with torch_threads(LIVE_THREADS):
         return torch.softmax(model(x.to(device)).float(), dim=1)[0].cpu().numpy()
-
-
-def digit_picture(x: torch.Tensor) -> Image.Image:
-    """An MNIST digit (1, 1, 28, 28) or (1, 28, 28) as an RGB picture, e.g. to show it to an ImageNet model."""
-    return Image.fromarray(to_uint8(x.reshape(1, 28, 28))).convert("RGB")
 
 
 def source_id(data: bytes) -> str:

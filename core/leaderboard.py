@@ -8,7 +8,10 @@ Two matrices answer "which attack works best on which net":
 - minimal distortion: for attacks that search the smallest flipping perturbation (L-BFGS, C&W, DeepFool, the
   minimal-eps searches), the median RMS distortion of the successful images;
 - success at a fixed budget: for budgeted attacks (FGSM, PGD), the success rate at one (norm, eps).
-A cell shows the run over the most images for its (attack, model) (the newest among equals).
+Numbers are only compared within one evaluation protocol (`core.protocol`): every row stores the protocol it
+chose its images by and its fingerprint, a matrix is drawn for one protocol, and a cell shows the newest run
+of its (attack, model) under it, with its n. Success rates count only images the model classified correctly
+before the attack.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from core import config
+from core.attacks import AttackResult, attack_class, format_eps, is_budgeted, is_seeded, make_attack
 from core.errors import InvalidParameterError
+from core.models import get_spec, load
+from core.protocol import Protocol, Selection
+from core.provenance import versions as library_versions
 
 DB_ENV = "INTRIGUING_LEADERBOARD"
 SOURCES = ("cli", "dashboard", "reproduce", "report", "test")
@@ -64,6 +71,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN median_l2 REAL",
         "CREATE INDEX runs_budget ON runs (norm, budget)",
     ),
+    # 3: the evaluation protocol the images were chosen by (core.protocol), and how many candidates it
+    # skipped as already misclassified; rows recorded before protocols existed keep NULL ("unknown").
+    (
+        "ALTER TABLE runs ADD COLUMN protocol TEXT",
+        "ALTER TABLE runs ADD COLUMN protocol_id TEXT",
+        "ALTER TABLE runs ADD COLUMN skipped_misclassified INTEGER",
+        "CREATE INDEX runs_protocol ON runs (protocol_id)",
+    ),
+    # 4: indicators of attack failure that fired on the run (JSON list of names; NULL: not checked)
+    ("ALTER TABLE runs ADD COLUMN indicators TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -174,12 +191,18 @@ class Run:
     seed: int | None
     versions: dict[str, str]
     source: str
+    protocol: dict[str, Any] | None = None
+    protocol_id: str | None = None
+    skipped_misclassified: int | None = None
+    indicators: list[str] | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
         data = dict(row)
         data["params"] = json.loads(data["params"])
         data["versions"] = json.loads(data["versions"])
+        data["protocol"] = json.loads(data["protocol"]) if data.get("protocol") else None
+        data["indicators"] = json.loads(data["indicators"]) if data.get("indicators") else None
         return cls(**data)
 
 
@@ -202,10 +225,15 @@ def record_run(
     seed: int | None = None,
     versions: Mapping[str, str] | None = None,
     source: str = "cli",
+    protocol: Protocol | None = None,
+    skipped_misclassified: int | None = None,
+    indicators: list[str] | None = None,
     path: str | os.PathLike | None = None,
 ) -> int:
     """Store one attack run; returns its row id. `budget`/`norm` are the Linf/L2 radius a budgeted attack
-    was held to (None for minimal-distortion attacks). Distortion statistics cover successful images only."""
+    was held to (None for minimal-distortion attacks). `protocol` is how the images were chosen (None:
+    unknown, e.g. a user's upload). `indicators` names the indicators of attack failure that fired (None:
+    not checked). Distortion statistics cover successful images only."""
     if source not in SOURCES:
         raise InvalidParameterError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
     if not isinstance(n, int) or n < 1:
@@ -218,8 +246,6 @@ def record_run(
     if norm is not None and norm not in ("linf", "l2"):
         raise InvalidParameterError(f"norm must be 'linf' or 'l2', got {norm!r}.")
     if versions is None:
-        from core.models.train import versions as library_versions
-
         versions = library_versions()
     row = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -240,6 +266,10 @@ def record_run(
         "seed": seed,
         "versions": json.dumps(dict(versions), sort_keys=True),
         "source": source,
+        "protocol": None if protocol is None else json.dumps(protocol.to_dict(), sort_keys=True),
+        "protocol_id": None if protocol is None else protocol.fingerprint,
+        "skipped_misclassified": skipped_misclassified,
+        "indicators": None if indicators is None else json.dumps(sorted(indicators)),
     }
     columns = ", ".join(row)
     marks = ", ".join(f":{k}" for k in row)
@@ -255,25 +285,26 @@ def record_run(
 
 
 def record_result(
-    result: Any,
+    result: AttackResult,
     model: str,
     *,
     source: str,
     dataset: str | None = None,
+    selection: Selection | None = None,
     path: str | os.PathLike | None = None,
-) -> int:
-    """Store an `AttackResult` (core.attacks): budgeted attacks (those with an `eps` parameter) are filed
-    under their (norm, eps) budget, the others as minimal-distortion runs; targeted runs as '<attack> (targeted)'."""
+) -> int | None:
+    """Store an `AttackResult`: budgeted attacks are filed under their (norm, eps) budget, the others as
+    minimal-distortion runs; targeted runs as '<attack> (targeted)'. `selection` is the protocol's choice
+    of images the result was computed on (None: images from elsewhere, protocol unknown). Returns the row
+    id, or None when no image was classified correctly to begin with (there is nothing to measure)."""
     summary = result.summary()
+    if summary["n_correct"] == 0:
+        return None
     params = dict(summary["params"])
     attack = summary["attack"] + (" (targeted)" if summary["targeted"] else "")  # a different question
     budget = params.get("eps")
     norm = params.get("norm", "linf") if budget is not None else None
-    ok = result.success
-    median_l2 = float(result.l2[ok].median()) if bool(ok.any()) else None
     if dataset is None:
-        from core.models import get_spec
-
         try:
             dataset = get_spec(model).dataset
         except InvalidParameterError:
@@ -282,12 +313,12 @@ def record_result(
         model=model,
         attack=attack,
         params=params,
-        n=summary["n"],
+        n=summary["n_correct"],
         success_rate=summary["success_rate"],
         mean_rms=summary["mean_rms_distortion"],
         median_rms=summary["median_rms_distortion"],
         mean_l2=summary["mean_l2"],
-        median_l2=median_l2,
+        median_l2=summary["median_l2"],
         mean_linf=summary["mean_linf"],
         time_s=summary["time_s"],
         norm=norm,
@@ -295,6 +326,9 @@ def record_result(
         dataset=dataset,
         seed=params.get("seed"),
         source=source,
+        protocol=None if selection is None else selection.protocol,
+        skipped_misclassified=(len(result) - summary["n_correct"])
+        + (0 if selection is None else selection.skipped),
         path=path,
     )
 
@@ -353,15 +387,51 @@ class Matrix:
         return Matrix(self.title, self.metric, attacks, models, values, cells)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "metric": self.metric, "values": self.values}
+        """Values with the number of images behind each (a cell is never shown without its n)."""
+        n = {a: {m: run.n for m, run in row.items()} for a, row in self.cells.items()}
+        return {"title": self.title, "metric": self.metric, "values": self.values, "n": n}
 
 
-def _best_cells(where: str, args: list[Any], path) -> dict[str, dict[str, Run]]:
-    """Per (attack, model), the run over the most images matching a WHERE clause; the newest among equals
-    (a one-image run from a report never hides a run over a hundred test images)."""
+@dataclass(frozen=True)
+class ProtocolRuns:
+    """A protocol with runs in the database: `protocol` None collects the runs whose images were not
+    chosen by a protocol (uploads, reports on one image, rows older than protocols)."""
+
+    protocol_id: str | None
+    protocol: Protocol | None
+    runs: int
+
+    def describe(self) -> str:
+        return self.protocol.describe() if self.protocol is not None else "images chosen by hand"
+
+
+def protocols(*, dataset: str | None = None, path: str | os.PathLike | None = None) -> list[ProtocolRuns]:
+    """Every protocol with runs, most runs first."""
+    where, args = _filters(dataset=dataset)
+    sql = f"SELECT protocol_id, MAX(protocol) AS protocol, COUNT(*) AS runs FROM runs {where} GROUP BY protocol_id"
+    with connect(path) as conn:
+        rows = conn.execute(sql + " ORDER BY runs DESC, protocol_id", args).fetchall()
+    return [
+        ProtocolRuns(
+            row["protocol_id"],
+            Protocol.from_dict(json.loads(row["protocol"])) if row["protocol"] else None,
+            int(row["runs"]),
+        )
+        for row in rows
+    ]
+
+
+def _protocol_clause(where: str, protocol_id: str | None) -> str:
+    joiner = " AND " if where else "WHERE "
+    return where + joiner + ("protocol_id IS NULL" if protocol_id is None else "protocol_id = ?")
+
+
+def _newest_cells(where: str, args: list[Any], path) -> dict[str, dict[str, Run]]:
+    """Per (attack, model), the newest run matching a WHERE clause that fixes one protocol: runs of one
+    protocol measured the same images, so the newest one stands for them."""
     cells: dict[str, dict[str, Run]] = {}
     with connect(path) as conn:
-        for row in conn.execute(f"SELECT * FROM runs {where} ORDER BY n DESC, id DESC", args):
+        for row in conn.execute(f"SELECT * FROM runs {where} ORDER BY id DESC", args):
             cells.setdefault(row["attack"], {}).setdefault(row["model"], Run.from_row(row))
     return cells
 
@@ -373,13 +443,28 @@ def _matrix(title: str, metric: str, cells: dict[str, dict[str, Run]], value) ->
     return Matrix(title, metric, attacks, models, values, cells)
 
 
+def _default_protocol(dataset: str | None, path) -> str | None:
+    found = protocols(dataset=dataset, path=path)
+    return found[0].protocol_id if found else None
+
+
+_DEFAULT = object()  # "the protocol with the most runs"
+
+
 def distortion_matrix(
-    *, dataset: str | None = None, source: str | None = None, path: str | os.PathLike | None = None
+    *,
+    dataset: str | None = None,
+    source: str | None = None,
+    protocol_id: Any = _DEFAULT,
+    path: str | os.PathLike | None = None,
 ) -> Matrix:
-    """Median minimal RMS distortion of the successful images, per (minimal-distortion attack, model)."""
+    """Median minimal RMS distortion of the fooled images, per (minimal-distortion attack, model), under
+    one protocol (default: the one with the most runs; None: runs on hand-chosen images)."""
+    if protocol_id is _DEFAULT:
+        protocol_id = _default_protocol(dataset, path)
     where, args = _filters(dataset=dataset, source=source)
-    where = (where + " AND " if where else "WHERE ") + "budget IS NULL AND median_rms IS NOT NULL"
-    cells = _best_cells(where, args, path)
+    where = _protocol_clause(where, protocol_id) + " AND budget IS NULL AND median_rms IS NOT NULL"
+    cells = _newest_cells(where, args + ([] if protocol_id is None else [protocol_id]), path)
     return _matrix(
         "Median minimal RMS distortion (lower: easier to fool)", "median_rms", cells, lambda r: r.median_rms
     )
@@ -391,22 +476,31 @@ def success_matrix(
     *,
     dataset: str | None = None,
     source: str | None = None,
+    protocol_id: Any = _DEFAULT,
     path: str | os.PathLike | None = None,
 ) -> Matrix:
-    """Success rate per (budgeted attack, model) at one (norm, eps) budget."""
+    """Success rate per (budgeted attack, model) at one (norm, eps) budget, under one protocol (as above)."""
     budget = _optional_float("budget", budget)
+    if protocol_id is _DEFAULT:
+        protocol_id = _default_protocol(dataset, path)
     where, args = _filters(dataset=dataset, source=source, norm=norm)
-    where = (where + " AND " if where else "WHERE ") + "ABS(budget - ?) < 1e-9"
-    cells = _best_cells(where, [*args, budget], path)
-    return _matrix(f"Success rate at {norm} eps {budget:g}", "success_rate", cells, lambda r: r.success_rate)
+    where = _protocol_clause(where, protocol_id) + " AND ABS(budget - ?) < 1e-9"
+    args = args + ([] if protocol_id is None else [protocol_id]) + [budget]
+    cells = _newest_cells(where, args, path)
+    title = f"Success rate at {norm} eps {format_eps(budget, norm)}"
+    return _matrix(title, "success_rate", cells, lambda r: r.success_rate)
 
 
-def budgets(*, path: str | os.PathLike | None = None) -> list[tuple[str, float]]:
-    """The (norm, eps) budgets that have at least one run, for the success matrix's selector."""
+def budgets(*, protocol_id: Any = _DEFAULT, path: str | os.PathLike | None = None) -> list[tuple[str, float]]:
+    """The (norm, eps) budgets that have at least one run (under one protocol, default: all), for the
+    success matrix's selector."""
+    where = "WHERE budget IS NOT NULL"
+    args: list[Any] = []
+    if protocol_id is not _DEFAULT:
+        where = _protocol_clause(where, protocol_id)
+        args = [] if protocol_id is None else [protocol_id]
     with connect(path) as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT norm, budget FROM runs WHERE budget IS NOT NULL ORDER BY norm, budget"
-        )
+        rows = conn.execute(f"SELECT DISTINCT norm, budget FROM runs {where} ORDER BY norm, budget", args)
         return [(r["norm"], r["budget"]) for r in rows]
 
 
@@ -415,46 +509,29 @@ def integrity_ok(path: str | os.PathLike | None = None) -> bool:
         return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def is_budgeted(attack: str) -> bool:
-    """True for attacks held to an eps budget (FGSM, PGD, ...), False for minimal-distortion attacks."""
-    import inspect
-
-    from core.attacks import ATTACKS
-
-    if attack not in ATTACKS:
-        raise InvalidParameterError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}.")
-    return "eps" in inspect.signature(ATTACKS[attack].__init__).parameters
-
-
 def fill_cell(
     attack: str,
     model: str,
     *,
-    n: int = 100,
+    protocol: Protocol | None = None,
     norm: str | None = None,
     budget: float | None = None,
     seed: int = 0,
     device: Any = None,
     source: str = "dashboard",
     path: str | os.PathLike | None = None,
-) -> int:
-    """Run `attack` on `model` over the first `n` MNIST test images and record it; returns the row id.
-    A budgeted attack (one taking `eps`) needs `norm` and `budget`; a minimal-distortion attack takes neither."""
-    import inspect
-
-    from core.attacks import ATTACKS, make_attack
-    from core.attacks.base import check_int
-    from core.data import load_mnist
-    from core.models import get_spec, load
-
-    n = check_int("n", n, low=1, high=10_000)
+) -> int | None:
+    """Run `attack` on `model` over the images `protocol` chooses (default: the first 100 correctly
+    classified MNIST test images) and record it; returns the row id. A budgeted attack needs `norm` and
+    `budget`; a minimal-distortion attack takes neither."""
+    protocol = protocol or Protocol()
     budgeted = is_budgeted(attack)
     if get_spec(model).dataset != "mnist":
         raise InvalidParameterError(
             f"{model} is an ImageNet model; cells are filled on MNIST test images only."
         )
-    accepted = inspect.signature(ATTACKS[attack].__init__).parameters
-    params: dict[str, Any] = {"seed": seed} if "seed" in accepted else {}
+    accepted = {p.name for p in attack_class(attack).PARAMS}
+    params: dict[str, Any] = {"seed": seed} if is_seeded(attack) else {}
     if budgeted:
         if budget is None or norm is None:
             raise InvalidParameterError(f"{attack} is a budgeted attack: give norm and budget (eps).")
@@ -465,7 +542,7 @@ def fill_cell(
             raise InvalidParameterError(f"{attack} is an Linf attack; norm must be 'linf'.")
     elif budget is not None:
         raise InvalidParameterError(f"{attack} searches the minimal distortion; it takes no budget.")
-    data = load_mnist("test")
-    x, labels = data.images[:n], data.labels[:n]
-    result = make_attack(attack, load(model, device), device, **params).run(x, labels)
-    return record_result(result, model, source=source, dataset="mnist", path=path)
+    net = load(model, device)
+    chosen = protocol.select(net, device)
+    result = make_attack(attack, net, device, **params).run(chosen.images, chosen.labels)
+    return record_result(result, model, source=source, dataset="mnist", selection=chosen, path=path)

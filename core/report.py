@@ -25,32 +25,39 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import config
-from core.attacks.base import check_float, check_int
+from core import config, lab, leaderboard
+from core.attacks import attack_class, gaussian_noise_baseline, make_attack
+from core.data import load_mnist
 from core.errors import InvalidParameterError
+from core.models import class_names, get_spec, list_models, same_domain_models, usable_models
+from core.models import load as zoo_load
+from core.models.zoo import checkpoint_path
+from core.pictures import to_uint8, triple_picture
+from core.protocol import Protocol
+from core.provenance import versions
+from core.runtime import torch_threads
+from core.validation import check_float, check_int
 
-# The report's attack settings. L-BFGS runs 6 rounds of its search over c (not the engine's 10) towards the
-# 3 most likely other classes (not all 9): 6x cheaper, and on 30 test images of fc100-100-10 the minimal RMS
-# differed from the full search on one image, by 2%. The reference distribution uses the same settings.
+# The report's lighter settings on MNIST. L-BFGS runs 6 rounds of its search over c (not the engine's 10)
+# towards the 3 most likely other classes (not all 9): 6x cheaper, and on 30 test images of fc100-100-10 the
+# minimal RMS differed from the full search on one image, by 2%. The reference distribution uses the same
+# settings. On ImageNet the attacks' own ImageNet presets apply (core.attacks.spec), budgets excepted: the
+# minimal-eps search sets eps itself.
 MINIMAL_ATTACKS: dict[str, dict[str, Any]] = {
     "lbfgs": {"rounds": 6, "n_targets": 3},
     "cw": {},
     "deepfool": {},
 }
 EPS_SEARCH_ATTACKS: dict[str, dict[str, Any]] = {"fgsm": {}, "pgd": {"steps": 20}}
-# Lighter settings on 224-px ImageNet models, so that a report stays within minutes on a CPU.
-IMAGENET_SETTINGS: dict[str, dict[str, Any]] = {
-    "lbfgs": {"n_targets": 1, "rounds": 4, "max_iter": 30},
-    "cw": {"binary_search_steps": 3, "steps": 20},
-    "deepfool": {"steps": 20, "candidates": 5},
-    "pgd": {"steps": 5},
-}
 
 
 def attack_settings(attack: str, dataset: str) -> dict[str, Any]:
     """The report's parameters for one attack on one domain."""
-    base = {**MINIMAL_ATTACKS, **EPS_SEARCH_ATTACKS}[attack]
-    return {**base, **(IMAGENET_SETTINGS.get(attack, {}) if dataset == "imagenet" else {})}
+    if dataset == "imagenet":
+        return {
+            p.name: p.imagenet for p in attack_class(attack).PARAMS if p.imagenet is not None and not p.budget
+        }
+    return dict({**MINIMAL_ATTACKS, **EPS_SEARCH_ATTACKS}[attack])
 
 
 REFERENCE_ATTACK = "lbfgs"
@@ -83,7 +90,6 @@ def minimal_eps(
     until it succeeds (at most up to 1), then bisect between the last failure and the first success.
     Returns the AttackResult at the smallest successful eps found (or the failed eps=1 run) and that eps.
     FGSM's success is not monotone in eps, so this is the smallest success the search met, not a proof."""
-    from core.attacks import make_attack
 
     params = dict(params or {})
     check_float("start", start, low=0.0, high=1.0, strict_low=True)
@@ -183,8 +189,8 @@ def local_lipschitz(
 
 @dataclass
 class Reference:
-    """The model's typical minimal distortion: REFERENCE_ATTACK's RMS on the first `n` MNIST test images
-    that the model classifies correctly and the attack flips."""
+    """The model's typical minimal distortion: REFERENCE_ATTACK's RMS on the images of the protocol
+    `reference_protocol(n)` (the first n MNIST test images the model classifies correctly) that it flips."""
 
     model: str
     attack: str
@@ -192,6 +198,7 @@ class Reference:
     n: int
     rms: list[float]
     checkpoint: str
+    protocol_id: str = ""
 
     def fraction_above(self, value: float) -> float:
         """Share of reference images needing a larger distortion than `value`."""
@@ -203,10 +210,14 @@ class Reference:
 
 
 def _checkpoint_id(model_name: str) -> str:
-    from core.models.zoo import checkpoint_path
 
     path = checkpoint_path(model_name)
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "none"
+
+
+def reference_protocol(n: int) -> Protocol:
+    """The images the reference distribution is measured on: the first n correctly classified test images."""
+    return Protocol(split="test", n=n, correct_only=True)
 
 
 def reference_path(model_name: str, n: int) -> Path:
@@ -226,34 +237,33 @@ def reference_distribution(
     """Load the cached reference of an MNIST model, or compute it (and record the run in the leaderboard).
     None for ImageNet models (no labelled test images here). The cache is keyed by the checkpoint's hash
     and the attack's parameters, so a retrained model gets a fresh reference."""
-    from core.attacks import make_attack
-    from core.data import load_mnist
-    from core.models import get_spec
 
     n = check_int("reference size", n, low=1, high=10_000)
     if get_spec(model_name).dataset != "mnist":
         return None
     params = MINIMAL_ATTACKS[REFERENCE_ATTACK]
+    protocol = reference_protocol(n)
     checkpoint = _checkpoint_id(model_name)
     path = reference_path(model_name, n)
     if path.is_file():
         try:
             cached = Reference(**json.loads(path.read_text()))
-            if cached.checkpoint == checkpoint and cached.params == params:
+            if (cached.checkpoint, cached.params, cached.protocol_id) == (
+                checkpoint,
+                params,
+                protocol.fingerprint,
+            ):
                 return cached
         except (ValueError, TypeError):
             pass  # unreadable or from an older layout: recompute
     if progress:
         progress(0.0, f"computing {model_name}'s reference distribution ({n} test images, once)")
-    data = load_mnist("test")
-    x, labels = data.images[:n], data.labels[:n]
-    result = make_attack(REFERENCE_ATTACK, model, device, **params).run(x, labels)
+    chosen = protocol.select(model, device)
+    result = make_attack(REFERENCE_ATTACK, model, device, **params).run(chosen.images, chosen.labels)
     if record:
-        from core import leaderboard
-
-        leaderboard.record_result(result, model_name, source=source, dataset="mnist")
-    keep = (result.pred_before == result.labels) & result.success
-    reference = Reference(model_name, REFERENCE_ATTACK, params, n, result.rms[keep].tolist(), checkpoint)
+        leaderboard.record_result(result, model_name, source=source, dataset="mnist", selection=chosen)
+    rms = result.rms[result.fooled].tolist()
+    reference = Reference(model_name, REFERENCE_ATTACK, params, n, rms, checkpoint, protocol.fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(reference.__dict__))
@@ -419,13 +429,8 @@ def robustness_report(
     passes its shared cache); `others` are the models to test transfer on (default: every available model
     of the same domain). With `record`, each attack run is stored in the leaderboard under `source`.
     `threads`: torch intra-op threads for the report (None: unchanged; the dashboard uses one, see core.lab)."""
-    from core import lab, leaderboard
-    from core.attacks import gaussian_noise_baseline, make_attack
-    from core.models import class_names, get_spec, list_models
-    from core.models import load as zoo_load
-    from core.models.train import versions
 
-    with lab.torch_threads(threads):
+    with torch_threads(threads):
         started = time.perf_counter()
         seed = check_int("seed", seed)
         reference_n = check_int("reference size", reference_n, low=1, high=10_000)
@@ -451,9 +456,7 @@ def robustness_report(
         model = load(model_name)
         names = class_names(model_name)
         if others is None:
-            others = lab.same_domain_models(
-                model_name, lab.usable_models(list_models(include_unavailable=False))
-            )
+            others = same_domain_models(model_name, usable_models(list_models(include_unavailable=False)))
         x = x.detach().float().cpu()
         probs = lab.predict(model, x)
         label = int(probs.argmax())
@@ -577,7 +580,6 @@ def robustness_report(
 
 def mnist_image(index: int) -> tuple[torch.Tensor, int]:
     """MNIST test image `index` as (1, 1, 28, 28) and its true label."""
-    from core.data import load_mnist
 
     data = load_mnist("test")
     index = check_int("MNIST index", index, low=0, high=len(data) - 1)
@@ -603,7 +605,6 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
 
 def render_html(report: Report) -> str:
     """One HTML file, images embedded as base64 PNG: opens anywhere, offline, and can be mailed."""
-    from core.lab import to_uint8, triple_picture
 
     e = html.escape
     scale = 8 if report.dataset == "mnist" else 1

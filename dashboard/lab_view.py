@@ -3,7 +3,6 @@ refreshes from `core.lab.Frame`s, and the attack-parameter widgets. No model mat
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Sequence
 
@@ -11,8 +10,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.attacks import ATTACKS
-from core.lab import Frame, Outcome, perturbation_picture, to_uint8
+from core.attacks import ATTACKS, Param, attack_presets
+from core.lab import Frame, Outcome
+from core.pictures import perturbation_picture, to_uint8
 
 # Attacks in the order offered (only those the engine has are shown); the paper's first.
 ATTACK_TITLES = {
@@ -26,43 +26,6 @@ ATTACK_TITLES = {
 CHART_INTERVAL_S = 0.3  # curves are redrawn at most this often while running (their data keeps every step)
 TOP_K = 10
 
-# Numeric parameters by name: (min, max, step, help); within the bounds core re-checks.
-NUMERIC = {
-    "eps": (0.0, 1.0, 0.005, "Largest allowed change (Linf: per pixel; L2: of the whole image)."),
-    "steps": (1, 2000, 1, "Number of iterations."),
-    "step_size": (0.0, 1.0, 0.001, "Size of each step; leave empty for the attack's default."),
-    "max_iter": (1, 2000, 1, "Most iterations of the inner optimiser (per round of the search over c)."),
-    "rounds": (1, 30, 1, "Rounds of the search over the trade-off constant c."),
-    "binary_search_steps": (1, 30, 1, "Rounds of the binary search over the trade-off constant c."),
-    "n_targets": (
-        1,
-        999,
-        1,
-        "Untargeted: try this many most likely other classes, keep the smallest change.",
-    ),
-    "c_init": (1e-6, 1e8, None, "First value of the trade-off constant c."),
-    "initial_const": (1e-6, 1e8, None, "First value of the trade-off constant c."),
-    "confidence": (0.0, 100.0, 0.5, "Logit margin the adversarial class must win by (kappa)."),
-    "lr": (1e-5, 10.0, None, "Learning rate of the optimiser."),
-    "overshoot": (0.0, 1.0, 0.01, "How far DeepFool steps past the decision boundary."),
-    "candidates": (2, 1000, 1, "Classes DeepFool considers (the most likely ones)."),
-    "rho": (0.0, 1.0, 0.05, "APGD halves its step when less than this share of steps improved."),
-    "memory": (1, 100, 1, "L-BFGS memory: how many past steps shape the curvature estimate."),
-    "ftol": (0.0, 1.0, None, "A round ends when the objective's relative decrease falls below this."),
-    "gtol": (0.0, 1000.0, None, "A round ends when the projected gradient falls below this."),
-}
-CHOICES = {"norm": ("linf", "l2"), "method": ("batched", "scipy")}
-# Lighter defaults on 224-px ImageNet models, so that a run stays interactive on a CPU.
-IMAGENET_DEFAULTS = {
-    "lbfgs": {"n_targets": 1, "rounds": 4, "max_iter": 30},
-    "fgsm": {"eps": 2 / 255},
-    "pgd": {"eps": 2 / 255, "steps": 10},
-    "cw": {"binary_search_steps": 3, "steps": 20},
-    "deepfool": {"steps": 20, "candidates": 5},
-    "apgd": {"eps": 2 / 255, "steps": 10},
-}
-LIVE_ONLY = ("model", "device", "self", "seed")  # the lab supplies these itself
-
 
 def attack_names() -> list[str]:
     return [name for name in ATTACK_TITLES if name in ATTACKS] + [
@@ -70,51 +33,38 @@ def attack_names() -> list[str]:
     ]
 
 
-def _numeric_widget(label: str, default, key: str, params: dict):
-    low, high, step, help_text = NUMERIC.get(label, (None, None, None, None))
-    if label == "eps" and params.get("norm") == "l2":
-        high, step = 50.0, 0.05
-    is_int = isinstance(default, int) or (default is None and isinstance(low, int) and label != "step_size")
-    if is_int:
-        low, high = (int(low) if low is not None else 0), (int(high) if high is not None else None)
+def _param_widget(p: Param, default, key: str, norm: str | None):
+    """One widget for one spec'd parameter: its label, help and bounds come from the engine's spec."""
+    if p.kind is bool:
+        return st.checkbox(p.label, value=bool(default), key=key, help=p.help)
+    if p.kind is str:
+        return st.selectbox(p.label, p.choices, index=p.choices.index(default), key=key, help=p.help)
+    high = p.upper(norm)
+    if p.kind is int:
         return st.number_input(
-            label, min_value=low, max_value=high, value=default, step=1, key=key, help=help_text
-        )
-    low = float(low) if low is not None else 0.0
-    high = float(high) if high is not None else None
-    fmt = "%.4g" if step is None else None
-    value = (
-        None
-        if default is None
-        else min(max(float(default), low), high if high is not None else float(default))
-    )
+            p.label, min_value=int(p.low or 0), max_value=None if high is None else int(high),
+            value=default, step=1, key=key, help=p.help,
+        )  # fmt: skip
+    low = float(p.low) if p.low is not None else None
+    fmt = "%.4g" if p.step is None else "%.4f"
+    value = None if default is None else float(default)
     return st.number_input(
-        label, min_value=low, max_value=high, value=value, step=step, format=fmt, key=key, help=help_text
+        p.label, min_value=low, max_value=high, value=value, step=p.step, format=fmt, key=key, help=p.help
     )
 
 
 def attack_parameters(name: str, dataset: str) -> dict:
-    """One widget per constructor parameter of the attack (defaults from the engine, lighter ones on
-    ImageNet), out-of-range values impossible; returns the chosen parameters."""
+    """One widget per parameter of the attack's spec (defaults from the engine, its presets on ImageNet),
+    out-of-range values impossible; returns the chosen parameters. The seed is the lab's own input."""
     params: dict = {}
-    signature = inspect.signature(ATTACKS[name].__init__)
-    overrides = IMAGENET_DEFAULTS.get(name, {}) if dataset == "imagenet" else {}
-    for label, p in signature.parameters.items():
-        if label in LIVE_ONLY or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+    defaults = attack_presets(name, dataset)
+    for p in ATTACKS[name].PARAMS:
+        if p.seed:
             continue
-        default = None if p.default is inspect.Parameter.empty else p.default
-        default = overrides.get(label, default)
-        key = f"lab_param_{dataset}_{name}_{label}"
-        if isinstance(default, bool):
-            params[label] = st.checkbox(label, value=default, key=key)
-        elif label in CHOICES or isinstance(default, str):
-            options = CHOICES.get(label, (default,))
-            index = options.index(default) if default in options else 0
-            params[label] = st.selectbox(label, options, index=index, key=key)
-        else:
-            params[label] = _numeric_widget(label, default, key, params)
-        if params[label] is None and default is None:
-            del params[label]  # leave it to the attack's own default
+        key = f"lab_param_{dataset}_{name}_{p.name}"
+        value = _param_widget(p, defaults[p.name], key, params.get("norm"))
+        if value is not None:
+            params[p.name] = value
     return params
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.attacks import ATTACKS, AttackResult, gaussian_noise_baseline, make_attack
+from core.attacks import ATTACKS, Attack, AttackResult, gaussian_noise_baseline, make_attack
 from core.errors import InvalidParameterError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -168,10 +168,49 @@ def test_result_fields_and_summary(fc100, batch):
     summary = json.loads(json.dumps(result.summary()))
     for key in ("success_rate", "mean_rms_distortion", "median_rms_distortion", "mean_l2", "time_s", "n"):
         assert key in summary
-    assert summary["box_violations"] == 0 and summary["n"] == len(x)
+    assert summary["raw_box_violations"] == 0 and summary["n"] == len(x)
     assert summary["params"]["eps"] == 0.2 and summary["params"]["random_start"] is True
     both = AttackResult.concat([result, result])
     assert len(both) == 2 * len(x) and both.summary()["success_rate"] == summary["success_rate"]
+
+
+class _StepsOutOfTheBox(Attack):
+    """A deliberately broken attack: its raw output leaves the box by 0.5 on every pixel."""
+
+    name = "out_of_box"
+
+    def _steps(self, run):
+        run.best = run.x + 0.5
+        yield self._event(run, run.x, run.clean_logits, torch.zeros(len(run.x)))
+
+
+def test_raw_box_violations_count_the_unclipped_output(fc100, batch):
+    x, y = batch
+    result = _StepsOutOfTheBox(fc100).run(x, y)
+    assert result.summary()["raw_box_violations"] == int((x + 0.5 > 1).sum()) > 0
+    assert result.x_adv.max() <= 1  # what is verified and reported is the clipped image
+
+
+def test_success_rate_never_counts_an_image_the_model_already_got_wrong(fc100, batch):
+    x, y = batch
+    wrong = (y + 1) % 10  # labels the model does not predict: every image counts as 'misclassified'
+    result = make_attack("fgsm", fc100, eps=0.0).run(x, wrong)
+    assert result.success.all()  # eps 0: the prediction differs from the wrong label, trivially
+    summary = result.summary()
+    assert summary["n_correct"] == 0 and summary["success_rate"] == 0.0
+    assert summary["mean_rms_distortion"] is None
+
+
+def test_attack_parameters_are_checked_against_the_spec(fc100):
+    for name, cls in ATTACKS.items():
+        attack = make_attack(name, fc100)
+        for p in cls.PARAMS:
+            assert p.name in attack.params  # every spec'd parameter is recorded
+            if p.kind in (int, float) and p.high is not None:
+                with pytest.raises(InvalidParameterError, match=p.name):
+                    make_attack(name, fc100, **{p.name: p.high * 2 + 1})
+    with pytest.raises(InvalidParameterError, match="its parameters are"):
+        make_attack("pgd", fc100, rounds=3)
 
 
 def test_gaussian_noise_baseline_has_the_requested_rms_and_is_seeded(fc100):
@@ -207,7 +246,8 @@ def test_cli_attack_prints_json_and_writes_npz(tmp_path, capsys):
     )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["n"] == 12 and summary["box_violations"] == 0 and summary["params"] == {"eps": 0.15}
+    assert summary["n"] == 12 and summary["raw_box_violations"] == 0 and summary["params"] == {"eps": 0.15}
+    assert summary["protocol"]["n"] == 12 and summary["protocol"]["skipped_misclassified"] >= 0
     for key in (
         "success_rate",
         "mean_rms_distortion",
@@ -253,4 +293,4 @@ def test_attacks_run_on_an_imagenet_photo():
     target = (label + 1) % 1000
     lbfgs = make_attack("lbfgs", model, rounds=2, max_iter=30, c_init=0.01).run(x, label, target=target)
     assert torch.equal(lbfgs.success, model(lbfgs.x_adv).argmax(1) == target)
-    assert lbfgs.summary()["box_violations"] == 0
+    assert lbfgs.summary()["raw_box_violations"] == 0

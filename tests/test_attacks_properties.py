@@ -62,10 +62,13 @@ def test_attack_invariants(case, seed, n, channels, classes, conv, targeted, sat
     target = None
     if targeted and attack.supports_targeted:
         target = (labels + 1 + torch.randint(classes - 1, (n,), generator=gen)) % classes
-    result = attack.run(x, labels, target=target)
+    iterates = []
+    result = attack.run(x, labels, target=target, callback=lambda event: iterates.append(event.x_adv.clone()))
 
-    assert ((result.x_adv >= 0) & (result.x_adv <= 1)).all()
-    assert result.summary()["box_violations"] == 0
+    # The raw output and every iterate the model was evaluated at stay in the box, before any clipping.
+    for z in (result.x_adv_raw, *iterates):
+        assert ((z >= 0) & (z <= 1)).all()
+    assert result.summary()["raw_box_violations"] == 0
     r = (result.x_adv - x).flatten(1)
     if linf_budget is not None:
         assert (r.abs().amax(1) <= linf_budget + 1e-6).all()

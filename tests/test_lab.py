@@ -12,18 +12,9 @@ from PIL import Image
 
 from core import models as zoo
 from core.errors import InvalidParameterError
-from core.lab import (
-    LiveRun,
-    conclude,
-    make_lab_attack,
-    perturbation_picture,
-    png_bytes,
-    same_domain_models,
-    to_uint8,
-    transfer,
-    triple_picture,
-    usable_models,
-)
+from core.lab import LiveRun, conclude, make_lab_attack, transfer
+from core.models import same_domain_models, usable_models
+from core.pictures import perturbation_picture, png_bytes, to_uint8, triple_picture
 
 MODEL = "fc100-100-10"
 

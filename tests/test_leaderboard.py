@@ -8,6 +8,7 @@ import torch
 
 from core import leaderboard
 from core.errors import InvalidParameterError
+from core.protocol import Protocol
 
 VERSIONS = {"torch": "x"}
 
@@ -44,27 +45,52 @@ def test_an_older_database_is_migrated_and_keeps_its_rows(tmp_path):
     assert len(leaderboard.runs(path=path)) == 2
 
 
-def test_matrices_show_the_largest_then_latest_run_per_cell(tmp_path):
+def test_matrices_show_the_latest_run_per_cell_of_one_protocol(tmp_path):
     path = tmp_path / "lb.sqlite"
-    _record(path, model="fc10-1", attack="deepfool", median_rms=0.3, n=100)
-    _record(path, model="fc10-1", attack="deepfool", median_rms=0.9, n=1)  # a one-image run hides nothing
-    _record(path, model="fc10-1", attack="lbfgs", median_rms=0.2)
-    _record(path, model="fc10-1", attack="lbfgs", median_rms=0.1)  # newer run replaces the cell
-    _record(path, model="fc100-100-10", attack="cw", median_rms=0.05)
-    _record(path, model="fc10-1", attack="pgd", norm="linf", budget=0.1, success_rate=0.4)
-    _record(path, model="fc10-1", attack="pgd", norm="linf", budget=0.2, success_rate=0.9)
-    dist = leaderboard.distortion_matrix(path=path)
+    hundred, one = Protocol(n=100), Protocol(n=1)
+    _record(path, model="fc10-1", attack="deepfool", median_rms=0.3, n=100, protocol=hundred)
+    _record(path, model="fc10-1", attack="deepfool", median_rms=0.9, n=1, protocol=one)  # other protocol
+    _record(path, model="fc10-1", attack="lbfgs", median_rms=0.2, protocol=hundred)
+    _record(path, model="fc10-1", attack="lbfgs", median_rms=0.1, protocol=hundred)  # newer run replaces it
+    _record(path, model="fc100-100-10", attack="cw", median_rms=0.05, protocol=hundred)
+    _record(path, model="fc10-1", attack="pgd", norm="linf", budget=0.1, success_rate=0.4, protocol=hundred)
+    _record(path, model="fc10-1", attack="pgd", norm="linf", budget=0.2, success_rate=0.9, protocol=hundred)
+    assert [p.protocol_id for p in leaderboard.protocols(path=path)] == [hundred.fingerprint, one.fingerprint]
+    dist = leaderboard.distortion_matrix(path=path)  # default: the protocol with the most runs
     assert dist.values["deepfool"]["fc10-1"] == 0.3
+    assert dist.as_dict()["n"]["deepfool"]["fc10-1"] == 100
     assert dist.attacks == ["cw", "deepfool", "lbfgs"] and dist.models == ["fc10-1", "fc100-100-10"]
     assert dist.values["lbfgs"]["fc10-1"] == 0.1
     assert dist.values["lbfgs"]["fc100-100-10"] is None
     assert dist.missing() == [("cw", "fc10-1"), ("deepfool", "fc100-100-10"), ("lbfgs", "fc100-100-10")]
+    assert leaderboard.distortion_matrix(protocol_id=one.fingerprint, path=path).values == {
+        "deepfool": {"fc10-1": 0.9}
+    }
     wide = dist.select(["lbfgs", "deepfool"], ["fc10-1", "cnn"])
     assert wide.values == {"lbfgs": {"fc10-1": 0.1, "cnn": None}, "deepfool": {"fc10-1": 0.3, "cnn": None}}
     assert wide.missing() == [("lbfgs", "cnn"), ("deepfool", "cnn")]
     succ = leaderboard.success_matrix("linf", 0.1, path=path)
     assert succ.values == {"pgd": {"fc10-1": 0.4}}
     assert leaderboard.budgets(path=path) == [("linf", 0.1), ("linf", 0.2)]
+
+
+def test_a_weak_model_keeps_its_success_rate_whatever_other_protocols_record(tmp_path):
+    """fc10-1 misclassifies 22% of the test set: attacking the first n images whatever their label would
+    count those as free successes. Under the default protocol they are never attacked, and runs of other
+    protocols (hand-chosen images, all images, other n) never move its cell."""
+    path = tmp_path / "lb.sqlite"
+    leaderboard.fill_cell("fgsm", "fc10-1", norm="linf", budget=0.05, source="test", path=path)
+    before = leaderboard.success_matrix("linf", 0.05, protocol_id=Protocol().fingerprint, path=path)
+    rate = before.values["fgsm"]["fc10-1"]
+    everything = Protocol(n=100, correct_only=False)
+    for protocol in (everything, Protocol(n=30), everything):
+        leaderboard.fill_cell("fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path)
+    _record(path, attack="fgsm", norm="linf", budget=0.05, success_rate=1.0, n=1)  # a hand-chosen image
+    after = leaderboard.success_matrix("linf", 0.05, protocol_id=Protocol().fingerprint, path=path)
+    assert after.values["fgsm"]["fc10-1"] == rate and after.cells["fgsm"]["fc10-1"].n == 100
+    # attacking all images counts misclassified ones neither as attacked nor as fooled
+    (all_images,) = [r for r in leaderboard.runs(path=path) if r.protocol_id == everything.fingerprint][:1]
+    assert all_images.n + all_images.skipped_misclassified == 100 and all_images.skipped_misclassified > 0
 
 
 @pytest.mark.parametrize(
@@ -155,36 +181,40 @@ def test_fill_cell_records_a_run_that_matches_the_attack(tmp_path, mnist_test):
     from core.models import load
 
     path = tmp_path / "lb.sqlite"
-    leaderboard.fill_cell("fgsm", "fc10-1", n=20, norm="linf", budget=0.1, source="test", path=path)
-    (run,) = leaderboard.runs(path=path)
-    expected = make_attack("fgsm", load("fc10-1", "cpu"), eps=0.1).run(
-        mnist_test.images[:20], mnist_test.labels[:20]
+    protocol = Protocol(n=20)
+    leaderboard.fill_cell(
+        "fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.1, source="test", path=path
     )
+    (run,) = leaderboard.runs(path=path)
+    model = load("fc10-1", "cpu")
+    correct = (model(mnist_test.images).argmax(1) == mnist_test.labels).nonzero().squeeze(1)[:20]
+    expected = make_attack("fgsm", model, eps=0.1).run(mnist_test.images[correct], mnist_test.labels[correct])
+    assert run.protocol_id == protocol.fingerprint and run.protocol == protocol.to_dict()
     assert (run.attack, run.model, run.n, run.budget, run.dataset) == ("fgsm", "fc10-1", 20, 0.1, "mnist")
     assert run.success_rate == pytest.approx(expected.summary()["success_rate"])
     assert leaderboard.success_matrix("linf", 0.1, path=path).values["fgsm"]["fc10-1"] == run.success_rate
     with pytest.raises(InvalidParameterError, match="takes no budget"):
-        leaderboard.fill_cell("deepfool", "fc10-1", n=5, norm="linf", budget=0.1, path=path)
+        leaderboard.fill_cell("deepfool", "fc10-1", norm="linf", budget=0.1, path=path)
     with pytest.raises(InvalidParameterError, match="budgeted"):
-        leaderboard.fill_cell("pgd", "fc10-1", n=5, path=path)
+        leaderboard.fill_cell("pgd", "fc10-1", path=path)
     with pytest.raises(InvalidParameterError, match="ImageNet"):
-        leaderboard.fill_cell("deepfool", "mobilenet_v2", n=5, path=path)
+        leaderboard.fill_cell("deepfool", "mobilenet_v2", path=path)
 
 
-def test_leaderboard_page_fills_missing_cells():
+def test_leaderboard_page_fills_missing_cells(tmp_path, monkeypatch):
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
 
+    monkeypatch.setenv(leaderboard.DB_ENV, str(tmp_path / "fresh.sqlite"))  # a new user's empty leaderboard
     page = str(Path(__file__).resolve().parents[1] / "dashboard" / "views" / "leaderboard.py")
     at = AppTest.from_file(page, default_timeout=180).run()
     assert not at.exception
     at.multiselect(key="lb_models").set_value(["fc10-1"]).run()
     at.multiselect(key="lb_min_attacks").set_value(["deepfool"]).run()
     at.multiselect(key="lb_budget_attacks").set_value(["fgsm"]).run()
-    at.number_input(key="lb_fill_n").set_value(10).run()
     at.button(key="lb_fill").click().run()
     assert not at.exception, [e.value for e in at.exception]
     filled = {(r.attack, r.model, r.n) for r in leaderboard.runs(source="dashboard")}
-    assert {("deepfool", "fc10-1", 10), ("fgsm", "fc10-1", 10)} <= filled
+    assert {("deepfool", "fc10-1", 100), ("fgsm", "fc10-1", 100)} <= filled
     assert "Every shown cell has a run." in [c.value for c in at.caption]

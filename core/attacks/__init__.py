@@ -3,7 +3,7 @@
     from core.attacks import make_attack
     attack = make_attack("pgd", model, eps=0.1, steps=40)      # or ATTACKS["pgd"](model, eps=...)
     result = attack.run(x, labels)                              # x (N,C,H,W) in [0,1]; target=None|int|(N,)
-    result.summary()        # success_rate, mean/median_rms_distortion, mean_l2, box_violations, time_s, n ...
+    result.summary()        # n, n_correct, success_rate, mean/median_rms_distortion, raw_box_violations, ...
     x_adv = attack.perturb(x, labels)                           # images only, unverified: training loops
 
     run = attack.start(x, labels, target=3)                     # live, step by step
@@ -17,12 +17,12 @@ scipy reference path), fgsm, pgd (linf/l2), cw (C&W-L2), deepfool, apgd (APGD-CE
 batched forward passes, a forward+backward counting as one. Every attack returns an `AttackResult` (x, x_adv, x_adv_raw, perturbation, success, labels, target,
 pred_before, pred_after, probs_after, l2, linf, rms, iterations, model_calls, time_s, params).
 `gaussian_noise_baseline(model, x, labels, rms, seed)` is the paper's random-noise control.
-Bad parameters raise `core.errors.InvalidParameterError`.
+Each attack declares its parameters once, in `PARAMS` (`core.attacks.spec.Param`: type, default, bounds,
+label, help, ImageNet preset, budget/seed flags); bad parameters raise `core.errors.InvalidParameterError`.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -44,6 +44,7 @@ from core.attacks.fgsm import FGSM
 from core.attacks.lbfgs import LBFGS
 from core.attacks.noise import GaussianNoise, gaussian_noise_baseline
 from core.attacks.pgd import PGD
+from core.attacks.spec import Param, format_eps, presets
 from core.errors import InvalidParameterError
 
 ATTACKS: dict[str, type[Attack]] = {
@@ -51,21 +52,34 @@ ATTACKS: dict[str, type[Attack]] = {
 }
 
 
+def attack_class(name: str) -> type[Attack]:
+    """The attack registered under `name`; InvalidParameterError listing the names otherwise."""
+    if name not in ATTACKS:
+        raise InvalidParameterError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}.")
+    return ATTACKS[name]
+
+
 def make_attack(
     name: str, model: nn.Module, device: torch.device | str | None = None, **params: Any
 ) -> Attack:
-    """An attack by registry name with validated parameters (unknown names/parameters raise
-    InvalidParameterError listing what is accepted)."""
-    if name not in ATTACKS:
-        raise InvalidParameterError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}.")
-    cls = ATTACKS[name]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model", "device")]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise InvalidParameterError(
-            f"{name} does not take {', '.join(unknown)}; its parameters are {', '.join(accepted)}."
-        )
-    return cls(model, device, **params)
+    """An attack by registry name with parameters validated against its spec (unknown names or parameters
+    raise InvalidParameterError listing what is accepted)."""
+    return attack_class(name)(model, device, **params)
+
+
+def is_budgeted(name: str) -> bool:
+    """True for attacks held to an eps budget (FGSM, PGD, APGD), False for minimal-distortion attacks."""
+    return any(p.budget for p in attack_class(name).PARAMS)
+
+
+def is_seeded(name: str) -> bool:
+    """True for attacks whose result depends on a seed (random starts)."""
+    return any(p.seed for p in attack_class(name).PARAMS)
+
+
+def attack_presets(name: str, dataset: str) -> dict[str, Any]:
+    """Every parameter of an attack at its default for the dataset (lighter presets on ImageNet)."""
+    return presets(attack_class(name).PARAMS, dataset)
 
 
 __all__ = [
@@ -81,7 +95,13 @@ __all__ = [
     "GaussianNoise",
     "LBFGS",
     "PGD",
+    "Param",
+    "attack_class",
+    "attack_presets",
+    "format_eps",
     "gaussian_noise_baseline",
+    "is_budgeted",
+    "is_seeded",
     "l2_norm",
     "linf_norm",
     "make_attack",

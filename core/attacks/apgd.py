@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from core.attacks.base import Attack, AttackEvent, AttackRun, check_float, check_int
+from core.attacks.base import Attack, AttackEvent, AttackRun
+from core.attacks.spec import Param, eps_param, seed_param
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -31,28 +31,26 @@ class APGD(Attack):
 
     name = "apgd"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        device: torch.device | str | None = None,
-        *,
-        eps: float = 0.1,
-        steps: int = 100,
-        rho: float = 0.75,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(model, device)
-        self.eps = check_float("eps", eps, low=0.0, high=1.0)
-        self.steps = check_int("steps", steps, low=1, high=100_000)
-        self.rho = check_float("rho", rho, low=0.0, high=1.0)
-        self.seed = check_int("seed", seed)
-        self.params = {
-            "eps": self.eps,
-            "steps": self.steps,
-            "rho": self.rho,
-            "seed": self.seed,
-            "norm": "linf",
-        }
+    PARAMS = (
+        eps_param(),
+        Param("steps", int, 100, "Steps", "Number of gradient steps.", low=1, high=100_000, imagenet=10),
+        Param(
+            "rho",
+            float,
+            0.75,
+            "Step-halving threshold rho",
+            "APGD halves its step when less than this share of the steps since the last checkpoint improved.",
+            low=0.0,
+            high=1.0,
+            step=0.05,
+        ),
+        seed_param("random start"),
+    )
+    RECORDED = {"norm": "linf"}
+    eps: float
+    steps: int
+    rho: float
+    seed: int
 
     def _project(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return torch.min(torch.max(z, x - self.eps), x + self.eps).clamp(0.0, 1.0)

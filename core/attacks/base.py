@@ -1,9 +1,10 @@
 """What every attack shares: the streaming run, the event it yields after each iteration, the one result
-type, distortion measures and parameter checks.
+type and the distortion measures.
 
 An attack subclass only writes `_steps(run)`, a generator that updates `run.best` (the best adversarial
-images so far, one per input image) and yields one `AttackEvent` per iteration. Everything else (clean
-predictions, the fresh verification pass, distortions, timing, model-call counting) lives here, once.
+images so far, one per input image) and yields one `AttackEvent` per iteration, and declares its
+parameters in `PARAMS`. Everything else (parameter validation, clean predictions, the fresh verification
+pass, distortions, timing, model-call counting) lives here, once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.attacks.spec import Param, check_params
 from core.errors import InvalidParameterError
 
 # ---------------------------------------------------------------- distortion measures (per image, [0,1] scale)
@@ -38,46 +40,6 @@ def rms(r: torch.Tensor) -> torch.Tensor:
     """The paper's distortion measure sqrt(sum r^2 / n) per image, n = pixels x channels."""
     flat = r.flatten(1)
     return flat.norm(dim=1) / math.sqrt(flat.shape[1])
-
-
-# ---------------------------------------------------------------- parameter checks
-
-
-def check_float(
-    name: str, value: Any, *, low: float | None = None, high: float | None = None, strict_low: bool = False
-) -> float:
-    """A finite real number in [low, high] (or (low, high] with strict_low); InvalidParameterError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidParameterError(f"{name} must be a number, got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value):
-        raise InvalidParameterError(f"{name} must be finite, got {value}.")
-    if low is not None and (value < low or (strict_low and value == low)):
-        bound = ">" if strict_low else ">="
-        raise InvalidParameterError(f"{name} must be {bound} {low}, got {value}.")
-    if high is not None and value > high:
-        raise InvalidParameterError(f"{name} must be <= {high}, got {value}.")
-    return value
-
-
-def check_int(name: str, value: Any, *, low: int = 0, high: int | None = None) -> int:
-    """An integer in [low, high]; InvalidParameterError otherwise (floats like 3.0 are accepted)."""
-    if isinstance(value, bool):
-        raise InvalidParameterError(f"{name} must be an integer, got {value!r}.")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int):
-        raise InvalidParameterError(f"{name} must be an integer, got {value!r}.")
-    if value < low or (high is not None and value > high):
-        upper = f" and <= {high}" if high is not None else ""
-        raise InvalidParameterError(f"{name} must be >= {low}{upper}, got {value}.")
-    return value
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise InvalidParameterError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
-    return value
 
 
 # ---------------------------------------------------------------- event and result
@@ -194,19 +156,29 @@ class AttackResult(_Distortion):
             **{name: cat(name) for name in tensors},
         )
 
+    @property
+    def fooled(self) -> torch.Tensor:
+        """Successes on images the model classified correctly before the attack: an image it already got
+        wrong is no adversarial example, however small its 'distortion'."""
+        return self.success & (self.pred_before == self.labels)
+
     def summary(self) -> dict[str, Any]:
-        """JSON-able figures. Distortion statistics are over the successful images only (the paper's
-        'average minimum distortion'); they are None when nothing succeeded."""
-        ok = self.success
+        """JSON-able figures. `success_rate` is over the images classified correctly before the attack
+        (`n_correct` of `n`); distortion statistics are over the fooled images only (the paper's 'average
+        minimum distortion') and None when none was fooled. `raw_box_violations` counts pixels of the
+        attack's raw output outside [0, 1], before the result is clipped."""
+        ok = self.fooled
+        n_correct = int((self.pred_before == self.labels).sum())
         return {
             "attack": self.attack,
             "n": len(self),
-            "success_rate": float(ok.float().mean()) if len(self) else 0.0,
+            "n_correct": n_correct,
+            "success_rate": float(ok.sum()) / n_correct if n_correct else 0.0,
             "mean_rms_distortion": _mean(self.rms[ok]),
             "median_rms_distortion": _median(self.rms[ok]),
             "mean_l2": _mean(self.l2[ok]),
+            "median_l2": _median(self.l2[ok]),
             "mean_linf": _mean(self.linf[ok]),
-            "box_violations": int(((self.x_adv < 0) | (self.x_adv > 1)).sum()),
             "raw_box_violations": int(((self.x_adv_raw < 0) | (self.x_adv_raw > 1)).sum()),
             "iterations": self.iterations,
             "model_calls": self.model_calls,
@@ -328,17 +300,23 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 class Attack:
-    """Base class: subclasses set `name`, `supports_targeted`, validate their parameters in `__init__`
-    (storing them, JSON-able, in `self.params`) and implement `_steps(run)`."""
+    """Base class: subclasses set `name`, `supports_targeted`, declare their parameters once in `PARAMS`
+    (validated here into `self.params` and set as attributes) and implement `_steps(run)`. `RECORDED` holds
+    fixed facts recorded beside the parameters (e.g. the norm an Linf-only attack works in)."""
 
     name: ClassVar[str] = "attack"
     supports_targeted: ClassVar[bool] = True
     supports_untargeted: ClassVar[bool] = True
+    PARAMS: ClassVar[tuple[Param, ...]] = ()
+    RECORDED: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, model: nn.Module, device: torch.device | str | None = None) -> None:
+    def __init__(self, model: nn.Module, device: torch.device | str | None = None, **params: Any) -> None:
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.model = model.to(self.device) if device is not None else model
-        self.params: dict[str, Any] = {}
+        checked = check_params(self.name, self.PARAMS, params)
+        for key, value in checked.items():
+            setattr(self, key, value)
+        self.params: dict[str, Any] = {**checked, **self.RECORDED}
 
     def start(
         self, x: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | int | None = None

@@ -9,9 +9,9 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch import nn
 
-from core.attacks.base import Attack, AttackEvent, AttackRun, check_float, check_int
+from core.attacks.base import Attack, AttackEvent, AttackRun
+from core.attacks.spec import Param
 
 _SQUEEZE = 0.999999  # keeps arctanh finite at the box edges, as in Foolbox
 
@@ -32,33 +32,71 @@ class CarliniWagnerL2(Attack):
 
     name = "cw"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        device: torch.device | str | None = None,
-        *,
-        binary_search_steps: int = 9,
-        steps: int = 100,
-        lr: float = 0.1,
-        initial_const: float = 0.01,
-        confidence: float = 0.0,
-        abort_early: bool = True,
-    ) -> None:
-        super().__init__(model, device)
-        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, low=1, high=100)
-        self.steps = check_int("steps", steps, low=1, high=100_000)
-        self.lr = check_float("lr", lr, low=0.0, high=10.0, strict_low=True)
-        self.initial_const = check_float("initial_const", initial_const, low=0.0, high=1e10, strict_low=True)
-        self.confidence = check_float("confidence", confidence, low=0.0, high=1e4)
-        self.abort_early = bool(abort_early)
-        self.params = {
-            "binary_search_steps": self.binary_search_steps,
-            "steps": self.steps,
-            "lr": self.lr,
-            "initial_const": self.initial_const,
-            "confidence": self.confidence,
-            "abort_early": self.abort_early,
-        }
+    PARAMS = (
+        Param(
+            "binary_search_steps",
+            int,
+            9,
+            "Search rounds over c",
+            "Rounds of the binary search for the trade-off constant c.",
+            low=1,
+            high=100,
+            imagenet=3,
+        ),
+        Param(
+            "steps",
+            int,
+            100,
+            "Adam steps per round",
+            "Optimiser steps for each value of c.",
+            low=1,
+            high=100_000,
+            imagenet=20,
+        ),
+        Param(
+            "lr",
+            float,
+            0.1,
+            "Learning rate",
+            "Adam's step size in tanh space.",
+            low=0.0,
+            high=10.0,
+            strict_low=True,
+        ),
+        Param(
+            "initial_const",
+            float,
+            0.01,
+            "First c",
+            "First value of the trade-off constant c.",
+            low=0.0,
+            high=1e10,
+            strict_low=True,
+        ),
+        Param(
+            "confidence",
+            float,
+            0.0,
+            "Confidence margin (kappa)",
+            "Logit margin the adversarial class must win by.",
+            low=0.0,
+            high=1e4,
+            step=0.5,
+        ),
+        Param(
+            "abort_early",
+            bool,
+            True,
+            "Abort early",
+            "An image ends its round when its loss stops improving (0.01% over a tenth of the steps).",
+        ),
+    )
+    binary_search_steps: int
+    steps: int
+    lr: float
+    initial_const: float
+    confidence: float
+    abort_early: bool
 
     def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
         x = run.x

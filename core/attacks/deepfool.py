@@ -7,9 +7,9 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch import nn
 
-from core.attacks.base import Attack, AttackEvent, AttackRun, check_float, check_int, l2_norm
+from core.attacks.base import Attack, AttackEvent, AttackRun, l2_norm
+from core.attacks.spec import Param
 
 
 class DeepFool(Attack):
@@ -22,20 +22,41 @@ class DeepFool(Attack):
     name = "deepfool"
     supports_targeted = False
 
-    def __init__(
-        self,
-        model: nn.Module,
-        device: torch.device | str | None = None,
-        *,
-        steps: int = 50,
-        candidates: int = 10,
-        overshoot: float = 0.02,
-    ) -> None:
-        super().__init__(model, device)
-        self.steps = check_int("steps", steps, low=1, high=10_000)
-        self.candidates = check_int("candidates", candidates, low=2, high=10_000)
-        self.overshoot = check_float("overshoot", overshoot, low=0.0, high=10.0)
-        self.params = {"steps": self.steps, "candidates": self.candidates, "overshoot": self.overshoot}
+    PARAMS = (
+        Param(
+            "steps",
+            int,
+            50,
+            "Steps",
+            "Most linearised steps towards the nearest boundary.",
+            low=1,
+            high=10_000,
+            imagenet=20,
+        ),
+        Param(
+            "candidates",
+            int,
+            10,
+            "Candidate classes",
+            "Classes DeepFool considers: the most likely ones.",
+            low=2,
+            high=10_000,
+            imagenet=5,
+        ),
+        Param(
+            "overshoot",
+            float,
+            0.02,
+            "Overshoot",
+            "How far each step goes past the linearised boundary.",
+            low=0.0,
+            high=10.0,
+            step=0.01,
+        ),
+    )
+    steps: int
+    candidates: int
+    overshoot: float
 
     def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
         x, labels = run.x, run.labels

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from core.attacks.base import Attack, AttackEvent, AttackRun, check_float
+from core.attacks.base import Attack, AttackEvent, AttackRun
+from core.attacks.spec import eps_param
 
 
 class FGSM(Attack):
@@ -17,12 +17,8 @@ class FGSM(Attack):
 
     name = "fgsm"
 
-    def __init__(
-        self, model: nn.Module, device: torch.device | str | None = None, *, eps: float = 0.1
-    ) -> None:
-        super().__init__(model, device)
-        self.eps = check_float("eps", eps, low=0.0, high=1.0)
-        self.params = {"eps": self.eps}
+    PARAMS = (eps_param(),)
+    eps: float
 
     def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
         goal, sign = (run.labels, 1.0) if run.target is None else (run.target, -1.0)

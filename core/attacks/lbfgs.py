@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from threadpoolctl import ThreadpoolController
 from torch import nn
 
-from core.attacks.base import Attack, AttackEvent, AttackRun, check_choice, check_float, check_int
+from core.attacks.base import Attack, AttackEvent, AttackRun
+from core.attacks.spec import Param
 
 
 def objective(
@@ -94,42 +95,93 @@ class LBFGS(Attack):
 
     name = "lbfgs"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        device: torch.device | str | None = None,
-        *,
-        c_init: float = 1.0,
-        rounds: int = 10,
-        n_targets: int = 9,
-        method: str = "batched",
-        max_iter: int = 100,
-        memory: int = 5,
-        ftol: float = 1e-4,
-        gtol: float = 1e-5,
-    ) -> None:
-        super().__init__(model, device)
-        self.c_init = check_float("c_init", c_init, low=0.0, high=1e8, strict_low=True)
-        self.rounds = check_int("rounds", rounds, low=1, high=100)
-        self.n_targets = check_int("n_targets", n_targets, low=1, high=10_000)
-        self.method = check_choice("method", method, ("batched", "scipy"))
-        self.max_iter = check_int("max_iter", max_iter, low=1, high=100_000)
-        self.memory = check_int("memory", memory, low=1, high=100)
-        self.ftol = check_float("ftol", ftol, low=0.0, high=1.0)
-        self.gtol = check_float("gtol", gtol, low=0.0, high=1e3)
-        self.params = {
-            "c_init": self.c_init,
-            "rounds": self.rounds,
-            "n_targets": self.n_targets,
-            "method": self.method,
-            "max_iter": self.max_iter,
-            "memory": self.memory,
-            "ftol": self.ftol,
-            "gtol": self.gtol,
-            "norm": "squared_l2",
-        }
-
-    # ------------------------------------------------------------------ problems: one per (image, target)
+    PARAMS = (
+        Param(
+            "c_init",
+            float,
+            1.0,
+            "First c",
+            "First value of the trade-off constant c of c·|r|² + loss.",
+            low=0.0,
+            high=1e8,
+            strict_low=True,
+        ),
+        Param(
+            "rounds",
+            int,
+            10,
+            "Search rounds over c",
+            "Minimisations per target class, each at a new c (grow, shrink, then bisect).",
+            low=1,
+            high=100,
+            imagenet=4,
+        ),
+        Param(
+            "n_targets",
+            int,
+            9,
+            "Target classes tried",
+            "Untargeted: attack this many most likely other classes and keep the smallest change.",
+            low=1,
+            high=10_000,
+            imagenet=1,
+        ),
+        Param(
+            "method",
+            str,
+            "batched",
+            "Optimiser",
+            "batched: our projected L-BFGS on the whole batch; scipy: the reference L-BFGS-B, one problem "
+            "at a time.",
+            choices=("batched", "scipy"),
+        ),
+        Param(
+            "max_iter",
+            int,
+            100,
+            "Iterations per round",
+            "Most L-BFGS iterations for one value of c.",
+            low=1,
+            high=100_000,
+            imagenet=30,
+        ),
+        Param(
+            "memory",
+            int,
+            5,
+            "L-BFGS memory",
+            "How many past steps shape the curvature estimate.",
+            low=1,
+            high=100,
+        ),
+        Param(
+            "ftol",
+            float,
+            1e-4,
+            "Objective tolerance",
+            "A round ends when the objective's relative decrease falls below this.",
+            low=0.0,
+            high=1.0,
+        ),
+        Param(
+            "gtol",
+            float,
+            1e-5,
+            "Gradient tolerance",
+            "A round ends when the projected gradient's largest entry falls below this.",
+            low=0.0,
+            high=1e3,
+        ),
+    )
+    RECORDED = {"norm": "squared_l2"}
+    c_init: float
+    rounds: int
+    n_targets: int
+    method: str
+    max_iter: int
+    memory: int
+    ftol: float
+    gtol: float
 
     def _problems(self, run: AttackRun) -> tuple[torch.Tensor, torch.Tensor]:
         """(image index, target label) of every problem, image-major: T problems per image."""

@@ -4,12 +4,15 @@ what it does to the model (Table 1 'distortion' vs. 'Gaussian noise' columns).""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-from core.attacks.base import Attack, AttackEvent, AttackResult, AttackRun, check_float, check_int
+from core.attacks.base import Attack, AttackEvent, AttackResult, AttackRun
+from core.attacks.spec import Param, seed_param
 from core.errors import InvalidParameterError
+from core.validation import check_float
 
 
 class GaussianNoise(Attack):
@@ -22,16 +25,23 @@ class GaussianNoise(Attack):
     name = "gaussian_noise"
     supports_targeted = False
 
+    PARAMS = (
+        seed_param("noise"),
+        Param("exact", bool, True, "Exact RMS", "Scale so the clipped noise has the RMS."),
+    )
+    seed: int
+    exact: bool
+
     def __init__(
         self,
         model: nn.Module,
         device: torch.device | str | None = None,
         *,
         rms: float | torch.Tensor = 0.1,
-        seed: int = 0,
-        exact: bool = True,
+        **params: Any,
     ) -> None:
-        super().__init__(model, device)
+        """`rms` is one number or a tensor with one per image, so it is checked here, not by the spec."""
+        super().__init__(model, device, **params)
         if isinstance(rms, torch.Tensor) and rms.dim() > 0:
             if not torch.isfinite(rms).all() or (rms < 0).any() or (rms > 1).any():
                 raise InvalidParameterError("rms values must be finite and lie in [0, 1].")
@@ -40,9 +50,7 @@ class GaussianNoise(Attack):
         else:
             self.rms = check_float("rms", float(rms), low=0.0, high=1.0)
             rms_param = self.rms
-        self.seed = check_int("seed", seed)
-        self.exact = bool(exact)
-        self.params = {"rms": rms_param, "seed": self.seed, "exact": self.exact}
+        self.params = {"rms": rms_param, **self.params}
 
     def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
         x = run.x

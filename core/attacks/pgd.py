@@ -5,12 +5,14 @@ Foolbox 3 (step, project onto the ball, clip to the box), so without random star
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.attacks.base import Attack, AttackEvent, AttackRun, check_choice, check_float, check_int, l2_norm
+from core.attacks.base import Attack, AttackEvent, AttackRun, l2_norm
+from core.attacks.spec import Param, eps_param, seed_param
 
 
 def _per_image(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -27,34 +29,45 @@ class PGD(Attack):
 
     name = "pgd"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        device: torch.device | str | None = None,
-        *,
-        norm: str = "linf",
-        eps: float = 0.1,
-        steps: int = 40,
-        step_size: float | None = None,
-        random_start: bool = True,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(model, device)
-        self.norm = check_choice("norm", norm, ("linf", "l2"))
-        self.eps = check_float("eps", eps, low=0.0, high=1.0 if norm == "linf" else 1000.0)
-        self.steps = check_int("steps", steps, low=1, high=100_000)
-        default_step = 2.5 * self.eps / self.steps
-        self.step_size = check_float("step_size", default_step if step_size is None else step_size, low=0.0)
-        self.random_start = bool(random_start)
-        self.seed = check_int("seed", seed)
-        self.params = {
-            "norm": self.norm,
-            "eps": self.eps,
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "random_start": self.random_start,
-            "seed": self.seed,
-        }
+    PARAMS = (
+        Param(
+            "norm",
+            str,
+            "linf",
+            "Norm",
+            "Linf bounds every pixel's change; L2 the change of the whole image.",
+            choices=("linf", "l2"),
+        ),
+        eps_param(high_l2=1000.0),
+        Param("steps", int, 40, "Steps", "Number of gradient steps.", low=1, high=100_000, imagenet=10),
+        Param(
+            "step_size",
+            float,
+            None,
+            "Step size",
+            "Absolute size of each step; empty: 2.5 * eps / steps.",
+            low=0.0,
+            high=1000.0,
+            optional=True,
+            step=0.001,
+        ),
+        Param(
+            "random_start", bool, True, "Random start", "Start from a uniform random point of the eps-ball."
+        ),
+        seed_param("random start"),
+    )
+    norm: str
+    eps: float
+    steps: int
+    step_size: float
+    random_start: bool
+    seed: int
+
+    def __init__(self, model: nn.Module, device: torch.device | str | None = None, **params: Any) -> None:
+        super().__init__(model, device, **params)
+        if self.step_size is None:
+            self.step_size = 2.5 * self.eps / self.steps
+            self.params["step_size"] = self.step_size
 
     def _random_start(self, x: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed)

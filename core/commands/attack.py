@@ -1,30 +1,53 @@
-"""`intriguing attack`: run one attack on the first n MNIST test images a model classifies correctly."""
+"""`intriguing attack`: run one attack on the MNIST test images an evaluation protocol chooses (by default
+the first n the model classifies correctly). Its flags come from the attacks' parameter specs."""
 
 from __future__ import annotations
 
-import inspect
+import argparse
 import json
 
-# CLI flag -> attack parameter; a flag is passed on only when given, and only attacks that take it accept it.
-PARAM_FLAGS = {
-    "eps": float,
-    "steps": int,
-    "step_size": float,
-    "norm": str,
-    "random_start": int,
-    "c_init": float,
-    "rounds": int,
-    "n_targets": int,
-    "method": str,
-    "max_iter": int,
-    "binary_search_steps": int,
-    "lr": float,
-    "initial_const": float,
-    "confidence": float,
-    "candidates": int,
-    "overshoot": float,
-    "rho": float,
-}
+
+def _bool(text: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
+def add_attack_flags(parser: argparse.ArgumentParser) -> None:
+    """One --flag per attack parameter of any attack (from the specs); a flag is passed on only when given."""
+    from core.attacks import ATTACKS
+
+    seen: dict[str, list[str]] = {}
+    first = {}
+    for name, cls in ATTACKS.items():
+        for p in cls.PARAMS:
+            if not p.seed:
+                seen.setdefault(p.name, []).append(name)
+                first.setdefault(p.name, p)
+    for flag, attacks in seen.items():
+        p = first[flag]
+        kind = _bool if p.kind is bool else p.kind
+        parser.add_argument(
+            f"--{flag.replace('_', '-')}",
+            dest=flag,
+            type=kind,
+            default=None,
+            choices=p.choices or None,
+            help=f"{p.label}: {p.help} ({', '.join(attacks)})",
+        )
+
+
+def attack_params(attack: str, args: argparse.Namespace, seed: int) -> dict:
+    """The parameters given on the command line for `attack` (validated by the attack), plus the seed when
+    the attack is seeded; a flag the attack does not take is refused by it with the list it accepts."""
+    from core.attacks import ATTACKS, is_seeded
+
+    names = {p.name for cls in ATTACKS.values() for p in cls.PARAMS if not p.seed}
+    params = {name: getattr(args, name) for name in sorted(names) if getattr(args, name, None) is not None}
+    if is_seeded(attack):
+        params["seed"] = seed
+    return params
 
 
 def run(args) -> int:
@@ -33,64 +56,55 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from core import leaderboard
-    from core.attacks import ATTACKS, AttackResult, make_attack
+    from core.attacks import AttackResult, make_attack
     from core.cli import emit
-    from core.data import load_mnist
     from core.errors import InvalidParameterError
     from core.models import get_spec, load
-    from core.models.train import versions
+    from core.protocol import Protocol
+    from core.provenance import versions
 
     if get_spec(args.model).dataset != "mnist":
         raise InvalidParameterError(f"{args.model} is an ImageNet model; `attack` runs on MNIST test images.")
-    if args.n < 1 or args.batch_size < 1:
-        raise InvalidParameterError("--n and --batch-size must be at least 1.")
-    params = {name: getattr(args, name) for name in PARAM_FLAGS if getattr(args, name) is not None}
-    if "random_start" in params:
-        params["random_start"] = bool(params["random_start"])
-    if "seed" in inspect.signature(ATTACKS[args.attack].__init__).parameters:
-        params["seed"] = args.seed
+    if args.batch_size < 1:
+        raise InvalidParameterError("--batch-size must be at least 1.")
+    if args.target is not None and not 0 <= args.target <= 9:
+        raise InvalidParameterError("--target must be a digit 0..9.")
+    protocol = Protocol(n=args.n, correct_only=not args.all_images, order=args.order, seed=args.seed)
+    params = attack_params(args.attack, args, args.seed)
     if args.threads is not None:
         if args.threads < 1:
             raise InvalidParameterError("--threads must be at least 1.")
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     model = load(args.model, args.device)
     attack = make_attack(args.attack, model, args.device, **params)
-
-    data = load_mnist("test")
-    with torch.no_grad():
-        device = attack.device
-        pred = torch.cat(
-            [model(data.images[i : i + 2000].to(device)).argmax(1).cpu() for i in range(0, len(data), 2000)]
-        )
-    correct = (pred == data.labels).nonzero().squeeze(1)[: args.n]
-    if len(correct) < args.n:
-        raise InvalidParameterError(f"only {len(correct)} test images are classified correctly; lower --n.")
-    x, labels = data.images[correct], data.labels[correct]
-    if args.target is not None and not 0 <= args.target <= 9:
-        raise InvalidParameterError("--target must be a digit 0..9.")
+    chosen = protocol.select(model, attack.device)
+    keep = (
+        chosen.labels != args.target if args.target is not None else torch.ones(len(chosen), dtype=torch.bool)
+    )
+    if not keep.any():
+        raise InvalidParameterError(f"every selected image already has label {args.target}.")
+    x, labels, ids = chosen.images[keep], chosen.labels[keep], chosen.ids[keep]
 
     results = []
-    with tqdm(desc=f"{args.attack} on {args.model}", unit="step", disable=args.quiet) as bar:
+    with tqdm(desc=f"{args.attack} on {args.model}", unit="step", disable=args.quiet, mininterval=1.0) as bar:
         for start in range(0, len(x), args.batch_size):
             xb, yb = x[start : start + args.batch_size], labels[start : start + args.batch_size]
-            keep = torch.ones(len(yb), dtype=torch.bool) if args.target is None else yb != args.target
-            if not keep.any():
-                continue
-            run_ = attack.start(xb[keep], yb[keep], target=args.target)
+            run_ = attack.start(xb, yb, target=args.target)
             for _ in run_:
                 bar.update(1)
             results.append(run_.result())
-    if not results:
-        raise InvalidParameterError(f"every selected image already has label {args.target}.")
     result = AttackResult.concat(results)
-    summary = {"model": args.model, **result.summary(), "seed": args.seed, "versions": versions()}
-    summary["leaderboard_id"] = leaderboard.record_result(result, args.model, source="cli", dataset="mnist")
+    summary = {"model": args.model, **result.summary(), "protocol": chosen.record(), "seed": args.seed}
+    summary["versions"] = versions()
+    summary["leaderboard_id"] = leaderboard.record_result(
+        result, args.model, source="cli", dataset="mnist", selection=chosen
+    )
     if args.target is not None:
-        summary["skipped_already_target"] = len(x) - len(result)
+        summary["skipped_already_target"] = len(chosen) - len(result)
     if args.out:
         np.savez_compressed(
             args.out,
+            ids=ids.numpy(),
             x=result.x.numpy(),
             x_adv=result.x_adv.numpy(),
             labels=result.labels.numpy(),
@@ -106,9 +120,10 @@ def run(args) -> int:
         summary["out"] = args.out
     distortion = summary["mean_rms_distortion"]
     text = (
-        f"{args.attack} on {args.model}, {len(result)} images: success {100 * summary['success_rate']:.1f}%, "
+        f"{args.attack} on {args.model}, {len(result)} images ({protocol.describe()}): "
+        f"success {100 * summary['success_rate']:.1f}%, "
         f"mean RMS distortion {'n/a' if distortion is None else f'{distortion:.4f}'}, "
-        f"box violations {summary['box_violations']}, {summary['time_s']:.1f} s"
+        f"raw iterate outside [0, 1]: {summary['raw_box_violations']} pixels, {summary['time_s']:.1f} s"
     )
     emit(summary, args.json, text)
     return 0
@@ -121,13 +136,25 @@ def register(sub, common) -> None:
         "attack",
         parents=[common],
         help="attack the first n correctly classified MNIST test images",
-        description="Flags an attack does not take are refused with a message listing the ones it does.",
+        description="Attack parameters are flags (each lists the attacks that take it); a flag the chosen "
+        "attack does not take is refused with a message listing the ones it does.",
     )
     p.add_argument("--model", required=True)
     p.add_argument("--attack", required=True, choices=list(ATTACKS))
     p.add_argument("--n", type=int, default=100, help="number of images (default 100)")
+    p.add_argument(
+        "--all-images",
+        action="store_true",
+        help="also attack images the model already misclassifies (they never count as successes)",
+    )
+    p.add_argument(
+        "--order",
+        choices=("dataset", "random"),
+        default="dataset",
+        help="walk the test set in its order or in a seeded random order",
+    )
     p.add_argument("--target", type=int, default=None, help="target label (default: untargeted)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of random starts and of --order random")
     p.add_argument("--batch-size", type=int, default=1000, help="images per batch (default 1000)")
     p.add_argument(
         "--threads",
@@ -135,10 +162,7 @@ def register(sub, common) -> None:
         default=None,
         help="torch CPU threads (default: torch's); 1 is fastest for MNIST nets on a busy machine",
     )
-    for name, kind in PARAM_FLAGS.items():
-        p.add_argument(
-            f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help="attack parameter"
-        )
+    add_attack_flags(p)
     p.add_argument(
         "--out", default=None, help="write x, x_adv, labels, predictions and parameters to FILE.npz"
     )

@@ -20,11 +20,11 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from core import defences
-    from core.attacks.base import check_int
     from core.cli import emit
     from core.data import load_mnist
     from core.errors import InvalidParameterError
     from core.models import get_spec, load
+    from core.validation import check_int
 
     n = check_int("-n", args.n, low=1, high=10_000)
     check_int("--seed", args.seed)

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 
 def _grid(matrix, fmt: str) -> str:
+    """The matrix as text, each cell with the number of images it was measured on."""
     if not matrix.attacks:
         return f"{matrix.title}: no runs recorded yet."
-    width = max(12, *(len(m) for m in matrix.models))
+
+    def cell(attack: str, model: str) -> str:
+        value = matrix.values[attack].get(model)
+        return "-" if value is None else f"{format(value, fmt)} (n={matrix.cells[attack][model].n})"
+
+    width = max(18, *(len(m) for m in matrix.models))
     lines = [matrix.title, f"{'attack':<12}" + "".join(f" {m:>{width}}" for m in matrix.models)]
     for attack in matrix.attacks:
-        cells = (matrix.values[attack].get(m) for m in matrix.models)
-        lines.append(
-            f"{attack:<12}" + "".join(f" {'-' if v is None else format(v, fmt):>{width}}" for v in cells)
-        )
+        lines.append(f"{attack:<12}" + "".join(f" {cell(attack, m):>{width}}" for m in matrix.models))
     return "\n".join(lines)
 
 
 def _budget(text: str) -> tuple[str, float]:
-    from core.attacks.base import check_choice, check_float
     from core.errors import InvalidParameterError
+    from core.validation import check_choice, check_float
 
     norm, _, eps = text.partition(":")
     check_choice("budget norm", norm, ("linf", "l2"))
@@ -31,33 +34,47 @@ def _budget(text: str) -> tuple[str, float]:
 
 def run(args) -> int:
     from core import leaderboard
+    from core.attacks import is_budgeted
     from core.cli import emit
+    from core.protocol import Protocol
 
     if args.fill:
         from tqdm import tqdm
 
-        from core.attacks.base import check_int
         from core.models import get_spec
+        from core.validation import check_int
 
-        check_int("n", args.n, low=1, high=10_000)  # every flag is checked before any work starts
+        protocol = Protocol(n=check_int("n", args.n, low=1, high=10_000))  # every flag is checked first
         check_int("seed", args.seed)
         for name in args.models or []:
             get_spec(name)
-        budgeted = {attack: leaderboard.is_budgeted(attack) for attack in args.fill}
+        budgeted = {attack: is_budgeted(attack) for attack in args.fill}
         norm, eps = _budget(args.budget) if args.budget else ("linf", 0.1)
         for attack in tqdm(args.fill, desc="filling", disable=args.json):
             for model in args.models or ["fc100-100-10"]:
                 leaderboard.fill_cell(
-                    attack, model, n=args.n, norm=norm if budgeted[attack] else None,
+                    attack, model, protocol=protocol, norm=norm if budgeted[attack] else None,
                     budget=eps if budgeted[attack] else None,
                     seed=args.seed, device=args.device, source="cli",
                 )  # fmt: skip
-    distortion = leaderboard.distortion_matrix(dataset=args.dataset)
-    matrices = [distortion]
-    budgets = [_budget(args.budget)] if args.budget else leaderboard.budgets()
-    matrices += [leaderboard.success_matrix(norm, eps, dataset=args.dataset) for norm, eps in budgets]
+    known = leaderboard.protocols(dataset=args.dataset)
+    chosen = args.protocol if args.protocol is not None else (known[0].protocol_id if known else None)
+    about = next((k.describe() for k in known if k.protocol_id == chosen), "no runs")
+    matrices = [leaderboard.distortion_matrix(dataset=args.dataset, protocol_id=chosen)]
+    budgets = [_budget(args.budget)] if args.budget else leaderboard.budgets(protocol_id=chosen)
+    matrices += [
+        leaderboard.success_matrix(norm, eps, dataset=args.dataset, protocol_id=chosen)
+        for norm, eps in budgets
+    ]
     text = "\n\n".join(_grid(m, ".4f" if m.metric == "median_rms" else ".0%") for m in matrices)
-    emit([m.as_dict() for m in matrices], args.json, f"{text}\n\n(database: {leaderboard.default_path()})")
+    others = [f"  {k.protocol_id}: {k.describe()} ({k.runs} runs)" for k in known if k.protocol_id != chosen]
+    header = f"protocol {chosen}: {about}"
+    footer = ("\n\nother protocols (--protocol ID):\n" + "\n".join(others)) if others else ""
+    emit(
+        {"protocol_id": chosen, "protocol": about, "matrices": [m.as_dict() for m in matrices]},
+        args.json,
+        f"{header}\n\n{text}{footer}\n\n(database: {leaderboard.default_path()})",
+    )
     return 0
 
 
@@ -78,5 +95,11 @@ def register(sub, common) -> None:
     p.add_argument("--models", nargs="+", metavar="MODEL", help="models to fill (default fc100-100-10)")
     p.add_argument("-n", type=int, default=100, help="MNIST test images per filled cell (default 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--protocol",
+        metavar="ID",
+        default=None,
+        help="show the runs of this protocol (default: the one with the most runs)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

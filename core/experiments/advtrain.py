@@ -33,8 +33,9 @@ from core.experiments.adversarial import lbfgs_params, minimum_distortion_exampl
 from core.experiments.report import Column, Report, base_card, figure
 from core.models import load
 from core.models.nets import SigmoidMLP
-from core.models.train import error_rate, versions
+from core.models.train import error_rate
 from core.models.zoo import TrainConfig
+from core.provenance import versions
 
 POOL_LBFGS = {"n_targets": 1, "rounds": 5, "max_iter": 20, "memory": 5}
 PGD_TRAIN = {"norm": "linf", "eps": 0.1, "steps": 5, "random_start": True}

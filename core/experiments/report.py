@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from core import config
+from core.provenance import versions
 
 RESULTS_DIR = config.PROJECT_ROOT / "docs" / "results"
 
@@ -95,7 +96,6 @@ def _jsonable(value: Any) -> Any:
 
 def base_card(name: str, n: int, seed: int, **fields: Any) -> dict[str, Any]:
     """What every card records: the experiment, n, seed, library versions, threads and date."""
-    from core.models.train import versions
 
     return {
         "experiment": name,

@@ -12,6 +12,8 @@ from core.models.zoo import (
     load,
     model_status,
     read_card,
+    same_domain_models,
+    usable_models,
 )
 
 __all__ = [
@@ -26,4 +28,6 @@ __all__ = [
     "load",
     "model_status",
     "read_card",
+    "same_domain_models",
+    "usable_models",
 ]

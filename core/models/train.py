@@ -7,7 +7,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -20,22 +19,7 @@ from core import config
 from core.data import load_mnist, split_fingerprint
 from core.errors import InvalidParameterError
 from core.models.zoo import MNIST_MODELS, ModelSpec, TrainConfig
-
-
-def versions() -> dict[str, str]:
-    """Library versions, recorded next to every result so that it can be reproduced."""
-    import numpy
-    import torchvision
-
-    import core
-
-    return {
-        "intriguing_lab": core.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
+from core.provenance import versions
 
 
 @torch.no_grad()

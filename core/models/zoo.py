@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,3 +296,14 @@ def describe(name: str) -> dict:
         "paper": spec.paper,
         "recorded": {k: (None if v is None or math.isnan(v) else v) for k, v in recorded.items()},
     }
+
+
+def usable_models(names: Sequence[str]) -> list[str]:
+    """The named models that can be loaded now (MNIST checkpoints present, ImageNet weights on disk)."""
+    return [name for name in names if model_status(name) != "missing"]
+
+
+def same_domain_models(model_name: str, available: Sequence[str]) -> list[str]:
+    """The other available models that take the same kind of input (MNIST digits or ImageNet photos)."""
+    domain = get_spec(model_name).dataset
+    return [m for m in available if m != model_name and get_spec(m).dataset == domain]

@@ -23,6 +23,7 @@ import torch
 from scipy import stats
 
 from core.errors import CheckpointError, InvalidParameterError, WeightsMissingError
+from core.provenance import versions
 from core.units.activations import PIXELS, default_layer, layer_activations
 from core.units.directions import random_directions, top_k_sets
 from core.units.images import ImageSet, held_out_images
@@ -166,7 +167,6 @@ class UnitStudy:
 
     def summary(self) -> dict:
         """A JSON-able record of what was run and what it showed."""
-        from core.models.train import versions
 
         def side(scores: dict[str, np.ndarray | None]) -> dict:
             n = len(scores["cosine"])

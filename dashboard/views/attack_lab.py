@@ -15,18 +15,9 @@ from core import IntriguingError, leaderboard
 from core.attacks import ATTACKS
 from core.data.images import model_input, open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
-from core.lab import (
-    LiveRun,
-    conclude,
-    digit_picture,
-    make_lab_attack,
-    predict,
-    same_domain_models,
-    source_id,
-    to_uint8,
-    usable_models,
-)
-from core.models import class_names, get_spec
+from core.lab import LiveRun, conclude, make_lab_attack, predict, source_id
+from core.models import class_names, get_spec, same_domain_models, usable_models
+from core.pictures import digit_picture, to_uint8
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.lab_view import (
     ATTACK_TITLES,

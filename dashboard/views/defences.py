@@ -6,8 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import IntriguingError, defences
-from core.lab import usable_models
-from core.models import get_spec
+from core.models import get_spec, usable_models
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 
 PRESETS = ("bits:1", "bits:2", "bits:3", "median:2", "median:3", "jpeg:50", "jpeg:75", "jpeg:90")

@@ -6,9 +6,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import IntriguingError, leaderboard
-from core.attacks import ATTACKS
-from core.lab import usable_models
-from core.models import get_spec
+from core.attacks import ATTACKS, is_budgeted
+from core.models import get_spec, usable_models
+from core.protocol import Protocol
 from dashboard.common import model_names, show_error
 
 DEFAULT_BUDGET = ("linf", 0.1)
@@ -46,14 +46,29 @@ try:
     source = st.selectbox("Recorded by", ("all", *leaderboard.SOURCES[:-1]), key="lb_source")
     source = None if source == "all" else source
     domain_models = [m for m in all_models if get_spec(m).dataset == dataset]
-    distortion = leaderboard.distortion_matrix(dataset=dataset, source=source)
-    budgets = leaderboard.budgets()
+    known = {k.protocol_id: k for k in leaderboard.protocols(dataset=dataset)}
+    if "lb_next_protocol" in st.session_state:  # cells were just filled: show their protocol
+        st.session_state["lb_protocol"] = st.session_state.pop("lb_next_protocol")
+
+    def describe(pid: str | None) -> str:
+        return f"{known[pid].describe()} ({known[pid].runs} runs)" if pid in known else Protocol().describe()
+
+    protocol_id = st.selectbox(
+        "Images (evaluation protocol)",
+        list(known) or [Protocol().fingerprint],
+        format_func=describe,
+        key="lb_protocol",
+        help="Numbers are only compared between runs on images chosen the same way.",
+    )
+    chosen_protocol = known[protocol_id].protocol if protocol_id in known else Protocol()
+    distortion = leaderboard.distortion_matrix(dataset=dataset, source=source, protocol_id=protocol_id)
+    budgets = leaderboard.budgets(protocol_id=protocol_id)
 except IntriguingError as exc:
     show_error(exc)
     st.stop()
 
-minimal = [a for a in ATTACKS if not leaderboard.is_budgeted(a)]
-budgeted = [a for a in ATTACKS if leaderboard.is_budgeted(a)]
+minimal = [a for a in ATTACKS if not is_budgeted(a)]
+budgeted = [a for a in ATTACKS if is_budgeted(a)]
 shown_models = st.multiselect(
     "Models", sorted(set(domain_models) | set(distortion.models)), default=distortion.models or domain_models[:4],
     key="lb_models",
@@ -73,7 +88,7 @@ norm, eps = st.selectbox(
     format_func=lambda b: f"{b[0]} eps {b[1]:g}",
     key="lb_budget",
 )
-success = leaderboard.success_matrix(norm, eps, dataset=dataset, source=source)
+success = leaderboard.success_matrix(norm, eps, dataset=dataset, source=source, protocol_id=protocol_id)
 options = budgeted + [a for a in success.attacks if a not in budgeted]
 shown_budgeted = st.multiselect(
     "Attacks", options, default=success.attacks or budgeted, key="lb_budget_attacks"
@@ -90,21 +105,27 @@ if dataset != "mnist":
 elif not missing:
     st.caption("Every shown cell has a run.")
 else:
-    n = st.number_input("Test images per cell", 5, 1000, 50, step=5, key="lb_fill_n")
-    st.caption(f"{len(missing)} empty cells: " + ", ".join(f"{a} on {m}" for a, m in missing))
+    if chosen_protocol is None:
+        n = st.number_input("Test images per cell", 5, 1000, 50, step=5, key="lb_fill_n")
+        chosen_protocol = Protocol(n=int(n))
+    st.caption(
+        f"{len(missing)} empty cells, filled on the {chosen_protocol.describe()}: "
+        + ", ".join(f"{a} on {m}" for a, m in missing)
+    )
     if st.button(f"Fill {len(missing)} cells", type="primary", key="lb_fill"):
         bar = st.progress(0.0)
         for i, (attack, model) in enumerate(missing):
-            bar.progress(i / len(missing), text=f"{attack} on {model} ({n} images)")
-            is_budgeted = leaderboard.is_budgeted(attack)
+            bar.progress(i / len(missing), text=f"{attack} on {model} ({chosen_protocol.describe()})")
+            budget_attack = is_budgeted(attack)
             try:
                 leaderboard.fill_cell(
-                    attack, model, n=int(n), norm=norm if is_budgeted else None,
-                    budget=eps if is_budgeted else None, source="dashboard",
+                    attack, model, protocol=chosen_protocol, norm=norm if budget_attack else None,
+                    budget=eps if budget_attack else None, source="dashboard",
                 )  # fmt: skip
             except IntriguingError as exc:
                 show_error(exc)
         bar.progress(1.0, text="done")
+        st.session_state["lb_next_protocol"] = chosen_protocol.fingerprint
         st.rerun()
 
 with st.expander("Recent runs"):

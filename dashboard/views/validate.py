@@ -10,9 +10,11 @@ import streamlit as st
 from core import IntriguingError
 from core.data.images import model_input, open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
-from core.lab import LIVE_THREADS, predict, source_id, to_uint8, triple_picture, usable_models
-from core.models import class_names, get_spec
+from core.lab import predict, source_id
+from core.models import class_names, get_spec, usable_models
+from core.pictures import to_uint8, triple_picture
 from core.report import REFERENCE_ATTACK, robustness_report
+from core.runtime import LIVE_THREADS
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 
 REFERENCE_N = 100
