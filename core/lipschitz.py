@@ -26,9 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torchvision
 from torch import nn
 
 from core.errors import InvalidParameterError
+from core.models.nets import Normalized
 
 
 class Standardize(nn.Module):
@@ -217,10 +219,6 @@ def module_chain(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Modul
     """The model as a flat list of (dotted path, module) in execution order, for the architectures of the
     zoo (MLPs, the MNIST CNN, torchvision AlexNet and MobileNetV2, timm's EfficientNet-Lite0, with folded
     normalisation)."""
-    import torchvision
-
-    from core.models.nets import Normalized
-
     if isinstance(model, Normalized):
         return [
             (f"{prefix}normalize", Standardize(model.mean, model.std)),

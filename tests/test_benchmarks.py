@@ -101,6 +101,16 @@ def test_units_quick():
         assert all(positive(t["median_ms"]) for t in row["top_k"].values())
 
 
+def test_figures_quick():
+    result = run_in_process("figures.py")
+    assert result["quick"] and len(result["figures"]) == 3
+    for row in result["figures"].values():
+        assert positive(row["build_s"]) and all(v > 100 for v in row["size_px"])
+        assert set(row["formats"]) == {"png", "pdf", "svg"}
+        assert all(positive(f["export_s"]) and positive(f["kb"]) for f in row["formats"].values())
+    assert positive(result["peer"]["export_s"]) and positive(result["peer"]["ratio_png"])
+
+
 def test_live_stream_quick():
     result = run_in_process("live.py", "--models", "fc100-100-10", "--no-browser")
     assert set(result["stream"]) == {

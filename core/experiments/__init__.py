@@ -9,7 +9,7 @@ from pathlib import Path
 from core.errors import InvalidParameterError
 from core.experiments.report import RESULTS_DIR, Report, read_card, write
 
-EXPERIMENTS = ("table1", "table2", "table2-imagenet", "table3", "table4", "table5", "advtrain")
+EXPERIMENTS = ("table1", "table2", "table2-imagenet", "table3", "table4", "table5", "advtrain", "validate")
 DEFAULT_N = {
     "table1": 1000,
     "table2": 1000,
@@ -18,6 +18,7 @@ DEFAULT_N = {
     "table4": 1000,
     "table5": 100,
     "advtrain": 500,
+    "validate": 100,
 }
 
 

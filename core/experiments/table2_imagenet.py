@@ -16,7 +16,7 @@ from torch import nn
 
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.errors import InvalidParameterError
-from core.experiments.adversarial import minimum_distortion_examples, noise_error, notify
+from core.experiments.adversarial import lbfgs_examples, noise_error, notify
 from core.experiments.report import Column, Report, base_card, heatmap
 from core.models import imagenet, load
 from core.report import attack_settings
@@ -73,7 +73,7 @@ def run(
     for i, (src, model) in enumerate(models.items()):
         notify(progress, i / (len(models) + 1), f"L-BFGS on {src}")
         own = _predictions(model, x)
-        examples[src] = minimum_distortion_examples(src, model, x, own, params, progress is True, "imagenet")
+        examples[src] = lbfgs_examples(src, model, x, own, params, progress is True, "imagenet")
         ex = examples[src]
         add_row(src, src, [_changed(m, ex.x, ex.x_adv) for m in models.values()], ex.mean_rms, len(ex.x))
     notify(progress, len(models) / (len(models) + 1), "Gaussian noise")

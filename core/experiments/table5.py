@@ -9,13 +9,18 @@ from __future__ import annotations
 import time
 
 import torch
+import torchvision
 from tqdm.auto import tqdm
 
+from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.errors import InvalidParameterError
 from core.experiments import paper
-from core.experiments.adversarial import notify
+from core.experiments.adversarial import candidate_images, experiment_protocol, notify
 from core.experiments.report import Column, Report, bars, base_card
 from core.lipschitz import network_bounds
+from core.models import get_spec, imagenet, load
+from core.models.nets import Normalized
+from core.runtime import bar_disabled
 
 MODELS = ("cnn", "mobilenet_v2", "efficientnet_lite0")
 RANDOM_INIT = "alexnet (RANDOM INIT, not comparable)"  # the model column of an untrained AlexNet
@@ -23,18 +28,11 @@ RANDOM_INIT = "alexnet (RANDOM INIT, not comparable)"  # the model column of an 
 
 def default_models() -> tuple[str, ...]:
     """The CNN and both trained ImageNet networks, and AlexNet only when its trained weights are present."""
-    from core.models import imagenet
-
     return MODELS + (("alexnet",) if imagenet.pick_weights("alexnet") is not None else ())
 
 
 def _alexnet(seed: int) -> tuple[torch.nn.Module, str, bool]:
     """AlexNet with ImageNet weights when TORCH_HOME has them, else torchvision's random initialisation."""
-    import torchvision
-
-    from core.models import imagenet, load
-    from core.models.nets import Normalized
-
     if imagenet.pick_weights("alexnet") is not None:
         return load("alexnet", "cpu"), "ImageNet weights (IMAGENET1K_V1)", True
     torch.manual_seed(seed)
@@ -45,16 +43,12 @@ def _alexnet(seed: int) -> tuple[torch.nn.Module, str, bool]:
 
 def _model_and_images(name: str, n: int, seed: int) -> tuple[torch.nn.Module, torch.Tensor, str, bool]:
     """The model, its images, where its weights come from, and whether it is trained."""
-    from core.data.photos import SAMPLE_PHOTOS, sample_photo
-    from core.experiments.adversarial import test_subset
-    from core.models import get_spec, imagenet, load
-
     if name == "alexnet":
         model, weights, trained = _alexnet(seed)
     else:
         model, weights, trained = load(name, "cpu"), "trained (zoo)", True
     if get_spec(name).dataset == "mnist":
-        images = test_subset(n, seed)[0]
+        images = candidate_images(experiment_protocol(n, seed))[0]
     else:
         photos = SAMPLE_PHOTOS[: max(1, min(n, len(SAMPLE_PHOTOS)))]
         images = torch.cat([imagenet.preprocess(sample_photo(p), name) for p in photos])
@@ -80,7 +74,7 @@ def run(
     rows: list[dict] = []
     weights: dict[str, str] = {}
     for i, name in enumerate(
-        tqdm(models, desc="Lipschitz bounds", unit="model", disable=progress is not True)
+        tqdm(models, desc="Lipschitz bounds", unit="model", disable=bar_disabled(progress is True))
     ):
         notify(progress, i / len(models), f"Lipschitz bounds of {name}")
         model, images, weights[name], trained = _model_and_images(name, n, seed)

@@ -17,8 +17,10 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from core import config
+from core.data.mnist import network_available
 from core.errors import WeightsMissingError
 from core.models import efficientnet_lite, nets
+from core.models.spec import ModelSpec
 
 DEFAULT_MODEL = "mobilenet_v2"
 PACKAGED = efficientnet_lite.NAME  # weights from an installed package (always offline)
@@ -56,8 +58,6 @@ def _local_file(weights) -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _network() -> bool:
-    from core.data.mnist import network_available
-
     return network_available(DOWNLOAD_HOST)
 
 
@@ -102,8 +102,6 @@ def available_names(include_unavailable_default: bool = True) -> list[str]:
 
 def spec(name: str):
     """A ModelSpec for a torchvision classifier, or None if torchvision has no such classifier."""
-    from core.models.zoo import ModelSpec
-
     if name == PACKAGED:
         return ModelSpec(
             name=name,

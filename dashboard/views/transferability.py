@@ -6,9 +6,10 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import IntriguingError
+from core import IntriguingError, figures
 from core.experiments import read_card, table2, table2_imagenet, table4
 from dashboard.common import show_error
+from dashboard.figure_buttons import figure_downloads
 
 TABLES = {
     "table2": ("Table 2: across models", table2.run),
@@ -71,6 +72,9 @@ for name, (title, compute) in TABLES.items():
     else:
         st.plotly_chart(heatmap(card), width="stretch", key=f"tr_fig_{name}")
         st.caption(caption(card, origin))
+        figure_downloads(
+            lambda card=card: figures.transfer_figure(card), f"{name}_transfer", f"tr_dl_{name}", "Heatmap"
+        )
     with st.expander("Recompute on a small subset", expanded=card is None):
         cols = st.columns(3)
         n = cols[0].number_input("test images", 5, 500, 30, step=5, key=f"tr_n_{name}")
