@@ -26,15 +26,18 @@ def _dense_norm(fn, shape) -> float:
 @pytest.mark.parametrize(
     ("conv", "shape"),
     [
-        (nn.Conv2d(3, 4, 3, stride=2, padding=1), (3, 9, 9)),
-        (nn.Conv2d(2, 5, 5, stride=1, padding=2), (2, 8, 8)),
-        (nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4), (4, 7, 7)),  # depthwise
-        (nn.Conv2d(3, 2, 4, stride=3, padding=0), (3, 10, 10)),
+        (dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1), (3, 9, 9)),
+        (dict(in_channels=2, out_channels=5, kernel_size=5, stride=1, padding=2), (2, 8, 8)),
+        (
+            dict(in_channels=4, out_channels=4, kernel_size=3, stride=2, padding=1, groups=4),
+            (4, 7, 7),
+        ),  # depthwise
+        (dict(in_channels=3, out_channels=2, kernel_size=4, stride=3, padding=0), (3, 10, 10)),
     ],
 )
 def test_power_iteration_matches_the_dense_operator_norm_of_a_strided_padded_conv(conv, shape):
-    torch.manual_seed(0)
-    conv = conv.double()
+    torch.manual_seed(0)  # the weights are drawn here, so they do not depend on which tests ran before
+    conv = nn.Conv2d(**conv).double()
     exact = _dense_norm(conv, shape)
     assert operator_norm(conv, shape, iters=400, tol=1e-9) == pytest.approx(exact, rel=1e-3)
 
