@@ -750,11 +750,16 @@ def render_html(report: Report) -> str:
         )
         if f.success and f.x_adv is not None and report.x is not None:
             picture, amplification = triple_picture(report.x[0], f.x_adv[0], scale=scale)
-            fooled = ", ".join(r["model"] for r in f.transfer if r["fooled"]) or "none"
+            others = "; ".join(
+                f"{r['model']} says '{_pred_name(names, r['adv_pred'])}'"
+                + (" (fooled)" if r["fooled"] else "")
+                for r in f.transfer
+            )
             pictures.append(
                 f"<figure><img alt='{e(f.attack)}' src='{_png_data_uri(picture)}'>"
                 f"<figcaption><b>{e(f.attack)}</b>: original | perturbation (x{amplification:.0f}) | "
-                f"adversarial, predicted '{e(target)}'. Also fools: {e(fooled)}.</figcaption></figure>"
+                f"adversarial, predicted '{e(target)}'. The other models: {e(others or 'none')}."
+                "</figcaption></figure>"
             )
     original = (
         f"<img alt='image' src='{_png_data_uri(to_uint8(report.x[0], scale))}'>"

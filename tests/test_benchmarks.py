@@ -119,6 +119,19 @@ def test_live_stream_quick():
     for row in result["stream"].values():
         assert row["steps"] >= 1 and row["frames"] >= 1 and positive(row["steps_per_s"])
         assert row["frames"] <= row["steps"] and row["first_frame_s"] is not None
+    assert "forward_backward" not in result  # MNIST only: no 224-px pass to time
+
+
+@pytest.mark.slow
+def test_live_stream_quick_on_both_imagenet_networks():
+    result = run_in_process("live.py", "--models", "mobilenet_v2,efficientnet_lite0", "--no-browser")
+    passes = result["forward_backward"]
+    assert set(passes) == {"mobilenet_v2", "efficientnet_lite0"}
+    assert passes["mobilenet_v2"]["ratio_to_mobilenet_v2"] == pytest.approx(1.0)
+    assert all(positive(r["median_s"]) and r["rounds"] == 2 for r in passes.values())
+    for attack in ("lbfgs", "pgd"):
+        row = result["stream"][f"efficientnet_lite0:{attack}:every step"]
+        assert row["steps"] >= 1 and positive(row["steps_per_s"])
 
 
 @pytest.mark.slow

@@ -89,6 +89,26 @@ def test_report_exports_json_and_one_self_contained_html(report):
 
 
 @pytest.mark.slow
+def test_a_photo_report_shows_the_other_imagenet_network_in_json_and_html():
+    from core.data.photos import sample_photo
+    from core.models.imagenet import preprocess
+
+    x = preprocess(sample_photo("coffee"), "mobilenet_v2")
+    report = robustness_report("mobilenet_v2", x, image_source="coffee", reference_n=1, record=False)
+    data = json.loads(json.dumps(report.to_dict()))
+    other = load("efficientnet_lite0", "cpu")
+    for finding, f in zip(data["findings"], report.findings, strict=True):
+        if not finding["success"]:
+            continue
+        (row,) = finding["transfer"]
+        assert row["model"] == "efficientnet_lite0"
+        with torch.no_grad():
+            assert row["clean_pred"] == other(x).argmax(1).item()
+            assert row["adv_pred"] == other(f.x_adv).argmax(1).item()
+    assert "efficientnet_lite0 says" in report.to_html()
+
+
+@pytest.mark.slow
 def test_report_runs_are_recorded_in_the_leaderboard(report):
     recorded = {r.attack: r for r in leaderboard.runs(model="fc100-100-10", source="report")}
     assert {"lbfgs", "cw", "deepfool", "fgsm-min-eps", "pgd-min-eps"} <= set(recorded)

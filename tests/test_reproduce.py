@@ -274,4 +274,30 @@ def test_pages_render_the_stored_results(page):
     if page == "robustness.py" and {"table5", "advtrain"} <= set(stored):
         assert len(at.get("plotly_chart")) == 2 and len(at.metric) == 3
     if page == "transferability.py":
-        assert len(at.get("plotly_chart")) == len({"table2", "table4"} & set(stored))
+        photos = read_card("table2-imagenet")
+        assert len(at.get("plotly_chart")) == len({"table2", "table4"} & set(stored)) + (photos is not None)
+        if photos is not None:  # n stated plainly
+            assert any(
+                f"n = {photos['n']} photos" in w.value and "not a measurement" in w.value for w in at.warning
+            )
+
+
+@pytest.mark.slow
+def test_table2_imagenet_on_one_photo(tmp_path):
+    from core.experiments import table2_imagenet
+
+    report, paths = run_experiment("table2-imagenet", tmp_path, n=1, seed=0, progress=False)
+    card = _files_and_card(paths, "table2-imagenet", 1, 0)
+    assert card["photos"] == ["chelsea"] and card["columns"] == ["mobilenet_v2", "efficientnet_lite0"]
+    made, noise = card["rows"][:2], card["rows"][2:]
+    for row in made:  # the diagonal: every example changes the prediction of the network it was made for
+        assert row["examples"] == 1 and row[row["key"]] == 1.0 and row["distortion"] > 0
+    largest = max(row["distortion"] for row in made)
+    assert [row["distortion"] for row in noise] == pytest.approx(
+        [k * largest for k in table2_imagenet.NOISE_MULTIPLES]
+    )
+    for row in card["rows"]:
+        assert all(0.0 <= row[m] <= 1.0 for m in card["columns"])
+    assert "not a measurement" in Path(paths["md"]).read_text()
+    with pytest.raises(InvalidParameterError, match="1 to 4 photos"):
+        run_experiment("table2-imagenet", tmp_path, n=5)

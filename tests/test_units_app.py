@@ -76,7 +76,7 @@ def test_cli_on_an_image_folder_with_mobilenet(tmp_path, capsys):
     result = _run_json(
         capsys, "--model", "mobilenet_v2", "--image-folder", str(tmp_path), "--k", "3", "--layer", "block13"
     )
-    assert result["n_images"] == 12 and result["judge"] == "pixels"
+    assert result["n_images"] == 12 and result["judge"] == "efficientnet_lite0:pool"  # the other network
     assert result["natural"]["n"] == 96 and result["random"]["n"] == 100
     assert result["skipped_files"] == ["list.txt"]
     assert 1 / 3 <= result["natural"]["purity_mean"] <= 1

@@ -78,7 +78,7 @@ def register(sub, common) -> None:
         "--n",
         type=int,
         default=None,
-        help="test images (default: 1000; table5: 100; advtrain: 500; validate: 100)",
+        help="test images (default: 1000; table5: 100; advtrain: 500; validate: 100; table2-imagenet: the 4 photos)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -96,7 +96,10 @@ def register(sub, common) -> None:
     p.add_argument("--epochs", type=int, default=None, help="advtrain: training epochs")
     p.add_argument("--install", action="store_true", help="advtrain: also save the trained models in the zoo")
     p.add_argument(
-        "--models", default=None, help="table5: comma-separated models (default cnn,alexnet,mobilenet_v2)"
+        "--models",
+        default=None,
+        help="table5: comma-separated models (default cnn,mobilenet_v2,efficientnet_lite0, and alexnet "
+        "when its trained weights are present)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

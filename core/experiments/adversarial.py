@@ -27,7 +27,7 @@ from core.experiments import paper
 from core.experiments.report import Column, Report, bars, base_card, heatmap
 from core.models import load
 from core.models.train import error_rate
-from core.protocol import Protocol
+from core.protocol import Protocol, Selection
 from core.runtime import bar_disabled
 
 # Fast search (default): the 3 most likely other labels, 5 values of c, 30 L-BFGS iterations each.
@@ -85,15 +85,27 @@ class Examples:
 
 
 def minimum_distortion_examples(
+    name: str, model: nn.Module, protocol: Protocol, params: dict, progress: bool = True
+) -> Examples:
+    """Untargeted L-BFGS on the MNIST images the protocol selects, keeping the successes."""
+    selection = protocol.select(model)
+    return lbfgs_examples(
+        name, model, selection.images, selection.labels, params, progress, "mnist", selection
+    )
+
+
+def lbfgs_examples(
     name: str,
     model: nn.Module,
-    protocol: Protocol,
+    x: torch.Tensor,
+    labels: torch.Tensor,
     params: dict,
     progress: bool = True,
+    dataset: str = "mnist",
+    selection: Selection | None = None,
 ) -> Examples:
-    """Untargeted L-BFGS on the images the protocol selects, in batches, keeping the successes."""
-    selection = protocol.select(model)
-    x, labels = selection.images, selection.labels
+    """Untargeted L-BFGS on given images, in batches, keeping the successes; recorded in the leaderboard
+    with the protocol's selection when there is one."""
     start = time.perf_counter()
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     attack = make_attack("lbfgs", model, **params)
@@ -107,9 +119,9 @@ def minimum_distortion_examples(
     xs, advs, ys = (torch.cat(parts) if parts else torch.empty(0) for parts in zip(*kept, strict=True))
     if results:
         leaderboard.record_result(
-            AttackResult.concat(results), name, source="reproduce", dataset="mnist", selection=selection
+            AttackResult.concat(results), name, source="reproduce", dataset=dataset, selection=selection
         )
-    return Examples(name, xs, advs, ys, len(selection), time.perf_counter() - start)
+    return Examples(name, xs, advs, ys, len(x), time.perf_counter() - start)
 
 
 def amplify(x: torch.Tensor, x_adv: torch.Tensor, target_rms: float) -> torch.Tensor:

@@ -14,7 +14,7 @@ from core.experiments import quotes
 from core.experiments.report import RESULTS_DIR, read_card
 
 TEMPLATES = Path(__file__).with_name("templates")
-ORDER = ("table1", "table2", "table3", "table4", "table5", "advtrain")
+ORDER = ("table1", "table2", "table2-imagenet", "table3", "table4", "table5", "advtrain")
 README_BLOCKS = ("results", "zoo")  # marked blocks of the README, each rendered from templates/<name>.md
 
 

@@ -168,7 +168,7 @@ def table5(card: Card) -> dict[str, str]:
         if any(r["layer"] == "Input" for r in layers)
         else "(not run)",
         "t5_cnn": product("cnn"),
-        "t5_alexnet": product("alexnet"),
+        "t5_efficientnet": product("efficientnet_lite0"),
         "t5_mobilenet": product("mobilenet_v2"),
         "t5_block_max": f"{max((r['upper_bound'] for r in blocks), default=float('nan')):.0f}",
         "t5_plain_looseness": span((r["looseness"] for r in plain), lambda v: f"{v:.1f}"),

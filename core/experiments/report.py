@@ -76,7 +76,7 @@ def markdown(report: Report) -> str:
     card = report.card
     lines += [
         "",
-        f"n = {card.get('n')} test images, seed {card.get('seed')}, {card.get('time_s', 0):.0f} s "
+        f"n = {card.get('n')} {card.get('n_unit', 'test images')}, seed {card.get('seed')}, {card.get('time_s', 0):.0f} s "
         f"({card.get('threads', '?')} torch thread(s)), {card.get('date', '')[:10]}.",
     ]
     lines += [f"- {note}" for note in report.notes]

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from core.errors import CheckpointError, InvalidParameterError
-from core.models import get_spec
+from core.errors import CheckpointError, InvalidParameterError, WeightsMissingError
+from core.models import get_spec, imagenet, model_status
 from core.provenance import versions
 from core.units.activations import PIXELS, default_layer, layer_activations
 from core.units.directions import random_directions, top_k_sets
@@ -31,6 +31,7 @@ from core.units.images import ImageSet, held_out_images
 
 SCORES = ("purity", "entropy", "cosine")
 CONFIDENCE = 0.95
+IMAGENET_JUDGE_LAYER = "pool"  # the penultimate, globally pooled features (1280-d in both ImageNet networks)
 MIN_IMAGES_PER_K = 20  # held-out images per top-k slot below which no verdict is given
 UNIT_DEFINITION = "fully connected: one neuron; convolutional: one channel, averaged over space"
 
@@ -136,7 +137,7 @@ def judge_choices(model_name: str) -> list[str]:
     """Judges worth offering for a model, its default first."""
 
     if get_spec(model_name).dataset != "mnist":
-        return [PIXELS]
+        return list(dict.fromkeys([default_judge(model_name), PIXELS]))
     return list(dict.fromkeys([default_judge(model_name), "cnn:fc1", "fc100-100-10:hidden2", PIXELS]))
 
 
@@ -144,12 +145,14 @@ def default_judge(model_name: str) -> str:
     """The feature space that scores a model's top-k sets: always a different model.
 
     MLPs and other MNIST models are judged by the CNN's hidden layer (cnn:fc1), the CNN by the MLP's last
-    hidden layer (fc100-100-10:hidden2); ImageNet models by the downsampled pixels, because no second
-    ImageNet network ships offline.
+    hidden layer (fc100-100-10:hidden2); ImageNet models by the penultimate (pooled) features of the other
+    trained ImageNet network (mobilenet_v2 <-> efficientnet_lite0), or by the downsampled pixels, a crude
+    judge, when neither other network can be loaded.
     """
 
     if get_spec(model_name).dataset != "mnist":
-        return PIXELS
+        others = [m for m in imagenet.TRAINED_OFFLINE if m != model_name and model_status(m) != "missing"]
+        return f"{others[0]}:{IMAGENET_JUDGE_LAYER}" if others else PIXELS
     return "fc100-100-10:hidden2" if model_name == "cnn" else "cnn:fc1"
 
 
@@ -164,7 +167,7 @@ def judge_features(
         raise InvalidParameterError(f"A judge is 'MODEL:LAYER' or 'pixels', got {judge!r}.")
     try:
         return layer_activations(model_name, layer, images, device=device, progress=progress)
-    except CheckpointError as exc:
+    except (CheckpointError, WeightsMissingError) as exc:
         raise CheckpointError(f"The judge {judge} is unavailable: {exc} Or choose another judge.") from exc
 
 
