@@ -12,17 +12,19 @@ import base64
 import html
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+from matplotlib.figure import Figure
 from PIL import Image
 
 from core.attacks import ATTACKS, Param, attack_presets
 from core.lab import Frame, Outcome, SearchRound
 from core.pictures import perturbation_picture, to_uint8
 from dashboard.direction_view import show_inside
+from dashboard.figure_buttons import figure_downloads
 from dashboard.url_state import bound, param_key
 
 # Attacks in the order offered (only those the engine has are shown); the paper's first.
@@ -357,9 +359,14 @@ def draw_digit() -> bytes | None:
     return canvas.image_bytes
 
 
-def show_outcome(outcome: Outcome, class_names: Sequence[str], rounds: Sequence[SearchRound] = ()) -> None:
+def show_outcome(
+    outcome: Outcome,
+    class_names: Sequence[str],
+    rounds: Sequence[SearchRound] = (),
+    figure: Callable[[], Figure] | None = None,
+) -> None:
     """Summary card, the search over c, the Gaussian-noise baseline, transfer to the other models,
-    downloads."""
+    downloads (with `figure`, the run as a slide-ready Figure 5 panel, built on click)."""
     result, card = outcome.result, outcome.card
     ok = bool(result.success[0])
     before, after = int(result.pred_before[0]), int(result.pred_after[0])
@@ -442,4 +449,6 @@ def show_outcome(outcome: Outcome, class_names: Sequence[str], rounds: Sequence[
         on_click="ignore",
         key="lab_dl_json",
     )
+    if figure is not None:
+        figure_downloads(figure, f"{stem}_figure", "lab_figure", "Figure 5 panel")
     show_inside(card.model, result.x, result.x_adv, card.label, after)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from core import IntriguingError, leaderboard
+from core import IntriguingError, figures, leaderboard
 from core.attacks import ATTACKS
 from core.data.images import model_input, open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
@@ -271,4 +271,12 @@ if "outcome" not in state:
             show_error(exc)
             st.stop()
 with outcome_slot.container():
-    show_outcome(state["outcome"], state["classes"], live.rounds)
+    show_outcome(
+        state["outcome"],
+        state["classes"],
+        live.rounds,
+        figure=lambda: figures.adversarial_figure(
+            figures.examples(cached_model(state["model"]), state["outcome"].result, state["classes"]),
+            note=f"{attack_title(live.run.attack.name)} on {state['model']}, {state['image_source']}",
+        ),
+    )
