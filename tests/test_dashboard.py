@@ -201,6 +201,26 @@ def test_a_link_restores_the_validate_page_and_refuses_bad_values():
     assert at.number_input(key="val_idx").value == 0 and at.number_input(key="val_ref_n").value == 100
 
 
+@pytest.mark.slow
+def test_a_validate_link_replays_the_same_report():
+    """Two fresh sessions opened from the same link: every attack's smallest flipping image agrees."""
+    link = {"val_idx": "3", "val_seed": "2", "val_ref_n": "5"}
+
+    def report_from_link():
+        at = opened(VALIDATE, link)
+        at.button(key="val_go").click()
+        at.run()
+        assert not at.exception and not at.error
+        return at.session_state["val_report"][1]
+
+    first, second = report_from_link(), report_from_link()
+    assert [f.attack for f in first.findings] == [f.attack for f in second.findings]
+    for a, b in zip(first.findings, second.findings, strict=True):
+        assert a.success == b.success
+        if a.success:
+            assert np.abs(a.x_adv.numpy() - b.x_adv.numpy()).max() <= 1e-6, a.attack
+
+
 # ---------------------------------------------------------------- uploads
 
 
