@@ -22,6 +22,7 @@ COMMANDS = (
     "report",
     "leaderboard",
     "reproduce",
+    "sweep",
 )
 
 
