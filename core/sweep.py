@@ -249,6 +249,8 @@ def connect_ray(address: str | None = None, workers: int | None = None) -> Any:
 
     import ray
 
+    if address is not None:
+        _reachable(address)
     if ray.is_initialized():
         return ray
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
@@ -259,7 +261,6 @@ def connect_ray(address: str | None = None, workers: int | None = None) -> Any:
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet,
             )  # fmt: skip
         else:
-            _reachable(address)
             ray.init(address=address, **quiet)
     except SweepError:
         raise
