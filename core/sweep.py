@@ -269,6 +269,16 @@ def connect_ray(address: str | None = None, workers: int | None = None) -> Any:
     return ray
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """Where a sweep runs and writes: the Ray `address` (None: a local Ray with `workers` CPUs) and the
+    leaderboard `path` (None: its default)."""
+
+    address: str | None = None
+    workers: int | None = None
+    path: str | os.PathLike | None = None
+
+
 @dataclass
 class Summary:
     """What a sweep did: tasks computed now, reused from the database, failed (id -> message)."""

@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core import leaderboard, sweep
@@ -27,6 +28,7 @@ from core.protocol import Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["fc10-1e-2", "fc100-100-10"]
+BROKEN = "fc100-100-10-p1"
 PROTOCOL = Protocol(n=40)
 EPS = 0.1
 COMPARED = ("image_id", "label", "clean_pred", "success", "adv_pred", "l2", "linf", "rms", "model_calls")
@@ -34,12 +36,12 @@ COMPARED = ("image_id", "label", "clean_pred", "success", "adv_pred", "l2", "lin
 
 @pytest.fixture(scope="module")
 def model_dir():
-    """The committed models plus `fc10-1` with a corrupt checkpoint (a model that fails to load); the
+    """The committed models, with a corrupt checkpoint for BROKEN (a model that fails to load); the
     workers see it because Ray starts them with this process's environment."""
     folder = Path(tempfile.mkdtemp(prefix="sweep-models-"))
-    for name in MODELS:
-        shutil.copy(ROOT / "assets" / "models" / f"{name}.pt", folder)
-    (folder / "fc10-1.pt").write_bytes(b"not a checkpoint")
+    for checkpoint in (ROOT / "assets" / "models").glob("*.pt"):
+        shutil.copy(checkpoint, folder)
+    (folder / f"{BROKEN}.pt").write_bytes(b"not a checkpoint")
     old = os.environ.get("INTRIGUING_MODEL_DIR")
     os.environ["INTRIGUING_MODEL_DIR"] = str(folder)
     yield folder
@@ -212,14 +214,14 @@ def test_robust_accuracy_is_the_worst_case_per_example(ray_cluster, tmp_path):
 
 def test_a_failing_task_is_recorded_and_the_rest_finish(ray_cluster, tmp_path, capsys):
     db = tmp_path / "lb.sqlite"
-    args = cli("--models", "fc10-1e-2,fc10-1", "--attacks", "fgsm", "--shard-size", "20", db=db)
-    assert main(args) == 1  # fc10-1's checkpoint is corrupt: its tasks fail, the exit code says so
+    args = cli("--models", f"fc10-1e-2,{BROKEN}", "--attacks", "fgsm", "--shard-size", "20", db=db)
+    assert main(args) == 1  # BROKEN's checkpoint is corrupt: its tasks fail, the exit code says so
     out = json.loads(capsys.readouterr().out)
     assert out["computed"] == 2 and len(out["failed"]) == 2
-    assert all("CheckpointError" in message and "fc10-1," in message for message in out["failed"].values())
+    assert all("CheckpointError" in message and f"{BROKEN}," in message for message in out["failed"].values())
     with sqlite3.connect(db) as conn:
         status = dict(conn.execute("SELECT model, GROUP_CONCAT(status) FROM sweep_tasks GROUP BY model"))
-    assert status == {"fc10-1e-2": "done,done", "fc10-1": "failed,failed"}
+    assert status == {"fc10-1e-2": "done,done", BROKEN: "failed,failed"}
     # a task whose attack refuses its parameters fails alone too
     (task,) = grid(models=["fc10-1e-2"], attacks=["fgsm"], shard=40)
     broken = replace(task, params={"eps": 5.0})
@@ -301,3 +303,16 @@ def test_two_sweeps_on_one_database_lose_and_duplicate_nothing(ray_cluster, tmp_
     assert sweep_runs == 3  # fgsm on two models, deepfool on one: one aggregate row per cell
     summaries = [json.loads(out) for out, _ in outputs]
     assert sum(s["computed"] for s in summaries) == len(union)  # every shared task computed once in total
+
+
+@pytest.mark.slow
+def test_reproduce_table2_on_ray_gives_the_same_table(ray_cluster, tmp_path):
+    from core.experiments import table2
+
+    here = table2.run(n=12, seed=0, progress=False)
+    on_ray = table2.run(n=12, seed=0, progress=False, on_ray=sweep.Cluster(path=tmp_path / "lb.sqlite"))
+    np.testing.assert_allclose(np.array(on_ray.card["matrix"]), np.array(here.card["matrix"]), rtol=1e-6)
+    assert [r["examples"] for r in on_ray.rows] == [r["examples"] for r in here.rows]
+    assert [r["distortion"] for r in on_ray.rows] == pytest.approx(
+        [r["distortion"] for r in here.rows], rel=1e-5
+    )

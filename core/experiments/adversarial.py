@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import leaderboard
+from core import leaderboard, sweep
 from core.attacks import AttackResult, gaussian_noise_baseline, make_attack
 from core.data import load_mnist
 from core.errors import InvalidParameterError
@@ -27,6 +27,7 @@ from core.experiments import paper
 from core.experiments.report import Column, Report, bars, base_card, heatmap
 from core.models import load
 from core.models.train import error_rate
+from core.protocol import Protocol
 
 # Fast search (default): the 3 most likely other labels, 5 values of c, 30 L-BFGS iterations each.
 FAST_LBFGS = {"n_targets": 3, "rounds": 5, "max_iter": 30, "memory": 5}
@@ -102,6 +103,46 @@ def minimum_distortion_examples(
     if results:
         leaderboard.record_result(AttackResult.concat(results), name, source="reproduce", dataset="mnist")
     return Examples(name, xs, advs, ys, int(correct.sum()), time.perf_counter() - start)
+
+
+def _attack_all_on_ray(
+    names: tuple[str, ...], idx: torch.Tensor, params: dict, cluster: sweep.Cluster, progress: bool
+) -> dict[str, Examples]:
+    """The same L-BFGS examples as `_attack_all`, computed as a sweep (shards of BATCH images on Ray,
+    resumable, per-example rows and adversarial images kept in the leaderboard)."""
+    protocol = Protocol(indices=tuple(idx.tolist()), n=len(idx), correct_only=False)
+    tasks = sweep.plan(
+        list(names), ["lbfgs"], protocol=protocol, shard_size=BATCH, params=params, keep_images=True
+    )
+    summary = sweep.execute(
+        tasks, path=cluster.path, address=cluster.address, workers=cluster.workers,
+        label=f"L-BFGS examples of {len(names)} models on {len(idx)} test images", progress=progress is True,
+    )  # fmt: skip
+    if summary.failed:
+        raise sweep.SweepError(
+            f"{len(summary.failed)} tasks failed, first: {next(iter(summary.failed.values()))}"
+        )
+    test = load_mnist("test")
+    examples = {}
+    for name in names:
+        rows = [
+            r
+            for t in tasks
+            if t.model == name
+            for r in leaderboard.task_examples(t.task_id, path=cluster.path)
+        ]
+        correct = [r for r in rows if r["clean_pred"] == r["label"]]
+        kept = [r for r in correct if r["success"]]
+        ids = torch.tensor([r["image_id"] for r in kept], dtype=torch.long)
+        x = test.images[ids]
+        x_adv = (
+            torch.stack([torch.frombuffer(bytearray(r["x_adv"]), dtype=torch.float32) for r in kept])
+            if kept
+            else x
+        )
+        time_s = sum(r["time_s"] for r in rows)
+        examples[name] = Examples(name, x, x_adv.reshape(x.shape), test.labels[ids], len(correct), time_s)
+    return examples
 
 
 def amplify(x: torch.Tensor, x_adv: torch.Tensor, target_rms: float) -> torch.Tensor:
@@ -247,14 +288,19 @@ def transfer_report(
     full_search: bool = False,
     device=None,
     progress: bool | Callable[[float, str], None] = True,
+    on_ray: sweep.Cluster | None = None,
 ) -> Report:
     """Examples made for each model fed to every model (error induced), Gaussian-noise rows, and with
-    `amplify_rms` the same examples with their perturbation rescaled to that RMS."""
+    `amplify_rms` the same examples with their perturbation rescaled to that RMS. With `on_ray` the
+    examples are computed as a sweep on that Ray cluster."""
     start = time.perf_counter()
     params = lbfgs_params(full_search)
     x, y, idx = test_subset(n, seed)
     models = _load_all(names, device)
-    examples = _attack_all(models, x, y, params, progress)
+    if on_ray is None:
+        examples = _attack_all(models, x, y, params, progress)
+    else:
+        examples = _attack_all_on_ray(names, idx, params, on_ray, progress)
     cols = [paper.LABELS.get(m, m) for m in names]
     rows: list[dict] = []
 
