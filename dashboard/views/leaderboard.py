@@ -201,4 +201,5 @@ with st.expander("Recent runs"):
             }
             for r in leaderboard.runs(dataset=dataset, source=source, limit=100)
         ],
+        column_config={"success": st.column_config.NumberColumn(format="percent")},
     )  # fmt: skip
