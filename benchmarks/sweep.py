@@ -98,7 +98,7 @@ def on_ray(tasks: list[sweep.Task], workers: int, folder: Path) -> dict:
     sweep.connect_ray(None, workers)
     startup = time.perf_counter() - start
     (tiny,) = sweep.plan([tasks[0].model], ["fgsm"], protocol=Protocol(n=1), shard_size=1)
-    attempt = ray.remote(num_cpus=1)(sweep._attempt)
+    attempt = ray.remote(num_cpus=1)(sweep.attempt)
     ray.get([attempt.remote(tiny) for _ in range(workers)])
     warmup = time.perf_counter() - start - startup
     round_trips = []

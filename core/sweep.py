@@ -22,7 +22,6 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -189,7 +188,7 @@ def run_task(task: Task, device: str | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     if weights_checksum(task.model) != task.weights:
         raise CheckpointError(f"the weights of {task.model} on this worker differ from the planned ones.")
-    net = load(task.model, device or "cpu")
+    net = load(task.model, device)  # the worker's default device: a GPU when Ray gave the task one
     chosen = replace(task.protocol, n=task.stop).select(net)  # the first `stop` images: the same rule
     x, labels = chosen.images[task.start : task.stop], chosen.labels[task.start : task.stop]
     ids = chosen.ids[task.start : task.stop]
@@ -220,7 +219,7 @@ def run_task(task: Task, device: str | None = None) -> dict[str, Any]:
     }
 
 
-def _attempt(task: Task) -> dict[str, Any]:
+def attempt(task: Task) -> dict[str, Any]:
     """The remote body: a task that raises comes back as its one-line message (recorded as failed)."""
     torch.set_num_threads(1)  # one task per core: a second thread per task only adds waiting
     try:
@@ -334,10 +333,9 @@ def execute(
     workers: int | None = None,
     label: str = "",
     progress: bool = True,
-    on_task: Callable[[Task, bool], None] | None = None,
 ) -> Summary:
-    """Run the tasks not yet in the database on Ray and record each as it arrives; `on_task(task, ok)` is
-    called after each is recorded. Ray is started only when something is left to compute."""
+    """Run the tasks not yet in the database on Ray and record each as it arrives (a progress bar with
+    tasks done / total, examples/s and ETA). Ray is started only when something is left to compute."""
     db = database(path)
     began = time.perf_counter()
     summary = Summary(sweep_id(tasks), len(tasks))
@@ -349,7 +347,7 @@ def execute(
     bar = tqdm(total=len(tasks), initial=summary.reused, unit="task", disable=not progress, desc="sweep")
     pending: dict[Any, Task] = {}
     if ray is not None:
-        remote = ray.remote(num_cpus=1)(_attempt)
+        remote = ray.remote(num_cpus=1)(attempt)
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     while todo or pending:
         while todo and len(pending) < window:
@@ -371,8 +369,6 @@ def execute(
         bar.update(1)
         summary.time_s = time.perf_counter() - began
         bar.set_postfix_str(f"{summary.examples / max(summary.time_s, 1e-9):.0f} examples/s")
-        if on_task is not None:
-            on_task(task, "error" not in outcome)
     bar.close()
     summary.time_s = time.perf_counter() - began
     return summary
@@ -383,13 +379,13 @@ def _merge(task: Task, outcome: dict[str, Any], summary: Summary, db: Path) -> N
     error = outcome.get("error")
     columns = task.columns() | {k: outcome.get(k) for k in ("scanned", "model_calls", "time_s", "worker")}
     written = leaderboard.record_task(columns, outcome.get("examples"), error=error, path=db)
-    if error:
+    if not written:
+        summary.reused += 1  # a concurrent sweep recorded the same task first
+    elif error:
         summary.failed[task.task_id] = f"{task.describe()}: {error}"
-    elif written:
+    else:
         summary.computed += 1
         summary.examples += len(outcome["examples"])
-    else:
-        summary.reused += 1  # a concurrent sweep recorded the same task first
 
 
 def estimate(tasks: list[Task], path: str | os.PathLike | None = None) -> list[float | None]:
