@@ -12,6 +12,10 @@ Numbers are only compared within one evaluation protocol (`core.protocol`): ever
 chose its images by and its fingerprint, a matrix is drawn for one protocol, and a cell shows the newest run
 of its (attack, model) under it, with its n. Success rates count only images the model classified correctly
 before the attack.
+
+Sweeps (`core.sweep`) add per-example rows, one task (a shard of a protocol) at a time, each task in one
+transaction; from them comes the headline per (model, budget): robust accuracy, the share of images that
+survive every attack tried (the worst case per image), next to each attack's own success rate.
 """
 
 from __future__ import annotations
