@@ -6,6 +6,7 @@ in an order that rotates each round, so that a burst of load from elsewhere hits
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -153,6 +154,17 @@ def _fmt(value: object) -> str:
             return "-"
         return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     return "-" if value is None else str(value)
+
+
+def parser(
+    doc: str, quick_help: str = "tiny sizes (smoke test): numbers are not meaningful"
+) -> argparse.ArgumentParser:
+    """A script's argument parser with the flags every benchmark takes: --quick, --json, --save."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
+    p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
+    return p
 
 
 def emit(result: dict, as_json: bool, text: str, save: str | None = None) -> None:

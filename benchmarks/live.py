@@ -7,7 +7,10 @@ page offers by default (lighter ones on 224-px ImageNet models), each frame turn
 page draws (`to_uint8`, `perturbation_picture`). Steps per second = attack iterations delivered / wall time
 from creating the run (the Run click) to its last frame; runs are capped at --seconds. Both live modes:
 every step, and real time (a frame at most every 0.1 s). Goals: 10 steps/s on fc100-100-10, 2 steps/s on
-mobilenet_v2.
+the 224-px ImageNet networks (mobilenet_v2, efficientnet_lite0).
+
+Forward+backward: one 224-px image through each ImageNet network and back to the input (the floor of one
+live step), alternated round by round, and each network's time as a multiple of mobilenet_v2's.
 
 Browser: the real page in headless Chromium against `streamlit run dashboard/app.py`: time from the Run
 click to the first adversarial frame on screen (goal under 1 s), and the frames and steps per second the
@@ -21,6 +24,7 @@ import time
 
 import harness  # first: puts the project root on sys.path  # isort: skip
 import torch
+import torch.nn.functional as F
 
 from core.attacks import attack_presets
 from core.data import load_mnist
@@ -30,9 +34,10 @@ from core.models import get_spec
 from core.models.imagenet import preprocess
 from core.pictures import perturbation_picture, to_uint8
 
-MODELS = ("fc100-100-10", "mobilenet_v2")
+MODELS = ("fc100-100-10", "mobilenet_v2", "efficientnet_lite0")
 ATTACKS = ("lbfgs", "pgd")
-GOALS = {"fc100-100-10": 10.0, "mobilenet_v2": 2.0}
+GOALS = {"fc100-100-10": 10.0, "mobilenet_v2": 2.0, "efficientnet_lite0": 2.0}
+PEER = "mobilenet_v2"  # the forward+backward times are given as a multiple of this network's
 MODES = {"every step": 0.0, "real time": 0.1}
 
 
@@ -98,6 +103,35 @@ def stream(
         "engine_steps_per_s": steps / live.run.time_s if live.run.time_s else None,
         "first_frame_s": live.first_frame_s,
         "finished": live.run.finished,
+    }
+
+
+def forward_backward(models: dict, rounds: int) -> dict:
+    """Seconds for one forward+backward pass (gradient with respect to the input) of one 224-px photo through
+    each ImageNet network, alternated; medians, spreads and the ratio to mobilenet_v2's median."""
+
+    def pass_of(model, x: torch.Tensor):
+        with torch.no_grad():
+            label = model(x).argmax(1)
+
+        def run() -> None:
+            z = x.detach().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(z), label), z)
+
+        return run
+
+    times = harness.alternate(
+        {name: pass_of(model, one_image(name)) for name, model in models.items()}, rounds
+    )
+    peer = harness.median(times[PEER]) if PEER in times else None
+    return {
+        name: {
+            "median_s": harness.median(t),
+            "spread_s": max(t) - min(t),
+            "rounds": len(t),
+            "ratio_to_mobilenet_v2": harness.median(t) / peer if peer else None,
+        }
+        for name, t in times.items()
     }
 
 
@@ -186,8 +220,11 @@ def main(argv: list[str] | None = None) -> dict:
         harness.set_threads(args.threads)
     result = {"machine": harness.machine(), "quick": args.quick, "stream": {}}
     cap = 3.0 if args.quick else args.seconds
-    for model_name in [] if args.no_stream else args.models.split(","):
-        model, weights = harness.load_model(model_name)
+    loaded = {name: harness.load_model(name) for name in ([] if args.no_stream else args.models.split(","))}
+    imagenet = {name: model for name, (model, _) in loaded.items() if get_spec(name).dataset == "imagenet"}
+    if imagenet:
+        result["forward_backward"] = forward_backward(imagenet, rounds=2 if args.quick else 20)
+    for model_name, (model, weights) in loaded.items():
         x = one_image(model_name)
         for attack in ATTACKS:
             for mode, interval in MODES.items():
@@ -220,6 +257,14 @@ def main(argv: list[str] | None = None) -> dict:
         "goal steps/s",
     ]
     text = "Live stream (core.lab.LiveRun.frames, as the page consumes it)\n" + harness.table(headers, rows)
+    if "forward_backward" in result:
+        text += "\n\nOne forward+backward pass, one 224-px photo (alternated)\n" + harness.table(
+            ["model", "median s", "spread s", "rounds", f"x {PEER}"],
+            [
+                [k, r["median_s"], r["spread_s"], r["rounds"], r["ratio_to_mobilenet_v2"]]
+                for k, r in result["forward_backward"].items()
+            ],
+        )
     browser = result.get("browser", {"skipped": "--no-browser"})
     if "skipped" in browser:
         text += f"\n\nbrowser: skipped: {browser['skipped']}"

@@ -8,6 +8,12 @@ pass that builds every readable layer at once), from the disk cache (a new proce
 Top-k: `core.units.top_k` for one direction (a natural unit or a random direction), the work behind every
 click in the explorer; also with numpy's BLAS held to one thread (threadpoolctl), since a BLAS thread pool
 on a busy machine turns a 0.1 ms product into tens of ms. Goals: build under 5 s, top-k under 50 ms.
+
+Direction Lab (one torch thread, one BLAS thread): feature visualisation of one unit, 256 steps on an MNIST
+model (goal under 1 s) and streamed steps per second of mobilenet_v2 at 224 px, each step's image copied
+out as a live view would (goal at least 5/s); learned directions (NMF, k-means, dictionary) for a 100-unit
+layer fitted on half the held-out set, cold (goal under 10 s for all three); the rotation sweep, 11 alphas x
+100 directions on fc100-100-10 (goal under 10 s). --quick: 16 steps, no mobilenet, 500 images.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ import time
 
 import harness  # first: puts the project root on sys.path  # isort: skip
 import numpy as np
+import torch
 
 from core import models, units
+from core.lab import torch_threads
 from core.units import activations as cache
+from core.units import arms, featvis, learned, rotation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,6 +104,54 @@ def bench_layer(model_name: str, layer: str, model, images, k: int, directions: 
     }
 
 
+def bench_featvis(model_name: str, layer: str, steps: int, model) -> dict:
+    """One unit's feature visualisation, streamed: each step's image copied out as a live view would."""
+    spec = models.get_spec(model_name)
+    dim = cache.units_at(
+        model, models.layer_modules(model, model_name)[layer], torch.zeros((1, *spec.input_shape))
+    ).shape[1]
+    run = featvis.start(
+        model_name, layer, units.unit_vector(dim, 1), featvis.default_settings(spec.dataset, steps), model
+    )
+    start = time.perf_counter()
+    for event in run:
+        event.x.numpy().copy()
+    wall = time.perf_counter() - start
+    return {
+        "steps": steps,
+        "wall_s": wall,
+        "steps_per_s": steps / wall,
+        "activation": run.result().activation,
+    }
+
+
+def bench_directions(images, quick: bool) -> dict:
+    """Feature visualisation, learned directions and the rotation sweep (see the module docstring)."""
+    steps = 16 if quick else 256
+    model, _ = harness.load_model("fc100-100-10")
+    cnn, _ = harness.load_model("cnn")
+    out: dict = {"featvis": {}}
+    out["featvis"]["fc100-100-10:hidden2"] = bench_featvis("fc100-100-10", "hidden2", steps, model)
+    out["featvis"]["cnn:fc1"] = bench_featvis("cnn", "fc1", steps, cnn)
+    if not quick:
+        mobilenet, _ = harness.load_model("mobilenet_v2")
+        out["featvis"]["mobilenet_v2:block13"] = bench_featvis("mobilenet_v2", "block13", 32, mobilenet)
+        out["featvis"]["mobilenet_v2:pool"] = bench_featvis("mobilenet_v2", "pool", 32, mobilenet)
+    acts = units.layer_activations("fc100-100-10", "hidden2", images, model=model)
+    fit_rows, _ = learned.halves(len(acts), 0)
+    count = 10 if quick else arms.learned_count(acts.shape[1])
+    out["learned"] = {
+        method: timed(lambda m=method: learned.fit_directions(m, acts[fit_rows], count, 0))[0]
+        for method in learned.METHODS
+    }
+    out["learned_directions"] = count
+    out["sweep_s"], sweep = timed(
+        lambda: rotation.sweep("fc100-100-10", "hidden2", images=images, judge="pixels")
+    )
+    out["sweep_directions"] = sweep["n_directions"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -111,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
                 row = bench_layer(model_name, layer, model, images, args.k, directions)
                 row["model_load_s"], row["weights"] = load_s, weights
                 result["layers"][f"{model_name}:{layer}"] = row
+        with blas_threads(1), torch_threads(1):
+            result["directions"] = bench_directions(images, args.quick)
     cache.clear_memory()
     rows = [
         [
@@ -141,7 +200,29 @@ def main(argv: list[str] | None = None) -> dict:
         "top-k ms, 1 BLAS thread",
         "p95 ms, 1 BLAS thread",
     ]
-    text = f"Unit Explorer, k = {args.k}\n" + harness.table(headers, rows) + f"\n\n{result['machine']}"
+    d = result["directions"]
+    lab_rows = [
+        [
+            f"featvis {n}",
+            r["steps"],
+            r["wall_s"],
+            r["steps_per_s"],
+            "256 steps < 1 s (MNIST), >= 5/s (mobilenet)",
+        ]
+        for n, r in d["featvis"].items()
+    ]
+    lab_rows += [
+        [f"learned {m} ({d['learned_directions']} directions)", "", s, "", "all three < 10 s"]
+        for m, s in d["learned"].items()
+    ]
+    lab_rows.append([f"rotation sweep (11 alphas x {d['sweep_directions']})", "", d["sweep_s"], "", "< 10 s"])
+    text = (
+        f"Unit Explorer, k = {args.k}\n"
+        + harness.table(headers, rows)
+        + "\n\nDirection Lab\n"
+        + harness.table(["what", "steps", "seconds", "steps/s", "goal"], lab_rows)
+        + f"\n\n{result['machine']}"
+    )
     harness.emit(result, args.json, save=args.save, text=text)
     return result
 

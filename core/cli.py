@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+from core import config
 from core.errors import IntriguingError
 
 COMMANDS = (
@@ -17,12 +18,17 @@ COMMANDS = (
     "train",
     "dashboard",
     "units",
+    "featvis",
+    "inside",
+    "unitsdoc",
     "defences",
     "attack",
+    "audit",
     "report",
     "leaderboard",
     "reproduce",
     "sweep",
+    "figure",
 )
 
 
@@ -66,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    from core import config
 
     config.set_locations(getattr(args, "data_dir", None), getattr(args, "torch_home", None))
     args.device = getattr(args, "device", None)

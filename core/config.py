@@ -5,11 +5,41 @@ Each location is resolved as: explicit argument (CLI flag) > environment variabl
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-ASSETS_DIR = PROJECT_ROOT / "assets"
+DISTRIBUTION = "intriguing-lab"
+SHARE = "share/intriguing-lab"  # where pyproject's data-files put the shipped data, under the install prefix
+STREAMLIT_CONFIG = ".streamlit/config.toml"
+
+
+def installed_data_root(distribution: str = DISTRIBUTION) -> Path | None:
+    """The folder `pip install .` filled with assets/, docs/results/ and .streamlit/ (found through the
+    installed files' record, so a venv, --user or --prefix install all work), or None."""
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    marker = f"{SHARE}/{STREAMLIT_CONFIG}"
+    for file in files:
+        if file.as_posix().endswith(marker):
+            return Path(file.locate()).resolve().parents[1]
+    return None
+
+
+def data_root() -> Path:
+    """Where the shipped, read-only data lives: the checkout itself when the code runs from one (its
+    assets/ is there), else the installed copy (pip install .)."""
+    if (PROJECT_ROOT / "assets").is_dir():
+        return PROJECT_ROOT
+    return installed_data_root() or PROJECT_ROOT
+
+
+DATA_ROOT = data_root()
+ASSETS_DIR = DATA_ROOT / "assets"
+RESULTS_DIR = DATA_ROOT / "docs" / "results"
 
 DATA_DIR_ENV = "INTRIGUING_DATA_DIR"
 MODEL_DIR_ENV = "INTRIGUING_MODEL_DIR"

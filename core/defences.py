@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from core.attacks import make_attack
 from core.errors import InvalidParameterError
+from core.indicators import INDICATORS, extra_checks, fired, run_checked
+from core.models import list_models, model_status
+from core.models import load as zoo_load
 from core.validation import check_choice, check_float, check_int
 
 # ---------------------------------------------------------------- input transformations
@@ -32,6 +36,7 @@ class InputTransform(nn.Module):
     """A squeeze applied to [0, 1] images before the model; `forward` needs no gradient (BPDA goes around it)."""
 
     name = "transform"
+    differentiable = True  # False: its gradient is zero or absent, so attacks must go around it (BPDA)
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -42,6 +47,7 @@ class BitDepthReduction(InputTransform):
     everywhere, which is exactly what makes naive gradient attacks fail and BPDA succeed."""
 
     name = "bits"
+    differentiable = False
 
     def __init__(self, bits: int = 2) -> None:
         super().__init__()
@@ -79,6 +85,7 @@ class JPEGCompression(InputTransform):
     """Encode and decode each image as JPEG at `quality` (through 8-bit pixels, as a real pipeline would)."""
 
     name = "jpeg"
+    differentiable = False
 
     def __init__(self, quality: int = 75) -> None:
         super().__init__()
@@ -140,6 +147,15 @@ class DefendedModel(nn.Module):
         self.transform = transform
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
 
+    @property
+    def masks_gradient(self) -> bool:
+        """True when attacks differentiate through a transform without a useful gradient (read by
+        core.indicators: the non-differentiable-preprocessing indicator)."""
+        return self.gradient == "naive" and not self.transform.differentiable
+
+    def describe(self) -> str:
+        return self.transform.describe()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gradient == "bpda":
             with torch.no_grad():
@@ -160,7 +176,9 @@ class DefenceRow:
     """One defence against one attack, accuracies on the same images (fractions in [0, 1]):
     `robust_transfer`, adversarial examples made on the bare model then passed through the defence;
     `robust_plain`, the attack run on the defended pipeline with the gradients autograd gives;
-    `robust_adaptive`, the BPDA attack. Robust accuracy of the undefended model is the first row's."""
+    `robust_adaptive`, the BPDA attack. Robust accuracy of the undefended model is the first row's.
+    `indicators_plain` / `indicators_adaptive`: the indicators of attack failure (core.indicators) that
+    fired on the plain and on the BPDA attack."""
 
     defence: str
     clean_accuracy: float
@@ -168,6 +186,8 @@ class DefenceRow:
     robust_plain: float
     robust_adaptive: float
     verdict: str
+    indicators_plain: list[str] = field(default_factory=list)
+    indicators_adaptive: list[str] = field(default_factory=list)
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
@@ -179,19 +199,37 @@ def _accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, batch: in
     return float((preds == labels.cpu()).float().mean())
 
 
-def _verdict(undefended: float, row: DefenceRow, clean_bare: float, margin: float = 0.1) -> str:
+HOLD_MARGIN = 0.1  # a defence 'holds' when robust accuracy stays this far above the undefended model's
+
+
+def _titles(names: list[str]) -> str:
+    return ", ".join(INDICATORS[n].title.lower() for n in names)
+
+
+def _verdict(undefended: float, row: DefenceRow, clean_bare: float, margin: float = HOLD_MARGIN) -> str:
     """Plain words from the numbers: a defence 'holds' only if the strongest attack we ran (adaptive or
-    transfer) still leaves it clearly above the undefended model."""
+    transfer) still leaves it clearly above the undefended model, and no indicator of attack failure fired
+    on that attack; otherwise a 'hold' is downgraded with the indicators as the reason."""
     worst = min(row.robust_plain, row.robust_transfer, row.robust_adaptive)
     cost = clean_bare - row.clean_accuracy
     note = f" It costs {100 * cost:.0f} points of clean accuracy." if cost > 0.02 else ""
     if worst >= undefended + margin:
+        if row.indicators_adaptive:
+            return (
+                "Unverified: even the adaptive (BPDA) attack fails, but indicators of attack failure fired on "
+                f"it ({_titles(row.indicators_adaptive)}), so the defence may only seem to hold." + note
+            )
         return "Holds: even the adaptive (BPDA) attack leaves it robust." + note
     if row.robust_plain >= undefended + margin:
         also = " (so do examples made on the bare model)" if row.robust_transfer < undefended + margin else ""
+        why = (
+            f" Indicators on the plain attack: {_titles(row.indicators_plain)}."
+            if row.indicators_plain
+            else ""
+        )
         return (
             "Only seems to hold: a standard attack on the defended model fails (masked gradients), "
-            f"the adaptive (BPDA) attack breaks it{also}." + note
+            f"the adaptive (BPDA) attack breaks it{also}.{why}" + note
         )
     return "Does not help: a standard attack already breaks it." + note
 
@@ -227,7 +265,6 @@ def evaluate_transforms(
 ) -> list[DefenceRow]:
     """Clean, transfer, plain-attack and BPDA-attack accuracy of each input transformation on (x, labels),
     after a first row for the undefended model. Same images, same attack parameters everywhere."""
-    from core.attacks import make_attack
 
     params = check_attack_params(attack, eps, steps, norm)
     if attack == "pgd":
@@ -240,13 +277,15 @@ def evaluate_transforms(
     undefended = _accuracy(model, bare.x_adv, labels)
     rows = [DefenceRow("none", clean_bare, undefended, undefended, undefended, "baseline")]
     for i, transform in enumerate(transforms):
-        robust = {}
+        robust, flags = {}, {}
         for j, gradient in enumerate(GRADIENTS):
             report((1 + 2 * i + j) / total, f"{gradient} attack through {transform.describe()}")
             defended = DefendedModel(model, transform, gradient)
-            robust[gradient] = _accuracy(
-                defended, make_attack(attack, defended, device, **params).perturb(x, labels), labels
-            )
+            result, checks = run_checked(defended, attack, params, x, labels, extra=False, device=device)
+            robust[gradient], flags[gradient] = _accuracy(defended, result.x_adv, labels), fired(checks)
+        if min(robust.values()) >= undefended + HOLD_MARGIN:  # it may hold: check the BPDA run harder
+            checks = extra_checks(defended, attack, params, result, twin_x_adv=bare.x_adv, device=device)
+            flags["bpda"] = sorted({*flags["bpda"], *fired(checks)})
         defended = DefendedModel(model, transform)
         row = DefenceRow(
             transform.describe(),
@@ -255,6 +294,8 @@ def evaluate_transforms(
             robust_plain=robust["naive"],
             robust_adaptive=robust["bpda"],
             verdict="",
+            indicators_plain=flags["naive"],
+            indicators_adaptive=flags["bpda"],
         )
         row.verdict = _verdict(undefended, row, clean_bare)
         rows.append(row)
@@ -279,7 +320,6 @@ ADVERSARIAL_SUFFIXES = ("-advpool", "-pgdtrain")
 
 def adversarial_twins() -> list[tuple[str, str]]:
     """(adversarially trained model, its plain twin) pairs whose checkpoints are present."""
-    from core.models import list_models, model_status
 
     names = list_models(include_unavailable=False)
     pairs = []
@@ -310,8 +350,6 @@ def compare_twins(
 ) -> list[TwinRow]:
     """Clean and robust accuracy of each adversarially trained model and its twin under the same attack
     (`load(name)` gives a model; the dashboard passes its shared cache)."""
-    from core.attacks import make_attack
-    from core.models import load as zoo_load
 
     load = load or (lambda name: zoo_load(name, device))
 

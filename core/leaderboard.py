@@ -38,6 +38,7 @@ import torch
 from core import config
 from core.attacks import AttackResult, attack_class, format_eps, is_budgeted, is_seeded, make_attack
 from core.errors import InvalidParameterError
+from core.indicators import fired, run_checked
 from core.models import get_spec, load
 from core.protocol import Protocol, Selection
 from core.provenance import versions as library_versions
@@ -398,11 +399,13 @@ def record_result(
     source: str,
     dataset: str | None = None,
     selection: Selection | None = None,
+    indicators: list[str] | None = None,
     path: str | os.PathLike | None = None,
 ) -> int | None:
     """Store an `AttackResult`: budgeted attacks are filed under their (norm, eps) budget, the others as
     minimal-distortion runs; targeted runs as '<attack> (targeted)'. `selection` is the protocol's choice
-    of images the result was computed on (None: images from elsewhere, protocol unknown). Returns the row
+    of images the result was computed on (None: images from elsewhere, protocol unknown); `indicators`, the
+    indicators of attack failure that fired on it (None: not checked). Returns the row
     id, or None when no image was classified correctly to begin with (there is nothing to measure)."""
     summary = result.summary()
     if summary["n_correct"] == 0:
@@ -436,6 +439,7 @@ def record_result(
         protocol=None if selection is None else selection.protocol,
         skipped_misclassified=(len(result) - summary["n_correct"])
         + (0 if selection is None else selection.skipped),
+        indicators=indicators,
         path=path,
     )
 
@@ -493,10 +497,27 @@ class Matrix:
         cells = {a: {m: r for m, r in self.cells.get(a, {}).items() if m in models} for a in attacks}
         return Matrix(self.title, self.metric, attacks, models, values, cells)
 
+    @property
+    def flagged(self) -> dict[str, dict[str, list[str]]]:
+        """Per cell whose run was checked and fired indicators of attack failure, their names (cells not
+        checked, or checked and silent, are absent): a page marks these cells as untrustworthy."""
+        return {
+            a: flags
+            for a, row in self.cells.items()
+            if (flags := {m: run.indicators for m, run in row.items() if run.indicators})
+        }
+
     def as_dict(self) -> dict[str, Any]:
-        """Values with the number of images behind each (a cell is never shown without its n)."""
+        """Values with the number of images behind each (a cell is never shown without its n) and the
+        indicators of attack failure that fired on the cells that have them."""
         n = {a: {m: run.n for m, run in row.items()} for a, row in self.cells.items()}
-        return {"title": self.title, "metric": self.metric, "values": self.values, "n": n}
+        return {
+            "title": self.title,
+            "metric": self.metric,
+            "values": self.values,
+            "n": n,
+            "indicators": self.flagged,
+        }
 
 
 @dataclass(frozen=True)
@@ -626,11 +647,13 @@ def fill_cell(
     seed: int = 0,
     device: Any = None,
     source: str = "dashboard",
+    check: bool = False,
     path: str | os.PathLike | None = None,
 ) -> int | None:
     """Run `attack` on `model` over the images `protocol` chooses (default: the first 100 correctly
     classified MNIST test images) and record it; returns the row id. A budgeted attack needs `norm` and
-    `budget`; a minimal-distortion attack takes neither."""
+    `budget`; a minimal-distortion attack takes neither. With `check`, the indicators of attack failure are
+    computed too (a few extra runs) and the fired ones recorded with the row."""
     protocol = protocol or Protocol()
     budgeted = is_budgeted(attack)
     if get_spec(model).dataset != "mnist":
@@ -651,8 +674,14 @@ def fill_cell(
         raise InvalidParameterError(f"{attack} searches the minimal distortion; it takes no budget.")
     net = load(model, device)
     chosen = protocol.select(net, device)
-    result = make_attack(attack, net, device, **params).run(chosen.images, chosen.labels)
-    return record_result(result, model, source=source, dataset="mnist", selection=chosen, path=path)
+    if check:
+        result, checks = run_checked(net, attack, params, chosen.images, chosen.labels, device=device)
+    else:
+        result, checks = make_attack(attack, net, device, **params).run(chosen.images, chosen.labels), None
+    flags = None if checks is None else fired(checks)
+    return record_result(
+        result, model, source=source, dataset="mnist", selection=chosen, indicators=flags, path=path
+    )
 
 
 # ---------------------------------------------------------------- sweeps (core.sweep writes, pages read)
@@ -775,14 +804,6 @@ def task_examples(task_id: str, *, path: str | os.PathLike | None = None) -> lis
     with connect(path) as conn:
         rows = conn.execute("SELECT * FROM sweep_examples WHERE task_id = ? ORDER BY image_id", (task_id,))
         return [dict(r) for r in rows]
-
-
-def task_failures(task_ids: list[str], *, path: str | os.PathLike | None = None) -> dict[str, str]:
-    """task id -> the recorded error, for the failed tasks among `task_ids`."""
-    with connect(path) as conn:
-        rows = conn.execute("SELECT task_id, error FROM sweep_tasks WHERE status = 'failed'").fetchall()
-    wanted = set(task_ids)
-    return {r["task_id"]: r["error"] for r in rows if r["task_id"] in wanted}
 
 
 def seconds_per_example(model: str, attack: str, *, path: str | os.PathLike | None = None) -> float | None:

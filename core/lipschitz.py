@@ -26,9 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torchvision
 from torch import nn
 
 from core.errors import InvalidParameterError
+from core.models.nets import Normalized
 
 
 class Standardize(nn.Module):
@@ -176,7 +178,37 @@ def nonlinear_constant(module: nn.Module) -> tuple[float, str]:
 
 
 def _is_residual(module: nn.Module) -> bool:
-    return hasattr(module, "use_res_connect") and hasattr(module, "conv")
+    """A block x -> [x +] f(x): torchvision's InvertedResidual, timm's InvertedResidual and
+    DepthwiseSeparableConv (EfficientNet-Lite0)."""
+    return (hasattr(module, "use_res_connect") and hasattr(module, "conv")) or hasattr(module, "has_skip")
+
+
+def _has_skip(module: nn.Module) -> bool:
+    return bool(getattr(module, "use_res_connect", False) or getattr(module, "has_skip", False))
+
+
+def _residual_body(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The f of a residual block as a chain (timm's blocks: their children in order; the drop path is the
+    identity in eval mode and only sits on the skip branch)."""
+    if hasattr(module, "conv"):
+        return module_chain(module.conv)
+    return [
+        item
+        for name, child in module.named_children()
+        if name != "drop_path"
+        for item in module_chain(child, f"{name}.")
+    ]
+
+
+def _split_batchnorm_act(module: nn.BatchNorm2d, prefix: str) -> list[tuple[str, nn.Module]]:
+    """timm's BatchNormAct2d (a BatchNorm2d subclass that also applies dropout and an activation) as a plain,
+    affine BatchNorm2d followed by its dropout and activation."""
+    plain = nn.BatchNorm2d(
+        module.num_features, module.eps, affine=module.affine, track_running_stats=module.track_running_stats
+    )
+    plain.load_state_dict(module.state_dict(prefix="", keep_vars=False), strict=False)
+    plain = plain.to(device=module.running_mean.device, dtype=module.running_mean.dtype).eval()
+    return [(f"{prefix}bn", plain), (f"{prefix}drop", module.drop), (f"{prefix}act", module.act)]
 
 
 def _is_weighted(module: nn.Module) -> bool:
@@ -185,11 +217,8 @@ def _is_weighted(module: nn.Module) -> bool:
 
 def module_chain(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """The model as a flat list of (dotted path, module) in execution order, for the architectures of the
-    zoo (MLPs, the MNIST CNN, torchvision AlexNet and MobileNetV2, with folded normalisation)."""
-    import torchvision
-
-    from core.models.nets import Normalized
-
+    zoo (MLPs, the MNIST CNN, torchvision AlexNet and MobileNetV2, timm's EfficientNet-Lite0, with folded
+    normalisation)."""
     if isinstance(model, Normalized):
         return [
             (f"{prefix}normalize", Standardize(model.mean, model.std)),
@@ -211,6 +240,8 @@ def module_chain(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Modul
         ]
     if _is_residual(model):
         return [(prefix.rstrip("."), model)]
+    if isinstance(model, nn.BatchNorm2d) and hasattr(model, "act"):
+        return _split_batchnorm_act(model, prefix)
     children = list(model.named_children())
     if not children:
         return [(prefix.rstrip("."), model)]
@@ -226,7 +257,8 @@ def _describe(module: nn.Module) -> str:
     if isinstance(module, nn.Linear):
         return f"linear {module.in_features}->{module.out_features}"
     if _is_residual(module):
-        return "inverted residual" + (" + skip" if module.use_res_connect else "")
+        kind = "depthwise separable" if "DepthwiseSeparable" in type(module).__name__ else "inverted residual"
+        return kind + (" + skip" if _has_skip(module) else "")
     if isinstance(module, nn.MaxPool2d):
         return f"maxpool {module.kernel_size}/{module.stride}"
     return type(module).__name__.lower()
@@ -255,8 +287,8 @@ def _chain_bound(
             run.append(module)
         elif _is_residual(module):
             bound *= close_run(run_input)
-            inner, _, inner_notes = _chain_bound(module_chain(module.conv), x, iters, tol)
-            bound *= inner + (1.0 if module.use_res_connect else 0.0)
+            inner, _, inner_notes = _chain_bound(_residual_body(module), x, iters, tol)
+            bound *= inner + (1.0 if _has_skip(module) else 0.0)
             notes += inner_notes
         else:
             bound *= close_run(run_input)

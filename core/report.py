@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import io
 import json
 import math
 import time
@@ -23,10 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from core import config, lab, leaderboard
-from core.attacks import attack_class, gaussian_noise_baseline, make_attack
+from core import config, indicators, lab, leaderboard
+from core.attacks import AttackResult, attack_class, gaussian_noise_baseline, is_seeded, make_attack
 from core.data import load_mnist
 from core.errors import InvalidParameterError
 from core.models import class_names, get_spec, list_models, same_domain_models, usable_models
@@ -314,6 +316,7 @@ class Report:
     versions: dict[str, str]
     class_names: Sequence[str] = field(repr=False, default=())
     x: torch.Tensor | None = field(default=None, repr=False)
+    indicators: list[indicators.IndicatorResult] = field(default_factory=list)
 
     def finding(self, attack: str) -> Finding:
         return next(f for f in self.findings if f.attack == attack)
@@ -321,8 +324,11 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: numbers, parameters and verdict (images are in the HTML export)."""
         out = {
-            k: v for k, v in self.__dict__.items() if k not in ("findings", "class_names", "x", "reference")
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("findings", "class_names", "x", "reference", "indicators")
         }
+        out["indicators"] = [c.to_dict() for c in self.indicators]
         out["findings"] = [{k: v for k, v in f.__dict__.items() if k != "x_adv"} for f in self.findings]
         out["lipschitz"] = self.lipschitz.__dict__ if self.lipschitz else None
         if self.reference:
@@ -360,7 +366,10 @@ def _verdict(report: Report) -> str:
     name = report.label_name
     ok = [f for f in report.findings if f.success]
     head = f"{report.model} predicts '{name}' with {report.confidence:.0%} confidence."
+    distrust = bool(indicators.fired(report.indicators))  # then no claim of robustness is made
     if not ok:
+        if distrust:
+            return head + " No attack flipped this prediction, which says nothing about its robustness here."
         return (
             head
             + " No attack flipped this prediction: it is unusually robust (or the attacks need more steps)."
@@ -382,6 +391,8 @@ def _verdict(report: Report) -> str:
             "This prediction is more fragile than most."
             if fraction >= 0.75
             else "This prediction is more robust than most."
+            if fraction <= 0.25 and not distrust
+            else "Whether it is more robust than most cannot be said while an indicator fires."
             if fraction <= 0.25
             else "This prediction is about as robust as a typical one."
         )
@@ -409,6 +420,218 @@ def _verdict(report: Report) -> str:
     return " ".join(parts)
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What every step of a report looks at: one image, the model under test and its prediction."""
+
+    model_name: str
+    model: nn.Module
+    dataset: str
+    x: torch.Tensor  # (1, C, H, W) in [0, 1], on the CPU
+    label: int  # the prediction under test
+    probs: np.ndarray
+    names: Sequence[str]
+    seed: int
+    device: torch.device | str | None
+
+    @property
+    def label_t(self) -> torch.Tensor:
+        return torch.tensor([self.label])
+
+    @property
+    def samples(self) -> dict[str, int]:
+        return SAMPLES[self.dataset]
+
+
+@dataclass(frozen=True)
+class PlannedAttack:
+    attack: str
+    method: str  # MINIMAL or EPS_SEARCH
+
+
+@dataclass
+class AttackRun:
+    """One planned attack's outcome: the report's finding and the engine's raw result (the leaderboard
+    records it; checks of the attack itself can read it)."""
+
+    planned: PlannedAttack
+    finding: Finding
+    result: AttackResult
+
+
+MINIMAL, EPS_SEARCH = "minimal distortion", "minimal-eps search"
+
+
+def attack_plan() -> list[PlannedAttack]:
+    """The attacks a report runs, in order: the minimal-distortion ones, then the budgeted ones whose
+    smallest flipping eps is searched."""
+    return [PlannedAttack(a, MINIMAL) for a in MINIMAL_ATTACKS] + [
+        PlannedAttack(a, EPS_SEARCH) for a in EPS_SEARCH_ATTACKS
+    ]
+
+
+def check_image(model_name: str, x: torch.Tensor, true_label: int | None) -> int | None:
+    """Refuse an image the model cannot take (shape, values outside [0, 1]) or a label out of range."""
+    spec = get_spec(model_name)
+    if (
+        not isinstance(x, torch.Tensor)
+        or x.dim() != 4
+        or len(x) != 1
+        or tuple(x.shape[1:]) != spec.input_shape
+    ):
+        shape = "x".join(map(str, spec.input_shape))
+        raise InvalidParameterError(f"{model_name} needs one image of shape 1x{shape}.")
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise InvalidParameterError("the image must hold finite pixel values in [0, 1].")
+    if true_label is None:
+        return None
+    return check_int("true label", true_label, low=0, high=len(class_names(model_name)) - 1)
+
+
+def subject(model_name: str, model: nn.Module, x: torch.Tensor, seed: int, device) -> Subject:
+    """The model's prediction on x, packed for the steps."""
+    x = x.detach().float().cpu()
+    probs = lab.predict(model, x)
+    names = class_names(model_name)
+    dataset = get_spec(model_name).dataset
+    return Subject(model_name, model, dataset, x, int(probs.argmax()), probs, names, seed, device)
+
+
+def run_attack(target: Subject, planned: PlannedAttack) -> AttackRun:
+    """One attack of the plan on the image: its smallest flipping perturbation (or smallest eps)."""
+    params = attack_settings(planned.attack, target.dataset)
+    eps = None
+    if planned.method == MINIMAL:
+        attack = make_attack(planned.attack, target.model, target.device, **params)
+        result = attack.run(target.x, target.label_t)
+    else:
+        if is_seeded(planned.attack):
+            params["seed"] = target.seed
+        result, eps = minimal_eps(
+            planned.attack,
+            target.model,
+            target.x,
+            target.label_t,
+            params=params,
+            bisection_steps=target.samples["bisection_steps"],
+            device=target.device,
+        )
+        params["eps"] = eps
+    ok = bool(result.success[0])
+    finding = Finding(
+        attack=planned.attack,
+        method=planned.method,
+        success=ok,
+        rms=float(result.rms[0]) if ok else None,
+        l2=float(result.l2[0]) if ok else None,
+        linf=float(result.linf[0]) if ok else None,
+        eps=eps,
+        pred_after=int(result.pred_after[0]),
+        confidence_after=float(result.probs_after[0].max()),
+        time_s=result.time_s,
+        params=params,
+        noise_flip_rate=None,
+        x_adv=result.x_adv if ok else None,
+    )
+    return AttackRun(planned, finding, result)
+
+
+def record_attack(run: AttackRun, target: Subject, source: str) -> None:
+    """Store one attack of a report in the leaderboard (one image, so n = 1)."""
+    f = run.finding
+    leaderboard.record_run(
+        model=target.model_name,
+        attack=f.attack if f.method == MINIMAL else f"{f.attack}-min-eps",
+        params=f.params,
+        n=1,
+        success_rate=float(f.success),
+        mean_rms=f.rms,
+        median_rms=f.rms,
+        mean_l2=f.l2,
+        median_l2=f.l2,
+        mean_linf=f.linf,
+        time_s=f.time_s,
+        dataset=target.dataset,
+        seed=target.seed,
+        source=source,
+    )
+
+
+def noise_flip_rate(target: Subject, rms: float) -> tuple[float, int]:
+    """Share of Gaussian noise draws of the given RMS that flip the prediction, and the number of draws."""
+    draws = target.samples["noise_draws"]
+    noise = gaussian_noise_baseline(
+        target.model,
+        target.x.repeat(draws, 1, 1, 1),
+        target.label_t.repeat(draws),
+        rms=rms,
+        seed=target.seed,
+        device=target.device,
+    )
+    return float(noise.success.float().mean()), draws
+
+
+def boundary_estimate(target: Subject, findings: Sequence[Finding]) -> LipschitzEstimate:
+    """Local Lipschitz estimate in the ball whose radius is the smallest adversarial L2 found (5% of the
+    image's norm scale when no attack succeeded)."""
+    ok = [f.l2 for f in findings if f.success]
+    radius = min(ok) if ok else math.sqrt(target.x[0].numel()) * 0.05
+    return local_lipschitz(
+        target.model,
+        target.x,
+        target.label,
+        radius,
+        samples=target.samples["lipschitz_samples"],
+        seed=target.seed,
+    )
+
+
+def _distrust(report: Report) -> str:
+    """While an indicator of attack failure fires, no robustness claim stands: say so, and why."""
+    if not indicators.fired(report.indicators):
+        return ""
+    return " Do not read this as robust: indicators of attack failure fired: " + indicators.explain(
+        report.indicators
+    )
+
+
+def assemble(
+    target: Subject,
+    findings: list[Finding],
+    lipschitz: LipschitzEstimate,
+    reference: Reference | None,
+    *,
+    image_source: str,
+    true_label: int | None,
+    time_s: float,
+    checks: Sequence[indicators.IndicatorResult] = (),
+) -> Report:
+    """The Report with its verdict in words (no claim of robustness while one of `checks` fires)."""
+    ok = [f for f in findings if f.success]
+    report = Report(
+        model=target.model_name,
+        dataset=target.dataset,
+        image_source=image_source,
+        label=target.label,
+        label_name=_pred_name(target.names, target.label),
+        true_label=true_label,
+        confidence=float(target.probs[target.label]),
+        findings=findings,
+        easiest=min(ok, key=lambda f: f.rms).attack if ok else None,
+        lipschitz=lipschitz,
+        reference=reference,
+        verdict="",
+        seed=target.seed,
+        time_s=time_s,
+        versions=versions(),
+        class_names=target.names,
+        x=target.x,
+        indicators=list(checks),
+    )
+    report.verdict = _verdict(report) + _distrust(report)
+    return report
+
+
 def robustness_report(
     model_name: str,
     x: torch.Tensor,
@@ -430,151 +653,61 @@ def robustness_report(
     of the same domain). With `record`, each attack run is stored in the leaderboard under `source`.
     `threads`: torch intra-op threads for the report (None: unchanged; the dashboard uses one, see core.lab)."""
 
+    seed = check_int("seed", seed)
+    reference_n = check_int("reference size", reference_n, low=1, high=10_000)
+    if record and source not in leaderboard.SOURCES:
+        raise InvalidParameterError(
+            f"source must be one of {', '.join(leaderboard.SOURCES)}, got {source!r}."
+        )
+    true_label = check_image(model_name, x, true_label)
+    tell = progress or (lambda fraction, text: None)
+    load = load or (lambda name: zoo_load(name, device))
     with torch_threads(threads):
         started = time.perf_counter()
-        seed = check_int("seed", seed)
-        reference_n = check_int("reference size", reference_n, low=1, high=10_000)
-        if record and source not in leaderboard.SOURCES:
-            raise InvalidParameterError(
-                f"source must be one of {', '.join(leaderboard.SOURCES)}, got {source!r}."
-            )
-        report_progress = progress or (lambda fraction, text: None)
-        spec = get_spec(model_name)
-        if (
-            not isinstance(x, torch.Tensor)
-            or x.dim() != 4
-            or len(x) != 1
-            or tuple(x.shape[1:]) != spec.input_shape
-        ):
-            shape = "x".join(map(str, spec.input_shape))
-            raise InvalidParameterError(f"{model_name} needs one image of shape 1x{shape}.")
-        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-            raise InvalidParameterError("the image must hold finite pixel values in [0, 1].")
-        if true_label is not None:
-            true_label = check_int("true label", true_label, low=0, high=len(class_names(model_name)) - 1)
-        load = load or (lambda name: zoo_load(name, device))
-        model = load(model_name)
-        names = class_names(model_name)
+        target = subject(model_name, load(model_name), x, seed, device)
         if others is None:
             others = same_domain_models(model_name, usable_models(list_models(include_unavailable=False)))
-        x = x.detach().float().cpu()
-        probs = lab.predict(model, x)
-        label = int(probs.argmax())
-        label_t = torch.tensor([label])
-        samples = SAMPLES[spec.dataset]
-
-        plan = [(name, "minimal distortion") for name in MINIMAL_ATTACKS]
-        plan += [(name, "minimal-eps search") for name in EPS_SEARCH_ATTACKS]
+        plan = attack_plan()
         total = len(plan) + 3
-        findings = []
-        for step, (attack, method) in enumerate(plan):
-            report_progress(
-                step / total, f"{attack}: smallest perturbation that flips '{_pred_name(names, label)}'"
+        runs: list[AttackRun] = []
+        for step, planned in enumerate(plan):
+            tell(
+                step / total,
+                f"{planned.attack}: smallest perturbation that flips '{_pred_name(target.names, target.label)}'",
             )
-            if method == "minimal distortion":
-                params = attack_settings(attack, spec.dataset)
-                result = make_attack(attack, model, device, **params).run(x, label_t)
-                eps = None
-            else:
-                params = attack_settings(attack, spec.dataset)
-                if attack == "pgd":
-                    params["seed"] = seed
-                result, eps = minimal_eps(
-                    attack,
-                    model,
-                    x,
-                    label_t,
-                    params=params,
-                    bisection_steps=samples["bisection_steps"],
-                    device=device,
-                )
-                params["eps"] = eps
-            ok = bool(result.success[0])
+            runs.append(run_attack(target, planned))
             if record:
-                leaderboard.record_run(
-                    model=model_name,
-                    attack=attack if method == "minimal distortion" else f"{attack}-min-eps",
-                    params=params,
-                    n=1,
-                    success_rate=float(ok),
-                    mean_rms=float(result.rms[0]) if ok else None,
-                    median_rms=float(result.rms[0]) if ok else None,
-                    mean_l2=float(result.l2[0]) if ok else None,
-                    median_l2=float(result.l2[0]) if ok else None,
-                    mean_linf=float(result.linf[0]) if ok else None,
-                    time_s=result.time_s,
-                    dataset=spec.dataset,
-                    seed=seed,
-                    source=source,
-                )
-            findings.append(
-                Finding(
-                    attack=attack,
-                    method=method,
-                    success=ok,
-                    rms=float(result.rms[0]) if ok else None,
-                    l2=float(result.l2[0]) if ok else None,
-                    linf=float(result.linf[0]) if ok else None,
-                    eps=eps,
-                    pred_after=int(result.pred_after[0]),
-                    confidence_after=float(result.probs_after[0].max()),
-                    time_s=result.time_s,
-                    params=params,
-                    noise_flip_rate=None,
-                    x_adv=result.x_adv if ok else None,
-                )
-            )
+                record_attack(runs[-1], target, source)
+        findings = [run.finding for run in runs]
 
-        report_progress(
-            len(plan) / total, "Gaussian noise of the same size, and transfer to the other models"
-        )
+        tell(len(plan) / total, "Gaussian noise of the same size, and transfer to the other models")
         for f in findings:
-            if not f.success:
-                continue
-            noise = gaussian_noise_baseline(
-                model,
-                x.repeat(samples["noise_draws"], 1, 1, 1),
-                label_t.repeat(samples["noise_draws"]),
-                rms=f.rms,
-                seed=seed,
-                device=device,
-            )
-            f.noise_flip_rate = float(noise.success.float().mean())
-            f.noise_draws = samples["noise_draws"]
-            f.transfer = [row.__dict__ for row in lab.transfer(x, f.x_adv, label, list(others), load)]
+            if f.success:
+                f.noise_flip_rate, f.noise_draws = noise_flip_rate(target, f.rms)
+                rows = lab.transfer(target.x, f.x_adv, target.label, list(others), load)
+                f.transfer = [row.__dict__ for row in rows]
 
-        report_progress((len(plan) + 1) / total, "local Lipschitz estimate of the margin")
-        ok = [f for f in findings if f.success]
-        radius = min(f.l2 for f in ok) if ok else math.sqrt(x[0].numel()) * 0.05
-        lipschitz = local_lipschitz(model, x, label, radius, samples=samples["lipschitz_samples"], seed=seed)
+        tell((len(plan) + 1) / total, "local Lipschitz estimate of the margin")
+        lipschitz = boundary_estimate(target, findings)
+        checks = indicators.report_checks(
+            target.model, target.x, target.label_t, findings, dataset=target.dataset, seed=seed, device=device
+        )
 
-        report_progress((len(plan) + 2) / total, "the model's typical robustness (reference distribution)")
+        tell((len(plan) + 2) / total, "the model's typical robustness (reference distribution)")
         reference = reference_distribution(
-            model_name, model, n=reference_n, device=device, record=record, source=source
+            model_name, target.model, n=reference_n, device=device, record=record, source=source
         )
-
-        report = Report(
-            model=model_name,
-            dataset=spec.dataset,
+        report = assemble(
+            target,
+            findings,
+            lipschitz,
+            reference,
             image_source=image_source,
-            label=label,
-            label_name=_pred_name(names, label),
             true_label=true_label,
-            confidence=float(probs[label]),
-            findings=findings,
-            easiest=min(ok, key=lambda f: f.rms).attack if ok else None,
-            lipschitz=lipschitz,
-            reference=reference,
-            verdict="",
-            seed=seed,
-            time_s=0.0,
-            versions=versions(),
-            class_names=names,
-            x=x,
+            time_s=time.perf_counter() - started,
+            checks=checks,
         )
-        report.verdict = _verdict(report)
-        report.time_s = time.perf_counter() - started
-        report_progress(1.0, "done")
+        tell(1.0, "done")
         return report
 
 
@@ -590,10 +723,7 @@ def mnist_image(index: int) -> tuple[torch.Tensor, int]:
 
 
 def _png_data_uri(picture: np.ndarray) -> str:
-    import io
-
-    from PIL import Image
-
+    """An 8-bit (H, W[, 3]) picture as an inline PNG for the self-contained HTML export."""
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -620,11 +750,16 @@ def render_html(report: Report) -> str:
         )
         if f.success and f.x_adv is not None and report.x is not None:
             picture, amplification = triple_picture(report.x[0], f.x_adv[0], scale=scale)
-            fooled = ", ".join(r["model"] for r in f.transfer if r["fooled"]) or "none"
+            others = "; ".join(
+                f"{r['model']} says '{_pred_name(names, r['adv_pred'])}'"
+                + (" (fooled)" if r["fooled"] else "")
+                for r in f.transfer
+            )
             pictures.append(
                 f"<figure><img alt='{e(f.attack)}' src='{_png_data_uri(picture)}'>"
                 f"<figcaption><b>{e(f.attack)}</b>: original | perturbation (x{amplification:.0f}) | "
-                f"adversarial, predicted '{e(target)}'. Also fools: {e(fooled)}.</figcaption></figure>"
+                f"adversarial, predicted '{e(target)}'. The other models: {e(others or 'none')}."
+                "</figcaption></figure>"
             )
     original = (
         f"<img alt='image' src='{_png_data_uri(to_uint8(report.x[0], scale))}'>"

@@ -1,4 +1,4 @@
-"""How the engine uses the machine: intra-op threads for small interactive work."""
+"""How the engine uses the machine: intra-op threads for small interactive work, progress bars."""
 
 from __future__ import annotations
 
@@ -23,3 +23,9 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def bar_disabled(show: bool = True) -> bool | None:
+    """tqdm's `disable` argument: True when no bar is wanted, else None, which makes tqdm show the bar only
+    when its stream is a terminal (a log file or a pipe would get one endless line of carriage returns)."""
+    return None if show else True

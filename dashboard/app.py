@@ -33,7 +33,7 @@ NAVIGATION = {
         ("defences.py", "Defences", ":material/security:"),
         ("leaderboard.py", "Leaderboard", ":material/leaderboard:"),
     ],
-    "Units vs random directions": [("unit_explorer.py", "Unit Explorer", ":material/grid_view:")],
+    "Units vs random directions": [("unit_explorer.py", "Direction Lab", ":material/grid_view:")],
 }
 
 

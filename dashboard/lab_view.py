@@ -13,6 +13,7 @@ import streamlit as st
 from core.attacks import ATTACKS, Param, attack_presets
 from core.lab import Frame, Outcome
 from core.pictures import perturbation_picture, to_uint8
+from dashboard.direction_view import show_inside
 
 # Attacks in the order offered (only those the engine has are shown); the paper's first.
 ATTACK_TITLES = {
@@ -22,6 +23,7 @@ ATTACK_TITLES = {
     "cw": "Carlini-Wagner L2",
     "deepfool": "DeepFool",
     "apgd": "APGD",
+    "square": "Square Attack (black-box)",
 }
 CHART_INTERVAL_S = 0.3  # curves are redrawn at most this often while running (their data keeps every step)
 TOP_K = 10
@@ -279,3 +281,4 @@ def show_outcome(outcome: Outcome, class_names: Sequence[str]) -> None:
         on_click="ignore",
         key="lab_dl_json",
     )
+    show_inside(card.model, result.x, result.x_adv, card.label, after)

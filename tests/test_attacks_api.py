@@ -21,6 +21,7 @@ QUICK = {
     "cw": {"binary_search_steps": 2, "steps": 10, "abort_early": False},
     "deepfool": {"steps": 10},
     "apgd": {"eps": 0.1, "steps": 8},
+    "square": {"eps": 0.1, "queries": 20},
 }
 
 
@@ -30,7 +31,7 @@ def batch(mnist_test):
 
 
 def test_registry_covers_every_attack():
-    assert set(ATTACKS) == {"lbfgs", "fgsm", "pgd", "cw", "deepfool", "apgd"} == set(QUICK)
+    assert set(ATTACKS) == {"lbfgs", "fgsm", "pgd", "cw", "deepfool", "apgd", "square"} == set(QUICK)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,8 @@ def test_registry_covers_every_attack():
         ("cw", {"steps": 2.5}),
         ("apgd", {"rho": 2.0}),
         ("deepfool", {"candidates": 1}),
+        ("square", {"p_init": 0.0}),
+        ("square", {"queries": 0}),
         ("nope", {}),
         ("fgsm", {"steps": 3}),
     ],
@@ -294,3 +297,15 @@ def test_attacks_run_on_an_imagenet_photo():
     lbfgs = make_attack("lbfgs", model, rounds=2, max_iter=30, c_init=0.01).run(x, label, target=target)
     assert torch.equal(lbfgs.success, model(lbfgs.x_adv).argmax(1) == target)
     assert lbfgs.summary()["raw_box_violations"] == 0
+
+
+def test_square_is_seeded_and_keeps_its_query_budget(fc100, batch):
+    x, y = batch
+    attack = make_attack("square", fc100, eps=0.05, queries=40, restarts=2, seed=1)
+    first, again = attack.run(x, y), attack.run(x, y)
+    assert torch.equal(first.x_adv, again.x_adv)
+    other = make_attack("square", fc100, eps=0.05, queries=40, restarts=2, seed=2).run(x, y)
+    assert not torch.equal(first.x_adv, other.x_adv)
+    # one clean pass, then per restart a start point and at most `queries` proposals
+    assert first.model_calls <= 1 + 2 * (1 + 40)
+    assert first.iterations == first.model_calls - 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from core.attacks import make_attack
 
@@ -58,3 +59,18 @@ def test_deepfool_mean_l2_within_10_percent_of_foolbox(setting):
     assert both.float().mean() >= 0.9
     l2_theirs = (clipped - x).flatten(1).norm(dim=1)[both].mean()
     assert abs(mine.l2[both].mean() - l2_theirs) <= 0.1 * l2_theirs
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.5)])
+def test_square_matches_torchattacks_draw_for_draw(setting, norm, eps):
+    """Same seed, same random squares: the same images are fooled by the same adversarial images."""
+    torchattacks = pytest.importorskip("torchattacks")
+    model, _, x, y = setting
+    x, y = x[:20], y[:20]
+    mine = make_attack("square", model, norm=norm, eps=eps, queries=150, restarts=2, seed=3).run(x, y)
+    theirs = torchattacks.Square(model, norm=norm.capitalize() if norm == "l2" else "Linf", eps=eps,
+                                 n_queries=150, n_restarts=2, seed=3)(x, y)  # fmt: skip
+    fooled = model(theirs).argmax(1) != y
+    assert 0 < int(fooled.sum()) < len(y)  # a comparison that could differ either way
+    assert torch.equal(mine.fooled, fooled)
+    assert (mine.x_adv[fooled] - theirs[fooled]).abs().max() <= 1e-6

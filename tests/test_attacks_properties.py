@@ -22,6 +22,8 @@ CASES = [
     ("cw", {"binary_search_steps": 3, "steps": 15}, None, None),
     ("deepfool", {"steps": 15}, None, None),
     ("lbfgs", {"rounds": 4, "max_iter": 40}, None, None),
+    ("square", {"eps": 0.08, "queries": 30, "restarts": 2}, 0.08, None),
+    ("square", {"norm": "l2", "eps": 0.5, "queries": 30}, None, 0.5),
 ]
 
 

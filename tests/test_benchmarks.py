@@ -101,6 +101,16 @@ def test_units_quick():
         assert all(positive(t["median_ms"]) for t in row["top_k"].values())
 
 
+def test_figures_quick():
+    result = run_in_process("figures.py")
+    assert result["quick"] and len(result["figures"]) == 3
+    for row in result["figures"].values():
+        assert positive(row["build_s"]) and all(v > 100 for v in row["size_px"])
+        assert set(row["formats"]) == {"png", "pdf", "svg"}
+        assert all(positive(f["export_s"]) and positive(f["kb"]) for f in row["formats"].values())
+    assert positive(result["peer"]["export_s"]) and positive(result["peer"]["ratio_png"])
+
+
 def test_live_stream_quick():
     result = run_in_process("live.py", "--models", "fc100-100-10", "--no-browser")
     assert set(result["stream"]) == {
@@ -109,6 +119,19 @@ def test_live_stream_quick():
     for row in result["stream"].values():
         assert row["steps"] >= 1 and row["frames"] >= 1 and positive(row["steps_per_s"])
         assert row["frames"] <= row["steps"] and row["first_frame_s"] is not None
+    assert "forward_backward" not in result  # MNIST only: no 224-px pass to time
+
+
+@pytest.mark.slow
+def test_live_stream_quick_on_both_imagenet_networks():
+    result = run_in_process("live.py", "--models", "mobilenet_v2,efficientnet_lite0", "--no-browser")
+    passes = result["forward_backward"]
+    assert set(passes) == {"mobilenet_v2", "efficientnet_lite0"}
+    assert passes["mobilenet_v2"]["ratio_to_mobilenet_v2"] == pytest.approx(1.0)
+    assert all(positive(r["median_s"]) and r["rounds"] == 2 for r in passes.values())
+    for attack in ("lbfgs", "pgd"):
+        row = result["stream"][f"efficientnet_lite0:{attack}:every step"]
+        assert row["steps"] >= 1 and positive(row["steps_per_s"])
 
 
 @pytest.mark.slow

@@ -136,7 +136,7 @@ def test_stop_keeps_the_best_result_so_far(browser, app_url):
     page = open_lab(browser, app_url)
     choose(page, "Attack", "PGD")
     page.get_by_text("Parameters").click()
-    set_number(page, "steps", 2000)
+    set_number(page, "Steps", 2000)
     settle(page)
     page.locator(".st-key-lab_go button").click()
     page.get_by_text("adversarial, iteration").first.wait_for()
@@ -168,4 +168,38 @@ def test_a_drawn_digit_is_what_the_model_sees(browser, app_url):
     prediction = page.get_by_test_id("stMetric").filter(has_text="Model's prediction").inner_text()
     lines = [line for line in prediction.splitlines() if line.strip()]  # label, value, confidence
     assert lines[1] == "1"
+    page.close()
+
+
+def test_direction_lab_opens_a_linked_direction_and_optimises_it_live(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{app_url}/unit_explorer?model=cnn&layer=fc1&direction=unit:4")
+    page.get_by_role("heading", name="Direction Lab").wait_for()
+    page.get_by_text("held-out top-8 of unit:4").wait_for()
+    page.locator(".st-key-fv_go button").click()
+    page.get_by_text("finished after").wait_for()
+    assert "best image found" in page.content()
+    page.get_by_text("Feature visualisation: the input").scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "direction_lab.png"))
+    page.close()
+
+
+def test_defences_page_names_the_indicators_behind_a_verdict(browser, app_url):
+    """Indicators of attack failure in the browser: bit-depth reduction only seems to hold, and the verdict
+    says which indicators fired on the plain attack."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_test_id("stSidebarNav").get_by_text("Defences").click()
+    page.get_by_role("button", name="Evaluate").wait_for()
+    set_number(page, "MNIST test images", 10)
+    settle(page)
+    page.get_by_role("button", name="Evaluate").click()
+    verdict = page.get_by_test_id("stAlert").filter(has_text="bit depth 2")
+    verdict.wait_for()
+    assert "Only seems to hold" in verdict.inner_text()
+    assert "non-differentiable preprocessing" in verdict.inner_text()
     page.close()

@@ -217,3 +217,35 @@ def test_attack_lab_on_an_imagenet_photo():
     shown = metrics(at)
     assert shown["Iterations"] == "1"
     assert float(shown["Linf"]) <= 2 / 255 + 1e-3
+    assert_transfer_to(at, "efficientnet_lite0", "mobilenet_v2", "coffee")
+
+
+def assert_transfer_to(at: AppTest, other: str, attacked: str, photo: str) -> None:
+    """The transfer table has one row, the other ImageNet network, whose clean-image class is that network's
+    own prediction on the photo as the attacked model sees it."""
+    import torch
+
+    from core.data.photos import sample_photo
+    from core.models import class_names, load
+    from core.models.imagenet import preprocess
+
+    table = next(df.value for df in at.dataframe if "fooled" in df.value.columns)
+    assert list(table["model"]) == [other]
+    with torch.no_grad():
+        clean = load(other, "cpu")(preprocess(sample_photo(photo), attacked)).argmax(1).item()
+    assert table["clean image"].iloc[0] == class_names(other)[clean]
+    assert "other models are fooled too" in " ".join(c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_attack_lab_transfers_from_efficientnet_to_mobilenet():
+    at = lab()
+    at.selectbox(key="lab_model").set_value("efficientnet_lite0")
+    at.run()
+    at.selectbox(key="lab_photo").set_value("chelsea")
+    at.selectbox(key="lab_attack").set_value("fgsm")
+    at.run()
+    at.button(key="lab_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert_transfer_to(at, "mobilenet_v2", "efficientnet_lite0", "chelsea")

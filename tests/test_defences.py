@@ -66,6 +66,17 @@ def test_adaptive_attack_breaks_bit_depth_reduction_that_plain_pgd_cannot(mnist_
     assert row.robust_adaptive <= 0.2  # ... BPDA success is high
     assert row.robust_adaptive < row.robust_plain - 0.5
     assert row.verdict.startswith("Only seems to hold")
+    # the indicators of attack failure say why: flagged under plain PGD, silent under BPDA
+    assert {"masked_gradient", "non_differentiable_input"} <= set(row.indicators_plain)
+    assert row.indicators_adaptive == []
+    assert "zero or non-finite gradient" in row.verdict
+
+
+def test_a_hold_with_a_fired_indicator_is_downgraded():
+    row = defences.DefenceRow("x", 0.98, 0.9, 0.9, 0.9, "", indicators_adaptive=["loss_still_falling"])
+    assert defences._verdict(0.1, row, 0.99).startswith("Unverified")
+    row.indicators_adaptive = []
+    assert defences._verdict(0.1, row, 0.99).startswith("Holds")
 
 
 def test_twin_comparison_measures_both_models_under_the_same_attack(mnist_test):
@@ -90,3 +101,4 @@ def test_defences_page_shows_an_honest_verdict():
     at.button(key="def_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.warning) == 1 and "Only seems to hold" in at.warning[0].value
+    assert "non-differentiable preprocessing" in at.warning[0].value  # the indicators give the reason

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import leaderboard
+from core import indicators, leaderboard
 from core.attacks import make_attack
 from core.attacks.base import rms
+from core.defences import DefendedModel, parse_transform
 from core.errors import InvalidParameterError
 from core.models import load
 from core.report import (
@@ -88,6 +89,26 @@ def test_report_exports_json_and_one_self_contained_html(report):
 
 
 @pytest.mark.slow
+def test_a_photo_report_shows_the_other_imagenet_network_in_json_and_html():
+    from core.data.photos import sample_photo
+    from core.models.imagenet import preprocess
+
+    x = preprocess(sample_photo("coffee"), "mobilenet_v2")
+    report = robustness_report("mobilenet_v2", x, image_source="coffee", reference_n=1, record=False)
+    data = json.loads(json.dumps(report.to_dict()))
+    other = load("efficientnet_lite0", "cpu")
+    for finding, f in zip(data["findings"], report.findings, strict=True):
+        if not finding["success"]:
+            continue
+        (row,) = finding["transfer"]
+        assert row["model"] == "efficientnet_lite0"
+        with torch.no_grad():
+            assert row["clean_pred"] == other(x).argmax(1).item()
+            assert row["adv_pred"] == other(f.x_adv).argmax(1).item()
+    assert "efficientnet_lite0 says" in report.to_html()
+
+
+@pytest.mark.slow
 def test_report_runs_are_recorded_in_the_leaderboard(report):
     recorded = {r.attack: r for r in leaderboard.runs(model="fc100-100-10", source="report")}
     assert {"lbfgs", "cw", "deepfool", "fgsm-min-eps", "pgd-min-eps"} <= set(recorded)
@@ -159,6 +180,32 @@ def test_local_lipschitz_refuses_bad_radius():
         local_lipschitz(load("fc10-1", "cpu"), x, 7, radius_l2=float("inf"))
 
 
+@pytest.mark.slow  # uses the module's full report
+def test_report_indicators_are_silent_on_a_plain_model(report):
+    assert report.indicators and indicators.fired(report.indicators) == []
+    assert "Do not read this as robust" not in report.verdict
+    assert [i["name"] for i in report.to_dict()["indicators"]] == [c.name for c in report.indicators]
+
+
+@pytest.fixture(scope="module")
+def rounded_report():
+    """A report on fc100-100-10 behind 2-bit rounding: every gradient attack sees a zero gradient."""
+    rounded = DefendedModel(load("fc100-100-10", "cpu"), parse_transform("bits:2"))
+    x, y = mnist_image(0)
+    return robustness_report(
+        # reference_n 3: a cache entry of its own (the reference is cached by model name and size)
+        "fc100-100-10", x, true_label=y, others=[], reference_n=3, record=False, load=lambda name: rounded
+    )  # fmt: skip
+
+
+def test_report_refuses_robust_while_an_indicator_fires(rounded_report):
+    """The report must not call the prediction robust, and must say why."""
+    found = rounded_report
+    assert {"masked_gradient", "non_differentiable_input"} <= set(indicators.fired(found.indicators))
+    assert "Do not read this as robust" in found.verdict and "zero or non-finite gradient" in found.verdict
+    assert "more robust than most." not in found.verdict and "unusually robust" not in found.verdict
+
+
 # ---------------------------------------------------------------- the Validate page
 
 VALIDATE = str(Path(__file__).resolve().parents[1] / "dashboard" / "views" / "validate.py")
@@ -186,3 +233,18 @@ def test_validate_page_shows_the_report_of_a_test_image():
     assert float(metrics["Smallest flipping RMS"]) > 0
     assert "fc100-100-10 predicts '0'" in at.info[0].value
     assert leaderboard.runs(source="dashboard", model="fc100-100-10")
+
+
+def test_validate_page_shows_the_indicator_warnings_and_applies_a_fix(rounded_report):
+    """The report on the rounded model shown by the page: a warning per fired indicator, and the one-click
+    fix runs and says what it found."""
+    at = AppTest.from_file(VALIDATE, default_timeout=180)
+    at.session_state["val_report"] = (("fc100-100-10", "MNIST test #0", 0, 100), rounded_report)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value for w in at.warning]
+    assert len(warnings) == len(indicators.fired(rounded_report.indicators)) >= 2
+    assert any("Zero or non-finite gradient" in w and "--gradient bpda" in w for w in warnings)
+    at.button(key="val_fix").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("With the fix" in m.value for m in [*at.error, *at.success])

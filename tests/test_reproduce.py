@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +18,8 @@ import torch
 
 from core import config
 from core.errors import InvalidParameterError
-from core.experiments import paper, read_card, run_experiment
-from core.experiments.adversarial import amplify
+from core.experiments import RESULTS_DIR, docs, paper, read_card, run_experiment
+from core.experiments.adversarial import amplify, experiment_protocol
 
 
 @pytest.fixture(autouse=True)
@@ -167,6 +170,100 @@ def test_advtrain_trains_both_schemes_and_writes_zoo_style_cards(tmp_path, monke
     assert card["rows"][2]["pgd_error"] <= card["rows"][0]["pgd_error"]  # PGD training resists PGD better
 
 
+@pytest.mark.slow
+def test_validate_measures_defences_twins_and_an_example_report(tmp_path):
+    from core.experiments import quotes, validate
+
+    report, paths = run_experiment("validate", tmp_path, n=10, seed=0, progress=False, reference_n=10)
+    card = _files_and_card(paths, "validate", 10, 0)
+    assert card["protocol"]["n"] == 10 and card["protocol_id"]
+    for eps in validate.BUDGETS:
+        rows = [r for r in card["rows"] if r["eps"] == eps]
+        assert [r["defence"] for r in rows][0] == "none" and len(rows) == 1 + len(validate.DEFENCES)
+        assert all(
+            0 <= r[k] <= 1 for r in rows for k in ("clean_accuracy", "robust_plain", "robust_adaptive")
+        )
+    assert card["example_report"]["verdict"].startswith(validate.MODEL)
+    assert card["example_report"]["reference_n"] == 10
+    rendered = quotes.validate(card)
+    assert rendered["val_n"] == "10" and rendered["val_defences"].count("\n") == len(card["rows"]) + 1
+
+
+def _tracked_state() -> dict[str, bytes]:
+    """Content of every file the documents are made of (docs/, the README)."""
+    root = config.PROJECT_ROOT
+    files = [root / "README.md", *sorted((root / "docs").rglob("*"))]
+    return {str(f): f.read_bytes() for f in files if f.is_file()}
+
+
+def test_reproduce_writes_a_run_folder_and_leaves_the_docs_alone(tmp_path):
+    before = _tracked_state()
+    cache = tmp_path / "cache"
+    proc = subprocess.run(
+        [sys.executable, "-m", "core.cli", "reproduce", "table5", "--n", "2", "--models", "cnn", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=config.PROJECT_ROOT,
+        env={**os.environ, config.CACHE_DIR_ENV: str(cache)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    card_path = Path(json.loads(proc.stdout)["files"]["json"])
+    assert card_path.is_relative_to(cache / "runs") and card_path.parent.parent.name.startswith("table5-")
+    assert json.loads(card_path.read_text())["n"] == 2
+    assert _tracked_state() == before  # no committed card, doc or README byte changed
+
+
+def test_update_docs_and_out_together_are_refused():
+    proc = subprocess.run(
+        [sys.executable, "-m", "core.cli", "reproduce", "table1", "--update-docs", "--out", "x"],
+        capture_output=True,
+        text=True,
+        cwd=config.PROJECT_ROOT,
+    )
+    assert proc.returncode == 2 and "--update-docs" in proc.stderr
+
+
+def test_docs_render_every_quote_from_the_stored_cards(tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(RESULTS_DIR, tmp_path / "results")
+    (root / "docs").mkdir(parents=True)
+    blocks = "".join(
+        f"{begin}\nold numbers 0.1234\n{end}\n\n" for begin, end in map(docs.markers, docs.README_BLOCKS)
+    )
+    (root / "README.md").write_text(f"# x\n\n{blocks}after\n")
+    written = docs.render_docs(tmp_path / "results", root)
+    assert len(written) == 3
+    texts = {Path(p).name: Path(p).read_text() for p in written}
+    for name, text in texts.items():
+        assert "(not run)" not in text and not re.search(r"\{[a-z][a-z0-9_]*\}", text), name
+    readme = texts["README.md"]
+    assert "old numbers" not in readme and readme.endswith("after\n")
+    table1 = read_card("table1", tmp_path / "results")
+    fc100 = next(r for r in table1["rows"] if r["name"] == "fc100-100-10")
+    assert f"{fc100['min_distortion']:.3f} vs {fc100['paper_min_distortion']:.3f}" in readme
+    model_card = json.loads((config.ASSETS_DIR / "models" / "fc10-1.json").read_text())
+    assert f"`fc10-1` ({100 * model_card['test_error']:.2f}% vs" in readme
+
+
+def test_a_changed_card_changes_the_discussion(tmp_path):
+    shutil.copytree(RESULTS_DIR, tmp_path / "results")
+    path = tmp_path / "results" / "table2" / "table2.json"
+    card = json.loads(path.read_text())
+    row = next(r for r in card["rows"] if r["key"] == "fc200-200-10")
+    row[card["columns"][card["models"].index("fc100-100-10")]] = 0.777
+    path.write_text(json.dumps(card))
+    assert "FC200-200-10 -> FC100-100-10 78% vs" in docs.reproduction_doc(tmp_path / "results")
+
+
+def test_experiment_protocol_keeps_every_correct_image_of_the_seeded_subset():
+    full = experiment_protocol(10_000, seed=5)
+    assert full.n is None and full.indices is None and full.correct_only  # the committed 10,000-image runs
+    part = experiment_protocol(50, seed=5)
+    assert len(part.indices) == 50 and list(part.indices) == sorted(part.indices)
+    assert part.fingerprint == experiment_protocol(50, seed=5).fingerprint
+    assert part.fingerprint != experiment_protocol(50, seed=6).fingerprint
+
+
 @pytest.mark.parametrize("page", ["transferability.py", "robustness.py"])
 def test_pages_render_the_stored_results(page):
     from streamlit.testing.v1 import AppTest
@@ -177,4 +274,30 @@ def test_pages_render_the_stored_results(page):
     if page == "robustness.py" and {"table5", "advtrain"} <= set(stored):
         assert len(at.get("plotly_chart")) == 2 and len(at.metric) == 3
     if page == "transferability.py":
-        assert len(at.get("plotly_chart")) == len({"table2", "table4"} & set(stored))
+        photos = read_card("table2-imagenet")
+        assert len(at.get("plotly_chart")) == len({"table2", "table4"} & set(stored)) + (photos is not None)
+        if photos is not None:  # n stated plainly
+            assert any(
+                f"n = {photos['n']} photos" in w.value and "not a measurement" in w.value for w in at.warning
+            )
+
+
+@pytest.mark.slow
+def test_table2_imagenet_on_one_photo(tmp_path):
+    from core.experiments import table2_imagenet
+
+    report, paths = run_experiment("table2-imagenet", tmp_path, n=1, seed=0, progress=False)
+    card = _files_and_card(paths, "table2-imagenet", 1, 0)
+    assert card["photos"] == ["chelsea"] and card["columns"] == ["mobilenet_v2", "efficientnet_lite0"]
+    made, noise = card["rows"][:2], card["rows"][2:]
+    for row in made:  # the diagonal: every example changes the prediction of the network it was made for
+        assert row["examples"] == 1 and row[row["key"]] == 1.0 and row["distortion"] > 0
+    largest = max(row["distortion"] for row in made)
+    assert [row["distortion"] for row in noise] == pytest.approx(
+        [k * largest for k in table2_imagenet.NOISE_MULTIPLES]
+    )
+    for row in card["rows"]:
+        assert all(0.0 <= row[m] <= 1.0 for m in card["columns"])
+    assert "not a measurement" in Path(paths["md"]).read_text()
+    with pytest.raises(InvalidParameterError, match="1 to 4 photos"):
+        run_experiment("table2-imagenet", tmp_path, n=5)

@@ -26,15 +26,18 @@ def _dense_norm(fn, shape) -> float:
 @pytest.mark.parametrize(
     ("conv", "shape"),
     [
-        (nn.Conv2d(3, 4, 3, stride=2, padding=1), (3, 9, 9)),
-        (nn.Conv2d(2, 5, 5, stride=1, padding=2), (2, 8, 8)),
-        (nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4), (4, 7, 7)),  # depthwise
-        (nn.Conv2d(3, 2, 4, stride=3, padding=0), (3, 10, 10)),
+        (dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1), (3, 9, 9)),
+        (dict(in_channels=2, out_channels=5, kernel_size=5, stride=1, padding=2), (2, 8, 8)),
+        (
+            dict(in_channels=4, out_channels=4, kernel_size=3, stride=2, padding=1, groups=4),
+            (4, 7, 7),
+        ),  # depthwise
+        (dict(in_channels=3, out_channels=2, kernel_size=4, stride=3, padding=0), (3, 10, 10)),
     ],
 )
 def test_power_iteration_matches_the_dense_operator_norm_of_a_strided_padded_conv(conv, shape):
-    torch.manual_seed(0)
-    conv = conv.double()
+    torch.manual_seed(0)  # the weights are drawn here, so they do not depend on which tests ran before
+    conv = nn.Conv2d(**conv).double()
     exact = _dense_norm(conv, shape)
     assert operator_norm(conv, shape, iters=400, tol=1e-9) == pytest.approx(exact, rel=1e-3)
 
@@ -133,3 +136,32 @@ def test_alexnet_and_mobilenet_bounds_hold_on_real_photos():
             assert layer.empirical <= layer.upper_bound * 1.01, layer
         assert summary["network_empirical"] <= summary["network_bound"]
     assert [la.label for la in layers][:3] == ["Input", "Conv1", "Block1"]
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_bounds_hold_on_a_real_photo():
+    from core.data.photos import sample_photo
+    from core.models import imagenet, load
+
+    x = torch.nn.functional.interpolate(
+        imagenet.preprocess(sample_photo("chelsea"), "efficientnet_lite0"), size=64, mode="area"
+    )
+    layers, summary = network_bounds(
+        load("efficientnet_lite0", "cpu"), x, iters=40, tol=1e-5, empirical_iters=10
+    )
+    for layer in layers:
+        assert layer.empirical <= layer.upper_bound * 1.01, layer
+    assert summary["network_empirical"] <= summary["network_bound"]
+    labels = [la.label for la in layers]
+    assert labels[:3] == ["Input", "Conv1", "Block1"] and labels[-2:] == ["Conv2", "FC1"]
+    assert len([la for la in labels if la.startswith("Block")]) == 16
+    assert layers[1].modules.startswith("conv 3->32 k3 s2 + batchnorm2d")  # timm's BatchNormAct2d, split
+
+
+def test_table5_compares_only_trained_networks_with_the_paper():
+    from core.experiments import table5
+    from core.models import imagenet
+
+    models = table5.default_models()
+    assert models[:3] == ("cnn", "mobilenet_v2", "efficientnet_lite0")
+    assert ("alexnet" in models) == (imagenet.pick_weights("alexnet") is not None)

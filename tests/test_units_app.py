@@ -76,7 +76,7 @@ def test_cli_on_an_image_folder_with_mobilenet(tmp_path, capsys):
     result = _run_json(
         capsys, "--model", "mobilenet_v2", "--image-folder", str(tmp_path), "--k", "3", "--layer", "block13"
     )
-    assert result["n_images"] == 12 and result["judge"] == "pixels"
+    assert result["n_images"] == 12 and result["judge"] == "efficientnet_lite0:pool"  # the other network
     assert result["natural"]["n"] == 96 and result["random"]["n"] == 100
     assert result["skipped_files"] == ["list.txt"]
     assert 1 / 3 <= result["natural"]["purity_mean"] <= 1
@@ -117,3 +117,56 @@ def test_page_renders_and_follows_the_unit_slider_and_the_seed_button(tmp_path, 
     at.button[0].click().run()
     assert at.session_state.unit_seed == 1
     assert any(c.startswith("random direction 0 (seed 1)") for c in _captions(at))
+
+
+def test_direction_lab_follows_a_link_optimises_live_and_scores_the_arms():
+    at = AppTest.from_file(str(PAGE), default_timeout=240)
+    at.query_params.update({"model": "fc100-100-10", "layer": "hidden1", "direction": "random:3"})
+    at.session_state["unit_judge"] = "pixels"
+    at.session_state["fv_steps"] = 16
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox[1].value == "hidden1" and at.text_input(key="fv_direction").value == "random:3"
+    at.button(key="fv_go").click().run()
+    assert not at.exception
+    assert any(c.value.startswith("finished after 16 steps") for c in at.caption)
+    at.toggle(key="dl_arms").set_value(True).run()
+    assert not at.exception and not at.error
+    assert any("kmeans" in m.value and "p = " in m.value for m in at.markdown)
+    at.toggle(key="dl_sweep").set_value(True).run()
+    assert not at.exception and any("R^alpha" in c.value for c in at.caption)
+
+
+def test_a_hostile_link_is_ignored_with_a_warning():
+    at = AppTest.from_file(str(PAGE), default_timeout=180)
+    at.query_params.update({"model": "<script>", "layer": "x" * 500, "direction": "unit:99999"})
+    at.session_state["unit_judge"] = "pixels"
+    at.run()
+    assert not at.exception
+    assert len(at.warning) >= 2  # model and layer fall back to the defaults
+    assert any("out of range" in e.value for e in at.error)  # the direction, shown as a clear error
+
+
+@pytest.mark.slow
+def test_direction_lab_shows_mobilenet_on_the_generated_sample_photos():
+    at = AppTest.from_file(str(PAGE), default_timeout=300)
+    at.query_params.update({"model": "mobilenet_v2", "layer": "block13"})
+    at.session_state["fv_steps"] = 8
+    at.run()
+    assert not at.exception and not at.error
+    assert any("p = " in m.value for m in at.markdown)  # 80 sample photos: enough for a verdict at k = 4
+
+
+def test_the_attack_lab_result_says_what_changed_inside_with_links_into_the_direction_lab():
+    at = AppTest.from_file(str(PAGE.with_name("attack_lab.py")), default_timeout=240)
+    at.run()
+    at.selectbox(key="lab_model").set_value("fc100-100-10")
+    at.selectbox(key="lab_attack").set_value("fgsm")
+    at.run()
+    at.button(key="lab_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert any(h.value == "What changed inside" for h in at.subheader)
+    table = next(m.value for m in at.markdown if m.value.startswith("| directions"))
+    assert "(unit_explorer?model=fc100-100-10&layer=hidden2&direction=unit%3A" in table
+    assert "kmeans" in table and "%" in table

@@ -3,7 +3,7 @@
     from core.attacks import make_attack
     attack = make_attack("pgd", model, eps=0.1, steps=40)      # or ATTACKS["pgd"](model, eps=...)
     result = attack.run(x, labels)                              # x (N,C,H,W) in [0,1]; target=None|int|(N,)
-    result.summary()        # success_rate, mean/median_rms_distortion, mean_l2, box_violations, time_s, n ...
+    result.summary()        # n, n_correct, success_rate, mean/median_rms_distortion, raw_box_violations, ...
     x_adv = attack.perturb(x, labels)                           # images only, unverified: training loops
 
     run = attack.start(x, labels, target=3)                     # live, step by step
@@ -13,7 +13,7 @@
     result = run.result()   # best so far, clipped and re-verified by a fresh forward pass; any time
 
 Attacks (one file each; its docstring gives the method and every default): lbfgs (the paper's, with a
-scipy reference path), fgsm, pgd (linf/l2), cw (C&W-L2), deepfool, apgd (APGD-CE). `model_calls` counts
+scipy reference path), fgsm, pgd (linf/l2), cw (C&W-L2), deepfool, apgd (APGD-CE), square (Square Attack, score-based: no gradients). `model_calls` counts
 batched forward passes, a forward+backward counting as one. Every attack returns an `AttackResult` (x, x_adv, x_adv_raw, perturbation, success, labels, target,
 pred_before, pred_after, probs_after, l2, linf, rms, iterations, model_calls, time_s, params).
 `gaussian_noise_baseline(model, x, labels, rms, seed)` is the paper's random-noise control.
@@ -45,10 +45,11 @@ from core.attacks.lbfgs import LBFGS
 from core.attacks.noise import GaussianNoise, gaussian_noise_baseline
 from core.attacks.pgd import PGD
 from core.attacks.spec import Param, format_eps, presets
+from core.attacks.square import Square
 from core.errors import InvalidParameterError
 
 ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (LBFGS, FGSM, PGD, CarliniWagnerL2, DeepFool, APGD)
+    cls.name: cls for cls in (LBFGS, FGSM, PGD, CarliniWagnerL2, DeepFool, APGD, Square)
 }
 
 
@@ -96,6 +97,7 @@ __all__ = [
     "LBFGS",
     "PGD",
     "Param",
+    "Square",
     "attack_class",
     "attack_presets",
     "format_eps",

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.attacks.base import Attack, AttackEvent, AttackRun, l2_norm
-from core.attacks.spec import Param, eps_param, seed_param
+from core.attacks.spec import Param, eps_param, norm_param, seed_param
 
 
 def _per_image(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -30,14 +30,7 @@ class PGD(Attack):
     name = "pgd"
 
     PARAMS = (
-        Param(
-            "norm",
-            str,
-            "linf",
-            "Norm",
-            "Linf bounds every pixel's change; L2 the change of the whole image.",
-            choices=("linf", "l2"),
-        ),
+        norm_param(),
         eps_param(high_l2=1000.0),
         Param("steps", int, 40, "Steps", "Number of gradient steps.", low=1, high=100_000, imagenet=10),
         Param(

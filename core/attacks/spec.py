@@ -87,6 +87,18 @@ def eps_param(*, high_l2: float | None = None) -> Param:
     )
 
 
+def norm_param() -> Param:
+    """The norm of the attacks that work in Linf or L2."""
+    return Param(
+        "norm",
+        str,
+        "linf",
+        "Norm",
+        "Linf bounds every pixel's change; L2 the change of the whole image.",
+        choices=("linf", "l2"),
+    )
+
+
 def seed_param(what: str) -> Param:
     return Param(
         "seed", int, 0, "Seed", f"Seed of the {what}; the same seed gives the same result.", seed=True

@@ -55,13 +55,14 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from core import leaderboard
+    from core import indicators, leaderboard
     from core.attacks import AttackResult, make_attack
     from core.cli import emit
     from core.errors import InvalidParameterError
     from core.models import get_spec, load
     from core.protocol import Protocol
     from core.provenance import versions
+    from core.runtime import bar_disabled
 
     if get_spec(args.model).dataset != "mnist":
         raise InvalidParameterError(f"{args.model} is an ImageNet model; `attack` runs on MNIST test images.")
@@ -85,20 +86,36 @@ def run(args) -> int:
         raise InvalidParameterError(f"every selected image already has label {args.target}.")
     x, labels, ids = chosen.images[keep], chosen.labels[keep], chosen.ids[keep]
 
-    results = []
-    with tqdm(desc=f"{args.attack} on {args.model}", unit="step", disable=args.quiet, mininterval=1.0) as bar:
+    results, checks = [], []
+    with tqdm(
+        desc=f"{args.attack} on {args.model}",
+        unit="step",
+        disable=bar_disabled(not args.quiet),
+        mininterval=1.0,
+    ) as bar:
         for start in range(0, len(x), args.batch_size):
             xb, yb = x[start : start + args.batch_size], labels[start : start + args.batch_size]
             run_ = attack.start(xb, yb, target=args.target)
-            for _ in run_:
+            recorder = indicators.LossRecorder(yb, run_.target)
+            for event in run_:
+                recorder(event)
                 bar.update(1)
             results.append(run_.result())
+            if args.check:
+                checks.append(indicators.stream_checks(model, args.attack, params, results[-1], recorder))
     result = AttackResult.concat(results)
+    if args.check:
+        checks = indicators.merge(checks)
+        if args.target is None:  # the extra runs attack untargeted
+            checks += indicators.extra_checks(model, args.attack, params, result, device=args.device)
     summary = {"model": args.model, **result.summary(), "protocol": chosen.record(), "seed": args.seed}
     summary["versions"] = versions()
+    fired = indicators.fired(checks) if args.check else None
     summary["leaderboard_id"] = leaderboard.record_result(
-        result, args.model, source="cli", dataset="mnist", selection=chosen
+        result, args.model, source="cli", dataset="mnist", selection=chosen, indicators=fired
     )
+    if args.check:
+        summary["indicators"] = [c.to_dict() for c in checks]
     if args.target is not None:
         summary["skipped_already_target"] = len(chosen) - len(result)
     if args.out:
@@ -125,6 +142,8 @@ def run(args) -> int:
         f"mean RMS distortion {'n/a' if distortion is None else f'{distortion:.4f}'}, "
         f"raw iterate outside [0, 1]: {summary['raw_box_violations']} pixels, {summary['time_s']:.1f} s"
     )
+    if args.check:
+        text += "\nIndicators of attack failure:\n" + "\n".join(indicators.table(checks))
     emit(summary, args.json, text)
     return 0
 
@@ -165,6 +184,11 @@ def register(sub, common) -> None:
     add_attack_flags(p)
     p.add_argument(
         "--out", default=None, help="write x, x_adv, labels, predictions and parameters to FILE.npz"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="also compute the indicators of attack failure (a few extra runs) and record the fired ones",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true")

@@ -20,10 +20,12 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from core import defences
+    from core.attacks import format_eps
     from core.cli import emit
     from core.data import load_mnist
     from core.errors import InvalidParameterError
     from core.models import get_spec, load
+    from core.runtime import bar_disabled
     from core.validation import check_int
 
     n = check_int("-n", args.n, low=1, high=10_000)
@@ -38,7 +40,7 @@ def run(args) -> int:
     x, labels = data.images[:n], data.labels[:n]
     model = load(args.model, args.device)
     attack = dict(attack=args.attack, eps=args.eps, steps=args.steps, norm=args.norm, seed=args.seed)
-    with tqdm(total=100, desc="defences", unit="%", disable=args.json) as bar:
+    with tqdm(total=100, desc="defences", unit="%", disable=bar_disabled(not args.json)) as bar:
 
         def progress(fraction: float, text: str) -> None:
             bar.set_postfix_str(text)
@@ -57,7 +59,7 @@ def run(args) -> int:
         "adversarially_trained": defences.as_dicts(twins),
     }
     text = [
-        f"{args.model}, {n} MNIST test images, {args.attack} {args.norm} eps {args.eps:g}: accuracy "
+        f"{args.model}, {n} MNIST test images, {args.attack} {args.norm} eps {format_eps(args.eps, args.norm)}: accuracy "
         "(clean; under attack: transfer from the bare model, plain attack on the defended model, BPDA)",
         _table(rows),
     ]

@@ -42,6 +42,7 @@ def run(args) -> int:
         from tqdm import tqdm
 
         from core.models import get_spec
+        from core.runtime import bar_disabled
         from core.validation import check_int
 
         protocol = Protocol(n=check_int("n", args.n, low=1, high=10_000))  # every flag is checked first
@@ -50,12 +51,12 @@ def run(args) -> int:
             get_spec(name)
         budgeted = {attack: is_budgeted(attack) for attack in args.fill}
         norm, eps = _budget(args.budget) if args.budget else ("linf", 0.1)
-        for attack in tqdm(args.fill, desc="filling", disable=args.json):
+        for attack in tqdm(args.fill, desc="filling", disable=bar_disabled(not args.json)):
             for model in args.models or ["fc100-100-10"]:
                 leaderboard.fill_cell(
                     attack, model, protocol=protocol, norm=norm if budgeted[attack] else None,
                     budget=eps if budgeted[attack] else None,
-                    seed=args.seed, device=args.device, source="cli",
+                    seed=args.seed, device=args.device, source="cli", check=args.check,
                 )  # fmt: skip
     known = leaderboard.protocols(dataset=args.dataset)
     chosen = args.protocol if args.protocol is not None else (known[0].protocol_id if known else None)
@@ -95,6 +96,11 @@ def register(sub, common) -> None:
     p.add_argument("--models", nargs="+", metavar="MODEL", help="models to fill (default fc100-100-10)")
     p.add_argument("-n", type=int, default=100, help="MNIST test images per filled cell (default 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="with --fill: also compute the indicators of attack failure and mark the cells where one fired",
+    )
     p.add_argument(
         "--protocol",
         metavar="ID",

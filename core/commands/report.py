@@ -37,6 +37,7 @@ def run(args) -> int:
     from core.data.images import model_input, open_image
     from core.errors import InvalidParameterError
     from core.report import mnist_image, robustness_report
+    from core.runtime import bar_disabled
     from core.validation import check_int
 
     check_int("seed", args.seed)  # every flag is checked before any work starts
@@ -54,7 +55,7 @@ def run(args) -> int:
     html_path = Path(args.html) if args.html else None
     if html_path is not None and not html_path.parent.is_dir():
         raise InvalidParameterError(f"cannot write {html_path}: folder {html_path.parent} does not exist.")
-    with tqdm(total=100, desc="report", unit="%", disable=args.json) as bar:
+    with tqdm(total=100, desc="report", unit="%", disable=bar_disabled(not args.json)) as bar:
 
         def progress(fraction: float, text: str) -> None:
             bar.set_postfix_str(text[:60])

@@ -16,6 +16,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageInputError
+from core.models import get_spec
+from core.models.imagenet import preprocess
 
 MAX_BYTES = 20 * 1024 * 1024  # also the dashboard's upload limit (.streamlit/config.toml: 20 MB)
 MAX_PIXELS = 40_000_000  # larger images are refused before being decoded (decompression bombs)
@@ -119,8 +121,6 @@ def mnist_input(img: Image.Image) -> torch.Tensor:
 
 def model_input(img: Image.Image, model_name: str) -> torch.Tensor:
     """The tensor a zoo model takes for this image: MNIST-style 28x28 or the weights' own ImageNet transforms."""
-    from core.models import get_spec
-    from core.models.imagenet import preprocess
 
     if get_spec(model_name).dataset == "mnist":
         return mnist_input(img)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -21,13 +21,14 @@ from tqdm.auto import tqdm
 
 from core import leaderboard, sweep
 from core.attacks import AttackResult, gaussian_noise_baseline, make_attack
-from core.data import load_mnist
+from core.data import load_mnist, split_fingerprint
 from core.errors import InvalidParameterError
 from core.experiments import paper
 from core.experiments.report import Column, Report, bars, base_card, heatmap
 from core.models import load
 from core.models.train import error_rate
-from core.protocol import Protocol
+from core.protocol import Protocol, Selection
+from core.runtime import bar_disabled
 
 # Fast search (default): the 3 most likely other labels, 5 values of c, 30 L-BFGS iterations each.
 FAST_LBFGS = {"n_targets": 3, "rounds": 5, "max_iter": 30, "memory": 5}
@@ -40,16 +41,23 @@ def lbfgs_params(full: bool) -> dict:
     return dict(FULL_LBFGS if full else FAST_LBFGS)
 
 
-def test_subset(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A seeded random subset of n test images (all of them when n >= 10,000), in index order."""
+def experiment_protocol(n: int, seed: int) -> Protocol:
+    """The tables' images: every correctly classified image among a seeded random n of the test images,
+    in index order (every correctly classified test image when n >= 10,000)."""
     if n < 1:
         raise InvalidParameterError("--n must be at least 1.")
-    test = load_mnist("test")
-    if n >= len(test):
-        idx = torch.arange(len(test))
-    else:
-        idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return test.images[idx], test.labels[idx], idx
+    size = len(load_mnist("test"))
+    if n >= size:
+        return Protocol(split="test", n=None)
+    idx = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return Protocol(split="test", n=None, seed=seed, indices=tuple(idx.tolist()))
+
+
+def candidate_images(protocol: Protocol) -> tuple[torch.Tensor, torch.Tensor]:
+    """All the protocol's candidate images, whatever the model predicts (the noise controls use them)."""
+    test = load_mnist(protocol.split)
+    idx = protocol.candidates(len(test))
+    return test.images[idx], test.labels[idx]
 
 
 @dataclass
@@ -77,52 +85,69 @@ class Examples:
 
 
 def minimum_distortion_examples(
+    name: str, model: nn.Module, protocol: Protocol, params: dict, progress: bool = True
+) -> Examples:
+    """Untargeted L-BFGS on the MNIST images the protocol selects, keeping the successes."""
+    selection = protocol.select(model)
+    return lbfgs_examples(
+        name, model, selection.images, selection.labels, params, progress, "mnist", selection
+    )
+
+
+def lbfgs_examples(
     name: str,
     model: nn.Module,
     x: torch.Tensor,
     labels: torch.Tensor,
     params: dict,
     progress: bool = True,
+    dataset: str = "mnist",
+    selection: Selection | None = None,
 ) -> Examples:
-    """Untargeted L-BFGS on the correctly classified images, in batches, keeping the successes."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        correct = model(x.to(device)).argmax(1).cpu() == labels
-    x, labels = x[correct], labels[correct]
+    """Untargeted L-BFGS on given images, in batches, keeping the successes; recorded in the leaderboard
+    with the protocol's selection when there is one."""
     start = time.perf_counter()
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     attack = make_attack("lbfgs", model, **params)
     batches = range(0, len(x), BATCH)
     results = []
-    for i in tqdm(batches, desc=f"L-BFGS {name}", unit="batch", disable=not progress, leave=False):
+    for i in tqdm(batches, desc=f"L-BFGS {name}", unit="batch", disable=bar_disabled(progress), leave=False):
         result = attack.run(x[i : i + BATCH], labels[i : i + BATCH])
         results.append(result)
         ok = result.success
         kept.append((result.x[ok], result.x_adv[ok], result.labels[ok]))
     xs, advs, ys = (torch.cat(parts) if parts else torch.empty(0) for parts in zip(*kept, strict=True))
     if results:
-        leaderboard.record_result(AttackResult.concat(results), name, source="reproduce", dataset="mnist")
-    return Examples(name, xs, advs, ys, int(correct.sum()), time.perf_counter() - start)
+        leaderboard.record_result(
+            AttackResult.concat(results), name, source="reproduce", dataset=dataset, selection=selection
+        )
+    return Examples(name, xs, advs, ys, len(x), time.perf_counter() - start)
 
 
 def _attack_all_on_ray(
-    names: tuple[str, ...], idx: torch.Tensor, params: dict, cluster: sweep.Cluster, progress: bool
+    names: tuple[str, ...],
+    protocol: Protocol,
+    candidates: int,
+    params: dict,
+    cluster: sweep.Cluster,
+    progress,
 ) -> dict[str, Examples]:
     """The same L-BFGS examples as `_attack_all`, computed as a sweep (shards of BATCH images on Ray,
-    resumable, per-example rows and adversarial images kept in the leaderboard)."""
-    protocol = Protocol(indices=tuple(idx.tolist()), n=len(idx), correct_only=False)
+    resumable, per-example rows and adversarial images kept in the leaderboard). The sweep attacks every
+    candidate; the images a model misclassified are dropped here, as `protocol` would drop them."""
+    every = replace(protocol, n=candidates, correct_only=False)
     tasks = sweep.plan(
-        list(names), ["lbfgs"], protocol=protocol, shard_size=BATCH, params=params, keep_images=True
+        list(names), ["lbfgs"], protocol=every, shard_size=BATCH, params=params, keep_images=True
     )
     summary = sweep.execute(
         tasks, path=cluster.path, address=cluster.address, workers=cluster.workers,
-        label=f"L-BFGS examples of {len(names)} models on {len(idx)} test images", progress=progress is True,
+        label=f"L-BFGS examples of {len(names)} models on {candidates} test images", progress=progress is True,
     )  # fmt: skip
     if summary.failed:
         raise sweep.SweepError(
             f"{len(summary.failed)} tasks failed, first: {next(iter(summary.failed.values()))}"
         )
-    test = load_mnist("test")
+    test = load_mnist(protocol.split)
     examples = {}
     for name in names:
         rows = [
@@ -135,13 +160,10 @@ def _attack_all_on_ray(
         kept = [r for r in correct if r["success"]]
         ids = torch.tensor([r["image_id"] for r in kept], dtype=torch.long)
         x = test.images[ids]
-        x_adv = (
-            torch.stack([torch.frombuffer(bytearray(r["x_adv"]), dtype=torch.float32) for r in kept])
-            if kept
-            else x
-        )
+        x_adv = [torch.frombuffer(bytearray(r["x_adv"]), dtype=torch.float32) for r in kept]
+        x_adv = torch.stack(x_adv).reshape(x.shape) if kept else x
         time_s = sum(r["time_s"] for r in rows)
-        examples[name] = Examples(name, x, x_adv.reshape(x.shape), test.labels[ids], len(correct), time_s)
+        examples[name] = Examples(name, x, x_adv, test.labels[ids], len(correct), time_s)
     return examples
 
 
@@ -170,11 +192,11 @@ def notify(progress, fraction: float, text: str) -> None:
         progress(fraction, text)
 
 
-def _attack_all(models, x, y, params, progress) -> dict[str, Examples]:
+def _attack_all(models, protocol: Protocol, params, progress) -> dict[str, Examples]:
     examples = {}
     for i, (name, model) in enumerate(models.items()):
         notify(progress, i / len(models), f"L-BFGS on {name}")
-        examples[name] = minimum_distortion_examples(name, model, x, y, params, progress is True)
+        examples[name] = minimum_distortion_examples(name, model, protocol, params, progress is True)
     notify(progress, 1.0, "cross-feeding")
     return examples
 
@@ -197,10 +219,10 @@ def error_distortion_report(
     """Errors on whole splits and the average minimum L-BFGS distortion on n test images, per model."""
     start = time.perf_counter()
     params = lbfgs_params(full_search)
-    x, y, idx = test_subset(n, seed)
+    protocol = experiment_protocol(n, seed)
     models = _load_all(names, device)
     data = {split: load_mnist(split) for split in splits}
-    examples = _attack_all(models, x, y, params, progress)
+    examples = _attack_all(models, protocol, params, progress)
     rows = []
     for model_name, model in models.items():
         row: dict = {"model": paper.LABELS.get(model_name, model_name), "name": model_name}
@@ -246,7 +268,7 @@ def error_distortion_report(
         n,
         seed,
         models=list(names),
-        test_indices_fingerprint=_fingerprint(idx),
+        **protocol_record(protocol),
         attack={"name": "lbfgs", "untargeted": True, "params": params, "full_search": full_search},
         time_s=time.perf_counter() - start,
         device=str(next(next(iter(models.values())).parameters()).device),
@@ -266,10 +288,19 @@ def _describe_search(params: dict) -> str:
     )
 
 
-def _fingerprint(idx: torch.Tensor) -> str:
-    from core.data import split_fingerprint
-
-    return split_fingerprint(idx)
+def protocol_record(protocol: Protocol) -> dict:
+    """What a card keeps about the images: the protocol (indices left out: the seed and n rebuild them),
+    its fingerprint and the fingerprint of the candidate indices."""
+    record = protocol.to_dict()
+    if protocol.indices is not None:
+        record["indices"] = f"{len(protocol.indices)} seeded random test indices"
+    candidates = protocol.candidates(len(load_mnist(protocol.split)))
+    return {
+        "protocol": record,
+        "protocol_id": protocol.fingerprint,
+        "protocol_description": protocol.describe(),
+        "test_indices_fingerprint": split_fingerprint(candidates.sort().values),
+    }
 
 
 # ------------------------------------------------------------------------------ Tables 2 and 4
@@ -295,12 +326,13 @@ def transfer_report(
     examples are computed as a sweep on that Ray cluster."""
     start = time.perf_counter()
     params = lbfgs_params(full_search)
-    x, y, idx = test_subset(n, seed)
+    protocol = experiment_protocol(n, seed)
+    x, y = candidate_images(protocol)
     models = _load_all(names, device)
     if on_ray is None:
-        examples = _attack_all(models, x, y, params, progress)
+        examples = _attack_all(models, protocol, params, progress)
     else:
-        examples = _attack_all_on_ray(names, idx, params, on_ray, progress)
+        examples = _attack_all_on_ray(names, protocol, len(x), params, on_ray, progress)
     cols = [paper.LABELS.get(m, m) for m in names]
     rows: list[dict] = []
 
@@ -345,7 +377,7 @@ def transfer_report(
         n,
         seed,
         models=list(names),
-        test_indices_fingerprint=_fingerprint(idx),
+        **protocol_record(protocol),
         attack={"name": "lbfgs", "untargeted": True, "params": params, "full_search": full_search},
         noise_stds=list(noise_stds),
         amplify_rms=amplify_rms,

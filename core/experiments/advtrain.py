@@ -29,13 +29,21 @@ from core import config
 from core.attacks import make_attack
 from core.data import load_mnist, split_fingerprint
 from core.experiments import paper
-from core.experiments.adversarial import lbfgs_params, minimum_distortion_examples, test_subset
+from core.experiments.adversarial import (
+    candidate_images,
+    experiment_protocol,
+    lbfgs_params,
+    minimum_distortion_examples,
+    protocol_record,
+)
 from core.experiments.report import Column, Report, base_card, figure
 from core.models import load
 from core.models.nets import SigmoidMLP
-from core.models.train import error_rate
-from core.models.zoo import TrainConfig
+from core.models.spec import TrainConfig
+from core.models.train import WEIGHT_DECAY_FORM, error_rate, weight_decay_loss
+from core.protocol import Protocol
 from core.provenance import versions
+from core.runtime import bar_disabled
 
 POOL_LBFGS = {"n_targets": 1, "rounds": 5, "max_iter": 20, "memory": 5}
 PGD_TRAIN = {"norm": "linf", "eps": 0.1, "steps": 5, "random_start": True}
@@ -43,10 +51,6 @@ PGD_EVAL = {"norm": "linf", "eps": 0.1, "steps": 40, "random_start": True}
 CONFIG = TrainConfig(epochs=20, lr=2e-3, weight_decay=1e-4)
 POOL = {"size": 6000, "refresh": 1000, "refresh_every": 150, "per_batch": 32}
 NAMES = {"pool": "fc100-100-10-advpool", "pgd": "fc100-100-10-pgdtrain"}
-
-
-def _l2_penalty(model: nn.Module) -> torch.Tensor:
-    return sum((p**2).sum() for p in model.parameters() if p.dim() > 1)
 
 
 def _adversarial(attack_name: str, params: dict, model: nn.Module, x, y) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +80,7 @@ def train_adversarially(
     )
     pool_x, pool_y = torch.empty(0, *x.shape[1:]), torch.empty(0, dtype=torch.long)
     curve, start, step = [], time.perf_counter(), 0
-    for epoch in tqdm(range(epochs), desc=f"adversarial training ({scheme})", disable=not progress):
+    for epoch in tqdm(range(epochs), desc=f"adversarial training ({scheme})", disable=bar_disabled(progress)):
         model.train()
         fresh = 0
         for idx in torch.randperm(len(y), generator=gen).split(CONFIG.batch_size):
@@ -98,7 +102,7 @@ def train_adversarially(
                 adv = make_attack("pgd", model, **params).perturb(xb[:half], yb[:half])
                 model.train().requires_grad_(True)
                 xb = torch.cat([adv, xb[half:]])
-            loss = F.cross_entropy(model(xb), yb) + 0.5 * CONFIG.weight_decay * _l2_penalty(model)
+            loss = F.cross_entropy(model(xb), yb) + weight_decay_loss(model, CONFIG.weight_decay)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -134,7 +138,7 @@ def save_checkpoint(
         "n_train": 60000,
         "hyperparameters": dataclasses.asdict(CONFIG),
         "adversarial_training": scheme,
-        "weight_decay_form": "loss = mean cross-entropy + weight_decay / 2 * sum of squared weights (no biases)",
+        "weight_decay_form": WEIGHT_DECAY_FORM,
         "seed": seed,
         **errors,
         "paper": {},
@@ -149,10 +153,12 @@ def save_checkpoint(
     return card
 
 
-def evaluate(name: str, model: nn.Module, x, y, seed: int, progress: bool) -> dict:
-    """Test error, average minimum L-BFGS distortion (Table 1 settings) and PGD error at eps 0.1."""
+def evaluate(name: str, model: nn.Module, protocol: Protocol, seed: int, progress: bool) -> dict:
+    """Test error, average minimum L-BFGS distortion (Table 1 settings, on the protocol's correctly
+    classified images) and PGD error at eps 0.1 (on all its candidate images)."""
     test = load_mnist("test")
-    examples = minimum_distortion_examples(name, model, x, y, lbfgs_params(False), progress)
+    examples = minimum_distortion_examples(name, model, protocol, lbfgs_params(False), progress)
+    x, y = candidate_images(protocol)
     pgd = make_attack("pgd", model, **PGD_EVAL, seed=seed).run(x, y)
     return {
         "test_error": error_rate(model, test.images, test.labels),
@@ -173,9 +179,11 @@ def run(
     `install` the checkpoints go to the zoo (assets/models), else to the cache."""
     start = time.perf_counter()
     folder = config.model_dir() if install else config.cache_dir() / "advtrain"
-    x, y, _ = test_subset(n, seed)
+    protocol = experiment_protocol(n, seed)
     plain = load("fc100-100-10", "cpu")
-    rows = [{"model": "fc100-100-10 (weight decay only)", **evaluate("plain", plain, x, y, seed, progress)}]
+    rows = [
+        {"model": "fc100-100-10 (weight decay only)", **evaluate("plain", plain, protocol, seed, progress)}
+    ]
     curves, cards = {}, {}
     for scheme in ("pool", "pgd"):
         model, curves[scheme], train_time = train_adversarially(scheme, epochs, seed, progress)
@@ -190,7 +198,7 @@ def run(
             {
                 "model": NAMES[scheme],
                 "train_time_s": round(train_time, 1),
-                **evaluate(scheme, model, x, y, seed, progress),
+                **evaluate(scheme, model, protocol, seed, progress),
             }
         )
     rows[0]["paper_test_error"] = paper.ADVTRAIN["weight_decay_only_test_error"]
@@ -241,7 +249,10 @@ def run(
         },
         evaluation={"lbfgs": lbfgs_params(False), "pgd": PGD_EVAL},
         curves=curves,
-        checkpoints={k: str(folder / f"{v}.pt") for k, v in NAMES.items()},
+        checkpoints={
+            k: f"{'<model_dir>' if install else '<cache_dir>/advtrain'}/{v}.pt" for k, v in NAMES.items()
+        },
+        **protocol_record(protocol),
         time_s=time.perf_counter() - start,
     )
     notes = [

@@ -1,37 +1,78 @@
-"""docs/reproduction.md, assembled from the stored results (docs/results/<table>/<table>.md) and the
-discussion of the gaps, so that the document always shows what the command last measured."""
+"""The documents rendered from the stored result cards (docs/results/<name>/<name>.json, and the model
+cards beside the checkpoints): docs/reproduction.md (each table's markdown plus the discussion, whose
+figures are quoted from the cards), docs/validate.md and the README's marked blocks (results at a glance,
+the model zoo). `intriguing reproduce NAME --update-docs` stores a card and calls `render_docs`;
+`intriguing reproduce docs` re-renders without running anything."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from core import config
-from core.experiments.report import RESULTS_DIR
+from core.experiments import quotes
+from core.experiments.report import RESULTS_DIR, read_card
 
-DOC = config.PROJECT_ROOT / "docs" / "reproduction.md"
-DISCUSSION = Path(__file__).with_name("discussion.md")
-ORDER = ("table1", "table2", "table3", "table4", "table5", "advtrain")
+TEMPLATES = Path(__file__).with_name("templates")
+ORDER = ("table1", "table2", "table2-imagenet", "table3", "table4", "table5", "advtrain")
+README_BLOCKS = ("results", "zoo")  # marked blocks of the README, each rendered from templates/<name>.md
+
+
+def markers(block: str) -> tuple[str, str]:
+    return (
+        f"<!-- {block}:begin (rendered by `intriguing reproduce docs` from the stored cards) -->",
+        f"<!-- {block}:end -->",
+    )
+
 
 HEADER = """# Reproducing the paper's tables
 
-Every table below was written by `intriguing reproduce <table>` (see each table's footer for n, seed, time
-and threads; the full card, CSV and figure are in `docs/results/<table>/`). Cells read "ours (paper)" or
-show the paper's number in the column beside ours. Regenerate this file with any `intriguing reproduce`
-run whose output goes to the default folder.
+Every table below was written by `intriguing reproduce <table> --update-docs` (see each table's footer for
+n, seed, time and threads; the full card, CSV and figure are in `docs/results/<table>/`). Cells read
+"ours (paper)" or show the paper's number in the column beside ours. The discussion's figures are quoted
+from the same cards. Re-render this file from the stored cards with `intriguing reproduce docs`.
 
 """
 
 
-def write_reproduction_doc(results: Path = RESULTS_DIR, doc: Path = DOC) -> Path:
+def reproduction_doc(results: Path = RESULTS_DIR) -> str:
     parts = [HEADER]
     for name in ORDER:
         table = results / name / f"{name}.md"
         if table.is_file():
             parts += [table.read_text(), f"\n![{name}](results/{name}/{name}.png)\n\n"]
         else:
-            parts.append(f"### {name}\n\nNot run yet: `intriguing reproduce {name}`.\n\n")
-    if DISCUSSION.is_file():
-        parts.append(DISCUSSION.read_text())
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("".join(parts))
-    return doc
+            parts.append(f"### {name}\n\nNot run yet: `intriguing reproduce {name} --update-docs`.\n\n")
+    parts.append(quotes.render(TEMPLATES / "discussion.md", lambda name: read_card(name, results)))
+    return "".join(parts)
+
+
+def readme_block(readme: str, block: str, text: str) -> str:
+    """The README with the text between the markers of `block` replaced by `text`."""
+    begin, end = markers(block)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(readme):
+        raise ValueError(f"README.md has no {block} markers")
+    return pattern.sub(lambda _: f"{begin}\n{text.rstrip()}\n{end}", readme)
+
+
+def render_docs(results: Path = RESULTS_DIR, root: Path = config.PROJECT_ROOT) -> list[str]:
+    """Rewrite docs/reproduction.md, docs/validate.md and the README block under `root` from the cards in
+    `results`; return the files written."""
+    read = lambda name: read_card(name, results)  # noqa: E731
+    written = []
+    for path, text in (
+        (root / "docs" / "reproduction.md", reproduction_doc(results)),
+        (root / "docs" / "validate.md", quotes.render(TEMPLATES / "validate.md", read)),
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(str(path))
+    readme = root / "README.md"
+    if readme.is_file():
+        text = readme.read_text()
+        for block in README_BLOCKS:
+            text = readme_block(text, block, quotes.render(TEMPLATES / f"{block}.md", read))
+        readme.write_text(text)
+        written.append(str(readme))
+    return written

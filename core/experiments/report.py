@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from core import config
+from core.figures import heatmap_figure
 from core.provenance import versions
 
-RESULTS_DIR = config.PROJECT_ROOT / "docs" / "results"
+RESULTS_DIR = config.RESULTS_DIR
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def markdown(report: Report) -> str:
     card = report.card
     lines += [
         "",
-        f"n = {card.get('n')} test images, seed {card.get('seed')}, {card.get('time_s', 0):.0f} s "
+        f"n = {card.get('n')} {card.get('n_unit', 'test images')}, seed {card.get('seed')}, {card.get('time_s', 0):.0f} s "
         f"({card.get('threads', '?')} torch thread(s)), {card.get('date', '')[:10]}.",
     ]
     lines += [f"- {note}" for note in report.notes]
@@ -147,22 +148,7 @@ def heatmap(
     path: Path, matrix: list[list[float]], rows: list[str], cols: list[str], title: str, paper=None
 ) -> None:
     """Error-induced matrix in percent; with `paper`, each cell also shows the paper's number."""
-    plt, fig, ax = figure(1.3 * len(cols) + 3, 0.55 * len(rows) + 2)
-    data = torch.tensor(matrix, dtype=torch.float64).numpy() * 100
-    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            text = f"{data[i, j]:.0f}"
-            if paper is not None and paper[i] is not None:
-                text += f"\n({100 * paper[i][j]:.0f})"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if data[i, j] < 60 else "k")
-    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.set_title(title + ("  (paper in brackets)" if paper is not None else ""), fontsize=9)
-    fig.colorbar(im, ax=ax, label="error induced (%)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    heatmap_figure(matrix, rows, cols, title, paper).savefig(path, dpi=90)
 
 
 def bars(

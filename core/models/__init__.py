@@ -1,9 +1,8 @@
 """The zoo: `load(name)` gives an eval-mode module taking [0, 1] pixels and returning logits."""
 
+from core.models.spec import ModelSpec, TrainConfig
 from core.models.zoo import (
     MNIST_MODELS,
-    ModelSpec,
-    TrainConfig,
     class_names,
     describe,
     get_spec,

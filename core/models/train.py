@@ -18,8 +18,10 @@ from tqdm.auto import tqdm
 from core import config
 from core.data import load_mnist, split_fingerprint
 from core.errors import InvalidParameterError
-from core.models.zoo import MNIST_MODELS, ModelSpec, TrainConfig
+from core.models.spec import ModelSpec, TrainConfig
+from core.models.zoo import MNIST_MODELS
 from core.provenance import versions
+from core.runtime import bar_disabled
 
 
 @torch.no_grad()
@@ -33,8 +35,17 @@ def error_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bat
     return wrong / max(len(labels), 1)
 
 
+WEIGHT_DECAY_FORM = "loss = mean cross-entropy + weight_decay / 2 * sum of squared weights (no biases)"
+
+
+def weight_decay_loss(model: nn.Module, weight_decay: float) -> torch.Tensor:
+    """weight_decay / 2 * sum of squared weights (matrices and kernels, not biases): the paper's weight
+    decay, as every training here adds it to the mean cross-entropy (WEIGHT_DECAY_FORM)."""
+    return 0.5 * weight_decay * _l2_penalty(model)
+
+
 def _l2_penalty(model: nn.Module) -> torch.Tensor:
-    """sum of squared weights (matrices and kernels, not biases): the paper's weight decay."""
+    """Sum of squared weights (matrices and kernels, not biases)."""
     return sum((p**2).sum() for name, p in model.named_parameters() if p.dim() > 1)
 
 
@@ -51,7 +62,10 @@ def _pretrain_autoencoder(
     params = [*model.encoder.parameters(), *decoder.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     for _ in tqdm(
-        range(cfg.pretrain_epochs), desc="autoencoder pre-training", leave=False, disable=not progress
+        range(cfg.pretrain_epochs),
+        desc="autoencoder pre-training",
+        leave=False,
+        disable=bar_disabled(progress),
     ):
         for idx in _batches(len(x), cfg.batch_size, gen):
             xb = x[idx].flatten(1)
@@ -99,13 +113,13 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))
     )
-    bar = tqdm(range(cfg.epochs), desc=f"training {name}", disable=not progress)
+    bar = tqdm(range(cfg.epochs), desc=f"training {name}", disable=bar_disabled(progress))
     for _ in bar:
         model.train()
         for idx in _batches(len(y), cfg.batch_size, gen):
             loss = F.cross_entropy(model(x[idx]), y[idx])
             if cfg.weight_decay:
-                loss = loss + 0.5 * cfg.weight_decay * _l2_penalty(model)
+                loss = loss + weight_decay_loss(model, cfg.weight_decay)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -133,7 +147,7 @@ def train(
         "subset_fingerprint": split_fingerprint(data.indices),
         "n_train": len(y),
         "hyperparameters": dataclasses.asdict(cfg),
-        "weight_decay_form": "loss = mean cross-entropy + weight_decay / 2 * sum of squared weights (no biases)",
+        "weight_decay_form": WEIGHT_DECAY_FORM,
         "seed": seed,
         **{k: round(v, 6) for k, v in errors.items()},
         "paper": spec.paper,

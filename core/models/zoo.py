@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,55 +13,10 @@ from torch import nn
 
 from core import config
 from core.errors import CheckpointError, InvalidParameterError
-from core.models import nets
+from core.models import imagenet, nets
+from core.models.spec import TRAIN_COMMAND, ModelSpec, TrainConfig
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How `intriguing train` fits a model; recorded verbatim in its card."""
-
-    subset: str = "train"  # train | p1 | p2
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0  # L2 penalty: loss += weight_decay * sum(W**2) over weight matrices
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    pretrain_epochs: int = 0  # autoencoder pre-training (AE400-10 only)
-
-
-TRAIN_COMMAND = "intriguing train"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a zoo entry is: how to build it, which layers to look inside, what the paper reported."""
-
-    name: str
-    dataset: str  # "mnist" or "imagenet"
-    architecture: str
-    build: Callable[[], nn.Module]
-    layers: dict[str, str]  # readable name -> dotted module path whose output is that layer's activation
-    train: TrainConfig | None = None
-    paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
-    description: str = ""
-    trained_by: str = TRAIN_COMMAND  # the command that makes its checkpoint
-
-    @property
-    def trainable(self) -> bool:
-        """Made by `intriguing train` (the adversarially trained twins come from `reproduce advtrain`)."""
-        return self.trained_by == TRAIN_COMMAND
-
-    @property
-    def make_command(self) -> str:
-        """The full command line that writes this model's checkpoint."""
-        return f"{TRAIN_COMMAND} {self.name}" if self.trainable else self.trained_by
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (1, 28, 28) if self.dataset == "mnist" else (3, 224, 224)
 
 
 def _mlp_layers(n_hidden: int) -> dict[str, str]:
@@ -225,8 +179,6 @@ def get_spec(name: str) -> ModelSpec:
     """The spec of a zoo model (MNIST or an ImageNet classifier whose weights are available)."""
     if name in MNIST_MODELS:
         return MNIST_MODELS[name]
-    from core.models import imagenet
-
     spec = imagenet.spec(name)
     if spec is None:
         known = ", ".join([*MNIST_MODELS, *imagenet.available_names()])
@@ -250,8 +202,6 @@ def class_names(name: str) -> tuple[str, ...]:
     spec = get_spec(name)
     if spec.dataset == "mnist":
         return MNIST_CLASSES
-    from core.models import imagenet
-
     return imagenet.categories(name)
 
 
@@ -268,15 +218,11 @@ def model_status(name: str) -> str:
         if not path.is_file():
             return "missing"
         return "committed" if path.resolve().is_relative_to(config.ASSETS_DIR.resolve()) else "trained"
-    from core.models import imagenet
-
     return imagenet.weights_status(name)
 
 
 def list_models(include_unavailable: bool = True) -> list[str]:
     """Names of the zoo: the MNIST models, then ImageNet classifiers whose weights are usable."""
-    from core.models import imagenet
-
     names = [*MNIST_MODELS, *imagenet.available_names(include_unavailable_default=include_unavailable)]
     return names
 

@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from core import config
 from core.errors import InvalidParameterError
+from core.models import get_spec, layer_modules, load
+from core.runtime import bar_disabled
 from core.units.images import ImageSet
 
 MEMORY_ENTRIES = 16
@@ -52,14 +54,12 @@ def fingerprint(model: nn.Module) -> str:
 
 def default_layer(model_name: str) -> str:
     """The layer before the output (the output itself for a model that has no other readable layer)."""
-    from core.models import get_spec
 
     layers = list(get_spec(model_name).layers)
     return layers[-2] if len(layers) > 1 else layers[-1]
 
 
 def check_layer(model_name: str, layer: str) -> None:
-    from core.models import get_spec
 
     layers = list(get_spec(model_name).layers)
     if layer not in layers:
@@ -73,6 +73,24 @@ def to_units(output: torch.Tensor) -> torch.Tensor:
     if output.dim() == 4:
         return output.mean(dim=(2, 3))
     return output.flatten(1)
+
+
+def units_at(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """phi(x) of one layer for a batch, as rows of unit activations, with gradients when x needs them.
+    The forward pass stops once `module` has fired: the layers after it are not needed."""
+    captured: list[torch.Tensor] = []
+
+    def capture(_module, _inputs, output):
+        captured.append(to_units(output))
+        raise _StopForward
+
+    handle = module.register_forward_hook(capture)
+    try:
+        with contextlib.suppress(_StopForward):
+            model(x)
+    finally:
+        handle.remove()
+    return captured[0]
 
 
 def _pixels(batch: torch.Tensor) -> torch.Tensor:
@@ -118,7 +136,13 @@ def compute(
     try:
         with torch.no_grad():
             for step, batch in enumerate(
-                tqdm(images.batches(batch_size), total=total, desc=desc, leave=False)
+                tqdm(
+                    images.batches(batch_size),
+                    total=total,
+                    desc=desc,
+                    leave=False,
+                    disable=bar_disabled(),
+                )
             ):
                 if not modules:
                     keep(PIXELS, _pixels(batch))
@@ -163,7 +187,6 @@ def layer_activations(
     `layer` may be `"pixels"` (the downsampled input, model-free). Pass an already loaded `model` to
     skip loading it; it must be the zoo model `model_name`.
     """
-    from core.models import layer_modules, load
 
     if layer == PIXELS:
         model_name, model_fingerprint, modules = PIXELS, "input", {}

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from core.errors import CheckpointError, InvalidParameterError
+from core.errors import CheckpointError, InvalidParameterError, WeightsMissingError
+from core.models import get_spec, imagenet, model_status
 from core.provenance import versions
 from core.units.activations import PIXELS, default_layer, layer_activations
 from core.units.directions import random_directions, top_k_sets
@@ -30,6 +31,8 @@ from core.units.images import ImageSet, held_out_images
 
 SCORES = ("purity", "entropy", "cosine")
 CONFIDENCE = 0.95
+IMAGENET_JUDGE_LAYER = "pool"  # the penultimate, globally pooled features (1280-d in both ImageNet networks)
+MIN_IMAGES_PER_K = 20  # held-out images per top-k slot below which no verdict is given
 UNIT_DEFINITION = "fully connected: one neuron; convolutional: one channel, averaged over space"
 
 
@@ -94,6 +97,35 @@ def summarize(values: np.ndarray) -> dict[str, float]:
     }
 
 
+def describe_scores(scores: dict[str, np.ndarray | None]) -> dict:
+    """JSON-able mean, interval and spread of each score of one arm (None where there are no labels)."""
+    out: dict[str, object] = {"n": len(scores["cosine"])}
+    for name in SCORES:
+        if scores[name] is None:  # no labels: only the label-free score
+            out.update({f"{name}_mean": None, f"{name}_ci": None, f"{name}_std": None})
+            continue
+        s = summarize(scores[name])
+        out.update(
+            {f"{name}_mean": s["mean"], f"{name}_ci": [s["ci_low"], s["ci_high"]], f"{name}_std": s["std"]}
+        )
+    return out
+
+
+def verdict_withheld(n_images: int, k: int) -> str | None:
+    """Why no verdict is given for n held-out images and top-k sets, or None when there are enough.
+
+    Below MIN_IMAGES_PER_K * k images, the top-k sets of a hundred directions are drawn from so few images
+    that they share most of them: their scores are not independent samples, and a p-value would claim far
+    more evidence than there is. 20 sets' worth keeps most top-k sets of different directions distinct."""
+    if n_images >= MIN_IMAGES_PER_K * k:
+        return None
+    return (
+        f"No verdict and no p-value: {n_images} held-out images are fewer than {MIN_IMAGES_PER_K} x k = "
+        f"{MIN_IMAGES_PER_K * k}, so the top-{k} sets of different directions would mostly share the same "
+        "images and their scores would not be independent. Add images or lower k."
+    )
+
+
 def two_sample_test(natural: np.ndarray, random: np.ndarray) -> float:
     """Two-sided Mann-Whitney U p-value: do the two score distributions differ in location?"""
     if np.ptp(np.concatenate([natural, random])) == 0:
@@ -103,10 +135,9 @@ def two_sample_test(natural: np.ndarray, random: np.ndarray) -> float:
 
 def judge_choices(model_name: str) -> list[str]:
     """Judges worth offering for a model, its default first."""
-    from core.models import get_spec
 
     if get_spec(model_name).dataset != "mnist":
-        return [PIXELS]
+        return list(dict.fromkeys([default_judge(model_name), PIXELS]))
     return list(dict.fromkeys([default_judge(model_name), "cnn:fc1", "fc100-100-10:hidden2", PIXELS]))
 
 
@@ -114,13 +145,14 @@ def default_judge(model_name: str) -> str:
     """The feature space that scores a model's top-k sets: always a different model.
 
     MLPs and other MNIST models are judged by the CNN's hidden layer (cnn:fc1), the CNN by the MLP's last
-    hidden layer (fc100-100-10:hidden2); ImageNet models by the downsampled pixels, because no second
-    ImageNet network ships offline.
+    hidden layer (fc100-100-10:hidden2); ImageNet models by the penultimate (pooled) features of the other
+    trained ImageNet network (mobilenet_v2 <-> efficientnet_lite0), or by the downsampled pixels, a crude
+    judge, when neither other network can be loaded.
     """
-    from core.models import get_spec
 
     if get_spec(model_name).dataset != "mnist":
-        return PIXELS
+        others = [m for m in imagenet.TRAINED_OFFLINE if m != model_name and model_status(m) != "missing"]
+        return f"{others[0]}:{IMAGENET_JUDGE_LAYER}" if others else PIXELS
     return "fc100-100-10:hidden2" if model_name == "cnn" else "cnn:fc1"
 
 
@@ -135,7 +167,7 @@ def judge_features(
         raise InvalidParameterError(f"A judge is 'MODEL:LAYER' or 'pixels', got {judge!r}.")
     try:
         return layer_activations(model_name, layer, images, device=device, progress=progress)
-    except CheckpointError as exc:
+    except (CheckpointError, WeightsMissingError) as exc:
         raise CheckpointError(f"The judge {judge} is unavailable: {exc} Or choose another judge.") from exc
 
 
@@ -157,30 +189,16 @@ class UnitStudy:
     p_value: dict[str, float | None] = field(init=False)
 
     def __post_init__(self) -> None:
+        withheld = verdict_withheld(self.n_images, self.k) is not None
         self.p_value = {
-            s: None if self.natural[s] is None else two_sample_test(self.natural[s], self.random[s])
+            s: None
+            if withheld or self.natural[s] is None
+            else two_sample_test(self.natural[s], self.random[s])
             for s in SCORES
         }
 
     def summary(self) -> dict:
         """A JSON-able record of what was run and what it showed."""
-
-        def side(scores: dict[str, np.ndarray | None]) -> dict:
-            n = len(scores["cosine"])
-            out: dict[str, object] = {"n": n}
-            for name in SCORES:
-                if scores[name] is None:  # no labels: only the label-free score
-                    out.update({f"{name}_mean": None, f"{name}_ci": None, f"{name}_std": None})
-                    continue
-                s = summarize(scores[name])
-                out.update(
-                    {
-                        f"{name}_mean": s["mean"],
-                        f"{name}_ci": [s["ci_low"], s["ci_high"]],
-                        f"{name}_std": s["std"],
-                    }
-                )
-            return out
 
         return {
             "model": self.model,
@@ -193,9 +211,10 @@ class UnitStudy:
             "unit": UNIT_DEFINITION,
             "n_units": len(self.units) + len(self.dead_units),
             "dead_units": self.dead_units.tolist(),
-            "natural": side(self.natural),
-            "random": side(self.random),
+            "natural": describe_scores(self.natural),
+            "random": describe_scores(self.random),
             "p_value": self.p_value,
+            "verdict_withheld": verdict_withheld(self.n_images, self.k),
             "test": "two-sided Mann-Whitney U, natural units vs random directions",
             "confidence": CONFIDENCE,
             "versions": versions(),
@@ -249,19 +268,25 @@ SCORE_NAMES = {"purity": "label purity", "entropy": "label entropy (bits)", "cos
 
 def verdict(summary: dict, score: str, alpha: float = 0.05) -> str:
     """One sentence: the two means with intervals, the p-value, and what they say about the claim."""
-    nat, rnd, p = summary["natural"], summary["random"], summary["p_value"][score]
+    if summary.get("verdict_withheld"):
+        return f"{SCORE_NAMES[score]}: {summary['verdict_withheld']}"
+    return comparison(score, summary["natural"], summary["random"], summary["p_value"][score], alpha=alpha)
+
+
+def comparison(
+    score: str, units: dict, other: dict, p: float | None, other_name: str = "random", alpha: float = 0.05
+) -> str:
+    """Units against another arm on one score (`units`, `other` as from `describe_scores`)."""
     if p is None:
         return f"{SCORE_NAMES[score]}: not available (the held-out set has no labels)."
     means = (
-        f"{SCORE_NAMES[score]}: units {nat[f'{score}_mean']:.3f} "
-        f"[{nat[f'{score}_ci'][0]:.3f}, {nat[f'{score}_ci'][1]:.3f}] vs random "
-        f"{rnd[f'{score}_mean']:.3f} [{rnd[f'{score}_ci'][0]:.3f}, {rnd[f'{score}_ci'][1]:.3f}], p = {p:.2g}"
+        f"{SCORE_NAMES[score]}: units {units[f'{score}_mean']:.3f} "
+        f"[{units[f'{score}_ci'][0]:.3f}, {units[f'{score}_ci'][1]:.3f}] vs {other_name} "
+        f"{other[f'{score}_mean']:.3f} [{other[f'{score}_ci'][0]:.3f}, {other[f'{score}_ci'][1]:.3f}], p = {p:.2g}"
     )
     if p >= alpha:
         return f"{means}: no significant difference, consistent with the paper's claim."
-    units_better = (nat[f"{score}_mean"] > rnd[f"{score}_mean"]) == HIGHER_IS_MORE_COHERENT[score]
+    units_better = (units[f"{score}_mean"] > other[f"{score}_mean"]) == HIGHER_IS_MORE_COHERENT[score]
     if units_better:
-        return f"{means}: units are significantly more coherent than random directions, against the paper's claim."
-    return (
-        f"{means}: random directions are significantly more coherent than units (the claim holds, and more)."
-    )
+        return f"{means}: units are significantly more coherent than {other_name} directions, against the paper's claim."
+    return f"{means}: {other_name} directions are significantly more coherent than units (the claim holds, and more)."

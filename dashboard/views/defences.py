@@ -87,7 +87,7 @@ fig.update_layout(
 st.plotly_chart(fig, key="def_chart")
 for r in rows[1:]:
     holds = r.verdict.startswith("Holds")
-    seems = r.verdict.startswith("Only seems")
+    seems = r.verdict.startswith(("Only seems", "Unverified"))  # Unverified: an indicator fired
     icon = ":material/check_circle:" if holds else ":material/warning:" if seems else ":material/cancel:"
     (st.success if holds else st.warning if seems else st.error)(f"**{r.defence}**: {r.verdict}", icon=icon)
 st.caption(

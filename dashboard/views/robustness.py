@@ -39,6 +39,12 @@ else:
     model = st.radio("Network", models, horizontal=True, key="rb_model")
     layers = [r for r in rows if r["model"] == model and r["layer"] != "network"]
     whole = next(r for r in rows if r["model"] == model and r["layer"] == "network")
+    if not whole.get("trained", True):
+        st.warning(
+            f"{model}: untrained weights. Its bounds describe an architecture, not a trained network, and "
+            "are not compared with the paper's.",
+            icon=":material/warning:",
+        )
     fig = go.Figure(
         [
             go.Bar(name="upper bound", x=[r["layer"] for r in layers], y=[r["upper_bound"] for r in layers]),

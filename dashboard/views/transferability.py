@@ -6,9 +6,10 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import IntriguingError
-from core.experiments import read_card, table2, table4
+from core import IntriguingError, figures
+from core.experiments import read_card, table2, table2_imagenet, table4
 from dashboard.common import show_error
+from dashboard.figure_buttons import figure_downloads
 
 TABLES = {
     "table2": ("Table 2: across models", table2.run),
@@ -71,6 +72,9 @@ for name, (title, compute) in TABLES.items():
     else:
         st.plotly_chart(heatmap(card), width="stretch", key=f"tr_fig_{name}")
         st.caption(caption(card, origin))
+        figure_downloads(
+            lambda card=card: figures.transfer_figure(card), f"{name}_transfer", f"tr_dl_{name}", "Heatmap"
+        )
     with st.expander("Recompute on a small subset", expanded=card is None):
         cols = st.columns(3)
         n = cols[0].number_input("test images", 5, 500, 30, step=5, key=f"tr_n_{name}")
@@ -88,3 +92,18 @@ for name, (title, compute) in TABLES.items():
             else:
                 st.session_state[f"tr_{name}"] = {**report.card, "rows": report.rows}
                 st.rerun()
+
+
+st.subheader("Table 2 on ImageNet: mobilenet_v2 and efficientnet_lite0")
+photo_card = read_card(table2_imagenet.NAME)
+if photo_card is None:
+    st.info(f"No stored result: run `intriguing reproduce {table2_imagenet.NAME}` (a few minutes).")
+else:
+    st.warning(
+        f"n = {photo_card['n']} photos ({', '.join(photo_card['photos'])}): {table2_imagenet.DEMONSTRATION}.",
+        icon=":material/info:",
+    )
+    st.plotly_chart(heatmap(photo_card), width="stretch", key="tr_fig_imagenet")
+    st.caption(
+        " ".join(photo_card["notes"][1:]) + f" {photo_card['time_s']:.0f} s, {photo_card['date'][:10]}."
+    )

@@ -1,51 +1,34 @@
-"""Unit Explorer: the held-out images that most activate single units, beside those of random directions
-(Szegedy et al., Figures 1 and 2), and the coherence scores that turn the comparison into a number."""
+"""Direction Lab: the held-out images that most activate single units, beside those of random directions
+(Szegedy et al., Figures 1 and 2); the input synthesised for any direction, live; units against random and
+learned directions, scored; and the unit basis rotated step by step towards a random rotation.
+Opens with a direction selected from the URL: ?model=cnn&layer=fc1&direction=unit:3."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import units
+from core import IntriguingError, figures, units
 from core.models import get_spec
-from dashboard.common import cached_model, model_names, show_error
+from core.units import arms, uploads
+from dashboard.common import model_names, show_error
+from dashboard.direction_view import (
+    arms_chart,
+    cached_activations,
+    cached_arms,
+    cached_images,
+    cached_study,
+    cached_sweep,
+    choose_photos,
+    show_featvis,
+    show_row,
+    sweep_chart,
+)
+from dashboard.figure_buttons import figure_downloads
 
 ROWS = 4  # directions shown per side
-ROW_WIDTH = 560  # pixels of one top-k row on screen
-
-
-@st.cache_resource(show_spinner="Reading the held-out images ...")
-def cached_images(model: str, folder: str) -> units.ImageSet:
-    return units.held_out_images(model, folder or None)
-
-
-@st.cache_resource(show_spinner=False)
-def cached_activations(model: str, layer: str, folder: str) -> np.ndarray:
-    # The bar is created inside the cached function: Streamlit replays it (already emptied) on a cache hit.
-    bar = st.progress(0.0, text=f"{model} {layer}: activations over the held-out set (computed once) ...")
-    images = cached_images(model, folder)
-    acts = units.layer_activations(model, layer, images, model=cached_model(model), progress=bar.progress)
-    bar.empty()
-    return acts
-
-
-@st.cache_data(show_spinner="Scoring every unit and the random directions ...")
-def cached_study(
-    model: str, layer: str, folder: str, k: int, seed: int, n_random: int, judge: str
-) -> units.UnitStudy:
-    images = cached_images(model, folder)
-    return units.study(model, layer, k=k, n_random=n_random, seed=seed, images=images, judge=judge)
-
-
-def show_row(images: units.ImageSet, ranking: units.Ranking, title: str) -> None:
-    labels = " ".join(images.describe(int(i)) for i in ranking.indices)
-    st.caption(
-        f"{title} · {labels}", help=f"<phi(x), v> from {ranking.values[0]:.3g} to {ranking.values[-1]:.3g}"
-    )
-    st.image(units.image_row(images, ranking.indices), width=ROW_WIDTH)
 
 
 def new_random_directions() -> None:
@@ -73,7 +56,16 @@ def histogram(study: units.UnitStudy, score: str) -> go.Figure:
     return fig
 
 
-st.title("Unit Explorer")
+def from_url(name: str, choices: list[str], default: str) -> str:
+    """A query parameter when it names one of `choices`; anything else falls back to the default."""
+    value = st.query_params.get(name)
+    if value is not None and value not in choices:
+        st.warning(f"Ignored the link's {name} {value[:40]!r}: not one of the choices here.")
+        return default
+    return value or default
+
+
+st.title("Direction Lab")
 st.markdown(
     "Are single units special? For a direction v in a layer's activation space, the held-out images with "
     "the largest <phi(x), v> are shown in a row. The paper finds that rows of **natural units** e_i look no "
@@ -85,21 +77,20 @@ st.session_state.setdefault("unit_seed", 0)
 try:
     names = model_names()
     top = st.columns([2, 2, 3, 1])
-    model = top[0].selectbox(
-        "Model", names, index=names.index("fc100-100-10") if "fc100-100-10" in names else 0
-    )
+    default_model = from_url("model", names, "fc100-100-10" if "fc100-100-10" in names else names[0])
+    model = top[0].selectbox("Model", names, index=names.index(default_model))
     spec = get_spec(model)
     layers = list(spec.layers)
-    layer = top[1].selectbox("Layer", layers, index=layers.index(units.default_layer(model)))
-    folder = ""
-    if spec.dataset != "mnist":
-        folder = top[2].text_input("Image folder (photos, optionally one sub-folder per class)").strip()
-        if not folder:
-            st.info(
-                "No ImageNet held-out set ships with the lab: enter a folder of photos to explore this model."
-            )
-            st.stop()
-    k = top[3].number_input("k", min_value=2, max_value=16, value=8)
+    layer = top[1].selectbox(
+        "Layer", layers, index=layers.index(from_url("layer", layers, units.default_layer(model)))
+    )
+    folder = "" if spec.dataset == "mnist" else choose_photos(top[2])
+    if spec.dataset != "mnist" and not folder:
+        st.info("Choose the held-out photos: the sample photos, an upload, or a folder on this machine.")
+        st.stop()
+    k = top[3].number_input(
+        "k", min_value=2, max_value=16, value=8 if spec.dataset == "mnist" else uploads.PHOTO_K
+    )
 
     images = cached_images(model, folder)
     for name in getattr(images, "skipped", []):
@@ -125,6 +116,14 @@ try:
         st.subheader("Random directions v")
         for j, v in enumerate(randoms):
             show_row(images, units.top_k(acts, v, k), f"random direction {j} (seed {seed})")
+    natural_rows, random_rows = figures.unit_rows(acts, shown, int(seed), int(k))
+    figure_title = f"{model} {layer}: top-{k} held-out images"
+    figure_downloads(
+        lambda: figures.units_figure(images, natural_rows, random_rows, figure_title),
+        f"{model}_{layer}_units_seed{seed}",
+        "unit_fig",
+        "Unit grid",
+    )
 
     st.subheader("From a unit to a random direction")
     angle = st.slider("Angle a in cos(a) e_i + sin(a) v (degrees)", 0, 90, 0, step=5, key="unit_angle")
@@ -145,6 +144,29 @@ try:
             show_row(images, units.top_k(acts, direction, k), "combination")
             show_row(images, units.top_k(acts, direction, k, largest=False), "its bottom-k")
 
+    st.subheader("Feature visualisation: the input that maximises <phi(x), v>")
+    st.caption(
+        "Pixels with jitter and a smoothness penalty for MNIST; a decorrelated Fourier image with random "
+        "jitter, scale and rotation for photos. Directions: unit:I, random:SEED, nmf:I, kmeans:I, "
+        "dictionary:I (learned on half of the held-out set) or mix:3:1,7:-0.5."
+    )
+    fv = st.columns([3, 1])
+    url_direction = st.query_params.get("direction", "")[:80]
+    direction_text = fv[0].text_input("Direction", value=url_direction or f"unit:{unit}", key="fv_direction")
+    steps = int(fv[1].number_input("Steps", min_value=8, max_value=2048, value=256, step=32, key="fv_steps"))
+    try:
+        direction = arms.resolve_direction(direction_text, acts, int(seed))
+    except IntriguingError as exc:
+        show_error(exc)
+    else:
+        synthetic, natural = st.columns([1, 2])
+        with synthetic:
+            show_featvis(model, layer, folder, direction_text, direction, steps, int(seed))
+        with natural:
+            ranking = units.top_k(acts, direction, k)
+            show_row(images, ranking, f"held-out top-{k} of {direction_text}")
+            st.caption(f"Best held-out image: <phi(x), v> = {ranking.values[0]:.4g}")
+
     st.subheader("All units versus random directions, scored")
     judge = st.selectbox(
         "Judge of the cosine score (a different model's features)",
@@ -159,12 +181,46 @@ try:
         f"are compared with {max(100, n_units - len(dead))} random directions (seed {seed}) by a two-sided "
         f"Mann-Whitney U test" + (f"; {len(dead)} dead units are left out." if dead else ".")
     )
-    study = cached_study(model, layer, folder, int(k), int(seed), 100, judge)
+    study = cached_study(model, layer, folder, int(k), int(seed), judge)
     summary = study.summary()
     available = [s for s in units.SCORES if study.natural[s] is not None]
     for column, score in zip(st.columns(len(available)), available, strict=True):
         column.plotly_chart(histogram(study, score), width="stretch")
-    for score in units.SCORES:
-        st.markdown("- " + units.verdict(summary, score))
+    if summary["verdict_withheld"]:
+        st.warning(summary["verdict_withheld"])
+    else:
+        for score in units.SCORES:
+            st.markdown("- " + units.verdict(summary, score))
+
+    if st.toggle("Learned directions as a third arm (NMF, k-means, sparse dictionary)", key="dl_arms"):
+        result = cached_arms(model, layer, folder, int(k), int(seed), judge)
+        st.caption(
+            f"Fitted on {result['n_fit']} held-out images; every arm scored on the other {result['n_score']}, "
+            "so no direction is judged on the images it was fitted to."
+        )
+        scores = [s for s in units.SCORES if result["arms"]["units"][f"{s}_mean"] is not None]
+        for column, score in zip(st.columns(len(scores)), scores, strict=True):
+            column.plotly_chart(arms_chart(result, score), width="stretch")
+        for arm, why in result["skipped_arms"].items():
+            st.caption(f"{arm}: {why}")
+        if result["verdict_withheld"]:
+            st.warning(result["verdict_withheld"])
+        else:
+            for arm, p_values in result["p_value"].items():
+                for score in scores:
+                    sentence = units.coherence.comparison(
+                        score, result["arms"]["units"], result["arms"][arm], p_values[score], arm
+                    )
+                    st.markdown("- " + sentence)
+
+    if st.toggle("Rotation sweep: from the units towards a random rotation", key="dl_sweep"):
+        result = cached_sweep(model, layer, folder, int(k), int(seed), judge)
+        st.caption(
+            f"Directions: the rows of R^alpha, R a random rotation (seed {seed}) of the {result['n_directions']} "
+            "live units; alpha = 0 is the units themselves, alpha = 1 the full rotation. Means with 95% intervals."
+        )
+        scores = [s for s in units.SCORES if result["points"][0][s] is not None]
+        for column, score in zip(st.columns(len(scores)), scores, strict=True):
+            column.plotly_chart(sweep_chart(result, score), width="stretch")
 except Exception as exc:  # noqa: BLE001 - every failure is shown, the page stays usable
     show_error(exc)

@@ -10,6 +10,7 @@ import streamlit as st
 from core import IntriguingError
 from core.data.images import model_input, open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
+from core.indicators import try_fix
 from core.lab import predict, source_id
 from core.models import class_names, get_spec, usable_models
 from core.pictures import to_uint8, triple_picture
@@ -109,6 +110,32 @@ if stored is None or stored[0] != key:
 report = stored[1]
 
 st.info(report.verdict, icon=":material/gavel:")
+
+# Indicators of attack failure (core.indicators): one warning each, and the first runnable fix in one click.
+fired_checks = [c for c in report.indicators if c.fired]
+for check in fired_checks:
+    st.warning(
+        f"**{check.title}** ({check.rate:.0%}): {check.meaning} Fix: {check.fix.text} "
+        f"(command line: `{check.fix.cli}`)",
+        icon=":material/report:",
+    )
+runnable = next((c for c in fired_checks if c.fix.attack), None)
+if runnable is not None and st.button(f"Apply the fix: {runnable.fix.text}", key="val_fix"):
+    try:
+        tried = try_fix(model, report.x, report.label, runnable.fix, dataset=report.dataset, seed=report.seed)
+    except IntriguingError as exc:
+        show_error(exc)
+    else:
+        st.session_state.val_fix_run = (key, runnable.fix.cli, tried.summary())
+fix_run = st.session_state.get("val_fix_run")
+if fix_run is not None and fix_run[0] == key:
+    _, flags, outcome = fix_run
+    flipped = outcome["success_rate"] > 0
+    (st.error if flipped else st.success)(
+        f"With the fix ({flags}) the prediction "
+        + (f"flips at RMS {outcome['mean_rms_distortion']:.4f}." if flipped else "still does not flip."),
+        icon=":material/build:",
+    )
 easiest = report.finding(report.easiest) if report.easiest else None
 cols = st.columns(4)
 cols[0].metric("Smallest flipping RMS", f"{easiest.rms:.4f}" if easiest else "none found", report.easiest)

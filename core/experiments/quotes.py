@@ -1,0 +1,312 @@
+"""The numbers the hand-written discussion (discussion.md) quotes, read from the stored result cards.
+
+discussion.md is a template: `{t1_ratio}` stands for a figure computed here from docs/results/<table>/
+<table>.json, so a rerun of a table changes the prose with it and no figure is ever typed by hand. A
+quote whose card is missing renders as "(not run)".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from core.experiments import paper
+from core.experiments.adversarial import FULL_LBFGS
+from core.models import MNIST_MODELS
+from core.models import read_card as read_model_card
+from core.report import MINIMAL_ATTACKS, SAMPLES
+
+Card = dict[str, Any]
+
+
+def pct(value: float, digits: int = 0) -> str:
+    return f"{100 * value:.{digits}f}%"
+
+
+def span(values: Iterable[float], show: Callable[[float], str] = lambda v: f"{v:.2f}") -> str:
+    """'a-b' from the smallest to the largest value (one value when they print alike)."""
+    values = list(values)
+    low, high = show(min(values)), show(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
+def pct_span(values: Iterable[float], digits: int = 0) -> str:
+    return span([100 * v for v in values], lambda v: f"{v:.{digits}f}") + "%"
+
+
+FC10_MATCHED = ("fc10-1e-4", "fc10-1e-2")  # the softmax models lambda/2 * sum W^2 reproduces
+MLPS = ("fc100-100-10", "fc200-200-10", "ae400-10")  # Table 1's multi-layer models
+
+
+def _rows(card: Card, key: str = "name") -> dict[str, dict]:
+    return {row[key]: row for row in card["rows"]}
+
+
+def _cell(card: Card, source: str, column_model: str) -> dict[str, float]:
+    """Ours and the paper's error induced by the examples of `source` (row key) on a column model."""
+    rows = _rows(card, "key")
+    label = card["columns"][card["models"].index(column_model)]
+    return {"ours": rows[source][label], "paper": rows[source][f"paper {label}"]}
+
+
+def search(params: dict) -> str:
+    """An L-BFGS preset in words, e.g. '3 most likely other labels, 5 values of c, 30 L-BFGS iterations
+    each (memory 5)'."""
+    return (
+        f"the {params['n_targets']} most likely other labels, {params['rounds']} values of c, "
+        f"{params['max_iter']} L-BFGS iterations each (memory {params['memory']})"
+    )
+
+
+def table1(card: Card) -> dict[str, str]:
+    rows = _rows(card)
+    deep = [rows[m] for m in ("fc100-100-10", "fc200-200-10", "ae400-10")]
+    weak = rows["fc10-1"]
+    return {
+        "t1_time": f"{card['time_s']:.0f}",
+        "t1_search": search(card["attack"]["params"]),
+        "t1_n": f"{card['n']:,}",
+        "t1_ratio": span((r["ratio_to_paper"] for r in card["rows"]), lambda v: f"{v:.2f}"),
+        "t1_deep": span((r["min_distortion"] for r in deep), lambda v: f"{v:.3f}"),
+        "t1_deep_paper": span((r["paper_min_distortion"] for r in deep), lambda v: f"{v:.3f}"),
+        "t1_fc10_1_train": f"{pct(weak['train_error'], 1)} vs {pct(weak['paper_train_error'], 1)}",
+        "t1_fc10_1_test": f"{pct(weak['test_error'], 1)} vs {pct(weak['paper_test_error'], 1)}",
+        "t1_fc10_1_error": pct(weak["test_error"]),
+        "t1_fc100": f"{rows['fc100-100-10']['min_distortion']:.3f} vs {rows['fc100-100-10']['paper_min_distortion']:.3f}",
+        "t1_fc10_1e4_train_gap": f"{100 * (rows['fc10-1e-4']['train_error'] - rows['fc10-1e-4']['paper_train_error']):+.1f}",
+        "t1_mlp_train": pct_span((r["train_error"] for r in deep[:2]), 2),
+    }
+
+
+def table2(card: Card) -> dict[str, str]:
+    models = card["models"]
+    rows = _rows(card, "key")
+    labels = card["columns"]
+    off = [rows[s][labels[j]] for s in models for j, m in enumerate(models) if m != s]
+    noise1 = [rows["gaussian 0.1"][c] for c in labels]
+    noise3 = rows["gaussian 0.3"]
+    big = [labels[j] for j, v in enumerate(noise1) if v > 0.1]
+    cross = _cell(card, "fc200-200-10", "fc100-100-10")
+    mlps = [m for m in MLPS if m in models]
+    mlp_transfer = [_cell(card, s, t)["ours"] for s in mlps for t in mlps if s != t]
+    return {
+        "t2_mlp_transfer": pct_span(mlp_transfer),
+        "t2_mlp_noise": pct_span(rows["gaussian 0.1"][labels[models.index(m)]] for m in mlps),
+        "t2_n": f"{card['n']:,}",
+        "t2_time": f"{card['time_s']:.0f}",
+        "t2_off_diagonal_mean": pct(mean(off)),
+        "t2_noise01": pct_span(noise1),
+        "t2_noise01_above10": ", ".join(big) or "none",
+        "t2_fc200_to_fc100": f"{pct(cross['ours'])} vs {pct(cross['paper'])}",
+        "t2_noise03": pct_span(noise3[c] for c in labels),
+        "t2_noise03_paper": pct_span(noise3[f"paper {c}"] for c in labels),
+    }
+
+
+def table3(card: Card) -> dict[str, str]:
+    rows = card["rows"]
+    own = [r["p1_error"] if r["name"].endswith("p1") else r["p2_error"] for r in rows]
+    gaps = []
+    for r in rows:
+        other = "p2" if r["name"].endswith("p1") else "p1"
+        gaps += [r[f"{other}_error"] - r[f"paper_{other}_error"], r["test_error"] - r["paper_test_error"]]
+    return {
+        "t3_time": f"{card['time_s']:.0f}",
+        "t3_own_half": pct_span(own, 2),
+        "t3_gap_pp": span((100 * g for g in gaps), lambda v: f"{v:.1f}"),
+        "t3_ratio": span((r["ratio_to_paper"] for r in rows), lambda v: f"{v:.2f}"),
+    }
+
+
+def table4(card: Card) -> dict[str, str]:
+    models = card["models"]
+    rows = _rows(card, "key")
+    labels = dict(zip(models, card["columns"], strict=True))
+    others = [(s, t) for s in models for t in models if s != t]
+    across = [(s, t) for s, t in others if s[-2:] != t[-2:]]  # trained on different halves (-p1 / -p2)
+
+    def cells(prefix: str, pairs: list[tuple[str, str]], who: str = "ours") -> list[float]:
+        return [_cell(card, prefix + s, t)[who] for s, t in pairs]
+
+    minimum = [rows[s]["distortion"] for s in models]
+    return {
+        "t4_time": f"{card['time_s']:.0f}",
+        "t4_across": pct_span(cells("", across)),
+        "t4_across_paper": pct_span(cells("", across, "paper")),
+        "t4_p1_to_p2": pct_span(cells("", [p for p in across if p[0].endswith("p1")])),
+        "t4_p2_to_p1": pct_span(cells("", [p for p in across if p[0].endswith("p2")])),
+        "t4_same_rms_noise": pct_span(rows["gaussian 0.06"][labels[m]] for m in models),
+        "t4_fc123_to_fc100": "{ours} vs the paper's {paper}".format(
+            **{k: pct(v) for k, v in _cell(card, "fc123-456-10-p1", "fc100-100-10-p1").items()}
+        ),
+        "t4_amplify_rms": f"{card['amplify_rms']:g}",
+        "t4_amplify_factor": f"{card['amplify_rms'] / mean(minimum):.1f}",
+        "t4_amplified": pct_span(cells("amplified ", others)),
+        "t4_amplified_across": pct_span(cells("amplified ", across)),
+        "t4_amplified_across_paper": pct_span(cells("amplified ", across, "paper")),
+        "t4_amplified_diagonal": pct_span(cells("amplified ", [(s, s) for s in models]), 1),
+    }
+
+
+def table5(card: Card) -> dict[str, str]:
+    network = {r["model"]: r for r in card["rows"] if r["layer"] == "network"}
+    layers = [r for r in card["rows"] if r["layer"] != "network"]
+    blocks = [r for r in layers if r["model"] == "mobilenet_v2" and r["layer"].startswith("Block")]
+    plain = [r for r in layers if r["model"] in ("cnn", "alexnet") and r["layer"] != "Input"]
+
+    def product(model: str) -> str:
+        row = network.get(model)
+        return "(not run)" if row is None else f"{row['upper_bound']:.3g} vs {row['empirical']:.3g}"
+
+    return {
+        "t5_time": f"{card['time_s']:.0f}",
+        "t5_iters": str(card["method"]["iters"]),
+        "t5_tol": f"{card['method']['tol']:g}",
+        "t5_input": f"{min(r['upper_bound'] for r in layers if r['layer'] == 'Input'):.1f}"
+        if any(r["layer"] == "Input" for r in layers)
+        else "(not run)",
+        "t5_cnn": product("cnn"),
+        "t5_efficientnet": product("efficientnet_lite0"),
+        "t5_mobilenet": product("mobilenet_v2"),
+        "t5_block_max": f"{max((r['upper_bound'] for r in blocks), default=float('nan')):.0f}",
+        "t5_plain_looseness": span((r["looseness"] for r in plain), lambda v: f"{v:.1f}"),
+        "t5_block_looseness": span((r["looseness"] for r in blocks), lambda v: f"{v:.0f}"),
+    }
+
+
+def advtrain(card: Card) -> dict[str, str]:
+    plain, pool, pgd = card["rows"]
+    training = card["training"]
+    return {
+        "adv_time": f"{card['time_s']:.0f}",
+        "adv_n": f"{card['n']:,}",
+        "adv_pool_size": f"{training['pool']['size']:,}",
+        "adv_pool_refresh": f"{training['pool']['refresh']:,}",
+        "adv_pool_refresh_every": str(training["pool"]["refresh_every"]),
+        "adv_pool_per_batch": str(training["pool"]["per_batch"]),
+        "adv_batch": str(training["config"]["batch_size"]),
+        "adv_epochs": str(training["epochs"]),
+        "adv_pool_rounds": str(training["pool_attack"]["rounds"]),
+        "adv_pool_iters": str(training["pool_attack"]["max_iter"]),
+        "adv_pool_error": pct(pool["test_error"], 2),
+        "adv_plain_error": pct(plain["test_error"], 2),
+        "adv_pgd_error": pct(pgd["test_error"], 2),
+        "adv_distortion": f"{plain['min_distortion']:.3f} -> {pool['min_distortion']:.3f}",
+        "adv_pgd_attack": f"{pct(plain['pgd_error'])} -> {pct(pool['pgd_error'])}",
+        "adv_pgd_eps": f"{card['evaluation']['pgd']['eps']:g}",
+        "adv_pgd_steps": str(card["evaluation"]["pgd"]["steps"]),
+        "adv_pgdtrain_eps": f"{training['pgd']['eps']:g}",
+        "adv_pgdtrain_steps": str(training["pgd"]["steps"]),
+        "adv_pgdtrain_distortion": f"{pgd['min_distortion']:.3f}",
+        "adv_pgdtrain_attack": pct(pgd["pgd_error"]),
+    }
+
+
+def _percent_cell(value: float) -> str:
+    return f"{100 * value:.0f} %"
+
+
+def validate(card: Card) -> dict[str, str]:
+    """The defence and twin tables of docs/validate.md, and the example report's verdict and time."""
+    short = {
+        "Holds": "holds",
+        "Unverified": "unverified (an indicator of attack failure fired)",
+        "Only seems to hold": "only seems to hold",
+        "Does not help": "does not help",
+    }
+    lines = ["| eps | defence | clean | transfer | plain | BPDA | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in card["rows"]:
+        verdict = next((v for k, v in short.items() if r["verdict"].startswith(k)), "")
+        cells = [f"{r['eps']:g}", r["defence"]]
+        cells += [_percent_cell(r[k]) for k in ("clean_accuracy", "robust_transfer", "robust_plain")]
+        cells += [_percent_cell(r["robust_adaptive"]), verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    twins = card["twins"]["rows"]
+    twin_lines = ["| model | clean | robust | twin | twin clean | twin robust |", "|---|---|---|---|---|---|"]
+    for t in twins:
+        cells = [f"`{t['model']}`", _percent_cell(t["clean_accuracy"]), _percent_cell(t["robust_accuracy"])]
+        cells += [f"`{t['twin']}`", _percent_cell(t["twin_clean_accuracy"])]
+        cells += [_percent_cell(t["twin_robust_accuracy"])]
+        twin_lines.append("| " + " | ".join(cells) + " |")
+    pgd = next((t for t in twins if t["model"].endswith("-pgdtrain")), None)
+    example = card["example_report"]
+    return {
+        "val_n": str(card["n"]),
+        "val_model": card["model"],
+        "val_steps": str(card["attack"]["steps"]),
+        "val_seed": str(card["seed"]),
+        "val_protocol": card["protocol_description"],
+        "val_defences": "\n".join(lines),
+        "val_twin_eps": f"{card['twins']['eps']:g}",
+        "val_twins": "\n".join(twin_lines) if twins else "No adversarially trained model was in the zoo.",
+        "val_pgdtrain": f"keeps {pct(pgd['robust_accuracy'])} accuracy at Linf {card['twins']['eps']:g} where its "
+        f"plain twin keeps {pct(pgd['twin_robust_accuracy'])}"
+        if pgd
+        else "(not run)",
+        "val_image": str(example["image"]),
+        "val_verdict": example["verdict"],
+        "val_report_time": f"{example['time_s']:.0f}",
+        "val_report_cached": "cached" if example["reference_was_cached"] else "computed in this run",
+        "val_reference_n": str(example["reference_n"]),
+        "val_time": f"{card['time_s']:.0f}",
+        "val_date": card["date"][:10],
+        "val_threads": str(card["threads"]),
+    }
+
+
+QUOTES: dict[str, Callable[[Card], dict[str, str]]] = {
+    "table1": table1,
+    "table2": table2,
+    "table3": table3,
+    "table4": table4,
+    "table5": table5,
+    "advtrain": advtrain,
+    "validate": validate,
+}
+
+
+def zoo() -> dict[str, str]:
+    """Each MNIST model's test error from its checkpoint card (err_<name>) beside the paper's (paper_<name>),
+    names with '-' spelled '_'."""
+    found = {"paper_pool": f"{100 * paper.ADVTRAIN['pool_test_error_below']:g}%"}
+    for name, spec in MNIST_MODELS.items():
+        key = name.replace("-", "_")
+        card = read_model_card(name)
+        if card is not None:
+            found[f"err_{key}"] = pct(card["test_error"], 2)
+        if "test_error" in spec.paper:
+            found[f"paper_{key}"] = f"{100 * spec.paper['test_error']:.3g}%"
+    gaps = [abs(read_model_card(n)["test_error"] - MNIST_MODELS[n].paper["test_error"]) for n in FC10_MATCHED]
+    found["fc10_gap"] = f"{100 * max(gaps):.2f}"
+    return found
+
+
+class _Missing(dict):
+    def __missing__(self, key: str) -> str:
+        return "(not run)"
+
+
+def quotes(read: Callable[[str], Card | None]) -> dict[str, str]:
+    """Every quotable figure of the stored cards (`read(name)` returns a card or None)."""
+    lbfgs = MINIMAL_ATTACKS["lbfgs"]
+    found: dict[str, str] = _Missing(
+        full_search=search(FULL_LBFGS),
+        report_lbfgs=f"{lbfgs['rounds']} rounds of the search over c towards the {lbfgs['n_targets']} most "
+        "likely other classes",
+        report_noise_mnist=str(SAMPLES["mnist"]["noise_draws"]),
+        report_noise_imagenet=str(SAMPLES["imagenet"]["noise_draws"]),
+        report_lipschitz=str(SAMPLES["mnist"]["lipschitz_samples"]),
+        **zoo(),
+    )
+    for name, compute in QUOTES.items():
+        card = read(name)
+        if card is not None:
+            found.update(compute(card))
+    return found
+
+
+def render(template: Path, read: Callable[[str], Card | None]) -> str:
+    """The template with every {quote} filled from the cards."""
+    return template.read_text().format_map(quotes(read))

@@ -1,0 +1,55 @@
+"""What a zoo entry is (`ModelSpec`) and how a trainable one is fitted (`TrainConfig`): plain records that
+the zoo (core.models.zoo), the ImageNet classifiers (core.models.imagenet) and training share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How `intriguing train` fits a model; recorded verbatim in its card."""
+
+    subset: str = "train"  # train | p1 | p2
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # L2 penalty: loss += weight_decay / 2 * sum(W**2) over weight matrices
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    pretrain_epochs: int = 0  # autoencoder pre-training (AE400-10 only)
+
+
+TRAIN_COMMAND = "intriguing train"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a zoo entry is: how to build it, which layers to look inside, what the paper reported."""
+
+    name: str
+    dataset: str  # "mnist" or "imagenet"
+    architecture: str
+    build: Callable[[], nn.Module]
+    layers: dict[str, str]  # readable name -> dotted module path whose output is that layer's activation
+    train: TrainConfig | None = None
+    paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
+    description: str = ""
+    trained_by: str = TRAIN_COMMAND  # the command that makes its checkpoint
+
+    @property
+    def trainable(self) -> bool:
+        """Made by `intriguing train` (the adversarially trained twins come from `reproduce advtrain`)."""
+        return self.trained_by == TRAIN_COMMAND
+
+    @property
+    def make_command(self) -> str:
+        """The full command line that writes this model's checkpoint."""
+        return f"{TRAIN_COMMAND} {self.name}" if self.trainable else self.trained_by
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (1, 28, 28) if self.dataset == "mnist" else (3, 224, 224)
