@@ -252,6 +252,7 @@ def connect_ray(address: str | None = None, workers: int | None = None) -> Any:
         _reachable(address)
     if ray.is_initialized():
         return ray
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray's usage report would leave the machine
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address is None:

@@ -57,6 +57,7 @@ def ray_cluster(model_dir):
     """One quiet local Ray for the module (its start-up is paid once); yields its address."""
     ray = pytest.importorskip("ray")
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
     ray.init(
         num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20,
         _temp_dir=temp, configure_logging=False,
