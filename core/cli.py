@@ -27,6 +27,7 @@ COMMANDS = (
     "report",
     "leaderboard",
     "reproduce",
+    "sweep",
     "figure",
 )
 

@@ -12,6 +12,10 @@ Numbers are only compared within one evaluation protocol (`core.protocol`): ever
 chose its images by and its fingerprint, a matrix is drawn for one protocol, and a cell shows the newest run
 of its (attack, model) under it, with its n. Success rates count only images the model classified correctly
 before the attack.
+
+Sweeps (`core.sweep`) add per-example rows, one task (a shard of a protocol) at a time, each task in one
+transaction; from them comes the headline per (model, budget): robust accuracy, the share of images that
+survive every attack tried (the worst case per image), next to each attack's own success rate.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from core import config
 from core.attacks import AttackResult, attack_class, format_eps, is_budgeted, is_seeded, make_attack
 from core.errors import InvalidParameterError
@@ -38,7 +44,7 @@ from core.protocol import Protocol, Selection
 from core.provenance import versions as library_versions
 
 DB_ENV = "INTRIGUING_LEADERBOARD"
-SOURCES = ("cli", "dashboard", "reproduce", "report", "test")
+SOURCES = ("cli", "dashboard", "reproduce", "report", "sweep", "test")
 BUSY_TIMEOUT_MS = 30_000
 
 # Each entry upgrades the schema by one version; never edit a released step, append a new one.
@@ -82,6 +88,64 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: indicators of attack failure that fired on the run (JSON list of names; NULL: not checked)
     ("ALTER TABLE runs ADD COLUMN indicators TEXT",),
+    # 5: sweeps (core.sweep): one row per idempotent task (its identity hashes every input and the model's
+    # weights), the per-example rows it produced, which sweep asked for which task (progress), and the
+    # aggregate `runs` row recorded when the last shard of a cell landed (NULL: no image was classified
+    # correctly, nothing to measure).
+    (
+        """CREATE TABLE sweep_tasks (
+            task_id TEXT PRIMARY KEY,
+            cell_id TEXT NOT NULL,
+            cell_tasks INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            weights TEXT NOT NULL,
+            attack TEXT NOT NULL,
+            params TEXT NOT NULL,
+            norm TEXT,
+            budget REAL,
+            seed INTEGER,
+            protocol TEXT NOT NULL,
+            protocol_id TEXT NOT NULL,
+            shard_start INTEGER NOT NULL,
+            shard_stop INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+            error TEXT,
+            scanned INTEGER,
+            model_calls INTEGER,
+            time_s REAL,
+            worker TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX sweep_tasks_cell ON sweep_tasks (cell_id, status)",
+        "CREATE INDEX sweep_tasks_model ON sweep_tasks (model, protocol_id, status)",
+        """CREATE TABLE sweep_examples (
+            task_id TEXT NOT NULL REFERENCES sweep_tasks (task_id),
+            image_id INTEGER NOT NULL,
+            label INTEGER NOT NULL,
+            clean_pred INTEGER NOT NULL,
+            success INTEGER NOT NULL,
+            adv_pred INTEGER NOT NULL,
+            l2 REAL NOT NULL,
+            linf REAL NOT NULL,
+            rms REAL NOT NULL,
+            model_calls INTEGER NOT NULL,
+            time_s REAL NOT NULL,
+            x_adv BLOB,
+            PRIMARY KEY (task_id, image_id)
+        )""",
+        """CREATE TABLE sweeps (
+            sweep_id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            label TEXT NOT NULL,
+            tasks INTEGER NOT NULL
+        )""",
+        """CREATE TABLE sweep_members (
+            sweep_id TEXT NOT NULL REFERENCES sweeps (sweep_id),
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (sweep_id, task_id)
+        )""",
+        "CREATE TABLE sweep_cells (cell_id TEXT PRIMARY KEY, run_id INTEGER REFERENCES runs (id))",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -160,6 +224,19 @@ def connect(
     yield conn
 
 
+@contextmanager
+def _write(path: str | os.PathLike | None) -> Iterator[sqlite3.Connection]:
+    """One BEGIN IMMEDIATE transaction: committed when the block ends, rolled back if it raises."""
+    with connect(path) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
 def _optional_float(name: str, value: Any) -> float | None:
     if value is None:
         return None
@@ -235,6 +312,40 @@ def record_run(
     was held to (None for minimal-distortion attacks). `protocol` is how the images were chosen (None:
     unknown, e.g. a user's upload). `indicators` names the indicators of attack failure that fired (None:
     not checked). Distortion statistics cover successful images only."""
+    row = _run_row(
+        model=model, attack=attack, params=params, n=n, success_rate=success_rate, mean_rms=mean_rms,
+        median_rms=median_rms, mean_l2=mean_l2, median_l2=median_l2, mean_linf=mean_linf, time_s=time_s,
+        norm=norm, budget=budget, dataset=dataset, seed=seed, versions=versions, source=source,
+        protocol=protocol, skipped_misclassified=skipped_misclassified, indicators=indicators,
+    )  # fmt: skip
+    with _write(path) as conn:
+        return _insert_run(conn, row)
+
+
+def _run_row(
+    *,
+    model: str,
+    attack: str,
+    params: Mapping[str, Any],
+    n: int,
+    success_rate: float,
+    mean_rms: float | None,
+    median_rms: float | None,
+    mean_l2: float | None,
+    median_l2: float | None,
+    mean_linf: float | None,
+    time_s: float | None,
+    norm: str | None,
+    budget: float | None,
+    dataset: str | None,
+    seed: int | None,
+    versions: Mapping[str, str] | None,
+    source: str,
+    protocol: Protocol | None,
+    skipped_misclassified: int | None,
+    indicators: list[str] | None,
+) -> dict[str, Any]:
+    """A validated `runs` row (record_run's checks), for an insert inside a caller's transaction."""
     if source not in SOURCES:
         raise InvalidParameterError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
     if not isinstance(n, int) or n < 1:
@@ -272,17 +383,13 @@ def record_run(
         "skipped_misclassified": skipped_misclassified,
         "indicators": None if indicators is None else json.dumps(sorted(indicators)),
     }
+    return row
+
+
+def _insert_run(conn: sqlite3.Connection, row: Mapping[str, Any]) -> int:
     columns = ", ".join(row)
     marks = ", ".join(f":{k}" for k in row)
-    with connect(path) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", row)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return int(cursor.lastrowid)
+    return int(conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", dict(row)).lastrowid)
 
 
 def record_result(
@@ -574,4 +681,235 @@ def fill_cell(
     flags = None if checks is None else fired(checks)
     return record_result(
         result, model, source=source, dataset="mnist", selection=chosen, indicators=flags, path=path
+    )
+
+
+# ---------------------------------------------------------------- sweeps (core.sweep writes, pages read)
+
+TASK_COLUMNS = (
+    "task_id", "cell_id", "cell_tasks", "model", "weights", "attack", "params", "norm", "budget", "seed",
+    "protocol", "protocol_id", "shard_start", "shard_stop", "scanned", "model_calls", "time_s", "worker",
+)  # fmt: skip
+EXAMPLE_COLUMNS = (
+    "image_id", "label", "clean_pred", "success", "adv_pred", "l2", "linf", "rms", "model_calls", "time_s", "x_adv",
+)  # fmt: skip
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def register_sweep(
+    sweep_id: str, label: str, task_ids: list[str], *, path: str | os.PathLike | None = None
+) -> None:
+    """Note which tasks a sweep asked for (its progress is read from them); running the same sweep again
+    finds it registered already."""
+    with _write(path) as conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO sweeps (sweep_id, created_at, label, tasks) VALUES (?, ?, ?, ?)",
+            (sweep_id, _now(), label, len(task_ids)),
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO sweep_members (sweep_id, task_id) VALUES (?, ?)",
+            [(sweep_id, t) for t in task_ids],
+        )
+
+
+def done_tasks(task_ids: list[str] | None = None, *, path: str | os.PathLike | None = None) -> set[str]:
+    """The ids (among `task_ids`, default all) of tasks whose rows are in the database."""
+    with connect(path) as conn:
+        done = {r[0] for r in conn.execute("SELECT task_id FROM sweep_tasks WHERE status = 'done'")}
+    return done if task_ids is None else done & set(task_ids)
+
+
+def record_task(
+    task: Mapping[str, Any],
+    examples: list[Mapping[str, Any]] | None = None,
+    *,
+    error: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> bool:
+    """Store one finished task (`TASK_COLUMNS`) with its per-example rows (`EXAMPLE_COLUMNS`), or its
+    failure `error`, in one transaction: a crash leaves the task wholly recorded or absent. When it
+    completes its cell (every shard done), the cell's aggregate `runs` row is written in the same
+    transaction. Returns False, writing nothing, when the task was already done (an earlier or a
+    concurrent sweep recorded it); a failed task is replaced when it later succeeds."""
+    row = {column: task.get(column) for column in TASK_COLUMNS}
+    row |= {"status": "failed" if error else "done", "error": error, "created_at": _now()}
+    with _write(path) as conn:
+        before = conn.execute(
+            "SELECT status FROM sweep_tasks WHERE task_id = ?", (row["task_id"],)
+        ).fetchone()
+        if before is not None and before["status"] == "done":
+            return False
+        columns = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        conn.execute(f"INSERT OR REPLACE INTO sweep_tasks ({columns}) VALUES ({marks})", row)
+        if error:
+            return True
+        conn.executemany(
+            f"INSERT INTO sweep_examples (task_id, {', '.join(EXAMPLE_COLUMNS)}) "
+            f"VALUES (:task_id, {', '.join(f':{c}' for c in EXAMPLE_COLUMNS)})",
+            [{"task_id": row["task_id"], "x_adv": None, **e} for e in examples or []],
+        )
+        done = conn.execute(
+            "SELECT COUNT(*) FROM sweep_tasks WHERE cell_id = ? AND status = 'done'", (row["cell_id"],)
+        ).fetchone()[0]
+        if done == row["cell_tasks"]:
+            aggregate = _cell_run_row(conn, row["cell_id"])
+            run_id = None if aggregate is None else _insert_run(conn, aggregate)
+            conn.execute(
+                "INSERT OR IGNORE INTO sweep_cells (cell_id, run_id) VALUES (?, ?)", (row["cell_id"], run_id)
+            )
+    return True
+
+
+def _cell_run_row(conn: sqlite3.Connection, cell_id: str) -> dict[str, Any] | None:
+    """The `runs` row of a completed cell, from its per-example rows, with the statistics `record_result`
+    computes (success over the correctly classified images, distortions over the fooled ones)."""
+    task = conn.execute("SELECT * FROM sweep_tasks WHERE cell_id = ? LIMIT 1", (cell_id,)).fetchone()
+    stats = conn.execute(
+        "SELECT COUNT(*) AS n, MAX(t.scanned) AS scanned, SUM(t.time_s) AS time_s FROM sweep_tasks t "
+        "WHERE t.cell_id = ? AND t.status = 'done'",
+        (cell_id,),
+    ).fetchone()
+    examples = conn.execute(
+        "SELECT e.label, e.clean_pred, e.success, e.l2, e.linf, e.rms FROM sweep_examples e "
+        "JOIN sweep_tasks t USING (task_id) WHERE t.cell_id = ? ORDER BY e.image_id",
+        (cell_id,),
+    ).fetchall()
+    correct = [e for e in examples if e["clean_pred"] == e["label"]]
+    if not correct:
+        return None
+    fooled = [e for e in correct if e["success"]]
+
+    def stat(column: str, how: str) -> float | None:
+        values = torch.tensor([float(e[column]) for e in fooled], dtype=torch.float64)
+        return None if not len(values) else float(values.mean() if how == "mean" else values.median())
+
+    protocol = Protocol.from_dict(json.loads(task["protocol"]))
+    return _run_row(
+        model=task["model"], attack=task["attack"], params=json.loads(task["params"]), n=len(correct),
+        success_rate=len(fooled) / len(correct), mean_rms=stat("rms", "mean"), median_rms=stat("rms", "median"),
+        mean_l2=stat("l2", "mean"), median_l2=stat("l2", "median"), mean_linf=stat("linf", "mean"),
+        time_s=stats["time_s"], norm=task["norm"], budget=task["budget"], dataset=protocol.dataset,
+        seed=task["seed"], versions=None, source="sweep", protocol=protocol,
+        skipped_misclassified=(len(examples) - len(correct)) + (stats["scanned"] or len(examples)) - len(examples),
+        indicators=None,
+    )  # fmt: skip
+
+
+def task_examples(task_id: str, *, path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """A task's per-example rows, by image id."""
+    with connect(path) as conn:
+        rows = conn.execute("SELECT * FROM sweep_examples WHERE task_id = ? ORDER BY image_id", (task_id,))
+        return [dict(r) for r in rows]
+
+
+def seconds_per_example(model: str, attack: str, *, path: str | os.PathLike | None = None) -> float | None:
+    """The measured cost of one example of `attack` on `model` (sweep tasks first, else recorded runs),
+    for a sweep's cost estimate; None when nothing was measured yet."""
+    with connect(path) as conn:
+        swept = conn.execute(
+            "SELECT SUM(t.time_s) / SUM(t.shard_stop - t.shard_start) FROM sweep_tasks t "
+            "WHERE t.model = ? AND t.attack = ? AND t.status = 'done'",
+            (model, attack),
+        ).fetchone()[0]
+        if swept is not None:
+            return float(swept)
+        ran = conn.execute(
+            "SELECT SUM(time_s) / SUM(n) FROM runs WHERE model = ? AND attack = ? AND time_s IS NOT NULL",
+            (model, attack),
+        ).fetchone()[0]
+    return None if ran is None else float(ran)
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """How far a sweep got: tasks done and failed of all it asked for."""
+
+    sweep_id: str
+    label: str
+    created_at: str
+    tasks: int
+    done: int
+    failed: int
+
+
+def sweep_progress(*, limit: int = 5, path: str | os.PathLike | None = None) -> list[SweepProgress]:
+    """The most recent sweeps with their progress, newest first."""
+    sql = (
+        "SELECT s.sweep_id, s.label, s.created_at, s.tasks, "
+        "COALESCE(SUM(t.status = 'done'), 0) AS done, COALESCE(SUM(t.status = 'failed'), 0) AS failed "
+        "FROM sweeps s LEFT JOIN sweep_members m USING (sweep_id) LEFT JOIN sweep_tasks t USING (task_id) "
+        "GROUP BY s.sweep_id ORDER BY s.created_at DESC LIMIT ?"
+    )
+    with connect(path) as conn:
+        return [SweepProgress(**dict(r)) for r in conn.execute(sql, (int(limit),))]
+
+
+@dataclass(frozen=True)
+class RobustAccuracy:
+    """The per-example worst case at one budget, as AutoAttack reports it: of the `n` images every attack
+    tried covered, the share that no attack fooled within the budget (`robust_accuracy`), next to each
+    attack's own success rate on the correctly classified ones among them. Minimal-distortion attacks
+    count an image as fooled when their perturbation fits the budget in its norm."""
+
+    model: str
+    norm: str
+    budget: float
+    protocol_id: str
+    n: int
+    robust_accuracy: float
+    attacks: dict[str, float]
+
+
+def robust_accuracy(
+    *, protocol_id: str | None = None, dataset: str | None = None, path: str | os.PathLike | None = None
+) -> list[RobustAccuracy]:
+    """The worst case per (model, budget) for every budget a budgeted sweep task was held to, under one
+    protocol (default: every protocol with sweep tasks), from the per-example rows."""
+    where = "WHERE t.status = 'done'" + ("" if protocol_id is None else " AND t.protocol_id = ?")
+    args = [] if protocol_id is None else [protocol_id]
+    with connect(path) as conn:
+        groups = conn.execute(
+            f"SELECT DISTINCT t.model, t.protocol_id, t.norm, t.budget FROM sweep_tasks t {where} "
+            "AND t.budget IS NOT NULL ORDER BY t.model, t.norm, t.budget",
+            args,
+        ).fetchall()
+        result = [_worst_case(conn, *g) for g in groups]
+    return [r for r in result if r is not None and (dataset is None or _dataset_of(r.model) == dataset)]
+
+
+def _dataset_of(model: str) -> str | None:
+    try:
+        return get_spec(model).dataset
+    except InvalidParameterError:
+        return None
+
+
+def _worst_case(conn: sqlite3.Connection, model: str, protocol_id: str, norm: str, budget: float):
+    rows = conn.execute(
+        "SELECT t.attack, t.budget, e.image_id, e.label, e.clean_pred, e.success, e.l2, e.linf "
+        "FROM sweep_examples e JOIN sweep_tasks t USING (task_id) WHERE t.status = 'done' AND t.model = ? "
+        "AND t.protocol_id = ? AND (t.budget IS NULL OR (t.norm = ? AND ABS(t.budget - ?) < 1e-9))",
+        (model, protocol_id, norm, budget),
+    ).fetchall()
+    covered: dict[str, set[int]] = {}
+    fooled: dict[str, set[int]] = {}
+    correct: dict[int, bool] = {}
+    for r in rows:
+        within = r["budget"] is not None or (r["linf"] if norm == "linf" else r["l2"]) <= budget + 1e-9
+        covered.setdefault(r["attack"], set()).add(r["image_id"])
+        correct[r["image_id"]] = r["clean_pred"] == r["label"]
+        if r["success"] and correct[r["image_id"]] and within:
+            fooled.setdefault(r["attack"], set()).add(r["image_id"])
+    images = set.intersection(*covered.values()) if covered else set()
+    if not images:
+        return None
+    right = {i for i in images if correct[i]}
+    broken = set().union(*(fooled.get(a, set()) & images for a in covered))
+    rates = {a: len(fooled.get(a, set()) & right) / len(right) if right else 0.0 for a in sorted(covered)}
+    return RobustAccuracy(
+        model, norm, budget, protocol_id, len(images), len(right - broken) / len(images), rates
     )

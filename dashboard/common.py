@@ -1,4 +1,4 @@
-"""Shared view helpers: cached models and data, and one way to show a user-facing error."""
+"""Shared view helpers: cached models and data, one way to show a user-facing error, tables sized to\ntheir rows."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import torch
 from core import IntriguingError
 from core import models as zoo
 from core.data import load_mnist
+
+ROW_PX, HEADER_PX = 35, 38  # st.dataframe's row and header heights
 
 
 @st.cache_resource(show_spinner="Loading model ...")
@@ -32,3 +34,10 @@ def show_error(exc: Exception) -> None:
         st.error(str(exc), icon=":material/error:")
     else:
         st.error(f"Something went wrong: {type(exc).__name__}: {exc}", icon=":material/error:")
+
+
+def table(rows: list[dict], max_rows: int = 12, **kwargs) -> None:
+    """A dataframe tall enough for every row up to `max_rows` (no scroll box, no half-hidden last row);
+    longer tables scroll."""
+    height = HEADER_PX + ROW_PX * min(max(len(rows), 1), max_rows) + 3
+    st.dataframe(rows, hide_index=True, height=height, **kwargs)

@@ -23,6 +23,7 @@ from PIL import Image
 from core.attacks import ATTACKS, Param, attack_presets
 from core.lab import Frame, Outcome, SearchRound
 from core.pictures import perturbation_picture, to_uint8
+from dashboard.common import table
 from dashboard.direction_view import show_inside
 from dashboard.figure_buttons import figure_downloads
 from dashboard.url_state import bound, param_key
@@ -405,7 +406,7 @@ def show_outcome(
     with transfer_column:
         st.markdown("**Transfer: the adversarial image shown to the other models of this input domain**")
         if outcome.transfer:
-            st.dataframe(
+            table(
                 [
                     {
                         "model": row.model,
@@ -416,7 +417,7 @@ def show_outcome(
                     }
                     for row in outcome.transfer
                 ],
-                hide_index=True,
+                max_rows=20,
             )
             fooled = sum(row.fooled for row in outcome.transfer)
             st.caption(f"{fooled} of {len(outcome.transfer)} other models are fooled too.")

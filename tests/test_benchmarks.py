@@ -156,3 +156,19 @@ def test_dashboard_quick():
     start = result["starts"][0]
     assert start["healthy_s"] <= start["heading_s"] <= start["interactive_s"]
     assert positive(result["peak_rss_mb"])
+
+
+@pytest.mark.slow
+def test_sweep_quick(tmp_path):
+    """One process against Ray with 1 and 2 local workers, the writer, and the rendered scaling page."""
+    doc = tmp_path / "scaling.md"
+    result = run_script("sweep.py", "--doc", str(doc), timeout=600)
+    assert [r["workers"] for r in result["ray"]] == [1, 2]
+    grid = result["grid"]
+    every = grid["n"] * len(grid["models"]) * len(grid["attacks"])  # each contender did the whole grid
+    for row in (result["one_process"], result["tasks_in_process"], *result["ray"]):
+        assert row["examples"] == every and positive(row["examples_per_s"])
+    assert len(result["rows_per_example"]) == 6  # the issue's six attacks
+    assert all(positive(v) for v in result["rows_per_example"].values())
+    assert positive(result["writer_rows_per_s"]) and positive(result["imagenet"]["core_s"])
+    assert "--quick: the numbers mean nothing" in doc.read_text()

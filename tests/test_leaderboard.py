@@ -1,5 +1,6 @@
 """The leaderboard database: migrations, recording, the matrices, and many processes writing at once."""
 
+import json
 import multiprocessing
 import sqlite3
 
@@ -218,3 +219,84 @@ def test_leaderboard_page_fills_missing_cells(tmp_path, monkeypatch):
     filled = {(r.attack, r.model, r.n) for r in leaderboard.runs(source="dashboard")}
     assert {("deepfool", "fc10-1", 100), ("fgsm", "fc10-1", 100)} <= filled
     assert "Every shown cell has a run." in [c.value for c in at.caption]
+
+
+def _seed_sweep(path) -> None:
+    """A sweep of 3 tasks of which 2 landed: fgsm at linf 0.1 and deepfool on fc10-1, 4 images each."""
+    protocol = Protocol(n=4)
+    base = {
+        "cell_tasks": 1, "model": "fc10-1", "weights": "w", "params": "{}", "seed": None, "shard_start": 0,
+        "shard_stop": 4, "protocol": json.dumps(protocol.to_dict()), "protocol_id": protocol.fingerprint,
+        "scanned": 4, "model_calls": 1, "time_s": 0.1, "worker": "test",
+    }  # fmt: skip
+
+    def rows(success, linf):
+        return [
+            {"image_id": i, "label": 1, "clean_pred": 1, "success": s, "adv_pred": 2 if s else 1, "l2": d,
+             "linf": d, "rms": d / 28, "model_calls": 1, "time_s": 0.01}
+            for i, (s, d) in enumerate(zip(success, linf, strict=True))
+        ]  # fmt: skip
+
+    fgsm = {**base, "task_id": "t-fgsm", "cell_id": "c-fgsm", "attack": "fgsm", "norm": "linf", "budget": 0.1}
+    deepfool = {
+        **base,
+        "task_id": "t-df",
+        "cell_id": "c-df",
+        "attack": "deepfool",
+        "norm": None,
+        "budget": None,
+    }
+    leaderboard.register_sweep("s1", "fgsm,deepfool x fc10-1", ["t-fgsm", "t-df", "t-missing"], path=path)
+    assert leaderboard.record_task(fgsm, rows([1, 0, 0, 0], [0.1] * 4), path=path)
+    # deepfool fools all four, but only images 1 and 3 within linf 0.1
+    assert leaderboard.record_task(deepfool, rows([1, 1, 1, 1], [0.5, 0.05, 0.5, 0.1]), path=path)
+    assert not leaderboard.record_task(fgsm, rows([1, 1, 1, 1], [0.1] * 4), path=path)  # done: untouched
+
+
+def test_sweep_tasks_give_cell_runs_progress_and_the_worst_case(tmp_path):
+    path = tmp_path / "lb.sqlite"
+    _seed_sweep(path)
+    (worst,) = leaderboard.robust_accuracy(path=path)
+    assert (worst.model, worst.norm, worst.budget, worst.n) == ("fc10-1", "linf", 0.1, 4)
+    assert worst.robust_accuracy == 0.25  # image 2 survives: fgsm took 0, deepfool 1 and 3 within budget
+    assert worst.attacks == {"deepfool": 0.5, "fgsm": 0.25}
+    (progress,) = leaderboard.sweep_progress(path=path)
+    assert (progress.tasks, progress.done, progress.failed) == (3, 2, 0)
+    cells = {r.attack: r for r in leaderboard.runs(source="sweep", path=path)}
+    assert cells["fgsm"].success_rate == 0.25
+    assert cells["deepfool"].median_rms == pytest.approx(0.1 / 28)  # the lower middle, as torch's median
+    assert leaderboard.task_examples("t-fgsm", path=path)[0]["success"] == 1  # the second record was refused
+
+
+def test_leaderboard_page_empty_state_says_how_to_fill_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(leaderboard.DB_ENV, str(tmp_path / "fresh.sqlite"))
+    page = str(Path(__file__).resolve().parents[1] / "dashboard" / "views" / "leaderboard.py")
+    at = AppTest.from_file(page, default_timeout=120).run()
+    assert not at.exception
+    assert any("No MNIST runs recorded yet" in i.value and "intriguing sweep" in i.value for i in at.info)
+    assert not at.get("plotly_chart")  # no blank chart boxes
+
+
+def test_leaderboard_page_shows_sweep_progress_worst_case_and_n_in_every_cell(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    path = tmp_path / "lb.sqlite"
+    _seed_sweep(path)
+    monkeypatch.setenv(leaderboard.DB_ENV, str(path))
+    page = str(Path(__file__).resolve().parents[1] / "dashboard" / "views" / "leaderboard.py")
+    at = AppTest.from_file(page, default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [p.proto.text for p in at.get("progress")] == ["fgsm,deepfool x fc10-1: 2/3 tasks done"]
+    worst = at.dataframe[0].value
+    assert list(worst["robust accuracy"]) == [0.25] and list(worst["images (n)"]) == [4]
+    for chart in at.get("plotly_chart"):
+        cells = [t for row in json.loads(chart.proto.spec)["data"][0]["text"] for t in row if t]
+        assert cells and all("n=4" in t for t in cells)
+    at.radio(key="lb_dataset").set_value("imagenet").run()
+    assert not at.get("progress") and not at.get("plotly_chart")  # MNIST sweeps stay on the MNIST view

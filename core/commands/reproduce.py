@@ -53,6 +53,8 @@ def run(args) -> int:
         options["install"] = args.install
     if args.table == "table5" and args.models:
         options["models"] = tuple(args.models.split(","))
+    if args.on_ray is not None:
+        options["on_ray"] = _cluster(args)
     out = RESULTS_DIR if args.update_docs else Path(args.out) if args.out else run_folder(args.table)
     report, paths = run_experiment(args.table, out, **options)
     if args.update_docs:
@@ -63,6 +65,16 @@ def run(args) -> int:
         markdown(report) + "\nwritten: " + ", ".join(paths.values()),
     )
     return 0
+
+
+def _cluster(args):
+    """--on-ray: the table's attack work as a sweep on a local Ray ('local') or the cluster at ADDRESS."""
+    from core.errors import InvalidParameterError
+    from core.sweep import Cluster
+
+    if args.table != "table2":
+        raise InvalidParameterError("--on-ray runs table2's attacks as a sweep; other tables run here.")
+    return Cluster(address=None if args.on_ray == "local" else args.on_ray)
 
 
 def register(sub, common) -> None:
@@ -100,6 +112,14 @@ def register(sub, common) -> None:
         default=None,
         help="table5: comma-separated models (default cnn,mobilenet_v2,efficientnet_lite0, and alexnet "
         "when its trained weights are present)",
+    )
+    p.add_argument(
+        "--on-ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="table2: compute the examples as a resumable sweep on Ray (local, or auto / HOST:PORT / ray://)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

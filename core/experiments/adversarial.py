@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import leaderboard
+from core import leaderboard, sweep
 from core.attacks import AttackResult, gaussian_noise_baseline, make_attack
 from core.data import load_mnist, split_fingerprint
 from core.errors import InvalidParameterError
@@ -122,6 +122,49 @@ def lbfgs_examples(
             AttackResult.concat(results), name, source="reproduce", dataset=dataset, selection=selection
         )
     return Examples(name, xs, advs, ys, len(x), time.perf_counter() - start)
+
+
+def _attack_all_on_ray(
+    names: tuple[str, ...],
+    protocol: Protocol,
+    candidates: int,
+    params: dict,
+    cluster: sweep.Cluster,
+    progress,
+) -> dict[str, Examples]:
+    """The same L-BFGS examples as `_attack_all`, computed as a sweep (shards of BATCH images on Ray,
+    resumable, per-example rows and adversarial images kept in the leaderboard). The sweep attacks every
+    candidate; the images a model misclassified are dropped here, as `protocol` would drop them."""
+    every = replace(protocol, n=candidates, correct_only=False)
+    tasks = sweep.plan(
+        list(names), ["lbfgs"], protocol=every, shard_size=BATCH, params=params, keep_images=True
+    )
+    summary = sweep.execute(
+        tasks, path=cluster.path, address=cluster.address, workers=cluster.workers,
+        label=f"L-BFGS examples of {len(names)} models on {candidates} test images", progress=progress is True,
+    )  # fmt: skip
+    if summary.failed:
+        raise sweep.SweepError(
+            f"{len(summary.failed)} tasks failed, first: {next(iter(summary.failed.values()))}"
+        )
+    test = load_mnist(protocol.split)
+    examples = {}
+    for name in names:
+        rows = [
+            r
+            for t in tasks
+            if t.model == name
+            for r in leaderboard.task_examples(t.task_id, path=cluster.path)
+        ]
+        correct = [r for r in rows if r["clean_pred"] == r["label"]]
+        kept = [r for r in correct if r["success"]]
+        ids = torch.tensor([r["image_id"] for r in kept], dtype=torch.long)
+        x = test.images[ids]
+        x_adv = [torch.frombuffer(bytearray(r["x_adv"]), dtype=torch.float32) for r in kept]
+        x_adv = torch.stack(x_adv).reshape(x.shape) if kept else x
+        time_s = sum(r["time_s"] for r in rows)
+        examples[name] = Examples(name, x, x_adv, test.labels[ids], len(correct), time_s)
+    return examples
 
 
 def amplify(x: torch.Tensor, x_adv: torch.Tensor, target_rms: float) -> torch.Tensor:
@@ -276,15 +319,20 @@ def transfer_report(
     full_search: bool = False,
     device=None,
     progress: bool | Callable[[float, str], None] = True,
+    on_ray: sweep.Cluster | None = None,
 ) -> Report:
     """Examples made for each model fed to every model (error induced), Gaussian-noise rows, and with
-    `amplify_rms` the same examples with their perturbation rescaled to that RMS."""
+    `amplify_rms` the same examples with their perturbation rescaled to that RMS. With `on_ray` the
+    examples are computed as a sweep on that Ray cluster."""
     start = time.perf_counter()
     params = lbfgs_params(full_search)
     protocol = experiment_protocol(n, seed)
     x, y = candidate_images(protocol)
     models = _load_all(names, device)
-    examples = _attack_all(models, protocol, params, progress)
+    if on_ray is None:
+        examples = _attack_all(models, protocol, params, progress)
+    else:
+        examples = _attack_all_on_ray(names, protocol, len(x), params, on_ray, progress)
     cols = [paper.LABELS.get(m, m) for m in names]
     rows: list[dict] = []
 

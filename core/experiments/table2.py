@@ -8,7 +8,10 @@ from core.experiments.adversarial import transfer_report
 from core.experiments.report import Report
 
 
-def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True) -> Report:
+def run(
+    n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True, on_ray=None
+) -> Report:
+    """`on_ray`: a `core.sweep.Cluster` to compute the L-BFGS examples on (None: in this process)."""
     return transfer_report(
         "table2",
         "Table 2: cross-model generalisation of adversarial examples (error induced)",
@@ -22,4 +25,5 @@ def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, pr
         full_search=full_search,
         device=device,
         progress=progress,
+        on_ray=on_ray,
     )

@@ -1,4 +1,6 @@
-"""Leaderboard: which attack works best on which net, from every run recorded (CLI, dashboard, reports)."""
+"""Leaderboard: which attack works best on which net, from every run recorded (CLI, dashboard, reports,
+sweeps): the worst case per image over every attack tried, each attack's matrices with n in every cell,
+and the progress of recent sweeps. MNIST and ImageNet are never mixed."""
 
 from __future__ import annotations
 
@@ -6,27 +8,44 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import IntriguingError, leaderboard
-from core.attacks import ATTACKS, is_budgeted
+from core.attacks import ATTACKS, format_eps, is_budgeted
 from core.models import get_spec, usable_models
 from core.protocol import Protocol
-from dashboard.common import model_names, show_error
+from dashboard.common import model_names, show_error, table
 
 DEFAULT_BUDGET = ("linf", 0.1)
-
+DOMAINS = {"mnist": "MNIST", "imagenet": "ImageNet"}
+SWEEP_EXAMPLE = (
+    "intriguing sweep --models fc100-100-10,fc10-1e-2 --attacks fgsm,pgd,deepfool --eps 0.05,0.1 --n 100"
+)
 st.title("Leaderboard")
 st.caption(
-    "Every attack run is recorded in a local SQLite database. A cell shows the run over the most images for "
-    f"its attack and model (the newest among equals). Database: `{leaderboard.default_path()}`"
+    "Every attack run is recorded in a local SQLite database; numbers are compared only between runs on "
+    "images chosen the same way (one evaluation protocol), and every cell shows how many images it "
+    f"measured (n). Database: `{leaderboard.default_path()}`"
 )
 
 
 def heatmap(matrix: leaderboard.Matrix, fmt: str, colorscale: str, key: str) -> None:
-    if not matrix.attacks or not matrix.models:
-        st.info("No runs recorded for this selection yet; fill some cells below.")
-        return
+    """The matrix with its value and n in every cell; no chart at all when no shown cell has a run."""
     z = [[matrix.values[a][m] for m in matrix.models] for a in matrix.attacks]
-    text = [["" if v is None else format(v, fmt) for v in row] for row in z]
+    if all(v is None for row in z for v in row):
+        st.caption("No run yet for these attacks and models: fill the cells below, or run a sweep.")
+        return
     runs = [[matrix.cells.get(a, {}).get(m) for m in matrix.models] for a in matrix.attacks]
+
+    def label(attack: str, model: str, value: float | None, run: leaderboard.Run | None) -> str:
+        if value is None or run is None:
+            return ""
+        warn = (
+            " ⚠" if matrix.flagged.get(attack, {}).get(model) else ""
+        )  # an indicator of attack failure fired
+        return f"{format(value, fmt)}{warn}<br>n={run.n}"
+
+    text = [
+        [label(a, m, v, r) for m, v, r in zip(matrix.models, zrow, rrow, strict=True)]
+        for a, zrow, rrow in zip(matrix.attacks, z, runs, strict=True)
+    ]
     hover = [[f"n={r.n}, {r.source}, {r.created_at[:16]}" if r else "no run" for r in row] for row in runs]
     fig = go.Figure(
         go.Heatmap(
@@ -42,7 +61,10 @@ def heatmap(matrix: leaderboard.Matrix, fmt: str, colorscale: str, key: str) -> 
 
 try:
     all_models = usable_models(model_names())
-    dataset = st.radio("Domain", ("mnist", "imagenet"), horizontal=True, key="lb_dataset")
+    dataset = st.radio(
+        "Domain", tuple(DOMAINS), format_func=DOMAINS.get, horizontal=True, key="lb_dataset",
+        help="MNIST and ImageNet runs are never shown together.",
+    )  # fmt: skip
     source = st.selectbox("Recorded by", ("all", *leaderboard.SOURCES[:-1]), key="lb_source")
     source = None if source == "all" else source
     domain_models = [m for m in all_models if get_spec(m).dataset == dataset]
@@ -63,9 +85,49 @@ try:
     chosen_protocol = known[protocol_id].protocol if protocol_id in known else Protocol()
     distortion = leaderboard.distortion_matrix(dataset=dataset, source=source, protocol_id=protocol_id)
     budgets = leaderboard.budgets(protocol_id=protocol_id)
+    sweeps = leaderboard.sweep_progress(limit=5)
+    worst = leaderboard.robust_accuracy(protocol_id=protocol_id, dataset=dataset)
+    empty = not leaderboard.runs(dataset=dataset, limit=1)
 except IntriguingError as exc:
     show_error(exc)
     st.stop()
+
+if empty:
+    how = (
+        f"Fill cells with the button below (MNIST test images), or from a terminal: `{SWEEP_EXAMPLE}`; "
+        "every attack run in the Attack Lab and the Validate page lands here too."
+        if dataset == "mnist"
+        else "ImageNet runs come from the Attack Lab and the Validate page (attack a photo there)."
+    )
+    st.info(f"No {DOMAINS[dataset]} runs recorded yet. {how}", icon=":material/leaderboard:")
+
+if sweeps and dataset == "mnist":
+    st.subheader("Sweeps")
+    for swept in sweeps:
+        failed = f", {swept.failed} failed" if swept.failed else ""
+        text = f"{swept.label or swept.sweep_id}: {swept.done}/{swept.tasks} tasks done{failed}"
+        st.progress(swept.done / swept.tasks, text=text)
+
+st.subheader("Robust accuracy: the worst case per image")
+if worst:
+    attacks = sorted({a for w in worst for a in w.attacks})
+    table(
+        [
+            {
+                "model": w.model, "budget": f"{w.norm} {format_eps(w.budget, w.norm)}", "images (n)": w.n,
+                "robust accuracy": w.robust_accuracy, **{a: w.attacks.get(a) for a in attacks},
+            }
+            for w in worst
+        ],
+        column_config={c: st.column_config.NumberColumn(format="percent") for c in ["robust accuracy", *attacks]},
+    )  # fmt: skip
+    st.caption(
+        "Robust accuracy: the share of images that no attack tried fooled within the budget (a minimal-"
+        "distortion attack counts where its perturbation fits the budget). The attack columns are each "
+        "attack's own success rate on the same images. From sweeps' per-example rows."
+    )
+else:
+    st.caption(f"No sweep has per-example rows under this protocol yet. From a terminal: `{SWEEP_EXAMPLE}`")
 
 minimal = [a for a in ATTACKS if not is_budgeted(a)]
 budgeted = [a for a in ATTACKS if is_budgeted(a)]
@@ -85,7 +147,7 @@ norm, eps = st.selectbox(
     "Budget",
     choices,
     index=choices.index(DEFAULT_BUDGET),
-    format_func=lambda b: f"{b[0]} eps {b[1]:g}",
+    format_func=lambda b: f"{b[0]} eps {format_eps(b[1], b[0])}",
     key="lb_budget",
 )
 success = leaderboard.success_matrix(norm, eps, dataset=dataset, source=source, protocol_id=protocol_id)
@@ -129,7 +191,7 @@ else:
         st.rerun()
 
 with st.expander("Recent runs"):
-    st.dataframe(
+    table(
         [
             {
                 "date": r.created_at[:19], "model": r.model, "attack": r.attack, "n": r.n,
@@ -138,5 +200,5 @@ with st.expander("Recent runs"):
             }
             for r in leaderboard.runs(dataset=dataset, source=source, limit=100)
         ],
-        hide_index=True,
+        column_config={"success": st.column_config.NumberColumn(format="percent")},
     )  # fmt: skip
