@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from core.attacks import make_attack
+from core.attacks import Param, make_attack
+from core.attacks.spec import seed_param
 from core.errors import InvalidParameterError
 from core.indicators import INDICATORS, extra_checks, fired, run_checked
 from core.models import list_models, model_status
@@ -234,9 +235,25 @@ def _verdict(undefended: float, row: DefenceRow, clean_bare: float, margin: floa
     return "Does not help: a standard attack already breaks it." + note
 
 
+PRESETS = ("bits:1", "bits:2", "bits:3", "median:2", "median:3", "jpeg:50", "jpeg:75", "jpeg:90")
+DEFAULT_PRESETS = ("bits:1", "bits:2", "median:3", "jpeg:75")  # one of each kind, and the strongest squeeze
+# What an interactive evaluation may ask (the dashboard's inputs): MNIST, a budget up to the paper-scale 0.5,
+# and at most 2000 images so that an evaluation stays within minutes on a CPU.
+SETTINGS: tuple[Param, ...] = (
+    Param("attack", str, "pgd", "Attack", "PGD iterates; FGSM takes one signed gradient step.",
+          choices=("pgd", "fgsm")),
+    Param("eps", float, 0.2, "Linf budget (eps)", "Largest change of any pixel (pixel scale [0, 1]).",
+          low=0.01, high=0.5, step=0.01, budget=True),
+    Param("steps", int, 20, "PGD steps", "Iterations of PGD (FGSM takes one).", low=1, high=200),
+    Param("n", int, 100, "MNIST test images", "The first n test images, the same for every defence.",
+          low=10, high=2000, step=10),
+    seed_param("PGD's random start"),
+)  # fmt: skip
+
+
 def check_attack_params(attack: str, eps: float, steps: int, norm: str) -> dict[str, Any]:
     """Validated parameters of the budgeted attack used against the defences."""
-    check_choice("attack", attack, ("pgd", "fgsm"))
+    check_choice("attack", attack, SETTINGS[0].choices)
     eps = check_float("eps", eps, low=0.0, high=1.0 if norm == "linf" else 100.0, strict_low=True)
     if attack == "fgsm":
         if norm != "linf":

@@ -9,6 +9,10 @@ from typing import Any
 
 from core.errors import InvalidParameterError
 
+SEED_MAX = (
+    2**31 - 1
+)  # the largest seed: every generator here takes it, and a browser's number widget shows it exactly
+
 
 def check_float(
     name: str, value: Any, *, low: float | None = None, high: float | None = None, strict_low: bool = False

@@ -20,13 +20,13 @@ import streamlit as st
 from matplotlib.figure import Figure
 from PIL import Image
 
-from core.attacks import ATTACKS, Param, attack_presets
+from core.attacks import ATTACKS, attack_presets
 from core.lab import Frame, Outcome, SearchRound
 from core.pictures import perturbation_picture, to_uint8
 from dashboard.common import table
 from dashboard.direction_view import show_inside
 from dashboard.figure_buttons import figure_downloads
-from dashboard.url_state import bound, param_key
+from dashboard.url_state import param_key, param_widget
 
 # Attacks in the order offered (only those the engine has are shown); the paper's first.
 ATTACK_TITLES = {
@@ -58,33 +58,6 @@ def attack_title(name: str) -> str:
     return ATTACK_TITLES.get(name, name)
 
 
-def _param_widget(p: Param, default, key: str, norm: str | None):
-    """One widget for one spec'd parameter: its label, help and bounds come from the engine's spec."""
-    if p.kind is bool:
-        return st.checkbox(p.label, value=bool(default), help=p.help, **bound(key))
-    if p.kind is str:
-        return st.selectbox(p.label, p.choices, index=p.choices.index(default), help=p.help, **bound(key))
-    high = p.upper(norm)
-    if p.kind is int:
-        return st.number_input(
-            p.label, min_value=int(p.low or 0), max_value=None if high is None else int(high),
-            value=default, step=1, help=p.help, **bound(key),
-        )  # fmt: skip
-    low = float(p.low) if p.low is not None else None
-    fmt = "%.4g" if p.step is None else "%.4f"
-    value = None if default is None else float(default)
-    return st.number_input(
-        p.label,
-        min_value=low,
-        max_value=high,
-        value=value,
-        step=p.step,
-        format=fmt,
-        help=p.help,
-        **bound(key),
-    )
-
-
 def attack_parameters(name: str, dataset: str, prefix: str = "lab") -> dict:
     """One widget per parameter of the attack's spec (defaults from the engine, its presets on ImageNet),
     out-of-range values impossible, each bound to the URL; returns the chosen parameters. The seed is the
@@ -94,7 +67,7 @@ def attack_parameters(name: str, dataset: str, prefix: str = "lab") -> dict:
     for p in ATTACKS[name].PARAMS:
         if p.seed:
             continue
-        value = _param_widget(
+        value = param_widget(
             p, defaults[p.name], param_key(prefix, dataset, name, p.name), params.get("norm")
         )
         if value is not None:

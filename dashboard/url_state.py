@@ -10,6 +10,7 @@ Values are only ever compared with known options or parsed as numbers: nothing i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
@@ -41,6 +42,12 @@ def choice(options: Iterable[Any], format_func: Callable[[Any], str] = str) -> C
         return text
 
     return check
+
+
+def several(options: Iterable[str]) -> Check:
+    """One value of a multiselect (the key repeats, one value each); empty is an empty selection."""
+    pick = choice(options)
+    return lambda text: text if text == "" else pick(text)
 
 
 def integer(low: int, high: int | None) -> Check:
@@ -87,6 +94,33 @@ def attack_parameter_checks(prefix: str, datasets: Sequence[str]) -> dict[str, C
     }
 
 
+def param_widget(p: Param, default: Any, key: str, norm: str | None = None, disabled: bool = False) -> Any:
+    """One widget for one spec'd parameter, bound to the URL: its label, help and bounds come from the
+    engine's spec."""
+    common = dict(help=p.help, disabled=disabled, **bound(key))
+    if p.kind is bool:
+        return st.checkbox(p.label, value=bool(default), **common)
+    if p.kind is str:
+        return st.selectbox(p.label, p.choices, index=p.choices.index(default), **common)
+    high = p.upper(norm)
+    if p.kind is int:
+        return st.number_input(
+            p.label, min_value=int(p.low or 0), max_value=None if high is None else int(high),
+            value=default, step=int(p.step or 1), **common,
+        )  # fmt: skip
+    low = float(p.low) if p.low is not None else None
+    fmt = "%.4g" if p.step is None else "%.4f"
+    value = None if default is None else float(default)
+    return st.number_input(
+        p.label, min_value=low, max_value=high, value=value, step=p.step, format=fmt, **common
+    )
+
+
+def spec_checks(prefix: str, spec: Iterable[Param]) -> dict[str, Check]:
+    """Checks for the widgets `param_widget` draws for a spec, keys `{prefix}_{name}`."""
+    return {f"{prefix}_{p.name}": parameter(p) for p in spec}
+
+
 def param_key(prefix: str, dataset: str, attack: str, param: str) -> str:
     """The widget key (and query parameter) of one attack parameter on one input domain."""
     return f"{prefix}_{dataset}_{attack}_{param}"
@@ -104,33 +138,58 @@ def _forget(key: str) -> None:
         getattr(params, "_initial_query_params", {}).pop(key, None)
 
 
-def accept_link(checks: Mapping[str, Check]) -> list[str]:
-    """Check this page's query parameters before its widgets read them: drop unknown and unusable ones and
-    show one notice. Returns the names of the settings reset (unknown names are counted, not echoed)."""
-    reset, unknown = [], 0
-    for key in list(st.query_params):
-        if key.lower() in STREAMLIT_OWN:
-            continue
-        check = checks.get(key)
-        value = st.query_params.get(key, "")
+@dataclass
+class LinkNotice:
+    """The one notice of a page's link: checks made as the page learns what a value may be (a unit index
+    needs the layer's width) add to the notice the first checks drew at the top of the page."""
+
+    slot: Any
+    reset: list[str] = field(default_factory=list)
+    unknown: int = 0
+
+    def judge(self, key: str, check: Check | None) -> None:
+        """Keep the query parameter `key` when every value it holds passes `check`; forget it otherwise."""
         try:
             if check is None:
-                unknown += 1
+                self.unknown += 1
                 raise ValueError("unknown")
-            if len(value) > MAX_LENGTH:
-                raise ValueError("too long")
-            check(value)
+            for value in st.query_params.get_all(key):  # a multiselect's values repeat the key
+                if len(value) > MAX_LENGTH:
+                    raise ValueError("too long")
+                check(value)
         except (IntriguingError, ValueError, TypeError, OverflowError):
             if check is not None:
-                reset.append(key)
+                self.reset.append(key)
             _forget(key)
-    if reset or unknown:
-        parts = [f"`{key}`" for key in reset]
-        if unknown:
-            parts.append(f"{unknown} unknown setting{'s' if unknown > 1 else ''}")
-        st.warning(
+
+    def check_later(self, key: str, check: Check) -> None:
+        """Check `key` (left out of `accept_link`'s first pass) now that the page can say what it may be."""
+        if key in st.query_params:
+            self.judge(key, check)
+            self.show()
+
+    def show(self) -> None:
+        if not (self.reset or self.unknown):
+            return
+        parts = [f"`{key}`" for key in self.reset]
+        if self.unknown:
+            parts.append(f"{self.unknown} unknown setting{'s' if self.unknown > 1 else ''}")
+        self.slot.warning(
             f"This link held values the page cannot use ({', '.join(parts)}); they were replaced by the "
             "defaults.",
             icon=":material/link_off:",
         )
-    return reset
+
+
+def accept_link(checks: Mapping[str, Check], later: Iterable[str] = ()) -> LinkNotice:
+    """Check this page's query parameters before its widgets read them: drop unknown and unusable ones and
+    show one notice naming the settings reset (unknown names are counted, not echoed). The keys in `later`
+    are left for `LinkNotice.check_later`."""
+    notice = LinkNotice(st.empty())
+    deferred = set(later)
+    for key in list(st.query_params):
+        if key.lower() in STREAMLIT_OWN or key in deferred:
+            continue
+        notice.judge(key, checks.get(key))
+    notice.show()
+    return notice

@@ -90,7 +90,7 @@ def test_page_renders_and_follows_the_unit_slider_and_the_seed_button(tmp_path, 
     monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path))  # cold caches: the progress bar really runs
     clear_memory()
     at = AppTest.from_file(str(PAGE), default_timeout=180)
-    at.session_state["unit_judge"] = "pixels"  # the default judge (cnn:fc1) is exercised by the slow CLI test
+    at.session_state["judge"] = "pixels"  # the default judge (cnn:fc1) is exercised by the slow CLI test
     at.run()
     assert not at.exception and not at.error
     before = _captions(at)
@@ -100,7 +100,7 @@ def test_page_renders_and_follows_the_unit_slider_and_the_seed_button(tmp_path, 
     assert any("Mann-Whitney" in m.value for m in at.markdown)
     assert sum("p = " in m.value for m in at.markdown) == 3  # one verdict per score
 
-    at.slider(key="unit_index").set_value(6).run()
+    at.slider(key="unit").set_value(6).run()
     after = _captions(at)
     assert not at.exception
     assert after[0].startswith("unit 6 ·") and after[0] != before[0]
@@ -115,18 +115,18 @@ def test_page_renders_and_follows_the_unit_slider_and_the_seed_button(tmp_path, 
     assert shared().endswith("8/8 with v's.")  # a = 90 degrees: the random direction itself
 
     at.button[0].click().run()
-    assert at.session_state.unit_seed == 1
+    assert at.session_state.seed == 1
     assert any(c.startswith("random direction 0 (seed 1)") for c in _captions(at))
 
 
 def test_direction_lab_follows_a_link_optimises_live_and_scores_the_arms():
     at = AppTest.from_file(str(PAGE), default_timeout=240)
     at.query_params.update({"model": "fc100-100-10", "layer": "hidden1", "direction": "random:3"})
-    at.session_state["unit_judge"] = "pixels"
-    at.session_state["fv_steps"] = 16
+    at.session_state["judge"] = "pixels"
+    at.session_state["steps"] = 16
     at.run()
     assert not at.exception and not at.error
-    assert at.selectbox[1].value == "hidden1" and at.text_input(key="fv_direction").value == "random:3"
+    assert at.selectbox[1].value == "hidden1" and at.text_input(key="direction").value == "random:3"
     at.button(key="fv_go").click().run()
     assert not at.exception
     assert any(c.value.startswith("finished after 16 steps") for c in at.caption)
@@ -137,21 +137,11 @@ def test_direction_lab_follows_a_link_optimises_live_and_scores_the_arms():
     assert not at.exception and any("R^alpha" in c.value for c in at.caption)
 
 
-def test_a_hostile_link_is_ignored_with_a_warning():
-    at = AppTest.from_file(str(PAGE), default_timeout=180)
-    at.query_params.update({"model": "<script>", "layer": "x" * 500, "direction": "unit:99999"})
-    at.session_state["unit_judge"] = "pixels"
-    at.run()
-    assert not at.exception
-    assert len(at.warning) >= 2  # model and layer fall back to the defaults
-    assert any("out of range" in e.value for e in at.error)  # the direction, shown as a clear error
-
-
 @pytest.mark.slow
 def test_direction_lab_shows_mobilenet_on_the_generated_sample_photos():
     at = AppTest.from_file(str(PAGE), default_timeout=300)
     at.query_params.update({"model": "mobilenet_v2", "layer": "block13"})
-    at.session_state["fv_steps"] = 8
+    at.session_state["steps"] = 8
     at.run()
     assert not at.exception and not at.error
     assert any("p = " in m.value for m in at.markdown)  # 80 sample photos: enough for a verdict at k = 4

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InvalidParameterError
-from core.validation import check_choice, check_float, check_int
+from core.validation import SEED_MAX, check_choice, check_float, check_int
 
 DATASETS = ("mnist", "imagenet")
 
@@ -101,7 +101,13 @@ def norm_param() -> Param:
 
 def seed_param(what: str) -> Param:
     return Param(
-        "seed", int, 0, "Seed", f"Seed of the {what}; the same seed gives the same result.", seed=True
+        "seed",
+        int,
+        0,
+        "Seed",
+        f"Seed of the {what}; the same seed gives the same result.",
+        high=SEED_MAX,
+        seed=True,
     )
 
 

@@ -20,7 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from core import leaderboard, sweep
-from core.attacks import AttackResult, gaussian_noise_baseline, make_attack
+from core.attacks import AttackResult, Param, gaussian_noise_baseline, make_attack
+from core.attacks.spec import seed_param
 from core.data import load_mnist, split_fingerprint
 from core.errors import InvalidParameterError
 from core.experiments import paper
@@ -304,6 +305,13 @@ def protocol_record(protocol: Protocol) -> dict:
 
 
 # ------------------------------------------------------------------------------ Tables 2 and 4
+
+# A recompute on a subset (the dashboard's): at most 500 images, so that it stays within minutes on a CPU.
+SUBSET: tuple[Param, ...] = (
+    Param("n", int, 30, "test images", "The subset of MNIST test images each model is attacked on.",
+          low=5, high=500, step=5),
+    seed_param("subset of test images"),
+)  # fmt: skip
 
 
 def transfer_report(

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from core.attacks import Param
 from core.errors import CheckpointError, InvalidParameterError, WeightsMissingError
 from core.models import get_spec, imagenet, model_status
 from core.provenance import versions
@@ -33,6 +34,9 @@ SCORES = ("purity", "entropy", "cosine")
 CONFIDENCE = 0.95
 IMAGENET_JUDGE_LAYER = "pool"  # the penultimate, globally pooled features (1280-d in both ImageNet networks)
 MIN_IMAGES_PER_K = 20  # held-out images per top-k slot below which no verdict is given
+# The images shown and scored per direction in the Direction Lab: pairs at least (the cosine score), at most
+# two rows' worth; 4 on photo sets, which are small (80 sample crops: a verdict needs 20 images per slot).
+TOP_K = Param("k", int, 8, "k", "Held-out images shown and scored per direction.", low=2, high=16, imagenet=4)
 UNIT_DEFINITION = "fully connected: one neuron; convolutional: one channel, averaged over space"
 
 

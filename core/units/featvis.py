@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.attacks import Param
 from core.errors import InvalidParameterError
 from core.models import get_spec, layer_modules, load
 from core.units.activations import check_layer, units_at
@@ -45,12 +46,16 @@ START_K = 9  # held-out images averaged into the start image
 _COLOUR = _COLOUR_SQRT / _COLOUR_SQRT.norm(dim=0).max()
 
 
+STEPS = Param("steps", int, 256, "Steps", "Optimisation steps of the synthesised input.", low=1, high=10_000,
+              step=32)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Settings:
     """How one feature visualisation is optimised (JSON-able through `as_dict`)."""
 
     parameterisation: str  # "pixels" or "fourier"
-    steps: int = 256
+    steps: int = STEPS.default
     lr: float = 0.05
     seed: int = 0
     smoothness: float = 0.0  # total-variation weight, relative to the activation (pixels only)
@@ -63,7 +68,7 @@ class Settings:
         return dict(self.__dict__)
 
 
-def default_settings(dataset: str, steps: int = 256, seed: int = 0) -> Settings:
+def default_settings(dataset: str, steps: int = STEPS.default, seed: int = 0) -> Settings:
     """The preset for a model's input domain: pixels for MNIST digits, Fourier for ImageNet photos."""
     if dataset == "mnist":
         return Settings("pixels", steps=steps, seed=seed, lr=0.05, smoothness=0.3, jitter=2.0)
@@ -73,8 +78,7 @@ def default_settings(dataset: str, steps: int = 256, seed: int = 0) -> Settings:
 def _check(settings: Settings, shape: tuple[int, ...]) -> None:
     if settings.parameterisation not in ("pixels", "fourier"):
         raise InvalidParameterError(f"Unknown parameterisation {settings.parameterisation!r}.")
-    if not 1 <= settings.steps <= 10_000:
-        raise InvalidParameterError(f"steps must lie in 1..10000, got {settings.steps}.")
+    STEPS.check(settings.steps)
     numbers = (settings.lr, settings.smoothness, settings.jitter, settings.scale, settings.degrees)
     if not all(math.isfinite(v) and v >= 0 for v in numbers) or settings.lr == 0:
         raise InvalidParameterError("lr must be positive and the penalties and transforms non-negative.")

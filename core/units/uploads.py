@@ -25,8 +25,7 @@ from core.units.images import write_sample_folder
 
 MAX_MEMBERS = 5_000
 MAX_TOTAL_BYTES = 200 * 2**20
-SAMPLE_CROPS = 20  # per photo: 4 photos x 20 crops = 80 images, enough for a verdict at k = PHOTO_K
-PHOTO_K = 4  # the Direction Lab's default k for photo sets, which are small
+SAMPLE_CROPS = 20  # per photo: 4 photos x 20 crops = 80 images, enough for a verdict at the photo sets' k
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 

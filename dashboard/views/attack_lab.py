@@ -20,6 +20,7 @@ from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.lab import LiveRun, conclude, make_lab_attack, predict, source_id
 from core.models import class_names, get_spec, same_domain_models, usable_models
 from core.pictures import digit_picture, to_uint8
+from core.validation import SEED_MAX
 from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.lab_view import (
@@ -38,7 +39,6 @@ GOALS = ("untargeted", "targeted")
 # faster than a browser follows, or the attack at full speed with a frame at most every 0.1 s.
 LIVE_MODES = {"every step": (0.0, 0.04), "real time": (0.1, 0.0)}
 DEFAULT_MODEL = "fc100-100-10"
-SEED_MAX = 2**31 - 1
 
 
 def target_name(classes, c: int) -> str:

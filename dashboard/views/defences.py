@@ -7,9 +7,10 @@ import streamlit as st
 
 from core import IntriguingError, defences
 from core.models import get_spec, usable_models
+from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
+from dashboard.url_state import bound, param_widget
 
-PRESETS = ("bits:1", "bits:2", "bits:3", "median:2", "median:3", "jpeg:50", "jpeg:75", "jpeg:90")
 COLUMNS = {
     "clean_accuracy": ("clean", "#9aa5b1"),
     "robust_transfer": ("transfer from bare model", "#8fb8de"),
@@ -25,23 +26,29 @@ st.caption(
 )
 
 mnist_models = [m for m in usable_models(model_names()) if get_spec(m).dataset == "mnist"]
+url_state.accept_link(
+    {
+        "def_model": url_state.choice(mnist_models),
+        "def_transforms": url_state.several(defences.PRESETS),
+        **url_state.spec_checks("def", defences.SETTINGS),
+    }
+)
+inputs = {p.name: p for p in defences.SETTINGS}
 left, right = st.columns(2, gap="large")
 with left:
     default = mnist_models.index("fc100-100-10") if "fc100-100-10" in mnist_models else 0
-    model_name = st.selectbox("Model", mnist_models, index=default, key="def_model")
+    model_name = st.selectbox("Model", mnist_models, index=default, **bound("def_model"))
     chosen = st.multiselect(
-        "Input transformations",
-        PRESETS,
-        default=["bits:1", "bits:2", "median:3", "jpeg:75"],
-        key="def_transforms",
+        "Input transformations", defences.PRESETS, default=defences.DEFAULT_PRESETS, **bound("def_transforms")
     )
+    seed = param_widget(inputs["seed"], inputs["seed"].default, "def_seed")
 with right:
-    attack = st.radio("Attack", ("pgd", "fgsm"), horizontal=True, key="def_attack")
-    eps = st.slider("Linf budget (eps)", 0.01, 0.5, 0.2, 0.01, key="def_eps")
-    steps = st.number_input("PGD steps", 1, 200, 20, key="def_steps", disabled=attack == "fgsm")
-    n = st.number_input("MNIST test images", 10, 2000, 100, step=10, key="def_n")
+    attack = param_widget(inputs["attack"], inputs["attack"].default, "def_attack")
+    eps = param_widget(inputs["eps"], inputs["eps"].default, "def_eps")
+    steps = param_widget(inputs["steps"], inputs["steps"].default, "def_steps", disabled=attack == "fgsm")
+    n = param_widget(inputs["n"], inputs["n"].default, "def_n")
 
-settings = dict(attack=attack, eps=float(eps), steps=int(steps), norm="linf", seed=0)
+settings = dict(attack=attack, eps=float(eps), steps=int(steps), norm="linf", seed=int(seed))
 key = (model_name, tuple(chosen), tuple(settings.items()), int(n))
 if st.button("Evaluate", type="primary", icon=":material/security:", key="def_go"):
     bar = st.progress(0.0, text="starting")

@@ -9,7 +9,9 @@ import streamlit as st
 
 from core import IntriguingError
 from core.experiments import read_card, table5
+from dashboard import url_state
 from dashboard.common import show_error
+from dashboard.url_state import bound
 
 st.title("Robustness")
 st.caption(
@@ -20,6 +22,8 @@ st.caption(
 
 st.subheader("Lipschitz bounds per layer (Table 5)")
 card = st.session_state.get("rb_table5") or read_card("table5")
+models = list(dict.fromkeys(r["model"] for r in card["rows"])) if card else []
+url_state.accept_link({"rb_model": url_state.choice(models)})
 if card is None:
     st.info("No stored result: run `intriguing reproduce table5`, or compute the MNIST CNN's bounds here.")
     if st.button("Compute for the MNIST CNN (20 images)", key="rb_go", icon=":material/calculate:"):
@@ -35,8 +39,7 @@ if card is None:
             st.rerun()
 else:
     rows = card["rows"]
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    model = st.radio("Network", models, horizontal=True, key="rb_model")
+    model = st.radio("Network", models, horizontal=True, **bound("rb_model"))
     layers = [r for r in rows if r["model"] == model and r["layer"] != "network"]
     whole = next(r for r in rows if r["model"] == model and r["layer"] == "network")
     if not whole.get("trained", True):

@@ -8,8 +8,11 @@ import streamlit as st
 
 from core import IntriguingError, figures
 from core.experiments import read_card, table2, table2_imagenet, table4
+from core.experiments.adversarial import SUBSET
+from dashboard import url_state
 from dashboard.common import show_error
 from dashboard.figure_buttons import figure_downloads
+from dashboard.url_state import param_widget
 
 TABLES = {
     "table2": ("Table 2: across models", table2.run),
@@ -62,6 +65,9 @@ def caption(card: dict, origin: str) -> str:
     )
 
 
+url_state.accept_link(
+    {key: check for name in TABLES for key, check in url_state.spec_checks(f"tr_{name}", SUBSET).items()}
+)
 for name, (title, compute) in TABLES.items():
     st.subheader(title)
     fresh = st.session_state.get(f"tr_{name}")
@@ -77,14 +83,16 @@ for name, (title, compute) in TABLES.items():
         )
     with st.expander("Recompute on a small subset", expanded=card is None):
         cols = st.columns(3)
-        n = cols[0].number_input("test images", 5, 500, 30, step=5, key=f"tr_n_{name}")
-        seed = cols[1].number_input("seed", 0, 10_000, 0, key=f"tr_seed_{name}")
+        chosen = {}
+        for column, p in zip(cols, SUBSET, strict=False):
+            with column:
+                chosen[p.name] = param_widget(p, p.default, f"tr_{name}_{p.name}")
         if cols[2].button("Recompute", key=f"tr_go_{name}", icon=":material/refresh:"):
             bar = st.progress(0.0, text="starting")
             try:
                 report = compute(
-                    n=int(n),
-                    seed=int(seed),
+                    n=int(chosen["n"]),
+                    seed=int(chosen["seed"]),
                     progress=lambda f, t, bar=bar: bar.progress(min(f, 1.0), text=t),
                 )
             except IntriguingError as exc:

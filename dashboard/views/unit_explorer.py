@@ -1,7 +1,9 @@
 """Direction Lab: the held-out images that most activate single units, beside those of random directions
 (Szegedy et al., Figures 1 and 2); the input synthesised for any direction, live; units against random and
 learned directions, scored; and the unit basis rotated step by step towards a random rotation.
-Opens with a direction selected from the URL: ?model=cnn&layer=fc1&direction=unit:3."""
+Every input lives in the URL (dashboard.url_state): ?model=cnn&layer=fc1&direction=unit:3 opens a direction
+(the Attack Lab links so); unit, seed, k, steps and judge too. The held-out photos of an ImageNet model (an
+upload, a folder on this machine) are not: a link never names a file to read."""
 
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import IntriguingError, figures, units
+from core.attacks.spec import seed_param
 from core.models import get_spec
-from core.units import arms, uploads
+from core.units import arms, featvis
+from core.units.coherence import TOP_K
+from dashboard import url_state
 from dashboard.common import model_names, show_error
 from dashboard.direction_view import (
     arms_chart,
@@ -27,12 +32,15 @@ from dashboard.direction_view import (
     sweep_chart,
 )
 from dashboard.figure_buttons import figure_downloads
+from dashboard.url_state import bound, param_widget
 
 ROWS = 4  # directions shown per side
+SEED = seed_param("random directions and the learned fits")
+DEFAULT_MODEL = "fc100-100-10"
 
 
 def new_random_directions() -> None:
-    st.session_state.unit_seed += 1
+    st.session_state.seed = min(st.session_state.get("seed", SEED.default) + 1, SEED.high)
 
 
 def histogram(study: units.UnitStudy, score: str) -> go.Figure:
@@ -56,13 +64,22 @@ def histogram(study: units.UnitStudy, score: str) -> go.Figure:
     return fig
 
 
-def from_url(name: str, choices: list[str], default: str) -> str:
-    """A query parameter when it names one of `choices`; anything else falls back to the default."""
-    value = st.query_params.get(name)
-    if value is not None and value not in choices:
-        st.warning(f"Ignored the link's {name} {value[:40]!r}: not one of the choices here.")
-        return default
-    return value or default
+def default_model(names: list[str]) -> str:
+    return DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+
+
+def link_checks(names: list[str]) -> dict[str, url_state.Check]:
+    """What a link may set before any work (unit and direction wait for the layer's activations)."""
+    linked = st.query_params.get("model")
+    model = linked if linked in names else default_model(names)
+    return {
+        "model": url_state.choice(names),
+        "layer": url_state.choice(get_spec(model).layers),
+        "k": url_state.parameter(TOP_K),
+        "seed": url_state.parameter(SEED),
+        "steps": url_state.parameter(featvis.STEPS),
+        "judge": url_state.choice(units.judge_choices(model)),
+    }
 
 
 st.title("Direction Lab")
@@ -72,25 +89,23 @@ st.markdown(
     "more 'semantic' than rows of **random directions** v. A convolutional unit here is one channel, "
     "averaged over space."
 )
-st.session_state.setdefault("unit_seed", 0)
 
 try:
     names = model_names()
+    link = url_state.accept_link(link_checks(names), later=("unit", "direction"))
     top = st.columns([2, 2, 3, 1])
-    default_model = from_url("model", names, "fc100-100-10" if "fc100-100-10" in names else names[0])
-    model = top[0].selectbox("Model", names, index=names.index(default_model))
+    model = top[0].selectbox("Model", names, index=names.index(default_model(names)), **bound("model"))
     spec = get_spec(model)
     layers = list(spec.layers)
     layer = top[1].selectbox(
-        "Layer", layers, index=layers.index(from_url("layer", layers, units.default_layer(model)))
+        "Layer", layers, index=layers.index(units.default_layer(model)), **bound("layer")
     )
     folder = "" if spec.dataset == "mnist" else choose_photos(top[2])
     if spec.dataset != "mnist" and not folder:
         st.info("Choose the held-out photos: the sample photos, an upload, or a folder on this machine.")
         st.stop()
-    k = top[3].number_input(
-        "k", min_value=2, max_value=16, value=8 if spec.dataset == "mnist" else uploads.PHOTO_K
-    )
+    with top[3]:
+        k = param_widget(TOP_K, TOP_K.default_for(spec.dataset), "k")
 
     images = cached_images(model, folder)
     for name in getattr(images, "skipped", []):
@@ -98,9 +113,11 @@ try:
     acts = cached_activations(model, layer, folder)
     n_units = acts.shape[1]
 
+    link.check_later("unit", url_state.integer(0, n_units - 1))
     controls = st.columns([4, 1, 2])
-    unit = controls[0].slider("Unit index i", 0, n_units - 1, 0, key="unit_index")
-    seed = controls[1].number_input("Random seed", min_value=0, step=1, key="unit_seed")
+    unit = controls[0].slider("Unit index i", 0, n_units - 1, 0, **bound("unit"))
+    with controls[1]:
+        seed = param_widget(SEED, SEED.default, "seed")
     controls[2].button("Fresh random directions", on_click=new_random_directions, width="stretch")
 
     shown = [(unit + j) % n_units for j in range(min(ROWS, n_units))]
@@ -151,9 +168,10 @@ try:
         "dictionary:I (learned on half of the held-out set) or mix:3:1,7:-0.5."
     )
     fv = st.columns([3, 1])
-    url_direction = st.query_params.get("direction", "")[:80]
-    direction_text = fv[0].text_input("Direction", value=url_direction or f"unit:{unit}", key="fv_direction")
-    steps = int(fv[1].number_input("Steps", min_value=8, max_value=2048, value=256, step=32, key="fv_steps"))
+    link.check_later("direction", lambda text: arms.resolve_direction(text, acts, int(seed)))
+    direction_text = fv[0].text_input("Direction", value=f"unit:{unit}", **bound("direction"))
+    with fv[1]:
+        steps = int(param_widget(featvis.STEPS, featvis.STEPS.default, "steps"))
     try:
         direction = arms.resolve_direction(direction_text, acts, int(seed))
     except IntriguingError as exc:
@@ -171,7 +189,7 @@ try:
     judge = st.selectbox(
         "Judge of the cosine score (a different model's features)",
         units.judge_choices(model),
-        key="unit_judge",
+        **bound("judge"),
         help="MODEL:LAYER whose features compare the top-k images; 'pixels' compares the raw images.",
     )
     st.markdown(

@@ -16,6 +16,7 @@ from core.models import class_names, get_spec, usable_models
 from core.pictures import to_uint8, triple_picture
 from core.report import REFERENCE_ATTACK, robustness_report
 from core.runtime import LIVE_THREADS
+from core.validation import SEED_MAX
 from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.url_state import bound
@@ -38,7 +39,7 @@ try:
             **{f"val_source_{d}": url_state.choice(options) for d, options in SOURCES.items()},
             "val_idx": url_state.integer(0, len(cached_mnist("test").labels) - 1),
             "val_photo": url_state.choice(SAMPLE_PHOTOS),
-            "val_seed": url_state.integer(0, 2**31 - 1),
+            "val_seed": url_state.integer(0, SEED_MAX),
             "val_ref_n": url_state.integer(5, 1000),
         }
     )
@@ -88,7 +89,7 @@ with right:
     if true_label is not None:
         says.metric("True label", classes[true_label])
     says.metric("Prediction under test", classes[label], f"{probs[label]:.1%} confident", delta_color="off")
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0, **bound("val_seed"))
+    seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("val_seed"))
     reference_n = REFERENCE_N
     if spec.dataset == "mnist":
         reference_n = st.number_input(
