@@ -300,3 +300,37 @@ def test_flat_folder_has_no_labels_and_an_empty_folder_is_refused(tmp_path):
         FolderImages(empty)
     with pytest.raises(ImageInputError, match="does not exist"):
         FolderImages(tmp_path / "missing")
+
+
+def test_a_capture_hook_ignores_forward_passes_of_other_threads():
+    """The dashboard shares one model between sessions: while one session reads a layer, another session's
+    attack runs forward passes with gradients through the same modules. Neither may see the other's hook."""
+    import threading
+
+    from torch import nn
+
+    from core.units.activations import units_at
+
+    release, inside = threading.Event(), threading.Event()
+
+    class Gate(nn.Module):
+        def forward(self, x):
+            if threading.current_thread().name == "reader":
+                inside.set()
+                assert release.wait(10)
+            return x
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Gate(), nn.Linear(4, 3), nn.Linear(3, 2))
+    captured = {}
+    reader = threading.Thread(
+        target=lambda: captured.update(units=units_at(model, model[1], torch.ones(1, 4))), name="reader"
+    )
+    reader.start()
+    assert inside.wait(10)  # the reader's hook is registered and its pass is held before the hooked layer
+    x = torch.ones(2, 4, requires_grad=True)
+    out = model(x)  # another session's pass: runs to the end, with gradients
+    release.set()
+    reader.join(10)
+    assert out.shape == (2, 2) and out.requires_grad
+    assert captured["units"].shape == (1, 3) and torch.allclose(captured["units"], model[1](torch.ones(1, 4)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,19 @@ def to_units(output: torch.Tensor) -> torch.Tensor:
     return output.flatten(1)
 
 
+def this_thread_only(capture: Callable) -> Callable:
+    """A forward hook that acts only in the thread that registered it. The dashboard shares one model
+    instance between its sessions: another session's forward pass (an attack, with gradients) must neither
+    be captured by this hook nor stopped by it."""
+    owner = threading.get_ident()
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if threading.get_ident() == owner:
+            capture(module, inputs, output)
+
+    return hook
+
+
 def units_at(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """phi(x) of one layer for a batch, as rows of unit activations, with gradients when x needs them.
     The forward pass stops once `module` has fired: the layers after it are not needed."""
@@ -84,7 +98,7 @@ def units_at(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tens
         captured.append(to_units(output))
         raise _StopForward
 
-    handle = module.register_forward_hook(capture)
+    handle = module.register_forward_hook(this_thread_only(capture))
     try:
         with contextlib.suppress(_StopForward):
             model(x)
@@ -131,7 +145,7 @@ def compute(
 
         return capture
 
-    hooks = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
+    hooks = [module.register_forward_hook(this_thread_only(hook(name))) for name, module in modules.items()]
     total = -(-len(images) // batch_size)
     try:
         with torch.no_grad():
