@@ -337,7 +337,6 @@ ADVERSARIAL_SUFFIXES = ("-advpool", "-pgdtrain")
 
 def adversarial_twins() -> list[tuple[str, str]]:
     """(adversarially trained model, its plain twin) pairs whose checkpoints are present."""
-
     names = list_models(include_unavailable=False)
     pairs = []
     for name in names:

@@ -421,7 +421,6 @@ def conclude(
 
 
 def run_card(live: LiveRun, model_name: str, image_source: str, true_label: int | None = None) -> RunCard:
-
     result = live.result()
     summary = result.summary()
     summary.update(

@@ -212,7 +212,6 @@ class Reference:
 
 
 def _checkpoint_id(model_name: str) -> str:
-
     path = checkpoint_path(model_name)
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "none"
 
@@ -713,7 +712,6 @@ def robustness_report(
 
 def mnist_image(index: int) -> tuple[torch.Tensor, int]:
     """MNIST test image `index` as (1, 1, 28, 28) and its true label."""
-
     data = load_mnist("test")
     index = check_int("MNIST index", index, low=0, high=len(data) - 1)
     return data.images[index : index + 1], int(data.labels[index])
@@ -735,7 +733,6 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
 
 def render_html(report: Report) -> str:
     """One HTML file, images embedded as base64 PNG: opens anywhere, offline, and can be mailed."""
-
     e = html.escape
     scale = 8 if report.dataset == "mnist" else 1
     names = report.class_names

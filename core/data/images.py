@@ -121,7 +121,6 @@ def mnist_input(img: Image.Image) -> torch.Tensor:
 
 def model_input(img: Image.Image, model_name: str) -> torch.Tensor:
     """The tensor a zoo model takes for this image: MNIST-style 28x28 or the weights' own ImageNet transforms."""
-
     if get_spec(model_name).dataset == "mnist":
         return mnist_input(img)
     return preprocess(img, model_name)

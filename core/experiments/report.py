@@ -97,7 +97,6 @@ def _jsonable(value: Any) -> Any:
 
 def base_card(name: str, n: int, seed: int, **fields: Any) -> dict[str, Any]:
     """What every card records: the experiment, n, seed, library versions, threads and date."""
-
     return {
         "experiment": name,
         "n": n,

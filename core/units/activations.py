@@ -55,13 +55,11 @@ def fingerprint(model: nn.Module) -> str:
 
 def default_layer(model_name: str) -> str:
     """The layer before the output (the output itself for a model that has no other readable layer)."""
-
     layers = list(get_spec(model_name).layers)
     return layers[-2] if len(layers) > 1 else layers[-1]
 
 
 def check_layer(model_name: str, layer: str) -> None:
-
     layers = list(get_spec(model_name).layers)
     if layer not in layers:
         raise InvalidParameterError(

@@ -120,7 +120,6 @@ class ArmStudy:
         }
 
     def summary(self) -> dict:
-
         return {
             "model": self.model,
             "layer": self.layer,

@@ -139,7 +139,6 @@ def two_sample_test(natural: np.ndarray, random: np.ndarray) -> float:
 
 def judge_choices(model_name: str) -> list[str]:
     """Judges worth offering for a model, its default first."""
-
     if get_spec(model_name).dataset != "mnist":
         return list(dict.fromkeys([default_judge(model_name), PIXELS]))
     return list(dict.fromkeys([default_judge(model_name), "cnn:fc1", "fc100-100-10:hidden2", PIXELS]))
@@ -203,7 +202,6 @@ class UnitStudy:
 
     def summary(self) -> dict:
         """A JSON-able record of what was run and what it showed."""
-
         return {
             "model": self.model,
             "layer": self.layer,

@@ -65,7 +65,6 @@ class MnistImages(ImageSet):
     batch_size: int = 250  # cnn, 10,000 images, one thread: 2.2-2.8 s and +91 MB peak; 5.0 s, +263 MB at 1000
 
     def __post_init__(self) -> None:
-
         data = load_mnist(self.split)
         self.images = data.images
         self.labels = data.labels.numpy()
@@ -154,7 +153,6 @@ class FolderImages(ImageSet):
         return len(self.paths)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
-
         for start in range(0, len(self.paths), batch_size):
             chunk = self.paths[start : start + batch_size]
             yield torch.cat([preprocess(open_image(p), self.model_name) for p in chunk])
@@ -176,7 +174,6 @@ class FolderImages(ImageSet):
 
 def held_out_images(model_name: str, image_folder: str | Path | None = None) -> ImageSet:
     """The held-out set for a model: MNIST test images for MNIST models, the given folder for ImageNet ones."""
-
     dataset = get_spec(model_name).dataset
     if dataset == "mnist":
         if image_folder:

@@ -82,7 +82,6 @@ def measure_sweeps(seed: int) -> dict:
 
 
 def measure_featvis(seed: int) -> dict:
-
     rows = []
     for model_name, layer in (("fc100-100-10", "hidden2"), ("cnn", "fc1")):
         model = load(model_name)
@@ -112,7 +111,6 @@ def measure_featvis(seed: int) -> dict:
 
 
 def measure_inside(seed: int) -> dict:
-
     model = load(INSIDE["model"])
     images = held_out_images(INSIDE["model"])
     with torch.no_grad():
