@@ -165,3 +165,31 @@ def test_a_hostile_defences_link_gives_the_defaults(transforms):
         "def_model": "fc100-100-10",
     }
     refused("defences.py", hostile, defaults)
+
+
+# ---------------------------------------------------------------- Leaderboard
+
+
+@pytest.fixture
+def small_leaderboard(tmp_path, monkeypatch):
+    """A leaderboard with runs under two protocols, so the protocol choice means something."""
+    from core import leaderboard
+    from core.protocol import Protocol
+
+    monkeypatch.setenv(leaderboard.DB_ENV, str(tmp_path / "lb.sqlite"))
+    for n in (20, 30):
+        leaderboard.record_run(
+            model="fc10-1", attack="deepfool", params={}, n=n, success_rate=1.0, median_rms=0.05,
+            dataset="mnist", source="test", protocol=Protocol(n=n), versions={"torch": "x"},
+        )  # fmt: skip
+    return Protocol(n=20).fingerprint
+
+
+def test_a_leaderboard_link_restores_domain_source_and_protocol(small_leaderboard):
+    at = round_trip("leaderboard.py", {"lb_source": "cli", "lb_protocol": small_leaderboard})
+    assert at.session_state["lb_dataset"] == "mnist"
+
+
+def test_a_hostile_leaderboard_link_gives_the_defaults(small_leaderboard):
+    hostile = {"lb_dataset": HOSTILE_TEXT[0], "lb_source": HOSTILE_TEXT[1], "lb_protocol": HOSTILE_TEXT[4]}
+    refused("leaderboard.py", hostile, {"lb_dataset": "mnist", "lb_source": "all"})

@@ -11,7 +11,9 @@ from core import IntriguingError, leaderboard
 from core.attacks import ATTACKS, format_eps, is_budgeted
 from core.models import get_spec, usable_models
 from core.protocol import Protocol
+from dashboard import url_state
 from dashboard.common import model_names, show_error, table
+from dashboard.url_state import bound
 
 DEFAULT_BUDGET = ("linf", 0.1)
 DOMAINS = {"mnist": "MNIST", "imagenet": "ImageNet"}
@@ -59,13 +61,18 @@ def heatmap(matrix: leaderboard.Matrix, fmt: str, colorscale: str, key: str) -> 
     st.plotly_chart(fig, key=key)
 
 
+SOURCES = ("all", *leaderboard.SOURCES[:-1])
+link = url_state.accept_link(
+    {"lb_dataset": url_state.choice(DOMAINS, DOMAINS.get), "lb_source": url_state.choice(SOURCES)},
+    later=("lb_protocol",),
+)
 try:
     all_models = usable_models(model_names())
     dataset = st.radio(
-        "Domain", tuple(DOMAINS), format_func=DOMAINS.get, horizontal=True, key="lb_dataset",
+        "Domain", tuple(DOMAINS), format_func=DOMAINS.get, horizontal=True, **bound("lb_dataset"),
         help="MNIST and ImageNet runs are never shown together.",
     )  # fmt: skip
-    source = st.selectbox("Recorded by", ("all", *leaderboard.SOURCES[:-1]), key="lb_source")
+    source = st.selectbox("Recorded by", SOURCES, **bound("lb_source"))
     source = None if source == "all" else source
     domain_models = [m for m in all_models if get_spec(m).dataset == dataset]
     known = {k.protocol_id: k for k in leaderboard.protocols(dataset=dataset)}
@@ -73,14 +80,20 @@ try:
         st.session_state["lb_protocol"] = st.session_state.pop("lb_next_protocol")
 
     def describe(pid: str | None) -> str:
-        return f"{known[pid].describe()} ({known[pid].runs} runs)" if pid in known else Protocol().describe()
+        """The protocol and its id (stable, so a link keeps naming it as runs are added)."""
+        return f"{known[pid].describe() if pid in known else Protocol().describe()} [{pid}]"
 
+    protocol_options = list(known) or [Protocol().fingerprint]
+    link.check_later("lb_protocol", url_state.choice(protocol_options, describe))
     protocol_id = st.selectbox(
         "Images (evaluation protocol)",
-        list(known) or [Protocol().fingerprint],
+        protocol_options,
         format_func=describe,
-        key="lb_protocol",
+        **bound("lb_protocol"),
         help="Numbers are only compared between runs on images chosen the same way.",
+    )
+    st.caption(
+        f"{known[protocol_id].runs} runs under this protocol." if protocol_id in known else "No runs yet."
     )
     chosen_protocol = known[protocol_id].protocol if protocol_id in known else Protocol()
     distortion = leaderboard.distortion_matrix(dataset=dataset, source=source, protocol_id=protocol_id)
