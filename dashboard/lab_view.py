@@ -345,15 +345,18 @@ def show_outcome(
     ok = bool(result.success[0])
     before, after = int(result.pred_before[0]), int(result.pred_after[0])
     st.subheader("Result")
-    cells = st.columns(8)
+    # ImageNet class names are long: there the prediction gets a row of its own width
+    wide = len(class_names) > 10
+    cells = st.columns([1, 4, 1, 2] if wide else 8)
     cells[0].metric("Success", "yes" if ok else "no")
     cells[1].metric("Prediction", class_names[after], f"was {class_names[before]}", delta_color="off")
     cells[2].metric("Confidence", f"{float(result.probs_after[0, after]):.0%}")
-    cells[3].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
-    cells[4].metric("L2", f"{float(result.l2[0]):.3f}")
-    cells[5].metric("Linf", f"{float(result.linf[0]):.3f}")
-    cells[6].metric("Iterations", result.iterations)
-    cells[7].metric("Time", f"{result.time_s:.2f} s")
+    numbers = st.columns(5) if wide else cells[3:]
+    numbers[0].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
+    numbers[1].metric("L2", f"{float(result.l2[0]):.3f}")
+    numbers[2].metric("Linf", f"{float(result.linf[0]):.3f}")
+    numbers[3].metric("Iterations", result.iterations)
+    numbers[4].metric("Time", f"{result.time_s:.2f} s")
     if card.summary.get("stopped_early"):
         st.caption("Stopped early: this is the best adversarial image found before Stop.")
     if rounds:

@@ -157,7 +157,12 @@ with sidebar:
         shown.image(to_uint8(x[0], max(1, 84 // x.shape[-1])), caption="what the model sees", width=84)
         if true_label is not None:
             says.metric("True label", classes[true_label])
-        says.metric("Model's prediction", classes[label], f"{probs[label]:.1%} confident", delta_color="off")
+        if len(classes[label]) > 8:  # a long ImageNet class name: as text, which wraps, not a cut metric
+            says.markdown(f"Model's prediction  \n**{classes[label]}**  \n{probs[label]:.1%} confident")
+        else:
+            says.metric(
+                "Model's prediction", classes[label], f"{probs[label]:.1%} confident", delta_color="off"
+            )
         if true_label is not None and true_label != label:
             st.warning("The model already misclassifies this image; the attack starts from its prediction.")
 
