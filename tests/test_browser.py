@@ -148,8 +148,12 @@ def test_live_panel_stays_in_view_and_drawn_from_run_to_result(browser, app_url)
     page = open_lab(browser, app_url, "?lab_idx=0")
     run_button(page).click()
     page.get_by_text("current, step").first.wait_for()
-    # from the first frame fully drawn (Vega draws a new chart within a moment of the images) to the end
-    page.wait_for_function(f"() => ({PROBE_JS})({CHARTS!r}).filter(c => c.data).length == 4")
+    # from the first frame fully drawn (all four images and all four charts: the first frame's elements
+    # arrive one after the other) to the end
+    page.wait_for_function(
+        f"() => ({PROBE_JS})({CHARTS!r}).filter(c => c.data).length == 4"
+        f" && ({IMAGES_JS})().filter(i => i.data).length == 4"
+    )
     finished = page.get_by_text("finished after")
     samples = sample_live_panel(page, lambda: finished.count() > 0)
     assert len(samples) >= 3
