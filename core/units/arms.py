@@ -26,6 +26,7 @@ from core.units.coherence import (
     describe_scores,
     judge_features,
     score_sets,
+    study_header,
     two_sample_test,
     verdict_withheld,
 )
@@ -121,12 +122,7 @@ class ArmStudy:
 
     def summary(self) -> dict:
         return {
-            "model": self.model,
-            "layer": self.layer,
-            "k": self.k,
-            "seed": self.seed,
-            "judge": self.judge,
-            "data": self.data,
+            **study_header(self),
             "n_fit": self.n_fit,
             "n_score": self.n_score,
             "unit": UNIT_DEFINITION,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,6 +175,11 @@ def judge_features(
         raise CheckpointError(f"The judge {judge} is unavailable: {exc} Or choose another judge.") from exc
 
 
+def study_header(study: Any) -> dict:
+    """What every study's summary opens with: which model, layer, k, seed, judge and held-out data."""
+    return {name: getattr(study, name) for name in ("model", "layer", "k", "seed", "judge", "data")}
+
+
 @dataclass
 class UnitStudy:
     """Scores of every unit of a layer and of random directions, with the comparison between them."""
@@ -203,12 +209,7 @@ class UnitStudy:
     def summary(self) -> dict:
         """A JSON-able record of what was run and what it showed."""
         return {
-            "model": self.model,
-            "layer": self.layer,
-            "k": self.k,
-            "seed": self.seed,
-            "judge": self.judge,
-            "data": self.data,
+            **study_header(self),
             "n_images": self.n_images,
             "unit": UNIT_DEFINITION,
             "n_units": len(self.units) + len(self.dead_units),
