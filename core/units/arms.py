@@ -16,22 +16,20 @@ import torch
 
 from core.errors import InvalidParameterError
 from core.provenance import versions
-from core.units.activations import default_layer, layer_activations
 from core.units.coherence import (
     CONFIDENCE,
     SCORES,
     UNIT_DEFINITION,
     dead_units,
-    default_judge,
     describe_scores,
-    judge_features,
     score_sets,
     study_header,
+    study_inputs,
     two_sample_test,
     verdict_withheld,
 )
 from core.units.directions import combination, parse_combination, random_directions, top_k_sets, unit_vector
-from core.units.images import ImageSet, held_out_images
+from core.units.images import ImageSet
 from core.units.learned import METHODS, fit_directions, halves
 
 ARMS = ("units", "random", *METHODS)
@@ -150,13 +148,7 @@ def study_arms(
     device: torch.device | str | None = None,
 ) -> ArmStudy:
     """Score units, random directions and learned directions of `layer` on the scoring half."""
-    if k < 2:
-        raise InvalidParameterError(f"k must be at least 2 (the cosine score compares pairs), got {k}.")
-    layer = layer or default_layer(model_name)
-    images = images or held_out_images(model_name)
-    judge = judge or default_judge(model_name)
-    acts = layer_activations(model_name, layer, images, device=device)
-    features = judge_features(judge, images, device=device)
+    layer, images, judge, acts, features = study_inputs(model_name, layer, k, images, judge, device)
     fit_rows, score_rows = halves(len(acts), seed)
     if k > len(score_rows):
         raise InvalidParameterError(f"k = {k} is more than the {len(score_rows)} images of the scoring half.")

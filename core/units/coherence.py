@@ -224,6 +224,27 @@ class UnitStudy:
         }
 
 
+def study_inputs(
+    model_name: str,
+    layer: str | None,
+    k: int,
+    images: ImageSet | None,
+    judge: str | None,
+    device: torch.device | str | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[str, ImageSet, str, np.ndarray, np.ndarray]:
+    """What every study of a layer starts from (units vs random, the arms, the rotation sweep): k checked,
+    the defaults filled in, the layer's activations on the held-out images and the judge's features of them.
+    Returns (layer, images, judge, activations, judge features)."""
+    if k < 2:
+        raise InvalidParameterError(f"k must be at least 2 (the cosine score compares pairs), got {k}.")
+    layer = layer or default_layer(model_name)
+    images = images or held_out_images(model_name)
+    judge = judge or default_judge(model_name)
+    acts = layer_activations(model_name, layer, images, device=device, progress=progress)
+    return layer, images, judge, acts, judge_features(judge, images, device=device)
+
+
 def study(
     model_name: str,
     layer: str | None = None,
@@ -236,13 +257,7 @@ def study(
     progress: Callable[[float], None] | None = None,
 ) -> UnitStudy:
     """Score every live unit of `layer` and max(n_random, live units) random directions (seeded)."""
-    if k < 2:
-        raise InvalidParameterError(f"k must be at least 2 (the cosine score compares pairs), got {k}.")
-    layer = layer or default_layer(model_name)
-    images = images or held_out_images(model_name)
-    judge = judge or default_judge(model_name)
-    acts = layer_activations(model_name, layer, images, device=device, progress=progress)
-    features = judge_features(judge, images, device=device)
+    layer, images, judge, acts, features = study_inputs(model_name, layer, k, images, judge, device, progress)
     n_units = acts.shape[1]
     dead = dead_units(acts)
     live = np.setdiff1d(np.arange(n_units), dead)

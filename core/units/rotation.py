@@ -18,10 +18,15 @@ import scipy.linalg
 
 from core.errors import InvalidParameterError
 from core.provenance import versions
-from core.units.activations import default_layer, layer_activations
-from core.units.coherence import SCORES, dead_units, default_judge, judge_features, score_sets, summarize
+from core.units.coherence import (
+    SCORES,
+    dead_units,
+    score_sets,
+    study_inputs,
+    summarize,
+)
 from core.units.directions import top_k_sets
-from core.units.images import ImageSet, held_out_images
+from core.units.images import ImageSet
 
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -81,11 +86,7 @@ def sweep(
 ) -> dict:
     """Every live direction of R^alpha scored at each alpha: a JSON-able record with means and 95% intervals."""
 
-    layer = layer or default_layer(model_name)
-    images = images or held_out_images(model_name)
-    judge = judge or default_judge(model_name)
-    acts = layer_activations(model_name, layer, images, device=device)
-    features = judge_features(judge, images, device=device)
+    layer, images, judge, acts, features = study_inputs(model_name, layer, k, images, judge, device)
     live = np.setdiff1d(np.arange(acts.shape[1]), dead_units(acts))
     if len(live) < 2:
         raise InvalidParameterError("The rotation sweep needs at least two live units.")
