@@ -2,7 +2,7 @@
 
     python benchmarks/figures.py [--quick] [--json] [--rounds 5] [--threads 1]
 
-Figures (core/figures.py): the Figure 5 panel of 8 FGSM examples on fc100-100-10, the Unit Explorer grid
+Figures (core/visual/figures.py): the Figure 5 panel of 8 FGSM examples on fc100-100-10, the Unit Explorer grid
 (4 units and 4 random directions of fc100-100-10 hidden2, k = 8) and the stored Table 2 heatmap. The peer,
 timed side by side in alternating rounds: the same panel's pixels as one numpy mosaic
 (`core.pictures.triple_picture`) saved by PIL as a PNG, with no text, layout or vector output: the floor any
@@ -18,13 +18,14 @@ import harness  # first: puts the project root on sys.path  # isort: skip
 import numpy as np
 from PIL import Image
 
-from core import figures, units
+from core import units
 from core.attacks import make_attack
+from core.evaluation.protocol import Protocol
 from core.experiments import read_card
 from core.models import class_names
-from core.pictures import triple_picture
-from core.protocol import Protocol
 from core.runtime import torch_threads
+from core.visual import figures
+from core.visual.pictures import triple_picture
 
 MODEL = "fc100-100-10"
 

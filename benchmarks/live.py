@@ -38,7 +38,7 @@ from core.data.photos import sample_photo
 from core.lab import LiveRun, make_lab_attack
 from core.models import get_spec
 from core.models.imagenet import preprocess
-from core.pictures import perturbation_picture, to_uint8
+from core.visual.pictures import perturbation_picture, to_uint8
 
 from chart_probe_app import MECHANISMS, PACES_S  # isort: skip
 

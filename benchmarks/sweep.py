@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from attacks import RowCounter  # benchmarks/attacks.py: image rows through forward+backward passes
 
-from core import leaderboard, sweep
 from core.attacks import attack_presets, is_budgeted, make_attack
+from core.evaluation import leaderboard, sweep
+from core.evaluation.protocol import Protocol
 from core.models import load
-from core.protocol import Protocol
 
 IMAGENET_MODELS = (
     "mobilenet_v2", "resnet18", "resnet50", "vgg16", "alexnet", "densenet121", "efficientnet_b0",
@@ -295,7 +295,7 @@ def render(card: dict) -> str:
         "",
         "`intriguing sweep` runs an attack x model x budget grid as idempotent tasks on Ray (a local Ray, or a "
         "cluster by address) and merges each finished task's per-example rows into the leaderboard's SQLite "
-        "file, one transaction per task (see `core/sweep.py`).",
+        "file, one transaction per task (see `core/evaluation/sweep.py`).",
         "",
         f"Measured on {m['cpu']} ({m['cores']} cores, load average {m['load_average_1_5_15']}), torch "
         f"{m['torch']}, commit {m['commit']}, {m['date']}"
@@ -362,7 +362,7 @@ def render(card: dict) -> str:
         f"images per task; an ImageNet example costs at least {im['cheapest_example_s']:.1f} s ({im['cheapest']}), so "
         f"with the same fixed cost {im['shard_for_10pct']} image(s) per task would do; loading a large model adds "
         "to it, which is one more reason to group a model's tasks on the workers that already hold it.",
-        "- **The images.** Sweeps choose their images by `core.protocol`, which walks MNIST today; an ImageNet "
+        "- **The images.** Sweeps choose their images by `core.evaluation.protocol`, which walks MNIST today; an ImageNet "
         "sweep needs the protocol to walk the validation set (each worker reading its shard's files from shared "
         "storage, not from the driver) and the weights checksum to cover torchvision's weight files.",
         "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import socket
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +95,14 @@ def default_device():
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def network_available(host: str = "ossci-datasets.s3.amazonaws.com", timeout: float = 1.5) -> bool:
+    """A cheap reachability probe, so that offline machines fail fast instead of hanging."""
+    if offline():
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False

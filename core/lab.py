@@ -29,9 +29,9 @@ from core.attacks import (
     make_attack,
 )
 from core.errors import InvalidParameterError
-from core.pictures import png_bytes
 from core.provenance import versions
 from core.runtime import LIVE_THREADS, torch_threads
+from core.visual.pictures import png_bytes
 
 SERIES = (
     "iteration",

@@ -1,4 +1,4 @@
-"""Download buttons for a slide-ready figure (core/figures.py): PNG at 300 dpi, PDF and SVG. The figure is
+"""Download buttons for a slide-ready figure (core/visual/figures.py): PNG at 300 dpi, PDF and SVG. The figure is
 built only when a button is clicked (Streamlit calls the data function then), so a page pays nothing for
 buttons nobody presses (a callable `data` needs Streamlit >= 1.52)."""
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 import streamlit as st
 from matplotlib.figure import Figure
 
-from core import figures
+from core.visual import figures
 
 LABELS = {"png": "PNG, 300 dpi", "pdf": "PDF", "svg": "SVG"}
 

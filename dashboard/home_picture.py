@@ -15,7 +15,7 @@ from core.config import ASSETS_DIR
 from core.data import load_mnist
 from core.lab import LiveRun, make_lab_attack, predict, run_card
 from core.models import class_names, load
-from core.pictures import triple_picture
+from core.visual.pictures import triple_picture
 
 MODEL = "fc100-100-10"
 PICTURE = ASSETS_DIR / "home_triple.png"

@@ -22,7 +22,7 @@ from PIL import Image
 
 from core.attacks import ATTACKS, attack_presets
 from core.lab import Frame, Outcome, SearchRound
-from core.pictures import perturbation_picture, to_uint8
+from core.visual.pictures import perturbation_picture, to_uint8
 from dashboard.common import table
 from dashboard.direction_view import show_inside
 from dashboard.figure_buttons import figure_downloads

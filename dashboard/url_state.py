@@ -1,6 +1,6 @@
 """Every view is a link: page inputs live in the URL through Streamlit's `bind="query-params"` (the widget key
 is the query parameter's name), and what a link brings is checked first, through the engine's own checks
-(core.validation, the attacks' parameter specs), before any widget reads it.
+(core.checks, the attacks' parameter specs), before any widget reads it.
 
 A value that fails (unknown name, wrong type, out of range, too long, markup, a path) is removed from the
 URL, the widget falls back to its default, and the page shows one notice naming the settings it reset.
@@ -19,7 +19,7 @@ from streamlit.runtime.state.session_state_proxy import get_session_state
 
 from core import IntriguingError
 from core.attacks import ATTACKS, Param
-from core.validation import check_int
+from core.checks import check_int
 
 Check = Callable[[str], Any]  # raises IntriguingError or ValueError when a link's value is unusable
 BIND: dict[str, Any] = {"bind": "query-params", "persist_state": "session"}  # every bound widget's options

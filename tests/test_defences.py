@@ -4,8 +4,14 @@ only masks gradients (Athalye et al. 2018)."""
 import pytest
 import torch
 
-from core import defences
-from core.defences import BitDepthReduction, DefendedModel, JPEGCompression, MedianFilter, parse_transform
+from core.defences import transforms as defences
+from core.defences.transforms import (
+    BitDepthReduction,
+    DefendedModel,
+    JPEGCompression,
+    MedianFilter,
+    parse_transform,
+)
 from core.errors import InvalidParameterError
 from core.models import load
 

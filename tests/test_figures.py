@@ -1,4 +1,4 @@
-"""Slide-ready figures (core/figures.py, `intriguing figure`): each exported file is opened and checked: PNG
+"""Slide-ready figures (core/visual/figures.py, `intriguing figure`): each exported file is opened and checked: PNG
 size and 300 dpi, every picture of a panel pixel for pixel against the run's own arrays (enlarged by
 repetition, never blurred), PDF pages and text, SVG as XML with its labels and a 300 dpi embedded image."""
 
@@ -19,13 +19,14 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from core import figures, units
+from core import units
 from core.attacks import make_attack
 from core.cli import main
 from core.errors import InvalidParameterError
+from core.evaluation.protocol import Protocol
 from core.models import class_names
-from core.pictures import to_uint8
-from core.protocol import Protocol
+from core.visual import figures
+from core.visual.pictures import to_uint8
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 from core.data import images
-from core.data.images import mnist_input, model_input, open_image
+from core.data.images import mnist_input, open_image
 from core.errors import ImageInputError
 from core.models import load
+from core.models.inputs import model_input
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from core import indicators
-from core.defences import DefendedModel, parse_transform
-from core.protocol import Protocol
+from core.defences.transforms import DefendedModel, parse_transform
+from core.evaluation import indicators
+from core.evaluation.protocol import Protocol
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -119,8 +119,8 @@ def test_audit_refuses_bad_input_with_exit_2(capsys, flags):
 
 
 def test_cli_attack_check_records_the_fired_indicators_and_the_matrix_marks_them(capsys):
-    from core import leaderboard
     from core.cli import main
+    from core.evaluation import leaderboard
 
     args = ["attack", "--model", "fc100-100-10", "--n", "10", "--quiet", "--json", "--check"]
     assert main([*args, "--attack", "pgd", "--steps", "2", "--step-size", "0.01"]) == 0
@@ -135,7 +135,7 @@ def test_cli_attack_check_records_the_fired_indicators_and_the_matrix_marks_them
 
 
 def test_fill_cell_with_check_records_indicators(tmp_path):
-    from core import leaderboard
+    from core.evaluation import leaderboard
 
     path = tmp_path / "lb.sqlite"
     protocol = Protocol(n=5)

@@ -14,7 +14,7 @@ from core import models as zoo
 from core.errors import InvalidParameterError
 from core.lab import LiveRun, conclude, make_lab_attack, transfer
 from core.models import same_domain_models, usable_models
-from core.pictures import perturbation_picture, png_bytes, to_uint8, triple_picture
+from core.visual.pictures import perturbation_picture, png_bytes, to_uint8, triple_picture
 
 MODEL = "fc100-100-10"
 

@@ -7,9 +7,9 @@ import sqlite3
 import pytest
 import torch
 
-from core import leaderboard
 from core.errors import InvalidParameterError
-from core.protocol import Protocol
+from core.evaluation import leaderboard
+from core.evaluation.protocol import Protocol
 
 VERSIONS = {"torch": "x"}
 
@@ -300,3 +300,23 @@ def test_leaderboard_page_shows_sweep_progress_worst_case_and_n_in_every_cell(tm
         assert cells and all("n=4" in t for t in cells)
     at.radio(key="lb_dataset").set_value("imagenet").run()
     assert not at.get("progress") and not at.get("plotly_chart")  # MNIST sweeps stay on the MNIST view
+
+
+def test_certificates_keep_the_newest_per_cell_and_refuse_impossible_counts(tmp_path):
+    db = tmp_path / "lb.sqlite"
+    protocol = Protocol(n=100)
+    common = {"model": "fc100-100-10", "method": "crown", "norm": "linf", "protocol": protocol, "path": db}
+    leaderboard.record_certificate(budget=0.05, n=100, certified=40, **common)
+    leaderboard.record_certificate(budget=0.05, n=100, certified=42, **common)
+    leaderboard.record_certificate(budget=0.1, n=100, certified=7, **common)
+    rows = leaderboard.certificates(path=db)
+    assert [(r.budget, r.certified) for r in rows] == [(0.05, 42), (0.1, 7)]
+    assert rows[0].verified_accuracy == 0.42
+    assert rows[0].protocol_id == protocol.fingerprint
+    assert Protocol.from_dict(rows[0].protocol) == protocol
+    assert leaderboard.certificates(model="cnn", path=db) == []
+    for bad in ({"certified": 101}, {"certified": -1}, {"n": 0, "certified": 0}, {"norm": "l1"}):
+        args = {**common, "budget": 0.05, "n": 100, "certified": 1, **bad}
+        with pytest.raises(InvalidParameterError):
+            leaderboard.record_certificate(**args)
+    assert len(leaderboard.certificates(path=db)) == 2

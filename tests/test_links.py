@@ -173,8 +173,8 @@ def test_a_hostile_defences_link_gives_the_defaults(transforms):
 @pytest.fixture
 def small_leaderboard(tmp_path, monkeypatch):
     """A leaderboard with runs under two protocols, so the protocol choice means something."""
-    from core import leaderboard
-    from core.protocol import Protocol
+    from core.evaluation import leaderboard
+    from core.evaluation.protocol import Protocol
 
     monkeypatch.setenv(leaderboard.DB_ENV, str(tmp_path / "lb.sqlite"))
     for n in (20, 30):

@@ -199,7 +199,7 @@ def test_eight_sessions_attack_at_once(server):
         assert {k: run.get(k) for k in expected} == expected  # same numbers as a solo run here
     assert memory["VmHWM"] < 3 * 1024 * 1024, "server memory above 3 GB"
     assert memory["VmRSS"] - baseline < 1024 * 1024, "server memory grew by more than 1 GB"
-    from core import leaderboard
+    from core.evaluation import leaderboard
 
     recorded = leaderboard.runs(source="dashboard", path=database)  # written by 8 server threads at once
     assert len(recorded) == len(runs) and leaderboard.integrity_ok(database)

@@ -11,13 +11,12 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import indicators, leaderboard
 from core.attacks import make_attack
 from core.attacks.base import rms
-from core.defences import DefendedModel, parse_transform
+from core.defences.transforms import DefendedModel, parse_transform
 from core.errors import InvalidParameterError
-from core.models import load
-from core.report import (
+from core.evaluation import indicators, leaderboard
+from core.evaluation.validate import (
     local_lipschitz,
     minimal_eps,
     mnist_image,
@@ -25,6 +24,7 @@ from core.report import (
     reference_path,
     robustness_report,
 )
+from core.models import load
 
 
 @pytest.fixture(scope="module")

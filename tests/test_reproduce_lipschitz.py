@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from core.lipschitz import conv_fft_norm, dense_matrix, network_bounds, nonlinear_constant, operator_norm
+from core.certify.lipschitz import (
+    conv_fft_norm,
+    dense_matrix,
+    network_bounds,
+    nonlinear_constant,
+    operator_norm,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import leaderboard, sweep
 from core.attacks import make_attack
 from core.cli import main
+from core.evaluation import leaderboard, sweep
+from core.evaluation.protocol import Protocol
 from core.models import load
-from core.protocol import Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["fc10-1e-2", "fc100-100-10"]
@@ -103,7 +103,7 @@ def test_task_identity_hashes_inputs_and_weights_not_how_they_were_spelled(model
 
 
 def test_sweep_and_core_import_no_ray():
-    code = "import core, core.sweep, core.leaderboard, core.cli; import sys; print('ray' in sys.modules)"
+    code = "import core, core.evaluation.sweep, core.evaluation.leaderboard, core.cli; import sys; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

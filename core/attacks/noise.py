@@ -11,8 +11,8 @@ from torch import nn
 
 from core.attacks.base import Attack, AttackEvent, AttackResult, AttackRun
 from core.attacks.spec import Param, seed_param
+from core.checks import check_float
 from core.errors import InvalidParameterError
-from core.validation import check_float
 
 
 class GaussianNoise(Attack):

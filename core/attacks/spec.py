@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.checks import SEED_MAX, check_choice, check_float, check_int
 from core.errors import InvalidParameterError
-from core.validation import SEED_MAX, check_choice, check_float, check_int
 
 DATASETS = ("mnist", "imagenet")
 

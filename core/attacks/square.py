@@ -5,7 +5,7 @@ eps) and keeps the change when the margin loss falls. The window shrinks on a fi
 
 Follows the AutoAttack authors' reference as torchattacks 3.5 ports it, draw for draw: with the same seed
 both make the same random choices, which is how tests/test_attacks_oracles.py compares them step by step.
-Needing no gradient, it is also an indicator of attack failure (core.indicators): where Square succeeds
+Needing no gradient, it is also an indicator of attack failure (core.evaluation.indicators): where Square succeeds
 and a gradient attack at the same budget fails, the gradient attack was misled.
 """
 

@@ -55,12 +55,12 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from core import indicators, leaderboard
     from core.attacks import AttackResult, make_attack
     from core.cli import emit
     from core.errors import InvalidParameterError
+    from core.evaluation import indicators, leaderboard
+    from core.evaluation.protocol import Protocol
     from core.models import get_spec, load
-    from core.protocol import Protocol
     from core.provenance import versions
     from core.runtime import bar_disabled
 

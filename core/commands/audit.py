@@ -5,11 +5,11 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from core.audit import audit
+    from core.checks import check_int
     from core.cli import emit
     from core.commands.attack import attack_params
-    from core.indicators import table
-    from core.validation import check_int
+    from core.evaluation.audit import audit
+    from core.evaluation.indicators import table
 
     check_int("--seed", args.seed)
     check_int("--n", args.n, low=1, high=10_000)
@@ -32,7 +32,7 @@ def run(args) -> int:
 def register(sub, common) -> None:
     from core.attacks import ATTACKS
     from core.commands.attack import add_attack_flags
-    from core.defences import GRADIENTS
+    from core.defences.transforms import GRADIENTS
 
     p = sub.add_parser(
         "audit",

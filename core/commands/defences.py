@@ -19,14 +19,14 @@ def _table(rows) -> str:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from core import defences
     from core.attacks import format_eps
+    from core.checks import check_int
     from core.cli import emit
     from core.data import load_mnist
+    from core.defences import transforms as defences
     from core.errors import InvalidParameterError
     from core.models import get_spec, load
     from core.runtime import bar_disabled
-    from core.validation import check_int
 
     n = check_int("-n", args.n, low=1, high=10_000)
     check_int("--seed", args.seed)

@@ -15,9 +15,9 @@ from core.commands.attack import add_attack_flags
 
 def _write(fig, card: dict, args: argparse.Namespace) -> int:
     """Save the figure and its card; print where they went (or the card with --json)."""
-    from core import figures
     from core.cli import emit
     from core.provenance import versions
+    from core.visual import figures
 
     path = figures.save(fig, args.out)
     card_path = path.with_suffix(".json")
@@ -38,12 +38,12 @@ def _write(fig, card: dict, args: argparse.Namespace) -> int:
 def adversarial(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from core import figures
     from core.attacks import make_attack
     from core.commands.attack import attack_params
     from core.errors import InvalidParameterError
+    from core.evaluation.protocol import Protocol
     from core.models import class_names, get_spec, load
-    from core.protocol import Protocol
+    from core.visual import figures
 
     figures.output_path(args.out)
     if get_spec(args.model).dataset != "mnist":
@@ -78,9 +78,9 @@ def adversarial(args: argparse.Namespace) -> int:
 
 
 def units(args: argparse.Namespace) -> int:
-    from core import figures
     from core import units as unit_analysis
     from core.errors import InvalidParameterError
+    from core.visual import figures
 
     figures.output_path(args.out)
     if not 1 <= args.rows <= 16:
@@ -112,9 +112,9 @@ def units(args: argparse.Namespace) -> int:
 
 
 def transfer(args: argparse.Namespace) -> int:
-    from core import figures
     from core.errors import IntriguingError
     from core.experiments import RESULTS_DIR, read_card
+    from core.visual import figures
 
     figures.output_path(args.out)
     folder = Path(args.results).expanduser() if args.results else RESULTS_DIR

@@ -20,8 +20,8 @@ def _grid(matrix, fmt: str) -> str:
 
 
 def _budget(text: str) -> tuple[str, float]:
+    from core.checks import check_choice, check_float
     from core.errors import InvalidParameterError
-    from core.validation import check_choice, check_float
 
     norm, _, eps = text.partition(":")
     check_choice("budget norm", norm, ("linf", "l2"))
@@ -33,17 +33,17 @@ def _budget(text: str) -> tuple[str, float]:
 
 
 def run(args) -> int:
-    from core import leaderboard
     from core.attacks import is_budgeted
     from core.cli import emit
-    from core.protocol import Protocol
+    from core.evaluation import leaderboard
+    from core.evaluation.protocol import Protocol
 
     if args.fill:
         from tqdm import tqdm
 
+        from core.checks import check_int
         from core.models import get_spec
         from core.runtime import bar_disabled
-        from core.validation import check_int
 
         protocol = Protocol(n=check_int("n", args.n, low=1, high=10_000))  # every flag is checked first
         check_int("seed", args.seed)

@@ -33,12 +33,13 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
+    from core.checks import check_int
     from core.cli import emit
-    from core.data.images import model_input, open_image
+    from core.data.images import open_image
     from core.errors import InvalidParameterError
-    from core.report import mnist_image, robustness_report
+    from core.evaluation.validate import mnist_image, robustness_report
+    from core.models.inputs import model_input
     from core.runtime import bar_disabled
-    from core.validation import check_int
 
     check_int("seed", args.seed)  # every flag is checked before any work starts
     check_int("reference size", args.reference_n, low=1, high=10_000)

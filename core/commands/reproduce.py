@@ -27,7 +27,7 @@ def run(args) -> int:
     from core.errors import InvalidParameterError
     from core.experiments import DEFAULT_N, RESULTS_DIR, run_experiment
     from core.experiments.docs import render_docs
-    from core.experiments.report import markdown
+    from core.experiments.writer import markdown
 
     if args.table == DOCS:
         written = render_docs()
@@ -70,7 +70,7 @@ def run(args) -> int:
 def _cluster(args):
     """--on-ray: the table's attack work as a sweep on a local Ray ('local') or the cluster at ADDRESS."""
     from core.errors import InvalidParameterError
-    from core.sweep import Cluster
+    from core.evaluation.sweep import Cluster
 
     if args.table != "table2":
         raise InvalidParameterError("--on-ray runs table2's attacks as a sweep; other tables run here.")

@@ -34,10 +34,10 @@ def _budgets(text: str | None) -> list[float] | None:
 
 def plan(args: argparse.Namespace) -> list:
     """Every task of the grid the flags describe (InvalidParameterError & co. on any bad input)."""
-    from core import sweep
     from core.attacks import ATTACKS
-    from core.protocol import Protocol
-    from core.validation import check_int
+    from core.checks import check_int
+    from core.evaluation import sweep
+    from core.evaluation.protocol import Protocol
 
     flags = {p.name for cls in ATTACKS.values() for p in cls.PARAMS if not (p.seed or p.budget)}
     if args.workers is not None:
@@ -60,8 +60,8 @@ def _seconds(value: float | None) -> str:
 
 def _dry_run(tasks: list, args: argparse.Namespace) -> int:
     """List the tasks with their estimated cost; reads the database only if it exists, never writes."""
-    from core import sweep
     from core.cli import emit
+    from core.evaluation import sweep
 
     seconds = sweep.estimate(tasks, args.db)
     done = sweep.recorded(tasks, args.db)
@@ -90,8 +90,8 @@ def _dry_run(tasks: list, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core import sweep
     from core.cli import emit
+    from core.evaluation import sweep
 
     tasks = plan(args)
     if args.dry_run:

@@ -14,8 +14,8 @@ def run(args) -> int:
 
     from core.cli import emit
     from core.errors import InvalidParameterError
-    from core.experiments.report import base_card
-    from core.units.report import MEASUREMENTS, RESULTS, write_units_doc
+    from core.experiments.writer import base_card
+    from core.units.document import MEASUREMENTS, RESULTS, write_units_doc
     from core.units.uploads import default_photo_folder
 
     only = args.only.split(",") if args.only else list(MEASUREMENTS)

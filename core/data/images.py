@@ -16,8 +16,6 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageInputError
-from core.models import get_spec
-from core.models.imagenet import preprocess
 
 MAX_BYTES = 20 * 1024 * 1024  # also the dashboard's upload limit (.streamlit/config.toml: 20 MB)
 MAX_PIXELS = 40_000_000  # larger images are refused before being decoded (decompression bombs)
@@ -117,10 +115,3 @@ def mnist_input(img: Image.Image) -> torch.Tensor:
     left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
     frame[top : top + small.shape[0], left : left + small.shape[1]] = small
     return torch.from_numpy(frame).view(1, 1, 28, 28).clamp_(0, 1)
-
-
-def model_input(img: Image.Image, model_name: str) -> torch.Tensor:
-    """The tensor a zoo model takes for this image: MNIST-style 28x28 or the weights' own ImageNet transforms."""
-    if get_spec(model_name).dataset == "mnist":
-        return mnist_input(img)
-    return preprocess(img, model_name)

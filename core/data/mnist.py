@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,17 +48,6 @@ def _files_present(root: Path) -> bool:
     return all((raw / f).is_file() or (raw / f"{f}.gz").is_file() for f in MNIST_FILES)
 
 
-def network_available(host: str = "ossci-datasets.s3.amazonaws.com", timeout: float = 1.5) -> bool:
-    """A cheap reachability probe, so that offline machines fail fast instead of hanging."""
-    if config.offline():
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _missing_message(root: Path, reason: str = "") -> str:
     files = ", ".join(MNIST_FILES)
     msg = (
@@ -75,7 +63,7 @@ def ensure_mnist(data_dir: str | os.PathLike | None = None) -> Path:
 
     root = config.data_dir(data_dir)
     if not _files_present(root):
-        if not network_available():
+        if not config.network_available():
             raise DatasetMissingError(_missing_message(root, "(No network to download it.)"))
         try:
             torchvision.datasets.MNIST(root=str(root), train=True, download=True)

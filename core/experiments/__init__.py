@@ -1,5 +1,5 @@
 """The paper's tables reproduced from our own models and data, one module per table; `run_experiment`
-runs one and writes its markdown, CSV, figure and JSON card (see `core.experiments.report`)."""
+runs one and writes its markdown, CSV, figure and JSON card (see `core.experiments.writer`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 from core.errors import InvalidParameterError
-from core.experiments.report import RESULTS_DIR, Report, read_card, write
+from core.experiments.writer import RESULTS_DIR, Report, read_card, write
 
 EXPERIMENTS = ("table1", "table2", "table2-imagenet", "table3", "table4", "table5", "advtrain", "validate")
 DEFAULT_N = {

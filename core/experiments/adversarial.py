@@ -19,16 +19,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import leaderboard, sweep
 from core.attacks import AttackResult, Param, gaussian_noise_baseline, make_attack
 from core.attacks.spec import seed_param
 from core.data import load_mnist, split_fingerprint
 from core.errors import InvalidParameterError
+from core.evaluation import leaderboard, sweep
+from core.evaluation.protocol import Protocol, Selection
 from core.experiments import paper
-from core.experiments.report import Column, Report, bars, base_card, heatmap
+from core.experiments.writer import Column, Report, bars, base_card, heatmap
 from core.models import load
 from core.models.train import error_rate
-from core.protocol import Protocol, Selection
 from core.runtime import bar_disabled
 
 # Fast search (default): the 3 most likely other labels, 5 values of c, 30 L-BFGS iterations each.

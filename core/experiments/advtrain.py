@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from core import config
 from core.attacks import make_attack
 from core.data import load_mnist, split_fingerprint
+from core.evaluation.protocol import Protocol
 from core.experiments import paper
 from core.experiments.adversarial import (
     candidate_images,
@@ -36,12 +37,11 @@ from core.experiments.adversarial import (
     minimum_distortion_examples,
     protocol_record,
 )
-from core.experiments.report import Column, Report, base_card, figure
+from core.experiments.writer import Column, Report, base_card, figure
 from core.models import load
 from core.models.nets import SigmoidMLP
 from core.models.spec import TrainConfig
 from core.models.train import WEIGHT_DECAY_FORM, error_rate, weight_decay_loss
-from core.protocol import Protocol
 from core.provenance import versions
 from core.runtime import bar_disabled
 

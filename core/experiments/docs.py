@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core import config
 from core.experiments import quotes
-from core.experiments.report import RESULTS_DIR, read_card
+from core.experiments.writer import RESULTS_DIR, read_card
 
 TEMPLATES = Path(__file__).with_name("templates")
 ORDER = ("table1", "table2", "table2-imagenet", "table3", "table4", "table5", "advtrain")

@@ -12,11 +12,11 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from core.evaluation.validate import MINIMAL_ATTACKS, SAMPLES
 from core.experiments import paper
 from core.experiments.adversarial import FULL_LBFGS
 from core.models import MNIST_MODELS
 from core.models import read_card as read_model_card
-from core.report import MINIMAL_ATTACKS, SAMPLES
 
 Card = dict[str, Any]
 

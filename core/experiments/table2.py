@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core.experiments import paper
 from core.experiments.adversarial import transfer_report
-from core.experiments.report import Report
+from core.experiments.writer import Report
 
 
 def run(

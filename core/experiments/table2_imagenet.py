@@ -16,10 +16,10 @@ from torch import nn
 
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.errors import InvalidParameterError
+from core.evaluation.validate import attack_settings
 from core.experiments.adversarial import lbfgs_examples, noise_error, notify
-from core.experiments.report import Column, Report, base_card, heatmap
+from core.experiments.writer import Column, Report, base_card, heatmap
 from core.models import imagenet, load
-from core.report import attack_settings
 
 NAME = "table2-imagenet"
 MODELS = imagenet.TRAINED_OFFLINE

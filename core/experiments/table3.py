@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core.experiments import paper
 from core.experiments.adversarial import error_distortion_report
-from core.experiments.report import Report
+from core.experiments.writer import Report
 
 
 def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True) -> Report:

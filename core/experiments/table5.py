@@ -1,4 +1,4 @@
-"""Table 5: upper bounds of each layer's Lipschitz constant (operator norms, see `core.lipschitz`) with an
+"""Table 5: upper bounds of each layer's Lipschitz constant (operator norms, see `core.certify.lipschitz`) with an
 empirical local estimate beside each, for the MNIST CNN and the two trained ImageNet networks (MobileNetV2,
 EfficientNet-Lite0). torchvision's AlexNet (the paper's Table 5 is for an AlexNet-like net) joins by default
 when its ImageNet weights are in TORCH_HOME; asked for without them it runs at random initialisation, is
@@ -12,12 +12,12 @@ import torch
 import torchvision
 from tqdm.auto import tqdm
 
+from core.certify.lipschitz import network_bounds
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.errors import InvalidParameterError
 from core.experiments import paper
 from core.experiments.adversarial import candidate_images, experiment_protocol, notify
-from core.experiments.report import Column, Report, bars, base_card
-from core.lipschitz import network_bounds
+from core.experiments.writer import Column, Report, bars, base_card
 from core.models import get_spec, imagenet, load
 from core.models.nets import Normalized
 from core.runtime import bar_disabled

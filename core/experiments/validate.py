@@ -8,12 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from core import defences
+from core.defences import transforms as defences
+from core.evaluation.protocol import Protocol
+from core.evaluation.validate import mnist_image, reference_path, robustness_report
 from core.experiments.adversarial import notify
-from core.experiments.report import Column, Report, bars, base_card
+from core.experiments.writer import Column, Report, bars, base_card
 from core.models import load
-from core.protocol import Protocol
-from core.report import mnist_image, reference_path, robustness_report
 
 MODEL = "fc100-100-10"
 DEFENCES = ("bits:1", "bits:2", "median:3", "jpeg:75")

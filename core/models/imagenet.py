@@ -17,7 +17,6 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from core import config
-from core.data.mnist import network_available
 from core.errors import WeightsMissingError
 from core.models import efficientnet_lite, nets
 from core.models.spec import ModelSpec
@@ -58,7 +57,7 @@ def _local_file(weights) -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _network() -> bool:
-    return network_available(DOWNLOAD_HOST)
+    return config.network_available(DOWNLOAD_HOST)
 
 
 def _weights_enum(name: str):

@@ -24,8 +24,8 @@ from core.units.directions import (
     top_k_sets,
     unit_vector,
 )
-from core.units.grid import image_row
 from core.units.images import FolderImages, ImageSet, MnistImages, held_out_images, write_sample_folder
+from core.visual.grid import image_row
 
 __all__ = [
     "PIXELS",

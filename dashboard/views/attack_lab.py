@@ -13,14 +13,17 @@ import time
 import numpy as np
 import streamlit as st
 
-from core import IntriguingError, figures, leaderboard
+from core import IntriguingError
 from core.attacks import ATTACKS
-from core.data.images import model_input, open_image
+from core.checks import SEED_MAX
+from core.data.images import open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
+from core.evaluation import leaderboard
 from core.lab import LiveRun, conclude, make_lab_attack, predict, source_id
 from core.models import class_names, get_spec, same_domain_models, usable_models
-from core.pictures import digit_picture, to_uint8
-from core.validation import SEED_MAX
+from core.models.inputs import model_input
+from core.visual import figures
+from core.visual.pictures import digit_picture, to_uint8
 from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.lab_view import (

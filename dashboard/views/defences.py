@@ -1,11 +1,12 @@
-"""Defences: which guards hold and which only seem to (core.defences)."""
+"""Defences: which guards hold and which only seem to (core.defences.transforms)."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import IntriguingError, defences
+from core import IntriguingError
+from core.defences import transforms as defences
 from core.models import get_spec, usable_models
 from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error

@@ -7,10 +7,11 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import IntriguingError, leaderboard
+from core import IntriguingError
 from core.attacks import ATTACKS, format_eps, is_budgeted
+from core.evaluation import leaderboard
+from core.evaluation.protocol import Protocol
 from core.models import get_spec, usable_models
-from core.protocol import Protocol
 from dashboard import url_state
 from dashboard.common import model_names, show_error, table
 from dashboard.url_state import bound

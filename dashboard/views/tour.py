@@ -10,7 +10,7 @@ import streamlit as st
 from core import IntriguingError, units
 from core.lab import LiveRun, Outcome, conclude, make_lab_attack, predict
 from core.models import class_names, same_domain_models, usable_models
-from core.pictures import to_uint8, triple_picture
+from core.visual.pictures import to_uint8, triple_picture
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 
 MODEL = "fc100-100-10"  # the paper's smallest MNIST network: every step is fast on a CPU

@@ -6,9 +6,10 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import IntriguingError, figures
+from core import IntriguingError
 from core.experiments import read_card, table2, table2_imagenet, table4
 from core.experiments.adversarial import SUBSET
+from core.visual import figures
 from dashboard import url_state
 from dashboard.common import show_error
 from dashboard.figure_buttons import figure_downloads

@@ -12,11 +12,12 @@ import math
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import IntriguingError, figures, units
+from core import IntriguingError, units
 from core.attacks.spec import seed_param
 from core.models import get_spec
 from core.units import arms, featvis
 from core.units.coherence import TOP_K
+from core.visual import figures
 from dashboard import url_state
 from dashboard.common import model_names, show_error
 from dashboard.direction_view import (

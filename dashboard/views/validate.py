@@ -1,4 +1,4 @@
-"""Validate a prediction: how far must this image move before the model changes its mind? (core.report)"""
+"""Validate a prediction: how far must this image move before the model changes its mind? (core.evaluation.validate)"""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import IntriguingError
-from core.data.images import model_input, open_image
+from core.checks import SEED_MAX
+from core.data.images import open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
-from core.indicators import try_fix
+from core.evaluation.indicators import try_fix
+from core.evaluation.validate import REFERENCE_ATTACK, robustness_report
 from core.lab import predict, source_id
 from core.models import class_names, get_spec, usable_models
-from core.pictures import to_uint8, triple_picture
-from core.report import REFERENCE_ATTACK, robustness_report
+from core.models.inputs import model_input
 from core.runtime import LIVE_THREADS
-from core.validation import SEED_MAX
+from core.visual.pictures import to_uint8, triple_picture
 from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.url_state import bound
@@ -129,7 +130,7 @@ report = stored[1]
 
 st.info(report.verdict, icon=":material/gavel:")
 
-# Indicators of attack failure (core.indicators): one warning each, and the first runnable fix in one click.
+# Indicators of attack failure (core.evaluation.indicators): one warning each, and the first runnable fix in one click.
 fired_checks = [c for c in report.indicators if c.fired]
 for check in fired_checks:
     st.warning(

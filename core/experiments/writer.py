@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from core import config
-from core.figures import heatmap_figure
 from core.provenance import versions
+from core.visual.figures import heatmap_figure
 
 RESULTS_DIR = config.RESULTS_DIR
 

@@ -8,12 +8,12 @@ Two matrices answer "which attack works best on which net":
 - minimal distortion: for attacks that search the smallest flipping perturbation (L-BFGS, C&W, DeepFool, the
   minimal-eps searches), the median RMS distortion of the successful images;
 - success at a fixed budget: for budgeted attacks (FGSM, PGD), the success rate at one (norm, eps).
-Numbers are only compared within one evaluation protocol (`core.protocol`): every row stores the protocol it
+Numbers are only compared within one evaluation protocol (`core.evaluation.protocol`): every row stores the protocol it
 chose its images by and its fingerprint, a matrix is drawn for one protocol, and a cell shows the newest run
 of its (attack, model) under it, with its n. Success rates count only images the model classified correctly
 before the attack.
 
-Sweeps (`core.sweep`) add per-example rows, one task (a shard of a protocol) at a time, each task in one
+Sweeps (`core.evaluation.sweep`) add per-example rows, one task (a shard of a protocol) at a time, each task in one
 transaction; from them comes the headline per (model, budget): robust accuracy, the share of images that
 survive every attack tried (the worst case per image), next to each attack's own success rate.
 """
@@ -38,9 +38,9 @@ import torch
 from core import config
 from core.attacks import AttackResult, attack_class, format_eps, is_budgeted, is_seeded, make_attack
 from core.errors import InvalidParameterError
-from core.indicators import fired, run_checked
+from core.evaluation.indicators import fired, run_checked
+from core.evaluation.protocol import Protocol, Selection
 from core.models import get_spec, load
-from core.protocol import Protocol, Selection
 from core.provenance import versions as library_versions
 
 DB_ENV = "INTRIGUING_LEADERBOARD"
@@ -78,7 +78,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN median_l2 REAL",
         "CREATE INDEX runs_budget ON runs (norm, budget)",
     ),
-    # 3: the evaluation protocol the images were chosen by (core.protocol), and how many candidates it
+    # 3: the evaluation protocol the images were chosen by (core.evaluation.protocol), and how many candidates it
     # skipped as already misclassified; rows recorded before protocols existed keep NULL ("unknown").
     (
         "ALTER TABLE runs ADD COLUMN protocol TEXT",
@@ -88,7 +88,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: indicators of attack failure that fired on the run (JSON list of names; NULL: not checked)
     ("ALTER TABLE runs ADD COLUMN indicators TEXT",),
-    # 5: sweeps (core.sweep): one row per idempotent task (its identity hashes every input and the model's
+    # 5: sweeps (core.evaluation.sweep): one row per idempotent task (its identity hashes every input and the model's
     # weights), the per-example rows it produced, which sweep asked for which task (progress), and the
     # aggregate `runs` row recorded when the last shard of a cell landed (NULL: no image was classified
     # correctly, nothing to measure).
@@ -145,6 +145,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (sweep_id, task_id)
         )""",
         "CREATE TABLE sweep_cells (cell_id TEXT PRIMARY KEY, run_id INTEGER REFERENCES runs (id))",
+    ),
+    # 6: certificates (core.certify's bounds and exact solvers, core.smoothing's CERTIFY): of the n images a
+    # protocol chose, how many a method proves robust at one (norm, radius); with the attacks' robust
+    # accuracy at the same budget it brackets the true robust accuracy. `params` holds the method's own
+    # settings (the bound method; sigma, samples and alpha for smoothing).
+    (
+        """CREATE TABLE certificates (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at TEXT NOT NULL,
+            model TEXT NOT NULL,
+            method TEXT NOT NULL,
+            norm TEXT NOT NULL CHECK (norm IN ('linf', 'l2')),
+            budget REAL NOT NULL,
+            params TEXT NOT NULL,
+            protocol TEXT NOT NULL,
+            protocol_id TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            certified INTEGER NOT NULL,
+            time_s REAL,
+            versions TEXT NOT NULL,
+            source TEXT NOT NULL
+        )""",
+        "CREATE INDEX certificates_cell ON certificates (model, protocol_id, norm, budget)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -684,7 +707,7 @@ def fill_cell(
     )
 
 
-# ---------------------------------------------------------------- sweeps (core.sweep writes, pages read)
+# ---------------------------------------------------------------- sweeps (core.evaluation.sweep writes, pages read)
 
 TASK_COLUMNS = (
     "task_id", "cell_id", "cell_tasks", "model", "weights", "attack", "params", "norm", "budget", "seed",
@@ -913,3 +936,86 @@ def _worst_case(conn: sqlite3.Connection, model: str, protocol_id: str, norm: st
     return RobustAccuracy(
         model, norm, budget, protocol_id, len(images), len(right - broken) / len(images), rates
     )
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """One recorded certificate: `certified` of the `n` images are proven robust (and correctly classified)
+    within `budget` in `norm` by `method`; `verified_accuracy` is their share."""
+
+    id: int
+    created_at: str
+    model: str
+    method: str
+    norm: str
+    budget: float
+    params: dict[str, Any]
+    protocol: dict[str, Any]
+    protocol_id: str
+    n: int
+    certified: int
+    time_s: float | None
+    versions: dict[str, str]
+    source: str
+
+    @property
+    def verified_accuracy(self) -> float:
+        return self.certified / self.n
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Certificate:
+        data = dict(row)
+        for key in ("params", "protocol", "versions"):
+            data[key] = json.loads(data[key])
+        return cls(**data)
+
+
+def record_certificate(
+    *,
+    model: str,
+    method: str,
+    norm: str,
+    budget: float,
+    n: int,
+    certified: int,
+    protocol: Protocol,
+    params: Mapping[str, Any] | None = None,
+    time_s: float | None = None,
+    source: str = "cli",
+    path: str | os.PathLike | None = None,
+) -> int:
+    """Store how many of a protocol's `n` images `method` certified at one (norm, budget); returns the row id."""
+    if norm not in ("linf", "l2"):
+        raise InvalidParameterError(f"norm must be linf or l2, got {norm!r}.")
+    if source not in SOURCES:
+        raise InvalidParameterError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
+    budget = _optional_float("budget", budget)
+    if budget is None or not 0 <= int(certified) <= int(n) or int(n) < 1:
+        raise InvalidParameterError(f"need a budget, n >= 1 and 0 <= certified <= n, got {certified}/{n}.")
+    row = (
+        _now(), model, method, norm, budget, json.dumps(dict(params or {}), sort_keys=True),
+        json.dumps(protocol.to_dict(), sort_keys=True), protocol.fingerprint, int(n), int(certified),
+        _optional_float("time_s", time_s), json.dumps(library_versions(), sort_keys=True), source,
+    )  # fmt: skip
+    with _write(path) as conn:
+        cursor = conn.execute(
+            "INSERT INTO certificates (created_at, model, method, norm, budget, params, protocol, protocol_id, "
+            "n, certified, time_s, versions, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        return int(cursor.lastrowid)
+
+
+def certificates(
+    *, model: str | None = None, protocol_id: str | None = None, path: str | os.PathLike | None = None
+) -> list[Certificate]:
+    """The newest certificate per (model, method, norm, budget, protocol), optionally for one model or
+    protocol, ordered by model, norm, budget and method."""
+    where, args = _filters(model=model, protocol_id=protocol_id)
+    with connect(path) as conn:
+        rows = conn.execute(
+            f"SELECT * FROM certificates WHERE id IN (SELECT MAX(id) FROM certificates {where} "
+            "GROUP BY model, method, norm, budget, protocol_id) ORDER BY model, norm, budget, method",
+            args,
+        ).fetchall()
+    return [Certificate.from_row(r) for r in rows]

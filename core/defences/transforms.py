@@ -24,11 +24,11 @@ from torch import nn
 
 from core.attacks import Param, make_attack
 from core.attacks.spec import seed_param
+from core.checks import check_choice, check_float, check_int
 from core.errors import InvalidParameterError
-from core.indicators import INDICATORS, extra_checks, fired, run_checked
+from core.evaluation.indicators import INDICATORS, extra_checks, fired, run_checked
 from core.models import list_models, model_status
 from core.models import load as zoo_load
-from core.validation import check_choice, check_float, check_int
 
 # ---------------------------------------------------------------- input transformations
 
@@ -151,7 +151,7 @@ class DefendedModel(nn.Module):
     @property
     def masks_gradient(self) -> bool:
         """True when attacks differentiate through a transform without a useful gradient (read by
-        core.indicators: the non-differentiable-preprocessing indicator)."""
+        core.evaluation.indicators: the non-differentiable-preprocessing indicator)."""
         return self.gradient == "naive" and not self.transform.differentiable
 
     def describe(self) -> str:
@@ -178,7 +178,7 @@ class DefenceRow:
     `robust_transfer`, adversarial examples made on the bare model then passed through the defence;
     `robust_plain`, the attack run on the defended pipeline with the gradients autograd gives;
     `robust_adaptive`, the BPDA attack. Robust accuracy of the undefended model is the first row's.
-    `indicators_plain` / `indicators_adaptive`: the indicators of attack failure (core.indicators) that
+    `indicators_plain` / `indicators_adaptive`: the indicators of attack failure (core.evaluation.indicators) that
     fired on the plain and on the BPDA attack."""
 
     defence: str

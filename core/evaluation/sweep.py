@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from core import leaderboard
 from core.attacks import attack_class, is_budgeted, make_attack
 from core.attacks.spec import check_params
+from core.checks import check_int
 from core.errors import CheckpointError, IntriguingError, InvalidParameterError
+from core.evaluation import leaderboard
+from core.evaluation.protocol import Protocol
 from core.models import get_spec, load
 from core.models.zoo import checkpoint_path
-from core.protocol import Protocol
-from core.validation import check_int
 
 MAX_SHARD = 10_000
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # results are per-example rows: a few hundred bytes per image

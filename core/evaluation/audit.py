@@ -1,5 +1,5 @@
 """Audit an evaluation: run one attack on a model (or a model behind an input-transformation defence) over
-the images an evaluation protocol chooses, with every indicator of attack failure (core.indicators), and
+the images an evaluation protocol chooses, with every indicator of attack failure (core.evaluation.indicators), and
 say whether its robustness number can be trusted. `intriguing audit` prints it; the JSON shape is
 {"model", "defence", "verdict", "indicators": [{"name", "fired", "rate", "meaning", "fix"}, ...]}.
 """
@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from core.attacks import AttackResult, attack_presets, make_attack
-from core.defences import ADVERSARIAL_SUFFIXES, DefendedModel, parse_transform
+from core.checks import check_int
+from core.defences.transforms import ADVERSARIAL_SUFFIXES, DefendedModel, parse_transform
 from core.errors import InvalidParameterError
-from core.indicators import IndicatorResult, fired, run_checked, verdict
+from core.evaluation.indicators import IndicatorResult, fired, run_checked, verdict
+from core.evaluation.protocol import Protocol, Selection
 from core.models import get_spec, list_models, load
-from core.protocol import Protocol, Selection
-from core.validation import check_int
 
 
 @dataclass

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.checks import check_choice, check_int
 from core.data import load_mnist
 from core.errors import InvalidParameterError
-from core.validation import check_choice, check_int
 
 SPLITS = ("test", "train", "p1", "p2")
 ORDERS = ("dataset", "random")

@@ -27,18 +27,19 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import config, indicators, lab, leaderboard
+from core import config, lab
 from core.attacks import AttackResult, attack_class, gaussian_noise_baseline, is_seeded, make_attack
+from core.checks import check_float, check_int
 from core.data import load_mnist
 from core.errors import InvalidParameterError
+from core.evaluation import indicators, leaderboard
+from core.evaluation.protocol import Protocol
 from core.models import class_names, get_spec, list_models, same_domain_models, usable_models
 from core.models import load as zoo_load
 from core.models.zoo import checkpoint_path
-from core.pictures import to_uint8, triple_picture
-from core.protocol import Protocol
 from core.provenance import versions
 from core.runtime import torch_threads
-from core.validation import check_float, check_int
+from core.visual.pictures import to_uint8, triple_picture
 
 # The report's lighter settings on MNIST. L-BFGS runs 6 rounds of its search over c (not the engine's 10)
 # towards the 3 most likely other classes (not all 9): 6x cheaper, and on 30 test images of fc100-100-10 the

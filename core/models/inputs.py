@@ -1,0 +1,18 @@
+"""A user's picture as the tensor a model takes: the models package owns this step (it knows each model's
+domain and transforms); core.data only decodes images safely."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from core.data.images import mnist_input
+from core.models.imagenet import preprocess
+from core.models.zoo import get_spec
+
+
+def model_input(img: Image.Image, model_name: str) -> torch.Tensor:
+    """The tensor a zoo model takes for this image: MNIST-style 28x28 or the weights' own ImageNet transforms."""
+    if get_spec(model_name).dataset == "mnist":
+        return mnist_input(img)
+    return preprocess(img, model_name)
