@@ -25,7 +25,6 @@ from core.attacks import (
     AttackResult,
     AttackRun,
     gaussian_noise_baseline,
-    is_seeded,
     make_attack,
 )
 from core.errors import InvalidParameterError
@@ -88,9 +87,7 @@ class SearchRound:
 
 def make_lab_attack(name: str, model: nn.Module, seed: int = 0, **params: Any) -> Attack:
     """An attack from the registry, handed the lab's seed when it takes one (random starts)."""
-    if is_seeded(name):
-        params["seed"] = seed
-    return make_attack(name, model, **params)
+    return make_attack(name, model, seed=seed, **params)
 
 
 class LiveRun:

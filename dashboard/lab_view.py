@@ -28,16 +28,6 @@ from dashboard.direction_view import show_inside
 from dashboard.figure_buttons import figure_downloads
 from dashboard.url_state import param_key, param_widget
 
-# Attacks in the order offered (only those the engine has are shown); the paper's first.
-ATTACK_TITLES = {
-    "lbfgs": "L-BFGS (the paper's)",
-    "fgsm": "FGSM",
-    "pgd": "PGD",
-    "cw": "Carlini-Wagner L2",
-    "deepfool": "DeepFool",
-    "apgd": "APGD",
-    "square": "Square Attack (black-box)",
-}
 CHART_INTERVAL_S = 0.5  # curves are redrawn at most this often while running (their data keeps every step)
 CHART_HEIGHT = 240  # pixels of a whole chart: title, plot and axes
 MAX_POINTS = 400  # a curve drawn with more steps is thinned (every step stays in the run's series)
@@ -49,13 +39,13 @@ COLOUR_NAMES = {LABEL_COLOUR: "blue", TARGET_COLOUR: "red", OTHER_COLOUR: "grey"
 
 
 def attack_names() -> list[str]:
-    return [name for name in ATTACK_TITLES if name in ATTACKS] + [
-        n for n in ATTACKS if n not in ATTACK_TITLES
-    ]
+    """The attacks in the order offered: the registry's (the paper's first)."""
+    return list(ATTACKS)
 
 
 def attack_title(name: str) -> str:
-    return ATTACK_TITLES.get(name, name)
+    """The attack's own title (its registry name when it has none)."""
+    return ATTACKS[name].title or name if name in ATTACKS else name
 
 
 def attack_parameters(name: str, dataset: str, prefix: str = "lab") -> dict:

@@ -96,6 +96,11 @@ class LBFGS(Attack):
     reference's mean RMS distortion to 0.03% at a third less work than memory=10, ftol=1e-5."""
 
     name = "lbfgs"
+    title, quick, cases = (
+        "L-BFGS (the paper's)",
+        {"rounds": 3, "max_iter": 30},
+        ({"rounds": 4, "max_iter": 40},),
+    )  # see Attack
 
     PARAMS = (
         Param(

@@ -88,9 +88,13 @@ def register(sub, common) -> None:
         help=f"bits:B, median:SIZE or jpeg:QUALITY; repeatable (default: {' '.join(DEFAULT_DEFENCES)})",
     )
     p.add_argument("--attack", choices=("pgd", "fgsm"), default="pgd")
-    p.add_argument("--eps", type=float, default=0.2, help="attack budget (default 0.2, Linf)")
+    from core.defences.transforms import SETTINGS  # lazy like every command: `intriguing --help` stays fast
+
+    settings = {s.name: s for s in SETTINGS}
+    eps, steps = settings["eps"].default, settings["steps"].default
+    p.add_argument("--eps", type=float, default=eps, help=f"attack budget (default {eps:g}, Linf)")
     p.add_argument("--norm", choices=("linf", "l2"), default="linf")
-    p.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
+    p.add_argument("--steps", type=int, default=steps, help=f"PGD steps (default {steps})")
     p.add_argument("-n", type=int, default=100, help="number of MNIST test images (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-twins", dest="twins", action="store_false", help="skip adversarially trained models")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from core.attacks import Param, make_attack
-from core.attacks.spec import seed_param
-from core.checks import check_choice, check_float, check_int
+from core.attacks import PGD, Param, make_attack, with_seed
+from core.attacks.spec import param, seed_param
+from core.checks import check_choice, check_int
 from core.errors import InvalidParameterError
 from core.evaluation.indicators import INDICATORS, extra_checks, fired, run_checked
 from core.models import list_models, model_status
@@ -237,14 +237,17 @@ def _verdict(undefended: float, row: DefenceRow, clean_bare: float, margin: floa
 
 PRESETS = ("bits:1", "bits:2", "bits:3", "median:2", "median:3", "jpeg:50", "jpeg:75", "jpeg:90")
 DEFAULT_PRESETS = ("bits:1", "bits:2", "median:3", "jpeg:75")  # one of each kind, and the strongest squeeze
-# What an interactive evaluation may ask (the dashboard's inputs): MNIST, a budget up to the paper-scale 0.5,
-# and at most 2000 images so that an evaluation stays within minutes on a CPU.
+PGD_EPS, PGD_STEPS = param(PGD.PARAMS, "eps"), param(PGD.PARAMS, "steps")
+# What an interactive evaluation may ask (the dashboard's inputs), narrowed from PGD's spec: MNIST, a budget
+# up to the paper-scale 0.5 (0.2 by default: input squeezes are judged where the bare model is broken), PGD's
+# lighter step count, and at most 2000 images so that an evaluation stays within minutes on a CPU.
 SETTINGS: tuple[Param, ...] = (
     Param("attack", str, "pgd", "Attack", "PGD iterates; FGSM takes one signed gradient step.",
           choices=("pgd", "fgsm")),
-    Param("eps", float, 0.2, "Linf budget (eps)", "Largest change of any pixel (pixel scale [0, 1]).",
-          low=0.01, high=0.5, step=0.01, budget=True),
-    Param("steps", int, 20, "PGD steps", "Iterations of PGD (FGSM takes one).", low=1, high=200),
+    replace(PGD_EPS, default=0.2, label="Linf budget (eps)", help="Largest change of any pixel (pixel scale "
+            "[0, 1]).", low=0.01, high=0.5, high_l2=None, imagenet=None, models=(), step=0.01),
+    replace(PGD_STEPS, default=PGD_STEPS.light_default(), label="PGD steps",
+            help="Iterations of PGD (FGSM takes one).", high=200, imagenet=None, light=None),
     Param("n", int, 100, "MNIST test images", "The first n test images, the same for every defence.",
           low=10, high=2000, step=10),
     seed_param("PGD's random start"),
@@ -254,16 +257,13 @@ SETTINGS: tuple[Param, ...] = (
 def check_attack_params(attack: str, eps: float, steps: int, norm: str) -> dict[str, Any]:
     """Validated parameters of the budgeted attack used against the defences."""
     check_choice("attack", attack, SETTINGS[0].choices)
-    eps = check_float("eps", eps, low=0.0, high=1.0 if norm == "linf" else 100.0, strict_low=True)
+    norm = param(PGD.PARAMS, "norm").check(norm)
+    eps = replace(PGD_EPS, strict_low=True).check(eps, norm)  # a zero budget evaluates nothing
     if attack == "fgsm":
         if norm != "linf":
             raise InvalidParameterError("fgsm is an Linf attack; use --norm linf.")
         return {"eps": eps}
-    return {
-        "eps": eps,
-        "norm": check_choice("norm", norm, ("linf", "l2")),
-        "steps": check_int("steps", steps, low=1),
-    }
+    return {"eps": eps, "norm": norm, "steps": PGD_STEPS.check(steps)}
 
 
 def evaluate_transforms(
@@ -273,8 +273,8 @@ def evaluate_transforms(
     transforms: list[InputTransform],
     *,
     attack: str = "pgd",
-    eps: float = 0.1,
-    steps: int = 40,
+    eps: float = PGD_EPS.default,
+    steps: int = PGD_STEPS.default,
     norm: str = "linf",
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -284,8 +284,7 @@ def evaluate_transforms(
     after a first row for the undefended model. Same images, same attack parameters everywhere."""
 
     params = check_attack_params(attack, eps, steps, norm)
-    if attack == "pgd":
-        params["seed"] = seed
+    params = with_seed(attack, params, seed)
     total = 1 + 2 * len(transforms)
     report = progress or (lambda fraction, text: None)
     report(0.0, "attacking the bare model")
@@ -357,8 +356,8 @@ def compare_twins(
     labels: torch.Tensor,
     *,
     attack: str = "pgd",
-    eps: float = 0.1,
-    steps: int = 40,
+    eps: float = PGD_EPS.default,
+    steps: int = PGD_STEPS.default,
     norm: str = "linf",
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -370,8 +369,7 @@ def compare_twins(
     load = load or (lambda name: zoo_load(name, device))
 
     params = check_attack_params(attack, eps, steps, norm)
-    if attack == "pgd":
-        params["seed"] = seed
+    params = with_seed(attack, params, seed)
 
     @functools.cache  # a plain twin shared by several adversarially trained models is attacked once
     def accuracies(name: str) -> tuple[float, float]:

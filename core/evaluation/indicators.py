@@ -30,6 +30,7 @@ from core.attacks import (
     is_budgeted,
     is_seeded,
     make_attack,
+    with_seed,
 )
 from core.attacks.square import margin
 
@@ -416,9 +417,9 @@ def try_fix(
     if fix.attack is None:
         return None
     params = {**attack_presets(fix.attack, dataset), **fix.params}
-    if "seed" in params:
-        params["seed"] = seed
-    return make_attack(fix.attack, model, device, **params).run(x, torch.tensor([label]))
+    return make_attack(fix.attack, model, device, **with_seed(fix.attack, params, seed)).run(
+        x, torch.tensor([label])
+    )
 
 
 def merge(batches: Sequence[Sequence[IndicatorResult]]) -> list[IndicatorResult]:

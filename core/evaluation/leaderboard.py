@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from typing import Any
 import torch
 
 from core import config
-from core.attacks import AttackResult, attack_class, format_eps, is_budgeted, is_seeded, make_attack
+from core.attacks import AttackResult, attack_class, format_eps, is_budgeted, make_attack, with_seed
+from core.attacks.spec import Param, eps_param, norm_param
 from core.errors import InvalidParameterError
 from core.evaluation.indicators import fired, run_checked
 from core.evaluation.protocol import Protocol, Selection
@@ -171,6 +172,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# The budget a success matrix is read at when none is asked for, and the budgets one may ask: the spec's.
+DEFAULT_BUDGET: tuple[str, float] = (norm_param().default, eps_param().default)
+# How many MNIST test images a filled cell is measured on (the CLI's -n and the page's input read it).
+CELL_N = Param(
+    "n",
+    int,
+    100,
+    "Test images per cell",
+    "The first correctly classified MNIST test images.",
+    low=1,
+    high=10_000,
+)
+
+
+def check_budget(norm: str, eps: float) -> tuple[str, float]:
+    """A (norm, eps) budget checked against the budgeted attacks' spec; a zero budget is refused."""
+    norm = norm_param().check(norm)
+    return norm, replace(eps_param(), name="budget eps", strict_low=True, high=None, high_l2=None).check(
+        eps, norm
+    )
 
 
 def default_path() -> Path:
@@ -684,7 +706,7 @@ def fill_cell(
             f"{model} is an ImageNet model; cells are filled on MNIST test images only."
         )
     accepted = {p.name for p in attack_class(attack).PARAMS}
-    params: dict[str, Any] = {"seed": seed} if is_seeded(attack) else {}
+    params: dict[str, Any] = with_seed(attack, {}, seed)
     if budgeted:
         if budget is None or norm is None:
             raise InvalidParameterError(f"{attack} is a budgeted attack: give norm and budget (eps).")

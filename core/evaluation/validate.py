@@ -28,7 +28,8 @@ from PIL import Image
 from torch import nn
 
 from core import config, lab
-from core.attacks import AttackResult, attack_class, gaussian_noise_baseline, is_seeded, make_attack
+from core.attacks import PGD, AttackResult, attack_class, gaussian_noise_baseline, make_attack, with_seed
+from core.attacks.spec import Param, overrides, param
 from core.checks import check_float, check_int
 from core.data import load_mnist
 from core.errors import InvalidParameterError
@@ -51,19 +52,32 @@ MINIMAL_ATTACKS: dict[str, dict[str, Any]] = {
     "cw": {},
     "deepfool": {},
 }
-EPS_SEARCH_ATTACKS: dict[str, dict[str, Any]] = {"fgsm": {}, "pgd": {"steps": 20}}
+# The minimal-eps search repeats an attack at every eps it tries: PGD runs its lighter step count.
+EPS_SEARCH_ATTACKS: dict[str, dict[str, Any]] = {
+    "fgsm": {},
+    "pgd": {"steps": param(PGD.PARAMS, "steps").light_default()},
+}
 
 
 def attack_settings(attack: str, dataset: str) -> dict[str, Any]:
     """The report's parameters for one attack on one domain."""
     if dataset == "imagenet":
-        return {
-            p.name: p.imagenet for p in attack_class(attack).PARAMS if p.imagenet is not None and not p.budget
-        }
+        spec = attack_class(attack).PARAMS
+        return {k: v for k, v in overrides(spec, dataset).items() if not param(spec, k).budget}
     return dict({**MINIMAL_ATTACKS, **EPS_SEARCH_ATTACKS}[attack])
 
 
 REFERENCE_ATTACK = "lbfgs"
+# How many test images the model's reference distribution is measured on (the page's input reads it).
+REFERENCE_N = Param(
+    "reference size",
+    int,
+    100,
+    "Test images in the reference",
+    "The first correctly classified test images the model's typical minimal distortion is measured on.",
+    low=1,
+    high=10_000,
+)
 NOISE_DRAWS = 100
 LIPSCHITZ_SAMPLES = 64
 # Per-domain sample sizes: a 224-px forward pass costs ~1000x a 28-px one.
@@ -240,7 +254,7 @@ def reference_distribution(
     None for ImageNet models (no labelled test images here). The cache is keyed by the checkpoint's hash
     and the attack's parameters, so a retrained model gets a fresh reference."""
 
-    n = check_int("reference size", n, low=1, high=10_000)
+    n = REFERENCE_N.check(n)
     if get_spec(model_name).dataset != "mnist":
         return None
     params = MINIMAL_ATTACKS[REFERENCE_ATTACK]
@@ -505,8 +519,7 @@ def run_attack(target: Subject, planned: PlannedAttack) -> AttackRun:
         attack = make_attack(planned.attack, target.model, target.device, **params)
         result = attack.run(target.x, target.label_t)
     else:
-        if is_seeded(planned.attack):
-            params["seed"] = target.seed
+        params = with_seed(planned.attack, params, target.seed)
         result, eps = minimal_eps(
             planned.attack,
             target.model,
@@ -640,7 +653,7 @@ def robustness_report(
     image_source: str = "image",
     load: Callable[[str], nn.Module] | None = None,
     others: Sequence[str] | None = None,
-    reference_n: int = 100,
+    reference_n: int = REFERENCE_N.default,
     seed: int = 0,
     device: torch.device | str | None = None,
     record: bool = True,
@@ -654,7 +667,7 @@ def robustness_report(
     `threads`: torch intra-op threads for the report (None: unchanged; the dashboard uses one, see core.lab)."""
 
     seed = check_int("seed", seed)
-    reference_n = check_int("reference size", reference_n, low=1, high=10_000)
+    reference_n = REFERENCE_N.check(reference_n)
     if record and source not in leaderboard.SOURCES:
         raise InvalidParameterError(
             f"source must be one of {', '.join(leaderboard.SOURCES)}, got {source!r}."

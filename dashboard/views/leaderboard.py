@@ -16,7 +16,7 @@ from dashboard import url_state
 from dashboard.common import model_names, show_error, table
 from dashboard.url_state import bound
 
-DEFAULT_BUDGET = ("linf", 0.1)
+DEFAULT_BUDGET = leaderboard.DEFAULT_BUDGET
 DOMAINS = {"mnist": "MNIST", "imagenet": "ImageNet"}
 SWEEP_EXAMPLE = (
     "intriguing sweep --models fc100-100-10,fc10-1e-2 --attacks fgsm,pgd,deepfool --eps 0.05,0.1 --n 100"
@@ -182,7 +182,8 @@ elif not missing:
     st.caption("Every shown cell has a run.")
 else:
     if chosen_protocol is None:
-        n = st.number_input("Test images per cell", 5, 1000, 50, step=5, key="lb_fill_n")
+        cell_n = leaderboard.CELL_N
+        n = st.number_input(cell_n.label, int(cell_n.low), int(cell_n.high), 50, step=5, key="lb_fill_n")
         chosen_protocol = Protocol(n=int(n))
     st.caption(
         f"{len(missing)} empty cells, filled on the {chosen_protocol.describe()}: "

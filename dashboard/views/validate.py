@@ -12,7 +12,7 @@ from core.checks import SEED_MAX
 from core.data.images import open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.evaluation.indicators import try_fix
-from core.evaluation.validate import REFERENCE_ATTACK, robustness_report
+from core.evaluation.validate import REFERENCE_ATTACK, REFERENCE_N, robustness_report
 from core.lab import predict, source_id
 from core.models import class_names, get_spec, usable_models
 from core.models.inputs import model_input
@@ -22,7 +22,6 @@ from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.url_state import bound
 
-REFERENCE_N = 100
 SOURCES = {"mnist": ("MNIST test set", "Upload"), "imagenet": ("Sample photo", "Upload")}
 
 st.title("Validate a prediction")
@@ -41,7 +40,7 @@ try:
             "val_idx": url_state.integer(0, len(cached_mnist("test").labels) - 1),
             "val_photo": url_state.choice(SAMPLE_PHOTOS),
             "val_seed": url_state.integer(0, SEED_MAX),
-            "val_ref_n": url_state.integer(5, 1000),
+            "val_ref_n": url_state.integer(int(REFERENCE_N.low), int(REFERENCE_N.high)),
         }
     )
 except IntriguingError as exc:  # MNIST missing: the checks cannot know its size
@@ -91,10 +90,14 @@ with right:
         says.metric("True label", classes[true_label])
     says.metric("Prediction under test", classes[label], f"{probs[label]:.1%} confident", delta_color="off")
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("val_seed"))
-    reference_n = REFERENCE_N
+    reference_n = REFERENCE_N.default
     if spec.dataset == "mnist":
         reference_n = st.number_input(
-            "Test images in the reference", 5, 1000, REFERENCE_N, **bound("val_ref_n")
+            REFERENCE_N.label,
+            int(REFERENCE_N.low),
+            int(REFERENCE_N.high),
+            REFERENCE_N.default,
+            **bound("val_ref_n"),
         )
         st.caption(
             f"The model's reference ({REFERENCE_ATTACK} on the first test images) is computed once per model "
