@@ -9,8 +9,7 @@ import pytest
 
 from core.attacks import ATTACKS, PGD, attack_presets, is_budgeted, make_attack
 from core.attacks.spec import MODEL_PRESET_REASONS, eps_param, norm_param, overrides, param
-from core.defences import transforms as defences
-from core.evaluation import leaderboard
+from core.evaluation import defences, leaderboard
 from core.evaluation import validate as report
 from core.models import load
 

@@ -10,6 +10,7 @@ import streamlit as st
 from core import IntriguingError, units
 from core.lab import LiveRun, Outcome, conclude, make_lab_attack, predict
 from core.models import class_names, same_domain_models, usable_models
+from core.visual.grid import image_row
 from core.visual.pictures import to_uint8, triple_picture
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 
@@ -132,5 +133,5 @@ rows = step(
     "views/unit_explorer.py",
     {"model": MODEL, "layer": layer, "direction": f"unit:{UNIT}"},  # the Direction Lab's own link keys
 )
-rows.image(units.image_row(images, natural.indices), caption=f"unit {UNIT}", width=420)
-rows.image(units.image_row(images, random.indices), caption=f"random direction (seed {SEED})", width=420)
+rows.image(image_row(images, natural.indices), caption=f"unit {UNIT}", width=420)
+rows.image(image_row(images, random.indices), caption=f"random direction (seed {SEED})", width=420)
