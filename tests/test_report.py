@@ -111,7 +111,7 @@ def test_a_photo_report_shows_the_other_imagenet_network_in_json_and_html():
 @pytest.mark.slow
 def test_report_runs_are_recorded_in_the_leaderboard(report):
     recorded = {r.attack: r for r in leaderboard.runs(model="fc100-100-10", source="report")}
-    assert {"lbfgs", "cw", "deepfool", "fgsm-min-eps", "pgd-min-eps"} <= set(recorded)
+    assert {"lbfgs", "cw", "deepfool", "fgsm (minimal eps)", "pgd (minimal eps)"} <= set(recorded)
     assert recorded["cw"].median_rms == pytest.approx(report.finding("cw").rms)
 
 

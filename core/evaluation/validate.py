@@ -541,7 +541,7 @@ def record_attack(run: AttackRun, target: Subject, source: str) -> None:
     f = run.finding
     leaderboard.record_run(
         model=target.model_name,
-        attack=f.attack if f.method == MINIMAL else f"{f.attack}-min-eps",
+        attack=f.attack if f.method == MINIMAL else f"{f.attack} (minimal eps)",  # a search, no attack
         params=f.params,
         n=1,
         success_rate=float(f.success),
