@@ -5,6 +5,7 @@ never pools one-image runs into a matrix."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -88,3 +89,47 @@ def test_the_error_boundary_turns_a_crash_into_one_line_and_details(tmp_path):
     assert UNEXPECTED in line.value and "RuntimeError" in line.value
     (details,) = at.expander
     assert details.label == "details" and "boom" in details.code[0].value
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+@pytest.mark.slow
+def test_after_a_run_the_link_names_it_and_a_fresh_session_replays_it():
+    """Issue 25 item 7: the URL a user copies after Run opens on the same result, without pressing Run."""
+    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "attack_lab.py"), default_timeout=240).run()
+    at.number_input(key="lab_idx").set_value(3)
+    at.button(key="lab_go").click().run()
+    assert not failures(at)
+    shown = metrics(at)
+    assert at.query_params.get("lab_replay") == "1", dict(at.query_params)
+    # a browser's frontend writes the bound widgets' values into the URL; AppTest never sees that part
+    link = {"lab_idx": "3", **dict(at.query_params)}
+    fresh = AppTest.from_file(str(ROOT / "dashboard" / "views" / "attack_lab.py"), default_timeout=240)
+    fresh.query_params.update(link)
+    fresh.run()
+    assert not failures(fresh)
+    replayed = metrics(fresh)
+    assert replayed["Success"] == "yes"
+    for label in ("Prediction", "RMS distortion", "L2", "Linf"):
+        assert replayed[label] == shown[label], label  # recomputed, deterministic for the seed
+
+
+def test_the_tour_links_open_the_lab_on_its_run():
+    at = open_page(AppTest.from_file(APP, default_timeout=240).run(), "tour.py")
+    (query,) = {el.proto.query_string for el in at.get("page_link") if "attack_lab" in el.proto.page}
+    lab = AppTest.from_file(str(ROOT / "dashboard" / "views" / "attack_lab.py"), default_timeout=240)
+    lab.query_params.update(dict(parse_qsl(query)))
+    lab.run()
+    assert not failures(lab)
+    assert metrics(lab)["Success"] == "yes"  # the tour's run, on screen without pressing Run
+
+
+@pytest.mark.slow
+def test_a_validate_link_that_names_a_report_shows_it_without_pressing_validate():
+    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "validate.py"), default_timeout=600)
+    at.query_params.update({"val_ref_n": "5", "val_replay": "1"})
+    at.run()
+    assert not failures(at)
+    assert at.get("download_button"), "the report (and its downloads) should be on the page"

@@ -64,6 +64,7 @@ def link_checks(names: list[str]) -> dict[str, url_state.Check]:
         "lab_target": url_state.choice([target_name(classes, c) for c in range(len(classes))]),
         "lab_seed": url_state.integer(0, SEED_MAX),
         "lab_live": url_state.choice(LIVE_MODES),
+        **url_state.replay_check("lab"),
         **url_state.attack_parameter_checks("lab", ("mnist", "imagenet")),
     }
 
@@ -78,6 +79,7 @@ def request_run() -> None:
     if state is not None:
         state["live"].stop()
     st.session_state.lab_requested = time.perf_counter()
+    url_state.name_the_run("lab")
 
 
 def stop_run() -> None:
@@ -186,6 +188,8 @@ with sidebar:
 
 # ---------------------------------------------------------------- run, watch, stop
 
+if url_state.replay_requested("lab") and "lab_run" not in st.session_state:  # a link that names a run
+    st.session_state.lab_requested = time.perf_counter()
 requested = st.session_state.pop("lab_requested", None)
 if requested is not None and x is not None:
     try:
@@ -231,9 +235,12 @@ if state is None:
     st.stop()
 
 live: LiveRun = state["live"]
+unchanged = state["inputs"] == st.query_params.to_dict()
+if not unchanged:
+    url_state.forget_the_run("lab")
 st.caption(
     f"**{attack_title(live.run.attack.name)}** on **{state['model']}**, {state['image_source']}"
-    + ("" if state["inputs"] == st.query_params.to_dict() else " (the sidebar has changed since this run)")
+    + ("" if unchanged else " (the sidebar has changed since this run)")
 )
 panel = LivePanel(state["x"][0].numpy(), state["classes"], live.label, live.target)
 outcome_slot = st.empty()  # replaces a previous run's result at once, not when this run's script ends

@@ -11,13 +11,15 @@ from core import IntriguingError, units
 from core.lab import LiveRun, Outcome, conclude, make_lab_attack, predict
 from core.models import class_names, same_domain_models, usable_models
 from core.visual.pictures import to_uint8, triple_picture
+from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 
 MODEL = "fc100-100-10"  # the paper's smallest MNIST network: every step is fast on a CPU
 INDEX = 0  # MNIST test image
 SEED = 0
 UNIT = 0  # the unit and the random direction of step 5
-LAB_LINK = {"lab_model": MODEL, "lab_idx": str(INDEX), "lab_seed": str(SEED)}
+# The Attack Lab's inputs and its replay flag: the link opens on the run the tour shows, not an empty page.
+LAB_LINK = {"lab_model": MODEL, "lab_idx": str(INDEX), "lab_seed": str(SEED), **url_state.replay_link("lab")}
 
 
 @st.cache_resource(show_spinner="Box-constrained L-BFGS is looking for the smallest change ...")

@@ -42,6 +42,7 @@ try:
             "val_photo": url_state.choice(SAMPLE_PHOTOS),
             "val_seed": url_state.integer(0, SEED_MAX),
             "val_ref_n": url_state.integer(5, 1000),
+            **url_state.replay_check("val"),
         }
     )
 except IntriguingError as exc:  # MNIST missing: the checks cannot know its size
@@ -102,7 +103,9 @@ with right:
         )
 
 key = (model_name, image_source, int(seed), int(reference_n))
-if st.button("Validate this prediction", type="primary", icon=":material/verified:", key="val_go"):
+pressed = st.button("Validate this prediction", type="primary", icon=":material/verified:", key="val_go")
+if pressed or url_state.replay_requested("val"):  # pressed, or opened from a link that names a report
+    url_state.name_the_run("val")
     bar = st.progress(0.0, text="starting")
     try:
         report = robustness_report(
