@@ -133,3 +133,6 @@ def test_a_validate_link_that_names_a_report_shows_it_without_pressing_validate(
     at.run()
     assert not failures(at)
     assert at.get("download_button"), "the report (and its downloads) should be on the page"
+    # item 6: the indicators were checked, and the page says so whether or not one fired
+    passed = [x for x in at.expander if "checks passed" in x.label]
+    assert passed or any("Fix:" in w.value for w in at.warning)

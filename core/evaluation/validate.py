@@ -773,6 +773,11 @@ def render_html(report: Report) -> str:
         if lip
         else ""
     )
+    checks = "".join(
+        f"<li>{'FIRED' if c.fired else 'ok'}: {e(c.title)} ({c.rate:.0%})</li>" for c in report.indicators
+    )
+    checked = indicators.passed(report.indicators) or f"{len(indicators.fired(report.indicators))} fired"
+    checks_html = f"<p>{e(checked)}:</p><ul>{checks}</ul>" if report.indicators else "<p>Not checked.</p>"
     head = "<tr><th>attack</th><th>method</th><th>flipped</th><th>RMS</th><th>L2</th><th>Linf</th>"
     head += "<th>eps found</th><th>new class</th><th>noise flips</th><th>time (s)</th></tr>"
     versions = ", ".join(f"{k} {v}" for k, v in report.versions.items())
@@ -787,6 +792,7 @@ td:first-child,th:first-child{{text-align:left}}img{{image-rendering:pixelated;m
 {"" if report.true_label is None else f"(true label {e(_pred_name(names, report.true_label))})"}.</p>
 {original}
 <p class="verdict">{e(report.verdict)}</p>
+<h2>Indicators of attack failure</h2>{checks_html}
 <h2>Smallest flipping perturbation per attack</h2><table>{head}{"".join(rows)}</table>
 <p>Distortions are on the [0, 1] pixel scale; RMS = sqrt(sum r&sup2; / pixels), the paper's measure. Every
 adversarial image was re-verified by a fresh forward pass.</p>

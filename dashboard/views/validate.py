@@ -11,6 +11,7 @@ from core import IntriguingError
 from core.checks import SEED_MAX
 from core.data.images import open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
+from core.evaluation import indicators
 from core.evaluation.indicators import try_fix
 from core.evaluation.validate import REFERENCE_ATTACK, robustness_report
 from core.lab import predict, source_id
@@ -141,6 +142,11 @@ for check in fired_checks:
         f"(command line: `{check.fix.cli}`)",
         icon=":material/report:",
     )
+if (checked := indicators.passed(report.indicators)) is not None:
+    with st.expander(f"Indicators of attack failure: {checked}", icon=":material/check_circle:"):
+        st.markdown(
+            "\n".join(f"- {c.title}: none of the image's attacks was flagged" for c in report.indicators)
+        )
 runnable = next((c for c in fired_checks if c.fix.attack), None)
 if runnable is not None and st.button(f"Apply the fix: {runnable.fix.text}", key="val_fix"):
     try:
