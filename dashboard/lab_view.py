@@ -359,6 +359,8 @@ def show_outcome(
     numbers[4].metric("Time", f"{result.time_s:.2f} s")
     if card.summary.get("stopped_early"):
         st.caption("Stopped early: this is the best adversarial image found before Stop.")
+    if outcome.hint:
+        st.warning(outcome.hint, icon=":material/tips_and_updates:")
     if rounds:
         reached = sum(r.reached for r in rounds)
         with st.expander(f"Search over c: {len(rounds)} rounds, {reached} reached the goal"):
@@ -381,7 +383,9 @@ def show_outcome(
         )
     with transfer_column:
         st.markdown("**Transfer: the adversarial image shown to the other models of this input domain**")
-        if outcome.transfer:
+        if not ok:
+            st.caption("The attack failed: there is no adversarial image to show the other models.")
+        elif outcome.transfer:
             table(
                 [
                     {

@@ -29,6 +29,7 @@ from torch import nn
 
 from core import config, lab
 from core.attacks import AttackResult, attack_class, gaussian_noise_baseline, is_seeded, make_attack
+from core.attacks.budget_search import minimal_eps
 from core.checks import check_float, check_int
 from core.data import load_mnist
 from core.errors import InvalidParameterError
@@ -76,48 +77,6 @@ Progress = Callable[[float, str], None]
 
 
 # ---------------------------------------------------------------- minimal-eps search for budgeted attacks
-
-
-def minimal_eps(
-    attack: str,
-    model: nn.Module,
-    x: torch.Tensor,
-    label: torch.Tensor,
-    *,
-    params: dict[str, Any] | None = None,
-    start: float = 1 / 255,
-    bisection_steps: int = 7,
-    device: torch.device | str | None = None,
-):
-    """The smallest Linf budget at which a budgeted attack flips the prediction: double eps from `start`
-    until it succeeds (at most up to 1), then bisect between the last failure and the first success.
-    Returns the AttackResult at the smallest successful eps found (or the failed eps=1 run) and that eps.
-    FGSM's success is not monotone in eps, so this is the smallest success the search met, not a proof."""
-
-    params = dict(params or {})
-    check_float("start", start, low=0.0, high=1.0, strict_low=True)
-    check_int("bisection_steps", bisection_steps, low=0, high=30)
-
-    def attempt(eps: float):
-        return make_attack(attack, model, device, eps=eps, **params).run(x, label)
-
-    low, eps = 0.0, start
-    while True:
-        result = attempt(eps)
-        if bool(result.success[0]) or eps >= 1.0:
-            break
-        low, eps = eps, min(1.0, 2 * eps)
-    if not bool(result.success[0]):
-        return result, None
-    best, high = result, eps
-    for _ in range(bisection_steps):
-        mid = (low + high) / 2
-        result = attempt(mid)
-        if bool(result.success[0]):
-            best, high = result, mid
-        else:
-            low = mid
-    return best, high
 
 
 # ---------------------------------------------------------------- local Lipschitz estimate
