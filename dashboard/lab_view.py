@@ -222,6 +222,23 @@ class LivePanel:
         self.bars = charts[3].empty()
         self.last_chart = -float("inf")
 
+    def idle(self, x: np.ndarray, probs: np.ndarray, attack: str) -> None:
+        """Before Run: every slot drawn already (the image in all four, the clean class bars, the curves'
+        axes), so Run replaces them in place; the browser has loaded what draws them by then, and the first
+        frame is on screen at once (the sidebar path showed grey placeholders for about 3 s)."""
+        picture = to_uint8(x, self.scale)
+        self.best.html(picture_html(picture, f"best so far: none yet (Run starts {attack})"))
+        self.current.html(picture_html(picture, f"current: the original, {self._said(self.label, probs)}"))
+        flat, _ = perturbation_picture(np.zeros_like(x), self.scale)
+        self.perturbation.html(picture_html(flat, "perturbation: none yet"))
+        self.bars.vega_lite_chart(
+            bars_data(probs, self.class_names, {self.label: LABEL_COLOUR}), BARS_SPEC, height=CHART_HEIGHT
+        )
+        p = float(probs[self.label])  # step 0: no distortion yet, the clean probability
+        start = {"iteration": [0], "rms": [0.0], "best_rms": [0.0], "p_label": [p], "best_p_label": [p]}
+        self._charts({**start, "c": [], "loss": [None]}, ())
+        self.last_chart = -float("inf")
+
     def _said(self, cls: int, probs: np.ndarray | None) -> str:
         name = self.class_names[cls]
         return name if probs is None else f"{name} ({probs[cls]:.0%})"

@@ -204,6 +204,11 @@ def name_the_run(prefix: str) -> None:
     st.query_params[replay_key(prefix)] = REPLAY
 
 
+def inputs(prefix: str) -> dict[str, str]:
+    """The page's inputs as its URL holds them, without the replay flag (a page switch drops that flag)."""
+    return {k: v for k, v in st.query_params.to_dict().items() if k != replay_key(prefix)}
+
+
 def forget_the_run(prefix: str) -> None:
     """The inputs changed since the run shown: the URL no longer names it."""
     if replay_key(prefix) in st.query_params:

@@ -206,7 +206,7 @@ if requested is not None and x is not None:
             "true_label": true_label,
             "image_source": image_source,
             "live_mode": LIVE_MODES[live_mode],
-            "inputs": st.query_params.to_dict(),
+            "inputs": url_state.inputs("lab"),
         }
 
 state = st.session_state.get("lab_run")
@@ -232,12 +232,13 @@ if state is None:
         "Choose a model, an image and an attack in the sidebar, then Run: watch the perturbation being "
         "optimised step by step; Stop keeps the best adversarial image found so far."
     )
+    st.caption(f"**{attack_title(attack_name)}** on **{model_name}**, {image_source}: press Run")
+    LivePanel(x[0].numpy(), classes, label, None).idle(x[0].numpy(), probs, attack_title(attack_name))
     st.stop()
 
 live: LiveRun = state["live"]
-unchanged = state["inputs"] == st.query_params.to_dict()
-if not unchanged:
-    url_state.forget_the_run("lab")
+unchanged = state["inputs"] == url_state.inputs("lab")
+(url_state.name_the_run if unchanged else url_state.forget_the_run)("lab")  # the URL names what is shown
 st.caption(
     f"**{attack_title(live.run.attack.name)}** on **{state['model']}**, {state['image_source']}"
     + ("" if unchanged else " (the sidebar has changed since this run)")
