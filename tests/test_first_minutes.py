@@ -8,9 +8,15 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
+from core.data import load_mnist
 from core.evaluation import leaderboard
+from core.experiments import read_card, table4
+from core.experiments.adversarial import amplify
+from core.lab import LiveRun, make_lab_attack
+from core.models import load
 from dashboard.common import UNEXPECTED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,3 +142,28 @@ def test_a_validate_link_that_names_a_report_shows_it_without_pressing_validate(
     # item 6: the indicators were checked, and the page says so whether or not one fired
     passed = [x for x in at.expander if "checks passed" in x.label]
     assert passed or any("Fix:" in w.value for w in at.warning)
+
+
+def test_the_tour_transfer_step_shows_the_rate_and_an_example_that_demonstrates_it():
+    """Issue 25 item 4: the rate over many images from the stored Table 4 card, at what distortion, and the
+    tour's example amplified to that distortion fooling other networks (checked afresh here)."""
+    rates = table4.transfer_rates(read_card(table4.NAME))
+    at = open_page(AppTest.from_file(APP, default_timeout=240).run(), "tour.py")
+    assert not failures(at)
+    (sentence,) = [m.value for m in at.markdown if "Transfer is a rate" in m.value]
+    assert f"{rates.n:,} examples" in sentence and f"RMS {rates.amplify_rms:g}" in sentence
+    (shown,) = at.dataframe
+    column = f"at RMS {rates.amplify_rms:g}"
+    fooled = shown.value[shown.value[column]]["model"].tolist()
+    assert fooled, "the example should demonstrate the rate: fool at least one other network"
+    live_model = load("fc100-100-10", "cpu")
+    x = load_mnist("test").images[:1]
+    live = LiveRun(make_lab_attack("lbfgs", live_model, 0), x, int(live_model(x).argmax()), seed=0)
+    for _ in live.frames(min_interval=3600.0):
+        pass
+    result = live.result()
+    bigger = amplify(result.x, result.x_adv, rates.amplify_rms)
+    assert abs(float((bigger - result.x).pow(2).mean().sqrt()) - rates.amplify_rms) < 0.02  # clipping
+    with torch.no_grad():
+        for name in fooled:
+            assert load(name, "cpu")(bigger).argmax(1).item() != 7  # test image 0 is a 7
