@@ -366,14 +366,19 @@ def show_outcome(
     wide = len(class_names) > 10
     cells = st.columns([1, 4, 1, 2] if wide else 8)
     cells[0].metric("Success", "yes" if ok else "no")
-    cells[1].metric("Prediction", class_names[after], f"was {class_names[before]}", delta_color="off")
+    cells[1].metric(  # a label, not a change: no arrow
+        "Prediction", class_names[after], f"was {class_names[before]}", delta_color="off", delta_arrow="off"
+    )
     cells[2].metric("Confidence", f"{float(result.probs_after[0, after]):.0%}")
     numbers = st.columns(5) if wide else cells[3:]
     numbers[0].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
     numbers[1].metric("L2", f"{float(result.l2[0]):.3f}")
     numbers[2].metric("Linf", f"{float(result.linf[0]):.3f}")
     numbers[3].metric("Iterations", result.iterations)
-    numbers[4].metric("Time", f"{result.time_s:.2f} s")
+    numbers[4].metric(
+        "Attack time", f"{result.time_s:.2f} s", help="The attack's own compute; the status line above gives "
+        "the wall clock of the live run, drawing every frame included.",
+    )  # fmt: skip
     if card.summary.get("stopped_early"):
         st.caption("Stopped early: this is the best adversarial image found before Stop.")
     if outcome.hint:

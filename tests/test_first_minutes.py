@@ -167,3 +167,17 @@ def test_the_tour_transfer_step_shows_the_rate_and_an_example_that_demonstrates_
     with torch.no_grad():
         for name in fooled:
             assert load(name, "cpu")(bigger).argmax(1).item() != 7  # test image 0 is a 7
+
+
+@pytest.mark.slow
+def test_result_metrics_say_which_time_and_draw_no_arrow_on_a_label():
+    """Issue 25 item 8: 'was 7' is a label, not an increase (no arrow); the attack's time is named as such."""
+    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "attack_lab.py"), default_timeout=240)
+    at.query_params.update({"lab_replay": "1", "lab_attack": "FGSM"})
+    at.run()
+    assert not failures(at)
+    shown = {m.label: m for m in at.metric}
+    assert "Attack time" in shown and "Time" not in shown
+    for metric in at.metric:
+        if metric.proto.delta:
+            assert metric.proto.direction == metric.proto.NONE, (metric.label, metric.proto.delta)

@@ -166,8 +166,9 @@ with sidebar:
             says.markdown(f"Model's prediction  \n**{classes[label]}**  \n{probs[label]:.1%} confident")
         else:
             says.metric(
-                "Model's prediction", classes[label], f"{probs[label]:.1%} confident", delta_color="off"
-            )
+                "Model's prediction", classes[label], f"{probs[label]:.1%} confident", delta_color="off",
+                delta_arrow="off",
+            )  # fmt: skip
         if true_label is not None and true_label != label:
             st.warning("The model already misclassifies this image; the attack starts from its prediction.")
 
@@ -184,7 +185,11 @@ with sidebar:
     with st.expander("Parameters", expanded=False):
         params = attack_parameters(attack_name, spec.dataset)
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("lab_seed"))
-    live_mode = st.radio("Live view", tuple(LIVE_MODES), horizontal=True, **bound("lab_live"))
+    live_mode = st.radio(
+        "Live view", tuple(LIVE_MODES), horizontal=True, **bound("lab_live"),
+        help="every step: each step drawn, no faster than a browser follows (C&W's 1000 steps take about "
+        "30 s); real time: the attack at full speed, a frame at most every 0.1 s.",
+    )  # fmt: skip
 
 # ---------------------------------------------------------------- run, watch, stop
 
@@ -256,7 +261,10 @@ if not live.finished:
                 time.sleep(wait)  # every step drawn, no faster than a browser follows
             last = time.perf_counter()
             panel.show(frame, live.series, live.rounds)
-            status.caption(f"running: {len(live.series['iteration'])} steps in {frame.elapsed_s:.1f} s")
+            status.caption(
+                f"running: {len(live.series['iteration'])} steps in {frame.elapsed_s:.1f} s"
+                + (" · every step drawn; 'real time' (sidebar) runs the attack at full speed" if pace else "")
+            )
     except IntriguingError as exc:  # say what failed, keep the best result so far
         show_error(exc)
         live.stop()
@@ -265,7 +273,7 @@ panel.show(live.final_frame(), live.series, live.rounds, final=True)
 pace_info = live.pace()
 status.caption(
     f"{'stopped' if live.stopped else 'finished'} after {pace_info['steps']} steps; {pace_info['frames']} "
-    f"frames drawn in {pace_info['wall_s']:.1f} s ({pace_info['frames_per_s'] or 0:.1f} frames/s); "
+    f"frames drawn in {pace_info['wall_s']:.1f} s of wall clock ({pace_info['frames_per_s'] or 0:.1f} frames/s); "
     f"first frame {pace_info['first_frame_s'] or 0:.2f} s after Run"
 )
 

@@ -91,7 +91,13 @@ with right:
     shown.image(to_uint8(x[0], max(1, 168 // x.shape[-1])), caption="what the model sees")
     if true_label is not None:
         says.metric("True label", classes[true_label])
-    says.metric("Prediction under test", classes[label], f"{probs[label]:.1%} confident", delta_color="off")
+    says.metric(
+        "Prediction under test",
+        classes[label],
+        f"{probs[label]:.1%} confident",
+        delta_color="off",
+        delta_arrow="off",
+    )
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("val_seed"))
     reference_n = REFERENCE_N
     if spec.dataset == "mnist":
@@ -166,14 +172,18 @@ if fix_run is not None and fix_run[0] == key:
     )
 easiest = report.finding(report.easiest) if report.easiest else None
 cols = st.columns(4)
-cols[0].metric("Smallest flipping RMS", f"{easiest.rms:.4f}" if easiest else "none found", report.easiest)
+cols[0].metric(
+    "Smallest flipping RMS", f"{easiest.rms:.4f}" if easiest else "none found", report.easiest,
+    delta_color="off", delta_arrow="off",
+)  # fmt: skip
 fraction = report.fraction_needing_more()
 cols[1].metric("Test images needing more", "–" if fraction is None else f"{fraction:.0%}")
 cols[2].metric("Noise flips (same RMS)", "–" if easiest is None else f"{easiest.noise_flip_rate:.0%}")
 lip = report.lipschitz
 cols[3].metric(
-    "Boundary estimate (RMS)", f"{lip.boundary_distance_rms:.4f}", "margin / max gradient", delta_color="off"
-)
+    "Boundary estimate (RMS)", f"{lip.boundary_distance_rms:.4f}", "margin / max gradient", delta_color="off",
+    delta_arrow="off",
+)  # fmt: skip
 
 st.subheader("Smallest flipping perturbation per attack")
 st.dataframe(
