@@ -212,6 +212,23 @@ class LivePanel:
         self.bars = charts[3].empty()
         self.last_chart = -float("inf")
 
+    def idle(self, x: np.ndarray, probs: np.ndarray, attack: str) -> None:
+        """Before Run: every slot drawn already (the image in all four, the clean class bars, the curves'
+        axes), so Run replaces them in place; the browser has loaded what draws them by then, and the first
+        frame is on screen at once (the sidebar path showed grey placeholders for about 3 s)."""
+        picture = to_uint8(x, self.scale)
+        self.best.html(picture_html(picture, f"best so far: none yet (Run starts {attack})"))
+        self.current.html(picture_html(picture, f"current: the original, {self._said(self.label, probs)}"))
+        flat, _ = perturbation_picture(np.zeros_like(x), self.scale)
+        self.perturbation.html(picture_html(flat, "perturbation: none yet"))
+        self.bars.vega_lite_chart(
+            bars_data(probs, self.class_names, {self.label: LABEL_COLOUR}), BARS_SPEC, height=CHART_HEIGHT
+        )
+        p = float(probs[self.label])  # step 0: no distortion yet, the clean probability
+        start = {"iteration": [0], "rms": [0.0], "best_rms": [0.0], "p_label": [p], "best_p_label": [p]}
+        self._charts({**start, "c": [], "loss": [None]}, ())
+        self.last_chart = -float("inf")
+
     def _said(self, cls: int, probs: np.ndarray | None) -> str:
         name = self.class_names[cls]
         return name if probs is None else f"{name} ({probs[cls]:.0%})"
@@ -339,16 +356,23 @@ def show_outcome(
     wide = len(class_names) > 10
     cells = st.columns([1, 4, 1, 2] if wide else 8)
     cells[0].metric("Success", "yes" if ok else "no")
-    cells[1].metric("Prediction", class_names[after], f"was {class_names[before]}", delta_color="off")
+    cells[1].metric(  # a label, not a change: no arrow
+        "Prediction", class_names[after], f"was {class_names[before]}", delta_color="off", delta_arrow="off"
+    )
     cells[2].metric("Confidence", f"{float(result.probs_after[0, after]):.0%}")
     numbers = st.columns(5) if wide else cells[3:]
     numbers[0].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
     numbers[1].metric("L2", f"{float(result.l2[0]):.3f}")
     numbers[2].metric("Linf", f"{float(result.linf[0]):.3f}")
     numbers[3].metric("Iterations", result.iterations)
-    numbers[4].metric("Time", f"{result.time_s:.2f} s")
+    numbers[4].metric(
+        "Attack time", f"{result.time_s:.2f} s", help="The attack's own compute; the status line above gives "
+        "the wall clock of the live run, drawing every frame included.",
+    )  # fmt: skip
     if card.summary.get("stopped_early"):
         st.caption("Stopped early: this is the best adversarial image found before Stop.")
+    if outcome.hint:
+        st.warning(outcome.hint, icon=":material/tips_and_updates:")
     if rounds:
         reached = sum(r.reached for r in rounds)
         with st.expander(f"Search over c: {len(rounds)} rounds, {reached} reached the goal"):
@@ -371,7 +395,9 @@ def show_outcome(
         )
     with transfer_column:
         st.markdown("**Transfer: the adversarial image shown to the other models of this input domain**")
-        if outcome.transfer:
+        if not ok:
+            st.caption("The attack failed: there is no adversarial image to show the other models.")
+        elif outcome.transfer:
             table(
                 [
                     {

@@ -60,7 +60,7 @@ def run(args) -> int:
                     seed=args.seed, device=args.device, source="cli", check=args.check,
                 )  # fmt: skip
     known = leaderboard.protocols(dataset=args.dataset)
-    chosen = args.protocol if args.protocol is not None else (known[0].protocol_id if known else None)
+    chosen = args.protocol if args.protocol is not None else leaderboard.default_protocol(args.dataset)
     about = next((k.describe() for k in known if k.protocol_id == chosen), "no runs")
     matrices = [leaderboard.distortion_matrix(dataset=args.dataset, protocol_id=chosen)]
     budgets = [_budget(args.budget)] if args.budget else leaderboard.budgets(protocol_id=chosen)

@@ -440,6 +440,14 @@ def table(checks: Sequence[IndicatorResult]) -> list[str]:
     return lines
 
 
+def passed(checks: Sequence[IndicatorResult]) -> str | None:
+    """'N checks passed' when indicators were computed and none fired (silence must read as checked, not
+    as never looked at); None when one fired or none were computed."""
+    if not checks or fired(checks):
+        return None
+    return f"{len(checks)} check{'s' if len(checks) > 1 else ''} passed"
+
+
 def verdict(checks: Sequence[IndicatorResult]) -> str:
     """'reliable' when no indicator fired, else 'unreliable'."""
     return "unreliable" if fired(checks) else "reliable"

@@ -29,6 +29,7 @@ from torch import nn
 
 from core import config, lab
 from core.attacks import PGD, AttackResult, attack_class, gaussian_noise_baseline, make_attack, with_seed
+from core.attacks.budget_search import minimal_eps
 from core.attacks.spec import Param, overrides, param
 from core.checks import check_float, check_int
 from core.data import load_mnist
@@ -90,48 +91,6 @@ Progress = Callable[[float, str], None]
 
 
 # ---------------------------------------------------------------- minimal-eps search for budgeted attacks
-
-
-def minimal_eps(
-    attack: str,
-    model: nn.Module,
-    x: torch.Tensor,
-    label: torch.Tensor,
-    *,
-    params: dict[str, Any] | None = None,
-    start: float = 1 / 255,
-    bisection_steps: int = 7,
-    device: torch.device | str | None = None,
-):
-    """The smallest Linf budget at which a budgeted attack flips the prediction: double eps from `start`
-    until it succeeds (at most up to 1), then bisect between the last failure and the first success.
-    Returns the AttackResult at the smallest successful eps found (or the failed eps=1 run) and that eps.
-    FGSM's success is not monotone in eps, so this is the smallest success the search met, not a proof."""
-
-    params = dict(params or {})
-    check_float("start", start, low=0.0, high=1.0, strict_low=True)
-    check_int("bisection_steps", bisection_steps, low=0, high=30)
-
-    def attempt(eps: float):
-        return make_attack(attack, model, device, eps=eps, **params).run(x, label)
-
-    low, eps = 0.0, start
-    while True:
-        result = attempt(eps)
-        if bool(result.success[0]) or eps >= 1.0:
-            break
-        low, eps = eps, min(1.0, 2 * eps)
-    if not bool(result.success[0]):
-        return result, None
-    best, high = result, eps
-    for _ in range(bisection_steps):
-        mid = (low + high) / 2
-        result = attempt(mid)
-        if bool(result.success[0]):
-            best, high = result, mid
-        else:
-            low = mid
-    return best, high
 
 
 # ---------------------------------------------------------------- local Lipschitz estimate
@@ -554,7 +513,7 @@ def record_attack(run: AttackRun, target: Subject, source: str) -> None:
     f = run.finding
     leaderboard.record_run(
         model=target.model_name,
-        attack=f.attack if f.method == MINIMAL else f"{f.attack}-min-eps",
+        attack=f.attack if f.method == MINIMAL else f"{f.attack} (minimal eps)",  # a search, no attack
         params=f.params,
         n=1,
         success_rate=float(f.success),
@@ -786,6 +745,11 @@ def render_html(report: Report) -> str:
         if lip
         else ""
     )
+    checks = "".join(
+        f"<li>{'FIRED' if c.fired else 'ok'}: {e(c.title)} ({c.rate:.0%})</li>" for c in report.indicators
+    )
+    checked = indicators.passed(report.indicators) or f"{len(indicators.fired(report.indicators))} fired"
+    checks_html = f"<p>{e(checked)}:</p><ul>{checks}</ul>" if report.indicators else "<p>Not checked.</p>"
     head = "<tr><th>attack</th><th>method</th><th>flipped</th><th>RMS</th><th>L2</th><th>Linf</th>"
     head += "<th>eps found</th><th>new class</th><th>noise flips</th><th>time (s)</th></tr>"
     versions = ", ".join(f"{k} {v}" for k, v in report.versions.items())
@@ -800,6 +764,7 @@ td:first-child,th:first-child{{text-align:left}}img{{image-rendering:pixelated;m
 {"" if report.true_label is None else f"(true label {e(_pred_name(names, report.true_label))})"}.</p>
 {original}
 <p class="verdict">{e(report.verdict)}</p>
+<h2>Indicators of attack failure</h2>{checks_html}
 <h2>Smallest flipping perturbation per attack</h2><table>{head}{"".join(rows)}</table>
 <p>Distortions are on the [0, 1] pixel scale; RMS = sqrt(sum r&sup2; / pixels), the paper's measure. Every
 adversarial image was re-verified by a fresh forward pass.</p>
