@@ -56,14 +56,19 @@ def objective(
     model: nn.Module, z: torch.Tensor, x0: torch.Tensor, goal: torch.Tensor, c: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """c * |z - x0|^2 + CE(model(z), goal) per problem (rows of z), its gradient in z, the cross-entropy
-    alone and the logits. This is exactly what both optimisers minimise."""
+    alone and the logits. This is exactly what both optimisers minimise. Autograd runs through the model's
+    cross-entropy only (the forward+backward pass every gradient attack pays); the penalty's gradient
+    2c(z - x0) is added in one fused pass."""
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         logits = model(z)
         ce = F.cross_entropy(logits, goal, reduction="none")
-        f = c * (z - x0).flatten(1).pow(2).sum(1) + ce
-        (grad,) = torch.autograd.grad(f.sum(), z)
-    return f.detach(), grad, ce.detach(), logits.detach()
+        (grad,) = torch.autograd.grad(ce.sum(), z)
+    diff = (z.detach() - x0).flatten(1)
+    c = c.to(diff).expand(len(diff))
+    f = c * _rowdot(diff, diff) + ce.detach()
+    grad = grad.flatten(1).addcmul_(2 * c[:, None], diff).view_as(z)
+    return f, grad, ce.detach(), logits.detach()
 
 
 @contextmanager
@@ -90,10 +95,40 @@ def next_c(lo: torch.Tensor, failures: torch.Tensor) -> torch.Tensor:
 
 
 class LBFGS(Attack):
-    """Box-constrained L-BFGS (the paper's attack). See the module docstring for the method and defaults:
-    c_init=1, rounds=10, n_targets=9, method='batched', and for the batched optimiser max_iter=100 per
-    round, memory=5 (curvature pairs), ftol=1e-4, gtol=1e-5: on 200 MNIST test images these give the
-    reference's mean RMS distortion to 0.03% at a third less work than memory=10, ftol=1e-5."""
+    r"""Box-constrained L-BFGS, the paper's attack (Szegedy et al., 2014, Sec. 4.1); the method is in the
+    module docstring.
+
+    Distance Measure : L2 (squared in the objective; the paper's RMS distortion in the result)
+
+    Arguments:
+        model (nn.Module): the classifier, in eval mode; images in [0, 1].
+        device (torch.device or str, optional): where the attack runs (default: the model's device).
+        c_init (float): first trade-off constant c of c·|r|² + CE. (Default: 1.0)
+        rounds (int): minimisations per target, each at a new c (grow, shrink, then bisect). (Default: 10)
+        n_targets (int): untargeted: the most likely other classes attacked; the smallest change wins.
+            (Default: 9)
+        method (str): 'batched' (projected L-BFGS on every problem at once) or 'scipy' (the reference
+            L-BFGS-B, one problem at a time). (Default: 'batched')
+        max_iter (int): most iterations per round. (Default: 100)
+        memory (int): curvature pairs kept. (Default: 5)
+        ftol (float): a round ends when the objective's relative decrease falls below this. (Default: 1e-4)
+        gtol (float): ... or the projected gradient's largest entry. (Default: 1e-5)
+
+    Shape:
+        - images: :math:`(N, C, H, W)` in [0, 1].
+        - labels: :math:`(N)`, each in [0, number of classes).
+        - target (optional): :math:`(N)` or a scalar; none: untargeted over `n_targets` classes.
+        - output: an AttackResult whose `x_adv` is :math:`(N, C, H, W)`; `start()` yields one AttackEvent
+          per optimiser iteration with `ended_rounds` in `event.extra`.
+
+    Examples::
+        >>> attack = LBFGS(model, rounds=10, n_targets=9)
+        >>> result = attack.run(images, labels)
+        >>> result.success, result.rms
+
+    The defaults give, on 200 MNIST test images, the reference's mean RMS distortion to 0.03% at a third
+    less work than memory=10, ftol=1e-5.
+    """
 
     name = "lbfgs"
     title, quick, cases = (
@@ -256,33 +291,33 @@ class LBFGS(Attack):
         )
         run.model_calls += 1
         g0_all = g0_all.flatten(1)
-        search.set_current(torch.arange(search.num_problems), x0_all, logits0_all, ce0_all, ce0_all)
-
         active = torch.arange(search.num_problems, device=x0_all.device)
         opt = _ProjectedLBFGS(self, x0_all, g0_all, ce0_all, logits0_all, search.c)
+        search.track(active, opt)
+        x0, goal = x0_all, search.goal  # the active rows' clean images and targets, gathered on compaction
         while len(active):
-            x0 = x0_all[active]
-            goal = search.goal[active]
-            c = search.c[active]
             trial = opt.trial_point()
+            c = search.c[active]
             f, g, ce, logits = objective(self.model, trial.view(-1, *shape), x0.view(-1, *shape), goal, c)
             run.model_calls += 1
             finished = opt.update(trial, f, g.flatten(1), logits)
-            search.set_current(active, opt.z, opt.logits, opt.f, ce)
-            finished &= search.round[active] < self.rounds  # rows waiting for compaction stay frozen
-            if finished.any():
+            live = search.round[active] < self.rounds  # rows waiting for compaction: their search is over
+            search.set_current(active, live, opt.logits, opt.f, ce)
+            finished &= live
+            if finished.any():  # the one host sync per iteration: which problems move on to their next c
                 done_idx = finished.nonzero().squeeze(1)
                 problems = active[done_idx]
                 search.finish_round(problems, opt.z[done_idx], opt.logits[done_idx], opt.f[done_idx])
                 restart = done_idx[search.round[problems] < self.rounds]
-                if len(restart):
-                    p = active[restart]
-                    opt.restart(restart, x0_all[p], g0_all[p], ce0_all[p], logits0_all[p], search.c[p])
+                p = active[restart]
+                opt.restart(restart, x0_all[p], g0_all[p], ce0_all[p], logits0_all[p], search.c[p])
                 over = search.round[active] >= self.rounds
-                if over.all() or over.float().mean() > 0.25:
+                if over.float().mean() > 0.1:  # compaction costs a few passes; over rows cost a full one
                     keep = (~over).nonzero().squeeze(1)
                     active = active[keep]
                     opt.keep(keep)
+                    x0, goal = x0_all[active], search.goal[active]
+                    search.track(active, opt)
             yield search.event(run)
 
 
@@ -310,12 +345,22 @@ class _Search:
         self.cur_ce = torch.full_like(self.c, math.inf)
         self.shape = run.x.shape
         self.ended: list[tuple[torch.Tensor, ...]] = []  # finished rounds not yet reported by an event
+        self.just_ended = torch.zeros_like(self.round, dtype=torch.bool)  # events show their minimiser
+        self.pos = torch.full_like(self.round, -1)
+        self.opt: _ProjectedLBFGS | None = None
 
-    def set_current(self, idx, z, logits, f, ce) -> None:
-        self.cur_z[idx] = z
-        self.cur_logits[idx] = logits
-        self.cur_f[idx] = f.to(self.cur_f)
-        self.cur_ce[idx] = ce.to(self.cur_ce)
+    def track(self, active: torch.Tensor, opt: _ProjectedLBFGS) -> None:
+        """Where each problem's current point lives: row `pos` of the optimiser's z while it is active (-1
+        once dropped). Events read the lead rows from there: no per-iteration copy of every row's z."""
+        self.opt = opt
+        self.pos = torch.full_like(self.round, -1)
+        self.pos[active] = torch.arange(len(active), device=active.device)
+
+    def set_current(self, idx, live, logits, f, ce) -> None:
+        """The current logits, objective and cross-entropy of the active rows whose search is not over."""
+        self.cur_logits[idx] = torch.where(live[:, None], logits, self.cur_logits[idx])
+        self.cur_f[idx] = torch.where(live, f.to(self.cur_f), self.cur_f[idx])
+        self.cur_ce[idx] = torch.where(live, ce.to(self.cur_ce), self.cur_ce[idx])
 
     def finish_round(self, problems: torch.Tensor, z: torch.Tensor, logits: torch.Tensor, f) -> None:
         """A problem's minimiser for its current c is in: keep it if it is the best success, move c on."""
@@ -332,6 +377,7 @@ class _Search:
         self.c[problems] = next_c(self.lo[problems], self.failures[problems])
         self.round[problems] += 1
         self.cur_z[problems] = z
+        self.just_ended[problems] = True
         self.cur_logits[problems] = logits
         self.cur_f[problems] = torch.as_tensor(f).to(self.cur_f)
         self.cur_ce[problems] = F.cross_entropy(logits.float(), self.goal[problems], reduction="none")
@@ -344,7 +390,7 @@ class _Search:
         d = self.x_flat.shape[1]
         return self.attack._event(
             run,
-            self.cur_z[lead].view(self.shape),
+            self._lead_z(lead).view(self.shape),
             self.cur_logits[lead],
             self.cur_f[lead],
             c=self.c[lead],
@@ -357,6 +403,17 @@ class _Search:
                 "ended_rounds": self._take_ended(d),
             },
         )
+
+    def _lead_z(self, lead: torch.Tensor) -> torch.Tensor:
+        """The current point of each lead problem: the optimiser's row while it is being solved, else the
+        minimiser of its last round."""
+        z = self.cur_z[lead]
+        pos = self.pos[lead]
+        if self.opt is not None and len(self.opt.z):
+            live = (pos >= 0) & ~self.just_ended[lead] & (self.round[lead] < self.attack.rounds)
+            z = torch.where(live[:, None], self.opt.z[pos.clamp(min=0)], z)
+        self.just_ended.zero_()
+        return z
 
     def _take_ended(self, d: int) -> dict[str, torch.Tensor] | None:
         """The rounds finished since the last event, per problem (None if none): what ended the round."""
@@ -375,13 +432,21 @@ class _Search:
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Dot product of matching rows (one pass, no temporary)."""
-    return torch.linalg.vecdot(a, b)
+    """Dot product of matching rows (a product and a sum: twice as fast on CPU as linalg.vecdot, and
+    far faster than a batched matrix-vector product)."""
+    return torch.mul(a, b).sum(1)
+
+
+def _free(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Variables not held at a bound by the gradient (a descent step would leave the box)."""
+    return ((z > 0) | (g <= 0)) & ((z < 1) | (g >= 0))  # 2.5x faster than where() on CPU
 
 
 class _ProjectedLBFGS:
     """Batched projected L-BFGS state over the active problems (rows). Every row has its own history
-    validity, step length and convergence; the ring of history slots is shared."""
+    validity, step length and convergence; the ring of history slots is shared. Every operation is one
+    tensor op over all rows (no loop over problems, no host sync): a row's fate (accepted or not, uphill
+    or not) is a mask applied with torch.where."""
 
     def __init__(self, attack: LBFGS, z, g, f, logits, c) -> None:
         self.attack = attack
@@ -397,34 +462,27 @@ class _ProjectedLBFGS:
         self.d = torch.zeros_like(self.z)
         self.restart(torch.arange(a, device=z.device), z, g, f, logits, c)
 
-    def _free(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Variables not held at a bound by the gradient (a descent step would leave the box)."""
-        return ~(((z <= 0) & (g > 0)) | ((z >= 1) & (g < 0)))
-
     def restart(self, rows, z, g, f, logits, c) -> None:
         """Start a new round for these rows from the clean image (objective = clean CE, gradient = CE's)."""
         self.z[rows], self.g[rows], self.f[rows], self.logits[rows] = z, g, f, logits
         self.rho[:, rows] = 0.0
         self.t[rows] = 1.0
         self.iters[rows] = 0
-        q = g * self._free(z, g)
+        q = g * _free(z, g)
         self.gamma[rows] = 1.0 / q.norm(dim=1).clamp_min(1e-12)
         self.d[rows] = -self.gamma[rows, None] * q
 
     def trial_point(self) -> torch.Tensor:
-        return (self.z + self.t[:, None] * self.d).clamp(0.0, 1.0)
+        return torch.addcmul(self.z, self.t[:, None], self.d).clamp_(0.0, 1.0)
 
     def update(self, trial, f, g, logits) -> torch.Tensor:
         """Accept or shrink each row's step; store curvature; new directions; returns rows that converged."""
-        step = trial - self.z
-        accept = f <= self.f + 1e-4 * _rowdot(self.g, step)
-        y = g - self.g
-        sy = _rowdot(step, y)
-        yy = _rowdot(y, y)
-        good = accept & (sy > 1e-10 * yy.clamp_min(1e-30).sqrt() * step.norm(dim=1))
         k = self.slot
-        self.S[k] = step
-        self.Y[k] = y
+        step = torch.sub(trial, self.z, out=self.S[k])  # written straight into the history ring
+        y = torch.sub(g, self.g, out=self.Y[k])
+        accept = f <= self.f + 1e-4 * _rowdot(self.g, step)
+        sy, yy, ss = _rowdot(step, y), _rowdot(y, y), _rowdot(step, step)
+        good = accept & (sy > 1e-10 * (yy * ss).clamp_min(0).sqrt())
         self.rho[k] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
         self.slot = (k + 1) % self.attack.memory
         self.gamma = torch.where(good, sy / yy.clamp_min(1e-30), self.gamma)
@@ -433,23 +491,27 @@ class _ProjectedLBFGS:
         small = decrease <= self.attack.ftol * torch.maximum(
             torch.maximum(self.f.abs(), f.abs()), torch.ones_like(f)
         )
-        # Rejections are rare: take the trial everywhere, then put the rejected rows back.
-        rejected = (~accept).nonzero().squeeze(1)
-        z, g, logits = trial, g, logits
-        z[rejected], g[rejected], logits[rejected] = self.z[rejected], self.g[rejected], self.logits[rejected]
-        self.z, self.g, self.logits = z, g, logits
+        # Rejections are rare: take the trial everywhere, then step the rejected rows back (one fused pass
+        # each, where torch.where and index_put would cost more or a host sync).
+        rejected = (~accept).to(step)[:, None]
+        self.z = trial.addcmul_(step, rejected, value=-1.0)
+        self.g = g.addcmul_(y, rejected, value=-1.0)
+        self.logits = torch.where(accept[:, None], logits, self.logits)
         self.f = torch.where(accept, f, self.f)
         self.t = torch.where(accept, torch.ones_like(self.t), self.t * 0.5)
         self.iters += 1
 
-        free = self._free(self.z, self.g)
+        free = _free(self.z, self.g)
         q = self.g * free
         pg = q.abs().amax(1)
-        direction = self._two_loop(q).mul_(free).neg_()
-        uphill = (_rowdot(direction, self.g) >= 0).nonzero().squeeze(1)
-        direction[uphill] = -self.gamma[uphill, None] * q[uphill]
-        direction[rejected] = self.d[rejected]
-        self.d = direction
+        h = self._two_loop(q.clone()).mul_(free)
+        # H q must point downhill (h . q > 0, q being the gradient on the free variables): else -gamma q;
+        # a rejected row retries its last direction with half the step. Per-row weights, no branches.
+        uphill = _rowdot(h, q) <= 0
+        accepted = accept.to(step)
+        h.mul_((-accepted * ~uphill)[:, None])
+        h.addcmul_(q, (-accepted * uphill * self.gamma)[:, None])
+        self.d = h.addcmul_(self.d, rejected)
         return (
             (accept & (small | (pg <= self.attack.gtol)))
             | (~accept & (self.t < 1e-3))
@@ -457,11 +519,10 @@ class _ProjectedLBFGS:
         )
 
     def _two_loop(self, q: torch.Tensor) -> torch.Tensor:
-        """H q for each row from its stored (s, y) pairs, newest first; H0 = gamma * I. Pairs a row must
-        not use have rho = 0, which zeroes their contribution."""
+        """H q for each row from its stored (s, y) pairs, newest first; H0 = gamma * I; in place on q.
+        Pairs a row must not use have rho = 0, which zeroes their contribution."""
         m = self.attack.memory
         order = [(self.slot - 1 - i) % m for i in range(m)]
-        q = q.clone()
         alphas = {}
         for j in order:
             alphas[j] = self.rho[j] * _rowdot(self.S[j], q)
