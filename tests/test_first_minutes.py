@@ -86,8 +86,8 @@ def test_the_error_boundary_turns_a_crash_into_one_line_and_details(tmp_path):
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from pathlib import Path\n"
         "import dashboard.app as lab\n"
-        "lab.PAGES = Path(__file__).parent / 'views'\n"
-        "lab.main()\n"
+        "saved, lab.PAGES = lab.PAGES, Path(__file__).parent / 'views'\n"
+        "try:\n    lab.main()\nfinally:\n    lab.PAGES = saved  # the module is shared with later tests\n"
     )
     at = AppTest.from_file(str(app), default_timeout=60).run()
     assert not at.exception
