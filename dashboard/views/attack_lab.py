@@ -180,7 +180,7 @@ with sidebar:
         choices = [target_name(classes, c) for c in range(len(classes)) if c != label]
         target = int(st.selectbox("Target class", choices, **bound("lab_target")).rsplit("(", 1)[1][:-1])
     with st.expander("Parameters", expanded=False):
-        params = attack_parameters(attack_name, spec.dataset)
+        params = attack_parameters(attack_name, spec.dataset, model=model_name)
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("lab_seed"))
     live_mode = st.radio("Live view", tuple(LIVE_MODES), horizontal=True, **bound("lab_live"))
 
