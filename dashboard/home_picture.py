@@ -11,13 +11,13 @@ import argparse
 import torch
 from PIL import Image
 
-from core.config import ASSETS_DIR
+from core.config import ASSETS_DIR, DEFAULT_MODEL
 from core.data import load_mnist
 from core.lab import LiveRun, make_lab_attack, predict, run_card
 from core.models import class_names, load
 from core.visual.pictures import triple_picture
 
-MODEL = "fc100-100-10"
+MODEL = DEFAULT_MODEL
 PICTURE = ASSETS_DIR / "home_triple.png"
 CARD = ASSETS_DIR / "home_triple.json"
 

@@ -43,6 +43,7 @@ def run(args) -> int:
         from tqdm import tqdm
 
         from core.checks import check_int
+        from core.config import DEFAULT_MODEL
         from core.models import get_spec
         from core.runtime import bar_disabled
 
@@ -53,7 +54,7 @@ def run(args) -> int:
         budgeted = {attack: is_budgeted(attack) for attack in args.fill}
         norm, eps = _budget(args.budget) if args.budget else leaderboard.DEFAULT_BUDGET
         for attack in tqdm(args.fill, desc="filling", disable=bar_disabled(not args.json)):
-            for model in args.models or ["fc100-100-10"]:
+            for model in args.models or [DEFAULT_MODEL]:
                 leaderboard.fill_cell(
                     attack, model, protocol=protocol, norm=norm if budgeted[attack] else None,
                     budget=eps if budgeted[attack] else None,

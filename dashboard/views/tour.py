@@ -8,13 +8,14 @@ import numpy as np
 import streamlit as st
 
 from core import IntriguingError, units
+from core.config import DEFAULT_MODEL
 from core.lab import LiveRun, Outcome, conclude, make_lab_attack, predict
 from core.models import class_names, same_domain_models, usable_models
 from core.visual.grid import image_row
 from core.visual.pictures import to_uint8, triple_picture
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 
-MODEL = "fc100-100-10"  # the paper's smallest MNIST network: every step is fast on a CPU
+MODEL = DEFAULT_MODEL  # the paper's smallest MNIST network: every step is fast on a CPU
 INDEX = 0  # MNIST test image
 SEED = 0
 UNIT = 0  # the unit and the random direction of step 5
