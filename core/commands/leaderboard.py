@@ -36,7 +36,7 @@ def _budget(text: str) -> tuple[str, float]:
 def run(args) -> int:
     from core.attacks import is_budgeted
     from core.cli import emit
-    from core.evaluation import leaderboard
+    from core.evaluation import cells, leaderboard
     from core.evaluation.protocol import Protocol
 
     if args.fill:
@@ -55,7 +55,7 @@ def run(args) -> int:
         norm, eps = _budget(args.budget) if args.budget else leaderboard.DEFAULT_BUDGET
         for attack in tqdm(args.fill, desc="filling", disable=bar_disabled(not args.json)):
             for model in args.models or [DEFAULT_MODEL]:
-                leaderboard.fill_cell(
+                cells.fill_cell(
                     attack, model, protocol=protocol, norm=norm if budgeted[attack] else None,
                     budget=eps if budgeted[attack] else None,
                     seed=args.seed, device=args.device, source="cli", check=args.check,
