@@ -1,7 +1,7 @@
 """Make the Home page's picture with our engine: the paper's L-BFGS (default parameters, untargeted) on one
 MNIST test digit against fc100-100-10. Writes assets/home_triple.png and its run card assets/home_triple.json.
 
-    python -m dashboard.home_picture [--index 0] [--seed 0]
+    python -m core.experiments.home_picture [--index 0] [--seed 0]
 """
 
 from __future__ import annotations
