@@ -14,6 +14,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "intriguing-lab"
 SHARE = "share/intriguing-lab"  # where pyproject's data-files put the shipped data, under the install prefix
 STREAMLIT_CONFIG = ".streamlit/config.toml"
+# The model a command or a page opens on when none is chosen: the paper's FC100-100-10, fast on a CPU.
+DEFAULT_MODEL = "fc100-100-10"
 
 
 def installed_data_root(distribution: str = DISTRIBUTION) -> Path | None:

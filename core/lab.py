@@ -92,6 +92,43 @@ def make_lab_attack(name: str, model: nn.Module, seed: int = 0, **params: Any) -
     return make_attack(name, model, seed=seed, **params)
 
 
+class SearchLog:
+    """The rounds of a search over c (L-BFGS, C&W) one live run has seen, keyed by (target, round)."""
+
+    def __init__(self, target: int | None) -> None:
+        self.target = target
+        self.by_key: dict[tuple[int | None, int], SearchRound] = {}
+
+    @property
+    def rounds(self) -> list[SearchRound]:
+        """In the order rounds ended."""
+        return sorted(self.by_key.values(), key=lambda r: (r.iteration, r.round))
+
+    def follow(self, event: AttackEvent, rms: float, reached: bool) -> None:
+        """Record the rounds of a search over c: reported by the attack when it runs several target
+        problems at once (L-BFGS: `extra['ended_rounds']`), else followed from each event's c and round."""
+        if "ended_rounds" in event.extra:
+            ended = event.extra["ended_rounds"]
+            if ended is None:
+                return
+            for i in (ended["image"] == 0).nonzero().flatten().tolist():
+                target, n = int(ended["target"][i]), int(ended["round"][i])
+                self.by_key[(target, n)] = SearchRound(
+                    event.iteration, target, n, float(ended["c"][i]), bool(ended["reached"][i]),
+                    float(ended["rms"][i]),
+                )  # fmt: skip
+        elif event.c is not None and event.search_round is not None:
+            n = int(event.search_round[0])
+            before = self.by_key.get((self.target, n))
+            smallest = before.rms if before is not None else None
+            if reached and (smallest is None or rms < smallest):
+                smallest = rms
+            self.by_key[(self.target, n)] = SearchRound(
+                event.iteration, self.target, n, float(event.c[0]),
+                reached or (before is not None and before.reached), smallest,
+            )  # fmt: skip
+
+
 class LiveRun:
     """One attack on one image, iterated by a live view. Every iteration lands in `series` (so curves
     miss no step) and every finished round of a search over c in `rounds`; a `Frame` is yielded at most
@@ -122,7 +159,7 @@ class LiveRun:
         with torch_threads(threads):
             self.run: AttackRun = attack.start(x, torch.tensor([self.label]), target)
         self.series: dict[str, list[float | None]] = {name: [] for name in SERIES}
-        self._rounds: dict[tuple[int | None, int], SearchRound] = {}
+        self.search = SearchLog(self.target)
         self._best: tuple[torch.Tensor, np.ndarray] | None = None  # (image, its probabilities)
         self.stopped = False
         self.first_frame_s: float | None = None
@@ -138,7 +175,7 @@ class LiveRun:
     @property
     def rounds(self) -> list[SearchRound]:
         """The search over c so far (L-BFGS, C&W; empty for other attacks), in the order rounds ended."""
-        return sorted(self._rounds.values(), key=lambda r: (r.iteration, r.round))
+        return self.search.rounds
 
     def stop(self) -> None:
         self.stopped = True
@@ -159,31 +196,6 @@ class LiveRun:
 
     def _reached(self, pred: int) -> bool:
         return pred != self.label if self.target is None else pred == self.target
-
-    def _follow_rounds(self, event: AttackEvent, rms: float) -> None:
-        """Record the rounds of a search over c: reported by the attack when it runs several target
-        problems at once (L-BFGS: `extra['ended_rounds']`), else followed from each event's c and round."""
-        if "ended_rounds" in event.extra:
-            ended = event.extra["ended_rounds"]
-            if ended is None:
-                return
-            for i in (ended["image"] == 0).nonzero().flatten().tolist():
-                target, n = int(ended["target"][i]), int(ended["round"][i])
-                self._rounds[(target, n)] = SearchRound(
-                    event.iteration, target, n, float(ended["c"][i]), bool(ended["reached"][i]),
-                    float(ended["rms"][i]),
-                )  # fmt: skip
-        elif event.c is not None and event.search_round is not None:
-            n = int(event.search_round[0])
-            reached = self._reached(int(event.pred[0]))
-            before = self._rounds.get((self.target, n))
-            smallest = before.rms if before is not None else None
-            if reached and (smallest is None or rms < smallest):
-                smallest = rms
-            self._rounds[(self.target, n)] = SearchRound(
-                event.iteration, self.target, n, float(event.c[0]),
-                reached or (before is not None and before.reached), smallest,
-            )  # fmt: skip
 
     def _record(self, event: AttackEvent) -> tuple[torch.Tensor, np.ndarray]:
         probs = event.probs[0]
@@ -208,7 +220,7 @@ class LiveRun:
         }
         for name, value in values.items():
             self.series[name].append(value)
-        self._follow_rounds(event, rms)
+        self.search.follow(event, rms, self._reached(int(event.pred[0])))
         return best, best_probs
 
     def _frame(self, event: AttackEvent, best: tuple[torch.Tensor, np.ndarray], steps: int) -> Frame:

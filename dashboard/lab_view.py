@@ -48,12 +48,12 @@ def attack_title(name: str) -> str:
     return ATTACKS[name].title or name if name in ATTACKS else name
 
 
-def attack_parameters(name: str, dataset: str, prefix: str = "lab") -> dict:
+def attack_parameters(name: str, dataset: str, prefix: str = "lab", model: str | None = None) -> dict:
     """One widget per parameter of the attack's spec (defaults from the engine, its presets on ImageNet),
     out-of-range values impossible, each bound to the URL; returns the chosen parameters. The seed is the
     page's own input."""
     params: dict = {}
-    defaults = attack_presets(name, dataset)
+    defaults = attack_presets(name, dataset, model)  # the model's own presets where it has them
     for p in ATTACKS[name].PARAMS:
         if p.seed:
             continue

@@ -3,12 +3,14 @@ by default is read from each attack's PARAMS, and the per-model presets do the j
 
 from __future__ import annotations
 
+import argparse
 import inspect
 
 import pytest
 
 from core.attacks import ATTACKS, PGD, attack_presets, is_budgeted, make_attack
 from core.attacks.spec import MODEL_PRESET_REASONS, eps_param, norm_param, overrides, param
+from core.commands.attack import attack_params
 from core.evaluation import defences, leaderboard
 from core.evaluation import validate as report
 from core.models import load
@@ -72,3 +74,10 @@ def test_cnn_preset_flips_the_default_test_image(mnist_test):
 def test_seed_reaches_only_the_seeded_attacks(fc100):
     assert make_attack("pgd", fc100, seed=7).params["seed"] == 7
     assert "seed" not in make_attack("fgsm", fc100, seed=7).params
+
+
+def test_the_cli_starts_from_the_models_presets_and_a_flag_wins():
+    plain = argparse.Namespace(model="cnn")
+    assert attack_params("pgd", plain, 0)["eps"] == attack_presets("pgd", "mnist", "cnn")["eps"]
+    assert attack_params("pgd", argparse.Namespace(model="cnn", eps=0.05), 0)["eps"] == 0.05
+    assert "eps" not in attack_params("pgd", argparse.Namespace(model="fc10-1"), 0)  # the default holds

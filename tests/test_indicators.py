@@ -8,7 +8,7 @@ import json
 import pytest
 
 from core.defences.transforms import DefendedModel, parse_transform
-from core.evaluation import indicators
+from core.evaluation import cells, indicators
 from core.evaluation.protocol import Protocol
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -139,10 +139,8 @@ def test_fill_cell_with_check_records_indicators(tmp_path):
 
     path = tmp_path / "lb.sqlite"
     protocol = Protocol(n=5)
-    leaderboard.fill_cell(
-        "fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path, check=True
-    )
-    leaderboard.fill_cell("apgd", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path)
+    cells.fill_cell("fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path, check=True)
+    cells.fill_cell("apgd", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path)
     checked, unchecked = sorted(leaderboard.runs(path=path), key=lambda r: r.attack != "fgsm")
     assert isinstance(checked.indicators, list) and unchecked.indicators is None
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.errors import InvalidParameterError
-from core.evaluation import leaderboard
+from core.evaluation import cells, leaderboard
 from core.evaluation.protocol import Protocol
 
 VERSIONS = {"torch": "x"}
@@ -80,12 +80,12 @@ def test_a_weak_model_keeps_its_success_rate_whatever_other_protocols_record(tmp
     count those as free successes. Under the default protocol they are never attacked, and runs of other
     protocols (hand-chosen images, all images, other n) never move its cell."""
     path = tmp_path / "lb.sqlite"
-    leaderboard.fill_cell("fgsm", "fc10-1", norm="linf", budget=0.05, source="test", path=path)
+    cells.fill_cell("fgsm", "fc10-1", norm="linf", budget=0.05, source="test", path=path)
     before = leaderboard.success_matrix("linf", 0.05, protocol_id=Protocol().fingerprint, path=path)
     rate = before.values["fgsm"]["fc10-1"]
     everything = Protocol(n=100, correct_only=False)
     for protocol in (everything, Protocol(n=30), everything):
-        leaderboard.fill_cell("fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path)
+        cells.fill_cell("fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path)
     _record(path, attack="fgsm", norm="linf", budget=0.05, success_rate=1.0, n=1)  # a hand-chosen image
     after = leaderboard.success_matrix("linf", 0.05, protocol_id=Protocol().fingerprint, path=path)
     assert after.values["fgsm"]["fc10-1"] == rate and after.cells["fgsm"]["fc10-1"].n == 100
@@ -183,9 +183,7 @@ def test_fill_cell_records_a_run_that_matches_the_attack(tmp_path, mnist_test):
 
     path = tmp_path / "lb.sqlite"
     protocol = Protocol(n=20)
-    leaderboard.fill_cell(
-        "fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.1, source="test", path=path
-    )
+    cells.fill_cell("fgsm", "fc10-1", protocol=protocol, norm="linf", budget=0.1, source="test", path=path)
     (run,) = leaderboard.runs(path=path)
     model = load("fc10-1", "cpu")
     correct = (model(mnist_test.images).argmax(1) == mnist_test.labels).nonzero().squeeze(1)[:20]
@@ -195,11 +193,11 @@ def test_fill_cell_records_a_run_that_matches_the_attack(tmp_path, mnist_test):
     assert run.success_rate == pytest.approx(expected.summary()["success_rate"])
     assert leaderboard.success_matrix("linf", 0.1, path=path).values["fgsm"]["fc10-1"] == run.success_rate
     with pytest.raises(InvalidParameterError, match="takes no budget"):
-        leaderboard.fill_cell("deepfool", "fc10-1", norm="linf", budget=0.1, path=path)
+        cells.fill_cell("deepfool", "fc10-1", norm="linf", budget=0.1, path=path)
     with pytest.raises(InvalidParameterError, match="budgeted"):
-        leaderboard.fill_cell("pgd", "fc10-1", path=path)
+        cells.fill_cell("pgd", "fc10-1", path=path)
     with pytest.raises(InvalidParameterError, match="ImageNet"):
-        leaderboard.fill_cell("deepfool", "mobilenet_v2", path=path)
+        cells.fill_cell("deepfool", "mobilenet_v2", path=path)
 
 
 def test_leaderboard_page_fills_missing_cells(tmp_path, monkeypatch):

@@ -28,7 +28,20 @@ class CarliniWagnerL2(Attack):
     confidence (kappa)=0, abort_early=True (an image stops its round when its loss has not improved by
     0.01% over a tenth of the steps). lr is higher than the 0.01 of the paper and Foolbox because 100
     steps at 0.01 cannot move saturated (0 or 1) MNIST pixels far in tanh space. Events: every Adam step, with each image's c and search round; the
-    loss is the C&W objective. The best (smallest-L2) adversarial seen in any step is kept."""
+    loss is the C&W objective. The best (smallest-L2) adversarial seen in any step is kept.
+
+    Args:
+        model: a classifier returning logits, on its device.
+        binary_search_steps, steps, lr, initial_const, confidence, abort_early: as above (see PARAMS).
+
+    Shape:
+        - x: (N, C, H, W) in [0, 1]; labels: (N,) ints; target: None, an int or (N,) ints.
+        - result.x_adv: (N, C, H, W) in [0, 1], re-verified by a fresh forward pass.
+
+    Example:
+        >>> attack = make_attack("cw", model, binary_search_steps=5, steps=100)
+        >>> result = attack.run(x, labels)
+    """
 
     name = "cw"
     title, quick, cases = (

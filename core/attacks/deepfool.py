@@ -17,7 +17,22 @@ class DeepFool(Attack):
     Like Foolbox: x_adv = clip(x + (1 + overshoot) * sum of steps); each step adds 1e-4 to the distance
     for numerical stability; images stop moving once misclassified. One iteration = one forward pass and
     one backward pass per candidate class, counted as (candidates - 1) model calls. Events: every
-    iteration; the loss is each image's distance to the nearest linearised boundary (0 once adversarial)."""
+    iteration; the loss is each image's distance to the nearest linearised boundary (0 once adversarial).
+
+    Args:
+        model: a classifier returning logits, on its device.
+        steps (int): iterations (default 50).
+        candidates (int): classes considered, the true one included (default 10).
+        overshoot (float): how far past the boundary (default 0.02).
+
+    Shape:
+        - x: (N, C, H, W) in [0, 1]; labels: (N,) ints; target: None, an int or (N,) ints.
+        - result.x_adv: (N, C, H, W) in [0, 1], re-verified by a fresh forward pass.
+
+    Example:
+        >>> attack = make_attack("deepfool", model, steps=50)
+        >>> result = attack.run(x, labels)
+    """
 
     name = "deepfool"
     title, quick, cases = "DeepFool", {"steps": 10}, ({"steps": 15},)  # see Attack

@@ -13,7 +13,20 @@ from core.attacks.spec import eps_param
 
 class FGSM(Attack):
     """x_adv = clip(x + eps * sign(grad CE(x, label))); targeted: clip(x - eps * sign(grad CE(x, target))).
-    One model call. The single event shows the clean point and the cross-entropy the step climbs."""
+    One model call. The single event shows the clean point and the cross-entropy the step climbs.
+
+    Args:
+        model: a classifier returning logits, on its device.
+        eps (float): Linf budget, per pixel (default 0.1; 2/255 on ImageNet).
+
+    Shape:
+        - x: (N, C, H, W) in [0, 1]; labels: (N,) ints; target: None, an int or (N,) ints.
+        - result.x_adv: (N, C, H, W) in [0, 1], re-verified by a fresh forward pass.
+
+    Example:
+        >>> attack = make_attack("fgsm", model, eps=0.1)
+        >>> result = attack.run(x, labels)
+    """
 
     name = "fgsm"
     title, quick, cases = "FGSM", {"eps": 0.1}, ({"eps": 0.05},)  # see Attack

@@ -20,7 +20,19 @@ class GaussianNoise(Attack):
     the noise is scaled per image so that the clipped perturbation has exactly that RMS: on MNIST, where most
     pixels sit at 0, clipping otherwise removes about half of it and the control would be unfairly weak.
     With `exact=False`, `rms` is the standard deviation before clipping (the paper's 'stddev' rows).
-    Success = the prediction changed."""
+    Success = the prediction changed.
+
+    Args:
+        model: a classifier returning logits, on its device.
+        rms, exact, seed: as above (see PARAMS).
+
+    Shape:
+        - x: (N, C, H, W) in [0, 1]; labels: (N,) ints; target: None, an int or (N,) ints.
+        - result.x_adv: (N, C, H, W) in [0, 1], re-verified by a fresh forward pass.
+
+    Example:
+        >>> result = gaussian_noise_baseline(model, x, labels, rms=0.1, seed=0)
+    """
 
     name = "gaussian_noise"
     supports_targeted = False

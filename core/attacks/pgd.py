@@ -25,6 +25,23 @@ class PGD(Attack):
     Parameters: norm 'linf' | 'l2'; eps, the ball radius; steps; step_size, the absolute step (default
     2.5 * eps / steps); random_start, a uniform start in the ball drawn with `seed`. Returns the last
     iterate, like Foolbox and torchattacks. Events show the iterate each gradient was taken at and its CE.
+
+    Args:
+        model: a classifier returning logits, on its device.
+        norm (str): 'linf' or 'l2' (default 'linf').
+        eps (float): the ball radius (default 0.1).
+        steps (int): gradient steps (default 40; 10 on ImageNet).
+        step_size (float | None): absolute step (default 2.5 * eps / steps).
+        random_start (bool): start uniformly in the ball (default True).
+        seed (int): seed of the random start (default 0).
+
+    Shape:
+        - x: (N, C, H, W) in [0, 1]; labels: (N,) ints; target: None, an int or (N,) ints.
+        - result.x_adv: (N, C, H, W) in [0, 1], re-verified by a fresh forward pass.
+
+    Example:
+        >>> attack = make_attack("pgd", model, norm="l2", eps=1.5, steps=40, seed=0)
+        >>> result = attack.run(x, labels, target=3)
     """
 
     name = "pgd"

@@ -39,13 +39,20 @@ def add_attack_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def attack_params(attack: str, args: argparse.Namespace, seed: int) -> dict:
-    """The parameters given on the command line for `attack` (validated by the attack), plus the seed when
-    the attack is seeded; a flag the attack does not take is refused by it with the list it accepts."""
-    from core.attacks import ATTACKS, with_seed
+    """The parameters given on the command line for `attack` (validated by the attack) over the model's own
+    presets (core.attacks.spec.MODEL_PRESET_REASONS), plus the seed when the attack is seeded; a flag the
+    attack does not take is refused by it with the list it accepts."""
+    from core.attacks import ATTACKS, attack_class, with_seed
+    from core.attacks.spec import overrides
 
     names = {p.name for cls in ATTACKS.values() for p in cls.PARAMS if not p.seed}
-    params = {name: getattr(args, name) for name in sorted(names) if getattr(args, name, None) is not None}
-    return with_seed(attack, params, seed)
+    given = {name: getattr(args, name) for name in sorted(names) if getattr(args, name, None) is not None}
+    presets = (
+        overrides(attack_class(attack).PARAMS, "mnist", getattr(args, "model", None))
+        if attack in ATTACKS
+        else {}
+    )
+    return with_seed(attack, {**presets, **given}, seed)
 
 
 def run(args) -> int:

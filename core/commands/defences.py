@@ -3,6 +3,8 @@ adversarially trained models beside their plain twins."""
 
 from __future__ import annotations
 
+from core.config import DEFAULT_MODEL  # base module: no cost at start-up
+
 DEFAULT_DEFENCES = ("bits:1", "bits:2", "median:3", "jpeg:75")
 
 
@@ -81,7 +83,7 @@ def register(sub, common) -> None:
         parents=[common],
         help="input-transformation defences under plain vs adaptive (BPDA) attack; adversarial training",
     )
-    p.add_argument("--model", default="fc100-100-10")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument(
         "--defence",
         action="append",

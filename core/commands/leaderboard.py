@@ -36,13 +36,14 @@ def _budget(text: str) -> tuple[str, float]:
 def run(args) -> int:
     from core.attacks import is_budgeted
     from core.cli import emit
-    from core.evaluation import leaderboard
+    from core.evaluation import cells, leaderboard
     from core.evaluation.protocol import Protocol
 
     if args.fill:
         from tqdm import tqdm
 
         from core.checks import check_int
+        from core.config import DEFAULT_MODEL
         from core.models import get_spec
         from core.runtime import bar_disabled
 
@@ -53,8 +54,8 @@ def run(args) -> int:
         budgeted = {attack: is_budgeted(attack) for attack in args.fill}
         norm, eps = _budget(args.budget) if args.budget else leaderboard.DEFAULT_BUDGET
         for attack in tqdm(args.fill, desc="filling", disable=bar_disabled(not args.json)):
-            for model in args.models or ["fc100-100-10"]:
-                leaderboard.fill_cell(
+            for model in args.models or [DEFAULT_MODEL]:
+                cells.fill_cell(
                     attack, model, protocol=protocol, norm=norm if budgeted[attack] else None,
                     budget=eps if budgeted[attack] else None,
                     seed=args.seed, device=args.device, source="cli", check=args.check,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from core.config import DEFAULT_MODEL  # base module: no cost at start-up
+
 
 def _text(report) -> str:
     lines = [
@@ -89,7 +91,7 @@ def register(sub, common) -> None:
         parents=[common],
         help="robustness report for one image: the smallest perturbation each attack needs to flip it",
     )
-    p.add_argument("--model", default="fc100-100-10")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", metavar="FILE", help="a photo or a digit picture (PNG, JPEG, ...)")
     source.add_argument("--mnist-index", type=int, metavar="I", help="MNIST test image number I")

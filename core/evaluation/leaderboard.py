@@ -36,12 +36,11 @@ from typing import Any
 import torch
 
 from core import config
-from core.attacks import ATTACKS, AttackResult, attack_class, format_eps, is_budgeted, make_attack, with_seed
+from core.attacks import ATTACKS, AttackResult, format_eps
 from core.attacks.spec import Param, eps_param, norm_param
 from core.errors import InvalidParameterError
-from core.evaluation.indicators import fired, run_checked
 from core.evaluation.protocol import Protocol, Selection
-from core.models import get_spec, load
+from core.models import get_spec
 from core.provenance import versions as library_versions
 
 DB_ENV = "INTRIGUING_LEADERBOARD"
@@ -282,7 +281,8 @@ def _write(path: str | os.PathLike | None) -> Iterator[sqlite3.Connection]:
             raise
 
 
-def _optional_float(name: str, value: Any) -> float | None:
+def optional_float(name: str, value: Any) -> float | None:
+    """A stored number: finite and non-negative, or None."""
     if value is None:
         return None
     value = float(value)
@@ -395,7 +395,7 @@ def _run_row(
         raise InvalidParameterError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
     if not isinstance(n, int) or n < 1:
         raise InvalidParameterError(f"n must be a positive integer, got {n!r}.")
-    rate = _optional_float("success_rate", success_rate)
+    rate = optional_float("success_rate", success_rate)
     if rate is None or rate > 1:
         raise InvalidParameterError(f"success_rate must lie in [0, 1], got {success_rate}.")
     if (norm is None) != (budget is None):
@@ -411,14 +411,14 @@ def _run_row(
         "params": json.dumps(dict(params), sort_keys=True, default=str),
         "n": n,
         "success_rate": rate,
-        "mean_rms": _optional_float("mean_rms", mean_rms),
-        "median_rms": _optional_float("median_rms", median_rms),
-        "mean_l2": _optional_float("mean_l2", mean_l2),
-        "median_l2": _optional_float("median_l2", median_l2),
-        "mean_linf": _optional_float("mean_linf", mean_linf),
-        "time_s": _optional_float("time_s", time_s),
+        "mean_rms": optional_float("mean_rms", mean_rms),
+        "median_rms": optional_float("median_rms", median_rms),
+        "mean_l2": optional_float("mean_l2", mean_l2),
+        "median_l2": optional_float("median_l2", median_l2),
+        "mean_linf": optional_float("mean_linf", mean_linf),
+        "time_s": optional_float("time_s", time_s),
         "norm": norm,
-        "budget": _optional_float("budget", budget),
+        "budget": optional_float("budget", budget),
         "dataset": dataset,
         "seed": seed,
         "versions": json.dumps(dict(versions), sort_keys=True),
@@ -690,7 +690,7 @@ def success_matrix(
     path: str | os.PathLike | None = None,
 ) -> Matrix:
     """Success rate per (budgeted attack, model) at one (norm, eps) budget, under one protocol (as above)."""
-    budget = _optional_float("budget", budget)
+    budget = optional_float("budget", budget)
     protocol_id = _one_protocol(protocol_id, dataset, path)
     where, args = _filters(dataset=dataset, source=source, norm=norm)
     where = _protocol_clause(where, protocol_id) + " AND ABS(budget - ?) < 1e-9"
@@ -716,53 +716,6 @@ def budgets(*, protocol_id: Any = _DEFAULT, path: str | os.PathLike | None = Non
 def integrity_ok(path: str | os.PathLike | None = None) -> bool:
     with connect(path) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-
-
-def fill_cell(
-    attack: str,
-    model: str,
-    *,
-    protocol: Protocol | None = None,
-    norm: str | None = None,
-    budget: float | None = None,
-    seed: int = 0,
-    device: Any = None,
-    source: str = "dashboard",
-    check: bool = False,
-    path: str | os.PathLike | None = None,
-) -> int | None:
-    """Run `attack` on `model` over the images `protocol` chooses (default: the first 100 correctly
-    classified MNIST test images) and record it; returns the row id. A budgeted attack needs `norm` and
-    `budget`; a minimal-distortion attack takes neither. With `check`, the indicators of attack failure are
-    computed too (a few extra runs) and the fired ones recorded with the row."""
-    protocol = protocol or Protocol()
-    budgeted = is_budgeted(attack)
-    if get_spec(model).dataset != "mnist":
-        raise InvalidParameterError(
-            f"{model} is an ImageNet model; cells are filled on MNIST test images only."
-        )
-    accepted = {p.name for p in attack_class(attack).PARAMS}
-    params: dict[str, Any] = with_seed(attack, {}, seed)
-    if budgeted:
-        if budget is None or norm is None:
-            raise InvalidParameterError(f"{attack} is a budgeted attack: give norm and budget (eps).")
-        params["eps"] = _optional_float("budget", budget)
-        if "norm" in accepted:
-            params["norm"] = norm
-        elif norm != "linf":
-            raise InvalidParameterError(f"{attack} is an Linf attack; norm must be 'linf'.")
-    elif budget is not None:
-        raise InvalidParameterError(f"{attack} searches the minimal distortion; it takes no budget.")
-    net = load(model, device)
-    chosen = protocol.select(net, device)
-    if check:
-        result, checks = run_checked(net, attack, params, chosen.images, chosen.labels, device=device)
-    else:
-        result, checks = make_attack(attack, net, device, **params).run(chosen.images, chosen.labels), None
-    flags = None if checks is None else fired(checks)
-    return record_result(
-        result, model, source=source, dataset="mnist", selection=chosen, indicators=flags, path=path
-    )
 
 
 # ---------------------------------------------------------------- sweeps (core.evaluation.sweep writes, pages read)
@@ -1047,13 +1000,13 @@ def record_certificate(
         raise InvalidParameterError(f"norm must be linf or l2, got {norm!r}.")
     if source not in SOURCES:
         raise InvalidParameterError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
-    budget = _optional_float("budget", budget)
+    budget = optional_float("budget", budget)
     if budget is None or not 0 <= int(certified) <= int(n) or int(n) < 1:
         raise InvalidParameterError(f"need a budget, n >= 1 and 0 <= certified <= n, got {certified}/{n}.")
     row = (
         _now(), model, method, norm, budget, json.dumps(dict(params or {}), sort_keys=True),
         json.dumps(protocol.to_dict(), sort_keys=True), protocol.fingerprint, int(n), int(certified),
-        _optional_float("time_s", time_s), json.dumps(library_versions(), sort_keys=True), source,
+        optional_float("time_s", time_s), json.dumps(library_versions(), sort_keys=True), source,
     )  # fmt: skip
     with _write(path) as conn:
         cursor = conn.execute(

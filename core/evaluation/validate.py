@@ -423,7 +423,7 @@ class PlannedAttack:
 
 
 @dataclass
-class AttackRun:
+class ReportAttack:
     """One planned attack's outcome: the report's finding and the engine's raw result (the leaderboard
     records it; checks of the attack itself can read it)."""
 
@@ -470,7 +470,7 @@ def subject(model_name: str, model: nn.Module, x: torch.Tensor, seed: int, devic
     return Subject(model_name, model, dataset, x, int(probs.argmax()), probs, names, seed, device)
 
 
-def run_attack(target: Subject, planned: PlannedAttack) -> AttackRun:
+def run_attack(target: Subject, planned: PlannedAttack) -> ReportAttack:
     """One attack of the plan on the image: its smallest flipping perturbation (or smallest eps)."""
     params = attack_settings(planned.attack, target.dataset)
     eps = None
@@ -505,10 +505,10 @@ def run_attack(target: Subject, planned: PlannedAttack) -> AttackRun:
         noise_flip_rate=None,
         x_adv=result.x_adv if ok else None,
     )
-    return AttackRun(planned, finding, result)
+    return ReportAttack(planned, finding, result)
 
 
-def record_attack(run: AttackRun, target: Subject, source: str) -> None:
+def record_attack(run: ReportAttack, target: Subject, source: str) -> None:
     """Store one attack of a report in the leaderboard (one image, so n = 1)."""
     f = run.finding
     leaderboard.record_run(
@@ -641,7 +641,7 @@ def robustness_report(
             others = same_domain_models(model_name, usable_models(list_models(include_unavailable=False)))
         plan = attack_plan()
         total = len(plan) + 3
-        runs: list[AttackRun] = []
+        runs: list[ReportAttack] = []
         for step, planned in enumerate(plan):
             tell(
                 step / total,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from core.config import DEFAULT_MODEL
 from core.defences.transforms import adversarial_twins, parse_transform
 from core.evaluation import defences
 from core.evaluation.protocol import Protocol
@@ -16,7 +17,7 @@ from core.experiments.adversarial import notify
 from core.experiments.writer import Column, Report, bars, base_card
 from core.models import load
 
-MODEL = "fc100-100-10"
+MODEL = DEFAULT_MODEL
 DEFENCES = ("bits:1", "bits:2", "median:3", "jpeg:75")
 BUDGETS = (0.1, 0.2)
 ATTACK = {"attack": "pgd", "norm": "linf", "steps": 20}

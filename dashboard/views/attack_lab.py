@@ -16,6 +16,7 @@ import streamlit as st
 from core import IntriguingError
 from core.attacks import ATTACKS
 from core.checks import SEED_MAX
+from core.config import DEFAULT_MODEL
 from core.data.images import open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.evaluation import leaderboard
@@ -41,7 +42,6 @@ GOALS = ("untargeted", "targeted")
 # LiveRun.frames' min_interval and the view's pace (least seconds between frames): every step drawn no
 # faster than a browser follows, or the attack at full speed with a frame at most every 0.1 s.
 LIVE_MODES = {"every step": (0.0, 0.04), "real time": (0.1, 0.0)}
-DEFAULT_MODEL = "fc100-100-10"
 
 
 def target_name(classes, c: int) -> str:
@@ -183,7 +183,7 @@ with sidebar:
         choices = [target_name(classes, c) for c in range(len(classes)) if c != label]
         target = int(st.selectbox("Target class", choices, **bound("lab_target")).rsplit("(", 1)[1][:-1])
     with st.expander("Parameters", expanded=False):
-        params = attack_parameters(attack_name, spec.dataset)
+        params = attack_parameters(attack_name, spec.dataset, model=model_name)
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("lab_seed"))
     live_mode = st.radio(
         "Live view", tuple(LIVE_MODES), horizontal=True, **bound("lab_live"),

@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import IntriguingError
+from core.config import DEFAULT_MODEL
 from core.defences import transforms as guards
 from core.evaluation import defences
 from core.models import get_spec, usable_models
@@ -38,7 +39,7 @@ url_state.accept_link(
 inputs = {p.name: p for p in defences.SETTINGS}
 left, right = st.columns(2, gap="large")
 with left:
-    default = mnist_models.index("fc100-100-10") if "fc100-100-10" in mnist_models else 0
+    default = mnist_models.index(DEFAULT_MODEL) if DEFAULT_MODEL in mnist_models else 0
     model_name = st.selectbox("Model", mnist_models, index=default, **bound("def_model"))
     chosen = st.multiselect(
         "Input transformations", guards.PRESETS, default=guards.DEFAULT_PRESETS, **bound("def_transforms")

@@ -7,7 +7,7 @@ import streamlit as st
 from core.config import ASSETS_DIR
 from dashboard.app import NAVIGATION, PAGES
 
-PICTURE = ASSETS_DIR / "home_triple.png"  # made by `python -m dashboard.home_picture`
+PICTURE = ASSETS_DIR / "home_triple.png"  # made by `python -m core.experiments.home_picture`
 
 st.title("intriguing-lab")
 st.markdown(

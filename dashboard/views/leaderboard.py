@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import IntriguingError
 from core.attacks import ATTACKS, format_eps, is_budgeted
-from core.evaluation import leaderboard
+from core.evaluation import cells, leaderboard
 from core.evaluation.protocol import Protocol
 from core.models import get_spec, usable_models
 from dashboard import url_state
@@ -194,7 +194,7 @@ else:
             bar.progress(i / len(missing), text=f"{attack} on {model} ({chosen_protocol.describe()})")
             budget_attack = is_budgeted(attack)
             try:
-                leaderboard.fill_cell(
+                cells.fill_cell(
                     attack, model, protocol=chosen_protocol, norm=norm if budget_attack else None,
                     budget=eps if budget_attack else None, source="dashboard",
                 )  # fmt: skip

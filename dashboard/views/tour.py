@@ -8,6 +8,7 @@ import numpy as np
 import streamlit as st
 
 from core import IntriguingError, units
+from core.config import DEFAULT_MODEL
 from core.experiments import read_card, table4
 from core.experiments.adversarial import amplify
 from core.lab import LiveRun, Outcome, TransferRow, conclude, make_lab_attack, predict, transfer
@@ -17,7 +18,7 @@ from core.visual.pictures import to_uint8, triple_picture
 from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 
-MODEL = "fc100-100-10"  # the paper's smallest MNIST network: every step is fast on a CPU
+MODEL = DEFAULT_MODEL  # the paper's smallest MNIST network: every step is fast on a CPU
 INDEX = 0  # MNIST test image
 SEED = 0
 UNIT = 0  # the unit and the random direction of step 5

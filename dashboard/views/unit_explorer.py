@@ -14,6 +14,7 @@ import streamlit as st
 
 from core import IntriguingError, units
 from core.attacks.spec import seed_param
+from core.config import DEFAULT_MODEL
 from core.models import get_spec
 from core.units import arms, featvis
 from core.units.coherence import TOP_K
@@ -37,7 +38,6 @@ from dashboard.url_state import bound, param_widget
 
 ROWS = 4  # directions shown per side
 SEED = seed_param("random directions and the learned fits")
-DEFAULT_MODEL = "fc100-100-10"
 
 
 def new_random_directions() -> None:

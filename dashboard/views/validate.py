@@ -9,6 +9,7 @@ import streamlit as st
 
 from core import IntriguingError
 from core.checks import SEED_MAX
+from core.config import DEFAULT_MODEL
 from core.data.images import open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.evaluation import indicators
@@ -49,7 +50,7 @@ except IntriguingError as exc:  # MNIST missing: the checks cannot know its size
     show_error(exc)
 left, right = st.columns([1, 1], gap="large")
 with left:
-    default = names.index("fc100-100-10") if "fc100-100-10" in names else 0
+    default = names.index(DEFAULT_MODEL) if DEFAULT_MODEL in names else 0
     model_name = st.selectbox("Model", names, index=default, **bound("val_model"))
     spec = get_spec(model_name)
     classes = class_names(model_name)

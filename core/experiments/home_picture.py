@@ -1,7 +1,7 @@
 """Make the Home page's picture with our engine: the paper's L-BFGS (default parameters, untargeted) on one
 MNIST test digit against fc100-100-10. Writes assets/home_triple.png and its run card assets/home_triple.json.
 
-    python -m dashboard.home_picture [--index 0] [--seed 0]
+    python -m core.experiments.home_picture [--index 0] [--seed 0]
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import argparse
 import torch
 from PIL import Image
 
-from core.config import ASSETS_DIR
+from core.config import ASSETS_DIR, DEFAULT_MODEL
 from core.data import load_mnist
 from core.lab import LiveRun, make_lab_attack, predict, run_card
 from core.models import class_names, load
 from core.visual.pictures import triple_picture
 
-MODEL = "fc100-100-10"
+MODEL = DEFAULT_MODEL
 PICTURE = ASSETS_DIR / "home_triple.png"
 CARD = ASSETS_DIR / "home_triple.json"
 
