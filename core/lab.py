@@ -24,10 +24,11 @@ from core.attacks import (
     AttackEvent,
     AttackResult,
     AttackRun,
+    format_eps,
     gaussian_noise_baseline,
-    is_seeded,
     make_attack,
 )
+from core.attacks.budget_search import minimal_eps
 from core.errors import InvalidParameterError
 from core.provenance import versions
 from core.runtime import LIVE_THREADS, torch_threads
@@ -88,9 +89,7 @@ class SearchRound:
 
 def make_lab_attack(name: str, model: nn.Module, seed: int = 0, **params: Any) -> Attack:
     """An attack from the registry, handed the lab's seed when it takes one (random starts)."""
-    if is_seeded(name):
-        params["seed"] = seed
-    return make_attack(name, model, **params)
+    return make_attack(name, model, seed=seed, **params)
 
 
 class LiveRun:
@@ -389,10 +388,11 @@ class Outcome:
 
     result: AttackResult
     baseline: AttackResult  # Gaussian noise of the same RMS distortion
-    transfer: list[TransferRow]
+    transfer: list[TransferRow]  # empty for a failed attack: there is no adversarial image to transfer
     card: RunCard
     png: bytes
     npz: bytes
+    hint: str | None = None  # for a failed attack, what to change (failure_hint)
 
 
 def conclude(
@@ -404,12 +404,15 @@ def conclude(
     others: Sequence[str] = (),
     load: Callable[[str], nn.Module] | None = None,
 ) -> Outcome:
-    """Judge a finished (or stopped) run: noise baseline at the same RMS, transfer to `others`, exports."""
+    """Judge a finished (or stopped) run: noise baseline at the same RMS, transfer to `others` (of a
+    successful attack only), for a failed one the hint of what to change, exports."""
     result = live.result()
     reference = live.label if true_label is None else true_label
+    ok = bool(result.success[0])
     with torch_threads(live.threads):
         baseline = gaussian_noise_baseline(model, result.x, result.labels, rms=result.rms, seed=live.seed)
-        rows = transfer(result.x, result.x_adv, reference, list(others), load) if others else []
+        rows = transfer(result.x, result.x_adv, reference, list(others), load) if others and ok else []
+        hint = None if ok or live.stopped else failure_hint(live, model)
     card = run_card(live, model_name, image_source, true_label)
     card.baseline = {
         "rms": float(baseline.rms[0]),
@@ -417,7 +420,36 @@ def conclude(
         "changed_prediction": bool(baseline.success[0]),
     }
     card.transfer = [row.__dict__ for row in rows]
-    return Outcome(result, baseline, rows, card, png_bytes(result.x_adv[0]), npz_bytes(result, card))
+    return Outcome(result, baseline, rows, card, png_bytes(result.x_adv[0]), npz_bytes(result, card), hint)
+
+
+HINT_BISECTION_STEPS = 4  # a few extra runs on one image: a budget within about 1/16 of the search's range
+
+
+def failure_hint(live: LiveRun, model: nn.Module) -> str:
+    """What to change after an attack failed, computed rather than guessed: for an untargeted Linf budgeted
+    attack, the smallest eps at which the same attack (same parameters and seed) flips this image,
+    searched upwards from the budget that failed; otherwise the advice that fits its kind."""
+    result = live.result()
+    params = dict(result.params)
+    eps = params.pop("eps", None)
+    if eps is None:
+        return "The attack did not reach its goal: give it more iterations or steps (Parameters), or try another."
+    if live.target is not None or params.get("norm", "linf") != "linf":
+        return f"The attack did not reach its goal at eps {format_eps(eps, params.get('norm', 'linf'))}: raise eps."
+    found, smallest = minimal_eps(
+        result.attack, model, result.x, result.labels, params=params, start=min(1.0, 2 * eps), fails_at=eps,
+        bisection_steps=HINT_BISECTION_STEPS, device=result.x.device,
+    )  # fmt: skip
+    if smallest is None:
+        return (
+            f"Even at eps 1 (the whole pixel range) {result.attack} does not flip this image: its gradient "
+            "may be misleading; try the gradient-free Square Attack."
+        )
+    return (
+        f"{result.attack} does not flip this image at eps {format_eps(eps)}: raise eps to "
+        f"{format_eps(smallest)}, the smallest budget at which it does (searched on this image, same seed)."
+    )
 
 
 def run_card(live: LiveRun, model_name: str, image_source: str, true_label: int | None = None) -> RunCard:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 import streamlit as st
 import torch
 
@@ -28,12 +30,18 @@ def model_names() -> list[str]:
     return zoo.list_models(include_unavailable=False)
 
 
+UNEXPECTED = "Something went wrong on this page; the rest of the lab still works."
+
+
 def show_error(exc: Exception) -> None:
-    """A user-facing error as one clear message; anything else as a short, honest failure note."""
+    """A user-facing error as one clear message; anything else as one friendly line and its details in an
+    expander (never Streamlit's traceback box)."""
     if isinstance(exc, IntriguingError):
         st.error(str(exc), icon=":material/error:")
-    else:
-        st.error(f"Something went wrong: {type(exc).__name__}: {exc}", icon=":material/error:")
+        return
+    st.error(f"{UNEXPECTED} ({type(exc).__name__})", icon=":material/error:")
+    with st.expander("details"):
+        st.code("".join(traceback.format_exception(exc)), language=None)
 
 
 def table(rows: list[dict], max_rows: int = 12, **kwargs) -> None:

@@ -14,6 +14,7 @@ import torch
 from core import IntriguingError, units
 from core.models import get_spec
 from core.units import arms, featvis, inside, rotation, uploads
+from core.visual.grid import image_row
 from dashboard.common import cached_model, show_error
 
 PAGE = "unit_explorer"  # the Direction Lab's URL path
@@ -113,7 +114,7 @@ def show_row(images: units.ImageSet, ranking: units.Ranking, title: str) -> None
     st.caption(
         f"{title} · {labels}", help=f"<phi(x), v> from {ranking.values[0]:.3g} to {ranking.values[-1]:.3g}"
     )
-    st.image(units.image_row(images, ranking.indices), width=ROW_WIDTH)
+    st.image(image_row(images, ranking.indices), width=ROW_WIDTH)
 
 
 def arms_chart(summary: dict, score: str) -> go.Figure:

@@ -28,16 +28,6 @@ from dashboard.direction_view import show_inside
 from dashboard.figure_buttons import figure_downloads
 from dashboard.url_state import param_key, param_widget
 
-# Attacks in the order offered (only those the engine has are shown); the paper's first.
-ATTACK_TITLES = {
-    "lbfgs": "L-BFGS (the paper's)",
-    "fgsm": "FGSM",
-    "pgd": "PGD",
-    "cw": "Carlini-Wagner L2",
-    "deepfool": "DeepFool",
-    "apgd": "APGD",
-    "square": "Square Attack (black-box)",
-}
 CHART_INTERVAL_S = 0.5  # curves are redrawn at most this often while running (their data keeps every step)
 CHART_HEIGHT = 240  # pixels of a whole chart: title, plot and axes
 MAX_POINTS = 400  # a curve drawn with more steps is thinned (every step stays in the run's series)
@@ -49,13 +39,13 @@ COLOUR_NAMES = {LABEL_COLOUR: "blue", TARGET_COLOUR: "red", OTHER_COLOUR: "grey"
 
 
 def attack_names() -> list[str]:
-    return [name for name in ATTACK_TITLES if name in ATTACKS] + [
-        n for n in ATTACKS if n not in ATTACK_TITLES
-    ]
+    """The attacks in the order offered: the registry's (the paper's first)."""
+    return list(ATTACKS)
 
 
 def attack_title(name: str) -> str:
-    return ATTACK_TITLES.get(name, name)
+    """The attack's own title (its registry name when it has none)."""
+    return ATTACKS[name].title or name if name in ATTACKS else name
 
 
 def attack_parameters(name: str, dataset: str, prefix: str = "lab") -> dict:
@@ -222,6 +212,23 @@ class LivePanel:
         self.bars = charts[3].empty()
         self.last_chart = -float("inf")
 
+    def idle(self, x: np.ndarray, probs: np.ndarray, attack: str) -> None:
+        """Before Run: every slot drawn already (the image in all four, the clean class bars, the curves'
+        axes), so Run replaces them in place; the browser has loaded what draws them by then, and the first
+        frame is on screen at once (the sidebar path showed grey placeholders for about 3 s)."""
+        picture = to_uint8(x, self.scale)
+        self.best.html(picture_html(picture, f"best so far: none yet (Run starts {attack})"))
+        self.current.html(picture_html(picture, f"current: the original, {self._said(self.label, probs)}"))
+        flat, _ = perturbation_picture(np.zeros_like(x), self.scale)
+        self.perturbation.html(picture_html(flat, "perturbation: none yet"))
+        self.bars.vega_lite_chart(
+            bars_data(probs, self.class_names, {self.label: LABEL_COLOUR}), BARS_SPEC, height=CHART_HEIGHT
+        )
+        p = float(probs[self.label])  # step 0: no distortion yet, the clean probability
+        start = {"iteration": [0], "rms": [0.0], "best_rms": [0.0], "p_label": [p], "best_p_label": [p]}
+        self._charts({**start, "c": [], "loss": [None]}, ())
+        self.last_chart = -float("inf")
+
     def _said(self, cls: int, probs: np.ndarray | None) -> str:
         name = self.class_names[cls]
         return name if probs is None else f"{name} ({probs[cls]:.0%})"
@@ -349,16 +356,23 @@ def show_outcome(
     wide = len(class_names) > 10
     cells = st.columns([1, 4, 1, 2] if wide else 8)
     cells[0].metric("Success", "yes" if ok else "no")
-    cells[1].metric("Prediction", class_names[after], f"was {class_names[before]}", delta_color="off")
+    cells[1].metric(  # a label, not a change: no arrow
+        "Prediction", class_names[after], f"was {class_names[before]}", delta_color="off", delta_arrow="off"
+    )
     cells[2].metric("Confidence", f"{float(result.probs_after[0, after]):.0%}")
     numbers = st.columns(5) if wide else cells[3:]
     numbers[0].metric("RMS distortion", f"{float(result.rms[0]):.4f}")
     numbers[1].metric("L2", f"{float(result.l2[0]):.3f}")
     numbers[2].metric("Linf", f"{float(result.linf[0]):.3f}")
     numbers[3].metric("Iterations", result.iterations)
-    numbers[4].metric("Time", f"{result.time_s:.2f} s")
+    numbers[4].metric(
+        "Attack time", f"{result.time_s:.2f} s", help="The attack's own compute; the status line above gives "
+        "the wall clock of the live run, drawing every frame included.",
+    )  # fmt: skip
     if card.summary.get("stopped_early"):
         st.caption("Stopped early: this is the best adversarial image found before Stop.")
+    if outcome.hint:
+        st.warning(outcome.hint, icon=":material/tips_and_updates:")
     if rounds:
         reached = sum(r.reached for r in rounds)
         with st.expander(f"Search over c: {len(rounds)} rounds, {reached} reached the goal"):
@@ -381,7 +395,9 @@ def show_outcome(
         )
     with transfer_column:
         st.markdown("**Transfer: the adversarial image shown to the other models of this input domain**")
-        if outcome.transfer:
+        if not ok:
+            st.caption("The attack failed: there is no adversarial image to show the other models.")
+        elif outcome.transfer:
             table(
                 [
                     {

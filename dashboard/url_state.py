@@ -181,6 +181,49 @@ class LinkNotice:
         )
 
 
+REPLAY = "1"  # the value of a page's `{prefix}_replay` query parameter: this link names a run
+
+
+def replay_key(prefix: str) -> str:
+    return f"{prefix}_replay"
+
+
+def replay_check(prefix: str) -> dict[str, Check]:
+    """The link check of a page's replay flag (for `accept_link`)."""
+    return {replay_key(prefix): choice([REPLAY])}
+
+
+def replay_link(prefix: str) -> dict[str, str]:
+    """The query parameter that makes a link to the page replay its run (the tour's links hold it)."""
+    return {replay_key(prefix): REPLAY}
+
+
+def name_the_run(prefix: str) -> None:
+    """After Run: the URL a user copies names the run (its inputs are bound widgets already), so opening
+    it replays the run, recomputed from the same inputs and seed."""
+    st.query_params[replay_key(prefix)] = REPLAY
+
+
+def inputs(prefix: str) -> dict[str, str]:
+    """The page's inputs as its URL holds them, without the replay flag (a page switch drops that flag)."""
+    return {k: v for k, v in st.query_params.to_dict().items() if k != replay_key(prefix)}
+
+
+def forget_the_run(prefix: str) -> None:
+    """The inputs changed since the run shown: the URL no longer names it."""
+    if replay_key(prefix) in st.query_params:
+        del st.query_params[replay_key(prefix)]
+
+
+def replay_requested(prefix: str) -> bool:
+    """True once per session opened from a link that names a run: the page runs it without Run pressed."""
+    seen = f"_{replay_key(prefix)}_done"
+    if st.query_params.get(replay_key(prefix)) != REPLAY or st.session_state.get(seen):
+        return False
+    st.session_state[seen] = True
+    return True
+
+
 def accept_link(checks: Mapping[str, Check], later: Iterable[str] = ()) -> LinkNotice:
     """Check this page's query parameters before its widgets read them: drop unknown and unusable ones and
     show one notice naming the settings reset (unknown names are counted, not echoed). The keys in `later`

@@ -13,16 +13,8 @@ from core.errors import InvalidParameterError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# Small settings so every attack finishes in a fraction of a second on a few MNIST images.
-QUICK = {
-    "lbfgs": {"rounds": 3, "max_iter": 30},
-    "fgsm": {"eps": 0.1},
-    "pgd": {"eps": 0.1, "steps": 5},
-    "cw": {"binary_search_steps": 2, "steps": 10, "abort_early": False},
-    "deepfool": {"steps": 10},
-    "apgd": {"eps": 0.1, "steps": 8},
-    "square": {"eps": 0.1, "queries": 20},
-}
+# Small settings so every attack finishes in a fraction of a second on a few MNIST images (each attack's own).
+QUICK = {name: cls.quick for name, cls in ATTACKS.items()}
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,23 @@ def test_pgd_without_random_start_matches_foolbox_linf_pgd(setting, targeted):
     assert (mine.x_adv - clipped).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("targeted", [False, True])
+def test_pgd_without_random_start_matches_foolbox_l2_pgd(setting, targeted):
+    """L2 PGD step for step: the normalised gradient step, the projection onto the L2 ball, the box."""
+    model, fmodel, x, y = setting
+    ours = make_attack("pgd", model, norm="l2", eps=1.5, steps=10, step_size=0.25, random_start=False)
+    theirs = fb.attacks.L2PGD(steps=10, abs_stepsize=0.25, random_start=False)
+    if targeted:
+        target = (y + 1) % 10
+        mine = ours.run(x, y, target=target)
+        _, clipped, _ = theirs(fmodel, x, fb.criteria.TargetedMisclassification(target), epsilons=1.5)
+    else:
+        mine = ours.run(x, y)
+        _, clipped, _ = theirs(fmodel, x, y, epsilons=1.5)
+    assert (mine.x_adv - clipped).abs().max() <= 1e-5
+    assert float(mine.l2.max()) <= 1.5 + 1e-4
+
+
 def test_cw_mean_l2_within_10_percent_of_foolbox(setting):
     model, fmodel, x, y = setting
     params = {"binary_search_steps": 5, "steps": 100, "initial_const": 0.01, "abort_early": False}

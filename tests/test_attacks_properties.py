@@ -8,23 +8,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from core.attacks import make_attack
+from core.attacks import ATTACKS, is_budgeted, make_attack
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# name, parameters, Linf budget, L2 budget
-CASES = [
-    ("fgsm", {"eps": 0.05}, 0.05, None),
-    ("pgd", {"eps": 0.08, "steps": 6}, 0.08, None),
-    ("pgd", {"norm": "l2", "eps": 0.5, "steps": 6}, None, 0.5),
-    ("pgd", {"eps": 0.08, "steps": 6, "random_start": False}, 0.08, None),
-    ("apgd", {"eps": 0.08, "steps": 8}, 0.08, None),
-    ("cw", {"binary_search_steps": 3, "steps": 15}, None, None),
-    ("deepfool", {"steps": 15}, None, None),
-    ("lbfgs", {"rounds": 4, "max_iter": 40}, None, None),
-    ("square", {"eps": 0.08, "queries": 30, "restarts": 2}, 0.08, None),
-    ("square", {"norm": "l2", "eps": 0.5, "queries": 30}, None, 0.5),
-]
+
+def cases(attacks) -> list[tuple[str, dict, float | None, float | None]]:
+    """name, parameters, Linf budget, L2 budget: each attack's own `cases`, budgets read from them."""
+    out = []
+    for name, cls in attacks.items():
+        for params in cls.cases:
+            eps = params.get("eps") if is_budgeted(name) else None
+            l2 = params.get("norm") == "l2"
+            out.append((name, params, None if l2 else eps, eps if l2 else None))
+    return out
+
+
+CASES = cases(ATTACKS)
 
 
 def random_model(seed: int, channels: int, classes: int, conv: bool) -> nn.Module:

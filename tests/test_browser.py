@@ -143,17 +143,21 @@ def test_home_page_and_nothing_leaves_the_machine(browser, app_url):
 
 
 def test_live_panel_stays_in_view_and_drawn_from_run_to_result(browser, app_url):
-    """L-BFGS on fc100-100-10 (the defaults), sampled every 200 ms: the four images and the four charts
-    are inside the 1400x1000 viewport and show data in every sample; then a new Run removes the result."""
-    page = open_lab(browser, app_url, "?lab_idx=0")
-    run_button(page).click()
-    page.get_by_text("current, step").first.wait_for()
-    # from the first frame fully drawn (all four images and all four charts: the first frame's elements
-    # arrive one after the other) to the end
-    page.wait_for_function(
-        f"() => ({PROBE_JS})({CHARTS!r}).filter(c => c.data).length == 4"
-        f" && ({IMAGES_JS})().filter(i => i.data).length == 4"
+    """L-BFGS on fc100-100-10 (the defaults), arriving as a newcomer does, through the sidebar, sampled
+    every 200 ms from Run on: the four images and the four charts are inside the 1400x1000 viewport and
+    show data in every sample (drawn before Run, replaced in place); then a new Run removes the result."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_role("heading", name="intriguing-lab").wait_for()
+    settle(page)
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Attack Lab").click()
+    page.get_by_text("what the model sees").wait_for()
+    settle(page)
+    page.wait_for_function(  # before Run: every slot drawn already
+        f"() => ({PROBE_JS})({CHARTS!r}).length == 4 && ({IMAGES_JS})().filter(i => i.data).length == 4"
     )
+    run_button(page).click()
     finished = page.get_by_text("finished after")
     samples = sample_live_panel(page, lambda: finished.count() > 0)
     assert len(samples) >= 3

@@ -4,7 +4,6 @@ only masks gradients (Athalye et al. 2018)."""
 import pytest
 import torch
 
-from core.defences import transforms as defences
 from core.defences.transforms import (
     BitDepthReduction,
     DefendedModel,
@@ -13,6 +12,7 @@ from core.defences.transforms import (
     parse_transform,
 )
 from core.errors import InvalidParameterError
+from core.evaluation import defences
 from core.models import load
 
 

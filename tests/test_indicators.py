@@ -145,3 +145,18 @@ def test_fill_cell_with_check_records_indicators(tmp_path):
     leaderboard.fill_cell("apgd", "fc10-1", protocol=protocol, norm="linf", budget=0.05, path=path)
     checked, unchecked = sorted(leaderboard.runs(path=path), key=lambda r: r.attack != "fgsm")
     assert isinstance(checked.indicators, list) and unchecked.indicators is None
+
+
+def test_silent_indicators_say_they_were_checked():
+    """Issue 25 item 6: when none fires, 'N checks passed' (never silence); when one fires, no such line."""
+    import torch
+
+    fix = indicators.Fix("nothing")
+    silent = [
+        indicators.IndicatorResult(name, torch.zeros(3, dtype=torch.bool), fix)
+        for name in indicators.INDICATORS
+    ]
+    assert indicators.passed(silent) == f"{len(indicators.INDICATORS)} checks passed"
+    one_fires = [*silent[:-1], indicators.IndicatorResult(silent[-1].name, torch.tensor([False, True]), fix)]
+    assert indicators.passed(one_fires) is None
+    assert indicators.passed([]) is None  # not checked is not passed

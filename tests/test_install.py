@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,21 +56,13 @@ def test_sigterm_to_intriguing_dashboard_stops_the_server_and_frees_its_port(tmp
 @pytest.mark.slow
 def test_a_wheel_installed_into_a_fresh_venv_finds_the_committed_models_and_results(tmp_path):
     wheels = tmp_path / "wheels"
-    build = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "-q",
-        "-w",
-        str(wheels),
-    ]
+    # offline, the interpreter's own build backend builds the wheel; a venv's old bundled setuptools (65 on
+    # Python 3.11, no bdist_wheel) cannot, and then pip fetches the pyproject's build requirements
+    isolation = ["--no-build-isolation"] if build_backend_installed() else []
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(wheels)]
     subprocess.run([*build, str(config.PROJECT_ROOT)], check=True, capture_output=True)
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)  # torch & co. come from the system
-    python = env_dir / "bin" / "python"
+    python = venv_seeing_this_interpreter(env_dir)  # torch & co. come from the interpreter running the tests
     wheel = next(wheels.glob("intriguing_lab-*.whl"))
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)]
     subprocess.run(install, check=True, capture_output=True)
@@ -95,6 +88,70 @@ def test_a_wheel_installed_into_a_fresh_venv_finds_the_committed_models_and_resu
         card = json.loads((config.ASSETS_DIR / "models" / f"{name}.json").read_text())
         assert models[name]["status"] == "committed", models[name]
         assert models[name]["recorded"]["test_error"] == card["test_error"]
+
+
+def build_backend_installed() -> bool:
+    """Whether this interpreter has the pyproject's build requirements (setuptools>=68, wheel)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    text = (config.PROJECT_ROOT / "pyproject.toml").read_text()
+    requires = re.search(r"requires = \[(.*?)\]", text).group(1)
+    try:
+        return all(
+            r.specifier.contains(version(r.name), prereleases=True)
+            for r in map(Requirement, re.findall(r'"([^"]+)"', requires))
+        )
+    except PackageNotFoundError:
+        return False
+
+
+def venv_seeing_this_interpreter(env_dir: Path) -> Path:
+    """A fresh venv that sees the packages of the interpreter running the tests, whether that is a system
+    Python or itself a venv (`system_site_packages=True` would see a venv's base interpreter, which lacks
+    torch: the suite failed in a venv). Returns the venv's python."""
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    seen = [
+        path for path in sys.path if path.endswith(("site-packages", "dist-packages"))
+    ]  # a venv's, its base's
+    lines = [f"import site; site.addsitedir({path!r})" for path in seen]
+    Path(purelib, "_tests_parent_site.pth").write_text("\n".join(lines) + "\n")  # after the venv's own
+    return python
+
+
+def test_installing_the_project_keeps_an_installed_torch_that_meets_the_requirement(tmp_path):
+    """The README's CPU-only line installs e.g. torch 2.13.0+cpu; the install command that follows must keep
+    it (a `!=2.13.0` exclusion made pip swap it for the default CUDA build, gigabytes): pip's own resolver,
+    asked what `pip install -e ".[test]"` would install here, installs no torch."""
+    from packaging.requirements import Requirement
+
+    text = (config.PROJECT_ROOT / "pyproject.toml").read_text()  # no tomllib on Python 3.10
+    (requirement,) = [r for r in map(Requirement, re.findall(r'"(torch[^"]*)"', text)) if r.name == "torch"]
+    for build in ("2.13.0+cpu", "2.14.1+cpu", "2.14.1+cu130", torch_version()):  # CPU-only and CUDA builds
+        assert requirement.specifier.contains(build, prereleases=True), (requirement, build)
+    isolation = ["--no-build-isolation"] if build_backend_installed() else []
+    report = tmp_path / "install-report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", *isolation, "-q", "--report",
+         str(report), "-e", f"{config.PROJECT_ROOT}[test]"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.skip(f"pip cannot resolve the project here (offline, no index): {proc.stderr[-300:]}")
+    planned = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert "torch" not in planned and "torchvision" not in planned, planned
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess:

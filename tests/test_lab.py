@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -227,3 +228,26 @@ def test_pictures():
     triple, _ = triple_picture(x, (x + 0.1).clamp(0, 1), scale=2, gap=4)
     assert triple.shape == (56, 3 * 56 + 2 * 4, 3)
     assert np.asarray(Image.open(io.BytesIO(png_bytes(x)))).shape == (28, 28)
+
+
+def test_a_failed_attack_gets_a_computed_hint_and_no_transfer(model, digit):
+    """Issue 25 item 5 (the page's part): PGD at a budget too small fails; the lab says which eps flips this
+    image (checked here by running PGD at it, and at the failed budget, afresh) and transfers nothing."""
+    x, label = digit
+    live = LiveRun(pgd(model, eps=0.01), x, label)
+    for _ in live.frames(min_interval=3600.0):
+        pass
+    assert not bool(live.result().success[0])
+    outcome = conclude(
+        live, model, "fc100-100-10", "test #0", label, ["fc10-1"], lambda n: zoo.load(n, "cpu")
+    )
+    assert outcome.transfer == [] and outcome.card.transfer == []
+    found = re.search(r"raise eps to ([0-9.]+)", outcome.hint)
+    assert found, outcome.hint
+    eps = float(found.group(1))
+    assert 0.01 < eps <= 1.0
+    succeeded = LiveRun(pgd(model, eps=eps), x, label)  # the same attack and seed, afresh
+    for _ in succeeded.frames(min_interval=3600.0):
+        pass
+    assert bool(succeeded.result().success[0])
+    assert conclude(succeeded, model, "fc100-100-10", "test #0", label).hint is None

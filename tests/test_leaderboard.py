@@ -320,3 +320,33 @@ def test_certificates_keep_the_newest_per_cell_and_refuse_impossible_counts(tmp_
         with pytest.raises(InvalidParameterError):
             leaderboard.record_certificate(**args)
     assert len(leaderboard.certificates(path=db)) == 2
+
+
+def test_one_image_runs_are_listed_apart_and_never_pooled_into_a_matrix(tmp_path):
+    """Issue 25: runs on hand-chosen images (the Attack Lab's, a report's) each measured their own image;
+    the default protocol is the first correctly classified test images, never 'images chosen by hand'."""
+    path = tmp_path / "lb.sqlite"
+    assert leaderboard.default_protocol(path=path) == Protocol().fingerprint  # an empty database
+    for attack, rms in (("lbfgs", 0.05), ("deepfool", 0.2), ("fgsm (minimal eps)", 0.1)):
+        _record(path, attack=attack, median_rms=rms, n=1)  # no protocol: one image chosen by hand
+    _record(path, attack="pgd", norm="linf", budget=0.1, success_rate=1.0, n=1)
+    assert leaderboard.protocols(path=path) == []
+    assert leaderboard.default_protocol(path=path) == Protocol().fingerprint
+    assert leaderboard.distortion_matrix(path=path).attacks == []
+    assert leaderboard.success_matrix("linf", 0.1, path=path).attacks == []
+    with pytest.raises(InvalidParameterError):
+        leaderboard.distortion_matrix(protocol_id=None, path=path)
+    apart = leaderboard.hand_chosen_runs(path=path)
+    assert [r.attack for r in apart] == ["pgd", "fgsm (minimal eps)", "deepfool", "lbfgs"]
+    _record(path, attack="deepfool", median_rms=0.3, n=100, protocol=Protocol())
+    assert len(leaderboard.hand_chosen_runs(path=path)) == 4 and leaderboard.count_runs(path=path) == 5
+
+
+def test_only_registered_attacks_are_offered_to_fill(tmp_path):
+    """A report's minimal-eps search and a targeted run are rows, not attacks: filling them would crash."""
+    path = tmp_path / "lb.sqlite"
+    for attack in ("deepfool", "fgsm (minimal eps)", "lbfgs (targeted)"):
+        _record(path, model="fc10-1", attack=attack, median_rms=0.1, protocol=Protocol())
+    matrix = leaderboard.distortion_matrix(path=path).select(models=["fc10-1", "cnn"])
+    assert set(matrix.attacks) == {"deepfool", "fgsm (minimal eps)", "lbfgs (targeted)"}
+    assert matrix.missing() == [("deepfool", "cnn")]

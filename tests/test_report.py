@@ -111,7 +111,7 @@ def test_a_photo_report_shows_the_other_imagenet_network_in_json_and_html():
 @pytest.mark.slow
 def test_report_runs_are_recorded_in_the_leaderboard(report):
     recorded = {r.attack: r for r in leaderboard.runs(model="fc100-100-10", source="report")}
-    assert {"lbfgs", "cw", "deepfool", "fgsm-min-eps", "pgd-min-eps"} <= set(recorded)
+    assert {"lbfgs", "cw", "deepfool", "fgsm (minimal eps)", "pgd (minimal eps)"} <= set(recorded)
     assert recorded["cw"].median_rms == pytest.approx(report.finding("cw").rms)
 
 
@@ -248,3 +248,13 @@ def test_validate_page_shows_the_indicator_warnings_and_applies_a_fix(rounded_re
     at.button(key="val_fix").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("With the fix" in m.value for m in [*at.error, *at.success])
+
+
+@pytest.mark.slow
+def test_the_html_report_lists_every_indicator_checked(report):
+    page = report.to_html()
+    assert "Indicators of attack failure" in page
+    for check in report.indicators:
+        assert check.title in page
+    summary = indicators.passed(report.indicators) or f"{len(indicators.fired(report.indicators))} fired"
+    assert summary in page

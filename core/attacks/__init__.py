@@ -61,11 +61,23 @@ def attack_class(name: str) -> type[Attack]:
 
 
 def make_attack(
-    name: str, model: nn.Module, device: torch.device | str | None = None, **params: Any
+    name: str,
+    model: nn.Module,
+    device: torch.device | str | None = None,
+    *,
+    seed: int | None = None,
+    **params: Any,
 ) -> Attack:
     """An attack by registry name with parameters validated against its spec (unknown names or parameters
-    raise InvalidParameterError listing what is accepted)."""
-    return attack_class(name)(model, device, **params)
+    raise InvalidParameterError listing what is accepted). `seed` seeds the attacks that take one (random
+    starts) and is ignored by the deterministic ones, so callers need not know which is which."""
+    return attack_class(name)(model, device, **with_seed(name, params, seed))
+
+
+def with_seed(name: str, params: dict[str, Any], seed: int | None) -> dict[str, Any]:
+    """`params` plus `seed` when the attack takes one: the one place that decides it (what is recorded
+    beside a run says the same as what ran)."""
+    return {**params, "seed": seed} if seed is not None and is_seeded(name) else dict(params)
 
 
 def is_budgeted(name: str) -> bool:
@@ -78,9 +90,10 @@ def is_seeded(name: str) -> bool:
     return any(p.seed for p in attack_class(name).PARAMS)
 
 
-def attack_presets(name: str, dataset: str) -> dict[str, Any]:
-    """Every parameter of an attack at its default for the dataset (lighter presets on ImageNet)."""
-    return presets(attack_class(name).PARAMS, dataset)
+def attack_presets(name: str, dataset: str, model: str | None = None) -> dict[str, Any]:
+    """Every parameter of an attack at its default for the dataset (lighter presets on ImageNet), or for
+    the model when it has presets of its own (core.attacks.spec.MODEL_PRESET_REASONS)."""
+    return presets(attack_class(name).PARAMS, dataset, model)
 
 
 __all__ = [
@@ -108,4 +121,5 @@ __all__ = [
     "linf_norm",
     "make_attack",
     "rms",
+    "with_seed",
 ]

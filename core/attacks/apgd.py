@@ -30,6 +30,7 @@ class APGD(Attack):
     the loss (cross-entropy, to climb; for targeted runs, the target's, to descend) and the step sizes."""
 
     name = "apgd"
+    title, quick, cases = "APGD", {"eps": 0.1, "steps": 8}, ({"eps": 0.08, "steps": 8},)  # see Attack
 
     PARAMS = (
         eps_param(),

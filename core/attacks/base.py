@@ -309,6 +309,13 @@ class Attack:
     supports_untargeted: ClassVar[bool] = True
     PARAMS: ClassVar[tuple[Param, ...]] = ()
     RECORDED: ClassVar[dict[str, Any]] = {}
+    # What the rest of the lab reads from the attack itself, so that an attack is one file plus one registry
+    # line: `title`, its name in the Attack Lab; `quick`, settings that finish in a fraction of a second on
+    # a few MNIST images (the contract tests); `cases`, the settings its invariants are checked at on small
+    # random models (tests/test_attacks_properties.py).
+    title: ClassVar[str] = ""
+    quick: ClassVar[dict[str, Any]] = {}
+    cases: ClassVar[tuple[dict[str, Any], ...]] = ()
 
     def __init__(self, model: nn.Module, device: torch.device | str | None = None, **params: Any) -> None:
         self.device = torch.device(device) if device is not None else _model_device(model)

@@ -31,6 +31,11 @@ class CarliniWagnerL2(Attack):
     loss is the C&W objective. The best (smallest-L2) adversarial seen in any step is kept."""
 
     name = "cw"
+    title, quick, cases = (
+        "Carlini-Wagner L2",
+        {"binary_search_steps": 2, "steps": 10, "abort_early": False},
+        ({"binary_search_steps": 3, "steps": 15},),
+    )  # see Attack
 
     PARAMS = (
         Param(

@@ -20,6 +20,7 @@ class DeepFool(Attack):
     iteration; the loss is each image's distance to the nearest linearised boundary (0 once adversarial)."""
 
     name = "deepfool"
+    title, quick, cases = "DeepFool", {"steps": 10}, ({"steps": 15},)  # see Attack
     supports_targeted = False
 
     PARAMS = (

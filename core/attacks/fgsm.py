@@ -16,6 +16,7 @@ class FGSM(Attack):
     One model call. The single event shows the clean point and the cross-entropy the step climbs."""
 
     name = "fgsm"
+    title, quick, cases = "FGSM", {"eps": 0.1}, ({"eps": 0.05},)  # see Attack
 
     PARAMS = (eps_param(),)
     eps: float

@@ -131,6 +131,11 @@ class LBFGS(Attack):
     """
 
     name = "lbfgs"
+    title, quick, cases = (
+        "L-BFGS (the paper's)",
+        {"rounds": 3, "max_iter": 30},
+        ({"rounds": 4, "max_iter": 40},),
+    )  # see Attack
 
     PARAMS = (
         Param(

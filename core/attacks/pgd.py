@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.attacks.base import Attack, AttackEvent, AttackRun, l2_norm
-from core.attacks.spec import Param, eps_param, norm_param, seed_param
+from core.attacks.spec import Param, eps_param, norm_param, seed_param, steps_param
 
 
 def _per_image(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -28,11 +28,20 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    title, quick, cases = (
+        "PGD",
+        {"eps": 0.1, "steps": 5},
+        (
+            {"eps": 0.08, "steps": 6},
+            {"norm": "l2", "eps": 0.5, "steps": 6},
+            {"eps": 0.08, "steps": 6, "random_start": False},
+        ),
+    )  # see Attack
 
     PARAMS = (
         norm_param(),
         eps_param(high_l2=1000.0),
-        Param("steps", int, 40, "Steps", "Number of gradient steps.", low=1, high=100_000, imagenet=10),
+        steps_param(40, imagenet=10, light=20),
         Param(
             "step_size",
             float,

@@ -56,6 +56,11 @@ class Square(Attack):
     point so far (`x_adv`), its logits and its margin loss."""
 
     name = "square"
+    title, quick, cases = (
+        "Square Attack (black-box)",
+        {"eps": 0.1, "queries": 20},
+        ({"eps": 0.08, "queries": 30, "restarts": 2}, {"norm": "l2", "eps": 0.5, "queries": 30}),
+    )  # see Attack
 
     PARAMS = (
         norm_param(),

@@ -34,20 +34,18 @@ def add_attack_flags(parser: argparse.ArgumentParser) -> None:
             type=kind,
             default=None,
             choices=p.choices or None,
-            help=f"{p.label}: {p.help} ({', '.join(attacks)})",
+            help=f"{p.label}: {p.help} ({', '.join(attacks)})".replace("%", "%%"),  # argparse formats help
         )
 
 
 def attack_params(attack: str, args: argparse.Namespace, seed: int) -> dict:
     """The parameters given on the command line for `attack` (validated by the attack), plus the seed when
     the attack is seeded; a flag the attack does not take is refused by it with the list it accepts."""
-    from core.attacks import ATTACKS, is_seeded
+    from core.attacks import ATTACKS, with_seed
 
     names = {p.name for cls in ATTACKS.values() for p in cls.PARAMS if not p.seed}
     params = {name: getattr(args, name) for name in sorted(names) if getattr(args, name, None) is not None}
-    if is_seeded(attack):
-        params["seed"] = seed
-    return params
+    return with_seed(attack, params, seed)
 
 
 def run(args) -> int:

@@ -23,8 +23,9 @@ def run(args) -> int:
     from core.checks import check_int
     from core.cli import emit
     from core.data import load_mnist
-    from core.defences import transforms as defences
+    from core.defences.transforms import adversarial_twins, parse_transform
     from core.errors import InvalidParameterError
+    from core.evaluation import defences
     from core.models import get_spec, load
     from core.runtime import bar_disabled
 
@@ -34,7 +35,7 @@ def run(args) -> int:
         raise InvalidParameterError(
             f"{args.model} is an ImageNet model; defences are evaluated on MNIST test images."
         )
-    transforms = [defences.parse_transform(spec) for spec in (args.defence or DEFAULT_DEFENCES)]
+    transforms = [parse_transform(spec) for spec in (args.defence or DEFAULT_DEFENCES)]
     defences.check_attack_params(args.attack, args.eps, args.steps, args.norm)
     data = load_mnist("test")
     x, labels = data.images[:n], data.labels[:n]
@@ -49,7 +50,7 @@ def run(args) -> int:
         rows = defences.evaluate_transforms(
             model, x, labels, transforms, device=args.device, progress=progress, **attack
         )
-    pairs = defences.adversarial_twins() if args.twins else []
+    pairs = adversarial_twins() if args.twins else []
     twins = defences.compare_twins(pairs, x, labels, device=args.device, **attack) if pairs else []
     result = {
         "model": args.model,
@@ -88,9 +89,13 @@ def register(sub, common) -> None:
         help=f"bits:B, median:SIZE or jpeg:QUALITY; repeatable (default: {' '.join(DEFAULT_DEFENCES)})",
     )
     p.add_argument("--attack", choices=("pgd", "fgsm"), default="pgd")
-    p.add_argument("--eps", type=float, default=0.2, help="attack budget (default 0.2, Linf)")
+    from core.evaluation.defences import SETTINGS  # lazy like every command: `intriguing --help` stays fast
+
+    settings = {s.name: s for s in SETTINGS}
+    eps, steps = settings["eps"].default, settings["steps"].default
+    p.add_argument("--eps", type=float, default=eps, help=f"attack budget (default {eps:g}, Linf)")
     p.add_argument("--norm", choices=("linf", "l2"), default="linf")
-    p.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
+    p.add_argument("--steps", type=int, default=steps, help=f"PGD steps (default {steps})")
     p.add_argument("-n", type=int, default=100, help="number of MNIST test images (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-twins", dest="twins", action="store_false", help="skip adversarially trained models")

@@ -20,8 +20,9 @@ def _grid(matrix, fmt: str) -> str:
 
 
 def _budget(text: str) -> tuple[str, float]:
-    from core.checks import check_choice, check_float
+    from core.checks import check_choice
     from core.errors import InvalidParameterError
+    from core.evaluation.leaderboard import check_budget
 
     norm, _, eps = text.partition(":")
     check_choice("budget norm", norm, ("linf", "l2"))
@@ -29,7 +30,7 @@ def _budget(text: str) -> tuple[str, float]:
         value = float(eps)
     except ValueError:
         raise InvalidParameterError(f"--budget must look like linf:0.1, got {text!r}.") from None
-    return norm, check_float("budget eps", value, low=0.0, strict_low=True)
+    return check_budget(norm, value)
 
 
 def run(args) -> int:
@@ -45,12 +46,12 @@ def run(args) -> int:
         from core.models import get_spec
         from core.runtime import bar_disabled
 
-        protocol = Protocol(n=check_int("n", args.n, low=1, high=10_000))  # every flag is checked first
+        protocol = Protocol(n=leaderboard.CELL_N.check(args.n))  # every flag is checked first
         check_int("seed", args.seed)
         for name in args.models or []:
             get_spec(name)
         budgeted = {attack: is_budgeted(attack) for attack in args.fill}
-        norm, eps = _budget(args.budget) if args.budget else ("linf", 0.1)
+        norm, eps = _budget(args.budget) if args.budget else leaderboard.DEFAULT_BUDGET
         for attack in tqdm(args.fill, desc="filling", disable=bar_disabled(not args.json)):
             for model in args.models or ["fc100-100-10"]:
                 leaderboard.fill_cell(
@@ -59,7 +60,7 @@ def run(args) -> int:
                     seed=args.seed, device=args.device, source="cli", check=args.check,
                 )  # fmt: skip
     known = leaderboard.protocols(dataset=args.dataset)
-    chosen = args.protocol if args.protocol is not None else (known[0].protocol_id if known else None)
+    chosen = args.protocol if args.protocol is not None else leaderboard.default_protocol(args.dataset)
     about = next((k.describe() for k in known if k.protocol_id == chosen), "no runs")
     matrices = [leaderboard.distortion_matrix(dataset=args.dataset, protocol_id=chosen)]
     budgets = [_budget(args.budget)] if args.budget else leaderboard.budgets(protocol_id=chosen)

@@ -1,2 +1,3 @@
-"""Guards a user puts around a network and whether they hold: input transformations under plain and
-adaptive (BPDA) attacks beside adversarially trained twins (`transforms`)."""
+"""Guards a user puts around a network: input transformations (bit depth, median filter, JPEG), the
+defended pipeline with its plain or adaptive (BPDA) gradient, and the adversarially trained twins
+(`transforms`). Whether a guard holds is judged in core.evaluation.defences."""

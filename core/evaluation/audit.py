@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.attacks import AttackResult, attack_presets, make_attack
+from core.attacks import AttackResult, attack_presets, make_attack, with_seed
 from core.checks import check_int
 from core.defences.transforms import ADVERSARIAL_SUFFIXES, DefendedModel, parse_transform
 from core.errors import InvalidParameterError
@@ -91,8 +91,7 @@ def audit(
     bare = load_model(model_name)
     model = DefendedModel(bare, parse_transform(defence), gradient) if defence else bare
     params = {**attack_presets(attack, "mnist"), **(params or {})}
-    if "seed" in params:
-        params["seed"] = seed
+    params = with_seed(attack, params, seed)
     make_attack(attack, model, device, **params)  # refuse bad parameters before any work
     selection = Protocol(n=n, seed=seed).select(model, device)
     x, labels = selection.images, selection.labels

@@ -30,6 +30,7 @@ from core.attacks import (
     is_budgeted,
     is_seeded,
     make_attack,
+    with_seed,
 )
 from core.attacks.square import margin
 
@@ -416,9 +417,9 @@ def try_fix(
     if fix.attack is None:
         return None
     params = {**attack_presets(fix.attack, dataset), **fix.params}
-    if "seed" in params:
-        params["seed"] = seed
-    return make_attack(fix.attack, model, device, **params).run(x, torch.tensor([label]))
+    return make_attack(fix.attack, model, device, **with_seed(fix.attack, params, seed)).run(
+        x, torch.tensor([label])
+    )
 
 
 def merge(batches: Sequence[Sequence[IndicatorResult]]) -> list[IndicatorResult]:
@@ -437,6 +438,14 @@ def table(checks: Sequence[IndicatorResult]) -> list[str]:
         fix = f"  fix: {c.fix.text} ({c.fix.cli})" if c.fired else ""
         lines.append(f"  {'FIRED' if c.fired else 'ok':<5} {c.title:<42} {c.rate:>6.1%}{fix}")
     return lines
+
+
+def passed(checks: Sequence[IndicatorResult]) -> str | None:
+    """'N checks passed' when indicators were computed and none fired (silence must read as checked, not
+    as never looked at); None when one fired or none were computed."""
+    if not checks or fired(checks):
+        return None
+    return f"{len(checks)} check{'s' if len(checks) > 1 else ''} passed"
 
 
 def verdict(checks: Sequence[IndicatorResult]) -> str:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from typing import Any
 import torch
 
 from core import config
-from core.attacks import AttackResult, attack_class, format_eps, is_budgeted, is_seeded, make_attack
+from core.attacks import ATTACKS, AttackResult, attack_class, format_eps, is_budgeted, make_attack, with_seed
+from core.attacks.spec import Param, eps_param, norm_param
 from core.errors import InvalidParameterError
 from core.evaluation.indicators import fired, run_checked
 from core.evaluation.protocol import Protocol, Selection
@@ -171,6 +172,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# The budget a success matrix is read at when none is asked for, and the budgets one may ask: the spec's.
+DEFAULT_BUDGET: tuple[str, float] = (norm_param().default, eps_param().default)
+# How many MNIST test images a filled cell is measured on (the CLI's -n and the page's input read it).
+CELL_N = Param(
+    "n",
+    int,
+    100,
+    "Test images per cell",
+    "The first correctly classified MNIST test images.",
+    low=1,
+    high=10_000,
+)
+
+
+def check_budget(norm: str, eps: float) -> tuple[str, float]:
+    """A (norm, eps) budget checked against the budgeted attacks' spec; a zero budget is refused."""
+    norm = norm_param().check(norm)
+    return norm, replace(eps_param(), name="budget eps", strict_low=True, high=None, high_l2=None).check(
+        eps, norm
+    )
 
 
 def default_path() -> Path:
@@ -505,10 +527,13 @@ class Matrix:
     def missing(
         self, attacks: list[str] | None = None, models: list[str] | None = None
     ) -> list[tuple[str, str]]:
-        """(attack, model) pairs without a value among the given (default: the matrix's own) rows and columns."""
+        """(attack, model) pairs without a value among the given (default: the matrix's own) rows and
+        columns that `fill_cell` can fill: rows that name no registered attack (a targeted run, a report's
+        minimal-eps search) are never offered."""
         return [
             (a, m)
             for a in attacks or self.attacks
+            if a in ATTACKS
             for m in models or self.models
             if self.values.get(a, {}).get(m) is None
         ]
@@ -545,35 +570,58 @@ class Matrix:
 
 @dataclass(frozen=True)
 class ProtocolRuns:
-    """A protocol with runs in the database: `protocol` None collects the runs whose images were not
-    chosen by a protocol (uploads, reports on one image, rows older than protocols)."""
+    """A protocol with runs in the database (runs on images no protocol chose are `hand_chosen_runs`)."""
 
-    protocol_id: str | None
-    protocol: Protocol | None
+    protocol_id: str
+    protocol: Protocol
     runs: int
 
     def describe(self) -> str:
-        return self.protocol.describe() if self.protocol is not None else "images chosen by hand"
+        return self.protocol.describe()
 
 
 def protocols(*, dataset: str | None = None, path: str | os.PathLike | None = None) -> list[ProtocolRuns]:
     """Every protocol with runs, most runs first."""
     where, args = _filters(dataset=dataset)
+    where = _protocol_clause(where, "", known=True)
     sql = f"SELECT protocol_id, MAX(protocol) AS protocol, COUNT(*) AS runs FROM runs {where} GROUP BY protocol_id"
     with connect(path) as conn:
         rows = conn.execute(sql + " ORDER BY runs DESC, protocol_id", args).fetchall()
     return [
-        ProtocolRuns(
-            row["protocol_id"],
-            Protocol.from_dict(json.loads(row["protocol"])) if row["protocol"] else None,
-            int(row["runs"]),
-        )
+        ProtocolRuns(row["protocol_id"], Protocol.from_dict(json.loads(row["protocol"])), int(row["runs"]))
         for row in rows
     ]
 
 
-def _protocol_clause(where: str, protocol_id: str | None) -> str:
+def hand_chosen_runs(
+    *,
+    dataset: str | None = None,
+    source: str | None = None,
+    limit: int | None = 100,
+    path: str | os.PathLike | None = None,
+) -> list[Run]:
+    """Runs on images no protocol chose (the Attack Lab's and the reports' one-image runs, uploads, rows
+    older than protocols), newest first: listed apart and never pooled into a matrix, since no two of them
+    need have measured the same image."""
+    where, args = _filters(dataset=dataset, source=source)
+    sql = f"SELECT * FROM runs {_protocol_clause(where, None)} ORDER BY id DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    with connect(path) as conn:
+        return [Run.from_row(r) for r in conn.execute(sql, args)]
+
+
+def count_runs(path: str | os.PathLike | None = None) -> int:
+    """How many runs the database holds (a page says which file it shows and how much is in it)."""
+    with connect(path) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+def _protocol_clause(where: str, protocol_id: str | None, known: bool = False) -> str:
+    """`where` narrowed to one protocol (`known`: to every run some protocol chose; None: to none)."""
     joiner = " AND " if where else "WHERE "
+    if known:
+        return where + joiner + "protocol_id IS NOT NULL"
     return where + joiner + ("protocol_id IS NULL" if protocol_id is None else "protocol_id = ?")
 
 
@@ -594,9 +642,21 @@ def _matrix(title: str, metric: str, cells: dict[str, dict[str, Run]], value) ->
     return Matrix(title, metric, attacks, models, values, cells)
 
 
-def _default_protocol(dataset: str | None, path) -> str | None:
+def default_protocol(dataset: str | None = None, path: str | os.PathLike | None = None) -> str:
+    """The protocol a matrix shows unless asked: the one with the most runs, or, in an empty database, the
+    default `Protocol()` (the first correctly classified test images), never hand-chosen images."""
     found = protocols(dataset=dataset, path=path)
-    return found[0].protocol_id if found else None
+    return found[0].protocol_id if found else Protocol().fingerprint
+
+
+def _one_protocol(protocol_id: Any, dataset: str | None, path) -> str:
+    if protocol_id is _DEFAULT:
+        return default_protocol(dataset, path)
+    if protocol_id is None:
+        raise InvalidParameterError(
+            "runs on hand-chosen images are never pooled into a matrix; see hand_chosen_runs()."
+        )
+    return protocol_id
 
 
 _DEFAULT = object()  # "the protocol with the most runs"
@@ -610,12 +670,11 @@ def distortion_matrix(
     path: str | os.PathLike | None = None,
 ) -> Matrix:
     """Median minimal RMS distortion of the fooled images, per (minimal-distortion attack, model), under
-    one protocol (default: the one with the most runs; None: runs on hand-chosen images)."""
-    if protocol_id is _DEFAULT:
-        protocol_id = _default_protocol(dataset, path)
+    one protocol (default: `default_protocol`)."""
+    protocol_id = _one_protocol(protocol_id, dataset, path)
     where, args = _filters(dataset=dataset, source=source)
     where = _protocol_clause(where, protocol_id) + " AND budget IS NULL AND median_rms IS NOT NULL"
-    cells = _newest_cells(where, args + ([] if protocol_id is None else [protocol_id]), path)
+    cells = _newest_cells(where, [*args, protocol_id], path)
     return _matrix(
         "Median minimal RMS distortion (lower: easier to fool)", "median_rms", cells, lambda r: r.median_rms
     )
@@ -632,11 +691,10 @@ def success_matrix(
 ) -> Matrix:
     """Success rate per (budgeted attack, model) at one (norm, eps) budget, under one protocol (as above)."""
     budget = _optional_float("budget", budget)
-    if protocol_id is _DEFAULT:
-        protocol_id = _default_protocol(dataset, path)
+    protocol_id = _one_protocol(protocol_id, dataset, path)
     where, args = _filters(dataset=dataset, source=source, norm=norm)
     where = _protocol_clause(where, protocol_id) + " AND ABS(budget - ?) < 1e-9"
-    args = args + ([] if protocol_id is None else [protocol_id]) + [budget]
+    args = [*args, protocol_id, budget]
     cells = _newest_cells(where, args, path)
     title = f"Success rate at {norm} eps {format_eps(budget, norm)}"
     return _matrix(title, "success_rate", cells, lambda r: r.success_rate)
@@ -684,7 +742,7 @@ def fill_cell(
             f"{model} is an ImageNet model; cells are filled on MNIST test images only."
         )
     accepted = {p.name for p in attack_class(attack).PARAMS}
-    params: dict[str, Any] = {"seed": seed} if is_seeded(attack) else {}
+    params: dict[str, Any] = with_seed(attack, {}, seed)
     if budgeted:
         if budget is None or norm is None:
             raise InvalidParameterError(f"{attack} is a budgeted attack: give norm and budget (eps).")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from core.attacks import attack_class, is_budgeted, make_attack
+from core.attacks import attack_class, is_budgeted, make_attack, with_seed
 from core.attacks.spec import check_params
 from core.checks import check_int
 from core.errors import CheckpointError, IntriguingError, InvalidParameterError
@@ -130,8 +130,7 @@ def _attack_params(attack: str, eps: float | None, extra: dict[str, Any], seed: 
     given = {k: v for k, v in extra.items() if k in accepted}
     if eps is not None:
         given["eps"] = eps
-    given |= {p.name: seed for p in cls.PARAMS if p.seed}
-    return check_params(attack, cls.PARAMS, given)
+    return check_params(attack, cls.PARAMS, with_seed(attack, given, seed))
 
 
 def plan(

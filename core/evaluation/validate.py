@@ -28,7 +28,9 @@ from PIL import Image
 from torch import nn
 
 from core import config, lab
-from core.attacks import AttackResult, attack_class, gaussian_noise_baseline, is_seeded, make_attack
+from core.attacks import PGD, AttackResult, attack_class, gaussian_noise_baseline, make_attack, with_seed
+from core.attacks.budget_search import minimal_eps
+from core.attacks.spec import Param, overrides, param
 from core.checks import check_float, check_int
 from core.data import load_mnist
 from core.errors import InvalidParameterError
@@ -51,19 +53,32 @@ MINIMAL_ATTACKS: dict[str, dict[str, Any]] = {
     "cw": {},
     "deepfool": {},
 }
-EPS_SEARCH_ATTACKS: dict[str, dict[str, Any]] = {"fgsm": {}, "pgd": {"steps": 20}}
+# The minimal-eps search repeats an attack at every eps it tries: PGD runs its lighter step count.
+EPS_SEARCH_ATTACKS: dict[str, dict[str, Any]] = {
+    "fgsm": {},
+    "pgd": {"steps": param(PGD.PARAMS, "steps").light_default()},
+}
 
 
 def attack_settings(attack: str, dataset: str) -> dict[str, Any]:
     """The report's parameters for one attack on one domain."""
     if dataset == "imagenet":
-        return {
-            p.name: p.imagenet for p in attack_class(attack).PARAMS if p.imagenet is not None and not p.budget
-        }
+        spec = attack_class(attack).PARAMS
+        return {k: v for k, v in overrides(spec, dataset).items() if not param(spec, k).budget}
     return dict({**MINIMAL_ATTACKS, **EPS_SEARCH_ATTACKS}[attack])
 
 
 REFERENCE_ATTACK = "lbfgs"
+# How many test images the model's reference distribution is measured on (the page's input reads it).
+REFERENCE_N = Param(
+    "reference size",
+    int,
+    100,
+    "Test images in the reference",
+    "The first correctly classified test images the model's typical minimal distortion is measured on.",
+    low=1,
+    high=10_000,
+)
 NOISE_DRAWS = 100
 LIPSCHITZ_SAMPLES = 64
 # Per-domain sample sizes: a 224-px forward pass costs ~1000x a 28-px one.
@@ -76,48 +91,6 @@ Progress = Callable[[float, str], None]
 
 
 # ---------------------------------------------------------------- minimal-eps search for budgeted attacks
-
-
-def minimal_eps(
-    attack: str,
-    model: nn.Module,
-    x: torch.Tensor,
-    label: torch.Tensor,
-    *,
-    params: dict[str, Any] | None = None,
-    start: float = 1 / 255,
-    bisection_steps: int = 7,
-    device: torch.device | str | None = None,
-):
-    """The smallest Linf budget at which a budgeted attack flips the prediction: double eps from `start`
-    until it succeeds (at most up to 1), then bisect between the last failure and the first success.
-    Returns the AttackResult at the smallest successful eps found (or the failed eps=1 run) and that eps.
-    FGSM's success is not monotone in eps, so this is the smallest success the search met, not a proof."""
-
-    params = dict(params or {})
-    check_float("start", start, low=0.0, high=1.0, strict_low=True)
-    check_int("bisection_steps", bisection_steps, low=0, high=30)
-
-    def attempt(eps: float):
-        return make_attack(attack, model, device, eps=eps, **params).run(x, label)
-
-    low, eps = 0.0, start
-    while True:
-        result = attempt(eps)
-        if bool(result.success[0]) or eps >= 1.0:
-            break
-        low, eps = eps, min(1.0, 2 * eps)
-    if not bool(result.success[0]):
-        return result, None
-    best, high = result, eps
-    for _ in range(bisection_steps):
-        mid = (low + high) / 2
-        result = attempt(mid)
-        if bool(result.success[0]):
-            best, high = result, mid
-        else:
-            low = mid
-    return best, high
 
 
 # ---------------------------------------------------------------- local Lipschitz estimate
@@ -240,7 +213,7 @@ def reference_distribution(
     None for ImageNet models (no labelled test images here). The cache is keyed by the checkpoint's hash
     and the attack's parameters, so a retrained model gets a fresh reference."""
 
-    n = check_int("reference size", n, low=1, high=10_000)
+    n = REFERENCE_N.check(n)
     if get_spec(model_name).dataset != "mnist":
         return None
     params = MINIMAL_ATTACKS[REFERENCE_ATTACK]
@@ -505,8 +478,7 @@ def run_attack(target: Subject, planned: PlannedAttack) -> AttackRun:
         attack = make_attack(planned.attack, target.model, target.device, **params)
         result = attack.run(target.x, target.label_t)
     else:
-        if is_seeded(planned.attack):
-            params["seed"] = target.seed
+        params = with_seed(planned.attack, params, target.seed)
         result, eps = minimal_eps(
             planned.attack,
             target.model,
@@ -541,7 +513,7 @@ def record_attack(run: AttackRun, target: Subject, source: str) -> None:
     f = run.finding
     leaderboard.record_run(
         model=target.model_name,
-        attack=f.attack if f.method == MINIMAL else f"{f.attack}-min-eps",
+        attack=f.attack if f.method == MINIMAL else f"{f.attack} (minimal eps)",  # a search, no attack
         params=f.params,
         n=1,
         success_rate=float(f.success),
@@ -640,7 +612,7 @@ def robustness_report(
     image_source: str = "image",
     load: Callable[[str], nn.Module] | None = None,
     others: Sequence[str] | None = None,
-    reference_n: int = 100,
+    reference_n: int = REFERENCE_N.default,
     seed: int = 0,
     device: torch.device | str | None = None,
     record: bool = True,
@@ -654,7 +626,7 @@ def robustness_report(
     `threads`: torch intra-op threads for the report (None: unchanged; the dashboard uses one, see core.lab)."""
 
     seed = check_int("seed", seed)
-    reference_n = check_int("reference size", reference_n, low=1, high=10_000)
+    reference_n = REFERENCE_N.check(reference_n)
     if record and source not in leaderboard.SOURCES:
         raise InvalidParameterError(
             f"source must be one of {', '.join(leaderboard.SOURCES)}, got {source!r}."
@@ -773,6 +745,11 @@ def render_html(report: Report) -> str:
         if lip
         else ""
     )
+    checks = "".join(
+        f"<li>{'FIRED' if c.fired else 'ok'}: {e(c.title)} ({c.rate:.0%})</li>" for c in report.indicators
+    )
+    checked = indicators.passed(report.indicators) or f"{len(indicators.fired(report.indicators))} fired"
+    checks_html = f"<p>{e(checked)}:</p><ul>{checks}</ul>" if report.indicators else "<p>Not checked.</p>"
     head = "<tr><th>attack</th><th>method</th><th>flipped</th><th>RMS</th><th>L2</th><th>Linf</th>"
     head += "<th>eps found</th><th>new class</th><th>noise flips</th><th>time (s)</th></tr>"
     versions = ", ".join(f"{k} {v}" for k, v in report.versions.items())
@@ -787,6 +764,7 @@ td:first-child,th:first-child{{text-align:left}}img{{image-rendering:pixelated;m
 {"" if report.true_label is None else f"(true label {e(_pred_name(names, report.true_label))})"}.</p>
 {original}
 <p class="verdict">{e(report.verdict)}</p>
+<h2>Indicators of attack failure</h2>{checks_html}
 <h2>Smallest flipping perturbation per attack</h2><table>{head}{"".join(rows)}</table>
 <p>Distortions are on the [0, 1] pixel scale; RMS = sqrt(sum r&sup2; / pixels), the paper's measure. Every
 adversarial image was re-verified by a fresh forward pass.</p>

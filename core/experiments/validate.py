@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from core.defences import transforms as defences
+from core.defences.transforms import adversarial_twins, parse_transform
+from core.evaluation import defences
 from core.evaluation.protocol import Protocol
 from core.evaluation.validate import mnist_image, reference_path, robustness_report
 from core.experiments.adversarial import notify
@@ -58,7 +59,7 @@ def run(
         MODEL, x, true_label=true_label, reference_n=reference_n, seed=seed, device=device, source="reproduce"
     )
     rows = []
-    transforms = [defences.parse_transform(spec) for spec in DEFENCES]
+    transforms = [parse_transform(spec) for spec in DEFENCES]
     for i, eps in enumerate(BUDGETS):
         notify(progress, (1 + i) / (len(BUDGETS) + 2), f"defences at eps {eps:g}")
         for row in defences.evaluate_transforms(
@@ -67,7 +68,7 @@ def run(
             rows.append({"eps": eps, **defences.as_dicts([row])[0]})
     notify(progress, (1 + len(BUDGETS)) / (len(BUDGETS) + 2), "adversarially trained twins")
     twins = defences.compare_twins(
-        defences.adversarial_twins(),
+        adversarial_twins(),
         chosen.images,
         chosen.labels,
         eps=TWIN_EPS,

@@ -25,7 +25,6 @@ from core.units.directions import (
     unit_vector,
 )
 from core.units.images import FolderImages, ImageSet, MnistImages, held_out_images, write_sample_folder
-from core.visual.grid import image_row
 
 __all__ = [
     "PIXELS",
@@ -41,7 +40,6 @@ __all__ = [
     "default_layer",
     "fingerprint",
     "held_out_images",
-    "image_row",
     "judge_choices",
     "interpolate",
     "label_entropy",

@@ -24,7 +24,8 @@ from torch import nn
 
 from core.attacks import AttackResult
 from core.errors import InvalidParameterError
-from core.units import ImageSet, dead_units, image_row, random_directions, top_k, unit_vector
+from core.units import ImageSet, dead_units, random_directions, top_k, unit_vector
+from core.visual.grid import image_row
 from core.visual.pictures import perturbation_picture, to_uint8
 
 DPI = 300

@@ -64,6 +64,7 @@ def link_checks(names: list[str]) -> dict[str, url_state.Check]:
         "lab_target": url_state.choice([target_name(classes, c) for c in range(len(classes))]),
         "lab_seed": url_state.integer(0, SEED_MAX),
         "lab_live": url_state.choice(LIVE_MODES),
+        **url_state.replay_check("lab"),
         **url_state.attack_parameter_checks("lab", ("mnist", "imagenet")),
     }
 
@@ -78,6 +79,7 @@ def request_run() -> None:
     if state is not None:
         state["live"].stop()
     st.session_state.lab_requested = time.perf_counter()
+    url_state.name_the_run("lab")
 
 
 def stop_run() -> None:
@@ -164,8 +166,9 @@ with sidebar:
             says.markdown(f"Model's prediction  \n**{classes[label]}**  \n{probs[label]:.1%} confident")
         else:
             says.metric(
-                "Model's prediction", classes[label], f"{probs[label]:.1%} confident", delta_color="off"
-            )
+                "Model's prediction", classes[label], f"{probs[label]:.1%} confident", delta_color="off",
+                delta_arrow="off",
+            )  # fmt: skip
         if true_label is not None and true_label != label:
             st.warning("The model already misclassifies this image; the attack starts from its prediction.")
 
@@ -182,10 +185,16 @@ with sidebar:
     with st.expander("Parameters", expanded=False):
         params = attack_parameters(attack_name, spec.dataset)
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("lab_seed"))
-    live_mode = st.radio("Live view", tuple(LIVE_MODES), horizontal=True, **bound("lab_live"))
+    live_mode = st.radio(
+        "Live view", tuple(LIVE_MODES), horizontal=True, **bound("lab_live"),
+        help="every step: each step drawn, no faster than a browser follows (C&W's 1000 steps take about "
+        "30 s); real time: the attack at full speed, a frame at most every 0.1 s.",
+    )  # fmt: skip
 
 # ---------------------------------------------------------------- run, watch, stop
 
+if url_state.replay_requested("lab") and "lab_run" not in st.session_state:  # a link that names a run
+    st.session_state.lab_requested = time.perf_counter()
 requested = st.session_state.pop("lab_requested", None)
 if requested is not None and x is not None:
     try:
@@ -202,7 +211,7 @@ if requested is not None and x is not None:
             "true_label": true_label,
             "image_source": image_source,
             "live_mode": LIVE_MODES[live_mode],
-            "inputs": st.query_params.to_dict(),
+            "inputs": url_state.inputs("lab"),
         }
 
 state = st.session_state.get("lab_run")
@@ -228,12 +237,16 @@ if state is None:
         "Choose a model, an image and an attack in the sidebar, then Run: watch the perturbation being "
         "optimised step by step; Stop keeps the best adversarial image found so far."
     )
+    st.caption(f"**{attack_title(attack_name)}** on **{model_name}**, {image_source}: press Run")
+    LivePanel(x[0].numpy(), classes, label, None).idle(x[0].numpy(), probs, attack_title(attack_name))
     st.stop()
 
 live: LiveRun = state["live"]
+unchanged = state["inputs"] == url_state.inputs("lab")
+(url_state.name_the_run if unchanged else url_state.forget_the_run)("lab")  # the URL names what is shown
 st.caption(
     f"**{attack_title(live.run.attack.name)}** on **{state['model']}**, {state['image_source']}"
-    + ("" if state["inputs"] == st.query_params.to_dict() else " (the sidebar has changed since this run)")
+    + ("" if unchanged else " (the sidebar has changed since this run)")
 )
 panel = LivePanel(state["x"][0].numpy(), state["classes"], live.label, live.target)
 outcome_slot = st.empty()  # replaces a previous run's result at once, not when this run's script ends
@@ -248,7 +261,10 @@ if not live.finished:
                 time.sleep(wait)  # every step drawn, no faster than a browser follows
             last = time.perf_counter()
             panel.show(frame, live.series, live.rounds)
-            status.caption(f"running: {len(live.series['iteration'])} steps in {frame.elapsed_s:.1f} s")
+            status.caption(
+                f"running: {len(live.series['iteration'])} steps in {frame.elapsed_s:.1f} s"
+                + (" · every step drawn; 'real time' (sidebar) runs the attack at full speed" if pace else "")
+            )
     except IntriguingError as exc:  # say what failed, keep the best result so far
         show_error(exc)
         live.stop()
@@ -257,7 +273,7 @@ panel.show(live.final_frame(), live.series, live.rounds, final=True)
 pace_info = live.pace()
 status.caption(
     f"{'stopped' if live.stopped else 'finished'} after {pace_info['steps']} steps; {pace_info['frames']} "
-    f"frames drawn in {pace_info['wall_s']:.1f} s ({pace_info['frames_per_s'] or 0:.1f} frames/s); "
+    f"frames drawn in {pace_info['wall_s']:.1f} s of wall clock ({pace_info['frames_per_s'] or 0:.1f} frames/s); "
     f"first frame {pace_info['first_frame_s'] or 0:.2f} s after Run"
 )
 

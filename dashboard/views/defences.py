@@ -6,10 +6,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import IntriguingError
-from core.defences import transforms as defences
+from core.defences import transforms as guards
+from core.evaluation import defences
 from core.models import get_spec, usable_models
 from dashboard import url_state
-from dashboard.common import cached_mnist, cached_model, model_names, show_error
+from dashboard.common import cached_model, model_names, show_error
 from dashboard.url_state import bound, param_widget
 
 COLUMNS = {
@@ -30,7 +31,7 @@ mnist_models = [m for m in usable_models(model_names()) if get_spec(m).dataset =
 url_state.accept_link(
     {
         "def_model": url_state.choice(mnist_models),
-        "def_transforms": url_state.several(defences.PRESETS),
+        "def_transforms": url_state.several(guards.PRESETS),
         **url_state.spec_checks("def", defences.SETTINGS),
     }
 )
@@ -40,7 +41,7 @@ with left:
     default = mnist_models.index("fc100-100-10") if "fc100-100-10" in mnist_models else 0
     model_name = st.selectbox("Model", mnist_models, index=default, **bound("def_model"))
     chosen = st.multiselect(
-        "Input transformations", defences.PRESETS, default=defences.DEFAULT_PRESETS, **bound("def_transforms")
+        "Input transformations", guards.PRESETS, default=guards.DEFAULT_PRESETS, **bound("def_transforms")
     )
     seed = param_widget(inputs["seed"], inputs["seed"].default, "def_seed")
 with right:
@@ -49,20 +50,20 @@ with right:
     steps = param_widget(inputs["steps"], inputs["steps"].default, "def_steps", disabled=attack == "fgsm")
     n = param_widget(inputs["n"], inputs["n"].default, "def_n")
 
-settings = dict(attack=attack, eps=float(eps), steps=int(steps), norm="linf", seed=int(seed))
+settings = dict(attack=attack, eps=float(eps), steps=int(steps), norm=defences.NORM, seed=int(seed))
 key = (model_name, tuple(chosen), tuple(settings.items()), int(n))
 if st.button("Evaluate", type="primary", icon=":material/security:", key="def_go"):
     bar = st.progress(0.0, text="starting")
     try:
-        transforms = [defences.parse_transform(spec) for spec in chosen]
-        data = cached_mnist("test")
-        x, labels = data.images[: int(n)], data.labels[: int(n)]
+        transforms = [guards.parse_transform(spec) for spec in chosen]
+        chosen_images = defences.images(cached_model(model_name), int(n))
+        x, labels = chosen_images.images, chosen_images.labels
         rows = defences.evaluate_transforms(
             cached_model(model_name), x, labels, transforms,
             progress=lambda f, text: bar.progress(min(1.0, f), text=text), **settings,
         )  # fmt: skip
         bar.progress(1.0, text="adversarially trained models")
-        pairs = defences.adversarial_twins()
+        pairs = guards.adversarial_twins()
         twins = defences.compare_twins(pairs, x, labels, load=cached_model, **settings) if pairs else []
     except IntriguingError as exc:
         show_error(exc)
@@ -94,8 +95,8 @@ fig.update_layout(
 )
 st.plotly_chart(fig, key="def_chart")
 for r in rows[1:]:
-    holds = r.verdict.startswith("Holds")
-    seems = r.verdict.startswith(("Only seems", "Unverified"))  # Unverified: an indicator fired
+    holds = r.category == "holds"
+    seems = r.category in ("seems", "unverified")  # unverified: an indicator fired
     icon = ":material/check_circle:" if holds else ":material/warning:" if seems else ":material/cancel:"
     (st.success if holds else st.warning if seems else st.error)(f"**{r.defence}**: {r.verdict}", icon=icon)
 st.caption(

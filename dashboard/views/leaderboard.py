@@ -16,7 +16,7 @@ from dashboard import url_state
 from dashboard.common import model_names, show_error, table
 from dashboard.url_state import bound
 
-DEFAULT_BUDGET = ("linf", 0.1)
+DEFAULT_BUDGET = leaderboard.DEFAULT_BUDGET
 DOMAINS = {"mnist": "MNIST", "imagenet": "ImageNet"}
 SWEEP_EXAMPLE = (
     "intriguing sweep --models fc100-100-10,fc10-1e-2 --attacks fgsm,pgd,deepfool --eps 0.05,0.1 --n 100"
@@ -25,7 +25,8 @@ st.title("Leaderboard")
 st.caption(
     "Every attack run is recorded in a local SQLite database; numbers are compared only between runs on "
     "images chosen the same way (one evaluation protocol), and every cell shows how many images it "
-    f"measured (n). Database: `{leaderboard.default_path()}`"
+    f"measured (n); one-image runs are listed apart. Database: `{leaderboard.default_path()}` "
+    f"({leaderboard.count_runs()} runs)."
 )
 
 
@@ -80,15 +81,16 @@ try:
     if "lb_next_protocol" in st.session_state:  # cells were just filled: show their protocol
         st.session_state["lb_protocol"] = st.session_state.pop("lb_next_protocol")
 
-    def describe(pid: str | None) -> str:
+    def describe(pid: str) -> str:
         """The protocol and its id (stable, so a link keeps naming it as runs are added)."""
         return f"{known[pid].describe() if pid in known else Protocol().describe()} [{pid}]"
 
-    protocol_options = list(known) or [Protocol().fingerprint]
+    protocol_options = list(known) or [leaderboard.default_protocol(dataset)]
     link.check_later("lb_protocol", url_state.choice(protocol_options, describe))
     protocol_id = st.selectbox(
         "Images (evaluation protocol)",
         protocol_options,
+        index=protocol_options.index(leaderboard.default_protocol(dataset)),
         format_func=describe,
         **bound("lb_protocol"),
         help="Numbers are only compared between runs on images chosen the same way.",
@@ -102,6 +104,7 @@ try:
     sweeps = leaderboard.sweep_progress(limit=5)
     worst = leaderboard.robust_accuracy(protocol_id=protocol_id, dataset=dataset)
     empty = not leaderboard.runs(dataset=dataset, limit=1)
+    hand_chosen = leaderboard.hand_chosen_runs(dataset=dataset, source=source)
 except IntriguingError as exc:
     show_error(exc)
     st.stop()
@@ -181,9 +184,6 @@ if dataset != "mnist":
 elif not missing:
     st.caption("Every shown cell has a run.")
 else:
-    if chosen_protocol is None:
-        n = st.number_input("Test images per cell", 5, 1000, 50, step=5, key="lb_fill_n")
-        chosen_protocol = Protocol(n=int(n))
     st.caption(
         f"{len(missing)} empty cells, filled on the {chosen_protocol.describe()}: "
         + ", ".join(f"{a} on {m}" for a, m in missing)
@@ -204,7 +204,8 @@ else:
         st.session_state["lb_next_protocol"] = chosen_protocol.fingerprint
         st.rerun()
 
-with st.expander("Recent runs"):
+
+def run_rows(found: list[leaderboard.Run]) -> None:
     table(
         [
             {
@@ -212,7 +213,18 @@ with st.expander("Recent runs"):
                 "success": r.success_rate, "median RMS": r.median_rms, "budget": r.budget, "norm": r.norm,
                 "source": r.source, "time (s)": r.time_s,
             }
-            for r in leaderboard.runs(dataset=dataset, source=source, limit=100)
+            for r in found
         ],
         column_config={"success": st.column_config.NumberColumn(format="percent")},
     )  # fmt: skip
+
+
+if hand_chosen:
+    with st.expander(f"One-image runs, never compared in a matrix ({len(hand_chosen)} newest)"):
+        st.caption(
+            "Runs on an image chosen by hand (a test image, a photo, an upload, a drawing): each measured "
+            "its own image, so no two of them are pooled."
+        )
+        run_rows(hand_chosen)
+with st.expander("Recent runs"):
+    run_rows(leaderboard.runs(dataset=dataset, source=source, limit=100))

@@ -8,22 +8,30 @@ import numpy as np
 import streamlit as st
 
 from core import IntriguingError, units
-from core.lab import LiveRun, Outcome, conclude, make_lab_attack, predict
+from core.experiments import read_card, table4
+from core.experiments.adversarial import amplify
+from core.lab import LiveRun, Outcome, TransferRow, conclude, make_lab_attack, predict, transfer
 from core.models import class_names, same_domain_models, usable_models
+from core.visual.grid import image_row
 from core.visual.pictures import to_uint8, triple_picture
+from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 
 MODEL = "fc100-100-10"  # the paper's smallest MNIST network: every step is fast on a CPU
 INDEX = 0  # MNIST test image
 SEED = 0
 UNIT = 0  # the unit and the random direction of step 5
-LAB_LINK = {"lab_model": MODEL, "lab_idx": str(INDEX), "lab_seed": str(SEED)}
+# The Attack Lab's inputs and its replay flag: the link opens on the run the tour shows, not an empty page.
+LAB_LINK = {"lab_model": MODEL, "lab_idx": str(INDEX), "lab_seed": str(SEED), **url_state.replay_link("lab")}
 
 
 @st.cache_resource(show_spinner="Box-constrained L-BFGS is looking for the smallest change ...")
-def paper_attack(model_name: str, index: int, seed: int) -> tuple[Outcome, np.ndarray, int]:
+def paper_attack(
+    model_name: str, index: int, seed: int, amplify_rms: float | None
+) -> tuple[Outcome, np.ndarray, int, list[TransferRow]]:
     """The Attack Lab's default run (the paper's L-BFGS) on one test image, as the lab does it: the class
-    attacked is the model's prediction. Concluded (noise baseline, transfer); also the clean probabilities."""
+    attacked is the model's prediction. Concluded (noise baseline, transfer); also the clean probabilities
+    and the transfer of the same perturbation amplified to `amplify_rms`, as Table 4 does."""
     model = cached_model(model_name)
     mnist = cached_mnist("test")
     x, true_label = mnist.images[index : index + 1], int(mnist.labels[index])
@@ -33,7 +41,18 @@ def paper_attack(model_name: str, index: int, seed: int) -> tuple[Outcome, np.nd
         pass
     others = same_domain_models(model_name, usable_models(model_names()))
     outcome = conclude(live, model, model_name, f"mnist test #{index}", true_label, others, cached_model)
-    return outcome, probs, true_label
+    result = outcome.result
+    amplified = (
+        transfer(result.x, amplify(result.x, result.x_adv, amplify_rms), true_label, others, cached_model)
+        if amplify_rms is not None and bool(result.success[0])
+        else []
+    )
+    return outcome, probs, true_label, amplified
+
+
+def span(shares) -> str:
+    """A range of shares as a paper writes it: 5%–22%, or one value when all are equal."""
+    return "–".join(f"{v:.0%}" for v in sorted({min(shares), max(shares)}))
 
 
 def step(number: int, title: str, sentence: str, page: str, query: dict[str, str] | None = None):
@@ -53,8 +72,12 @@ st.caption(
     "Szegedy et al. (2014) in five steps, each computed live just now on the MNIST network "
     f"{MODEL} (test image {INDEX}, seed {SEED})."
 )
+card = read_card(table4.NAME)
+rates = table4.transfer_rates(card) if card is not None else None
 try:
-    outcome, clean_probs, true_label = paper_attack(MODEL, INDEX, SEED)
+    outcome, clean_probs, true_label, amplified = paper_attack(
+        MODEL, INDEX, SEED, None if rates is None else rates.amplify_rms
+    )
 except IntriguingError as exc:
     show_error(exc)
     st.stop()
@@ -96,24 +119,39 @@ step(
 ).image(to_uint8(baseline.x_adv[0], 5), width=140)
 
 fooled = sum(row.fooled for row in outcome.transfer)
-if fooled:
+others = len(outcome.transfer)
+rms = float(result.rms[0])
+if rates is not None:  # the finding is a rate over many images (Table 4), and at what distortion
+    amplified_fooled = sum(row.fooled for row in amplified)
     transfer_sentence = (
-        f"Shown to the other {len(outcome.transfer)} MNIST networks of the lab, this adversarial image fools "
-        f"**{fooled}** of them, networks it was never computed for (the paper's cross-model finding)."
+        f"Transfer is a rate over many images. Of {rates.n:,} examples made for {rates.source} (mean RMS "
+        f"{rates.distortion:.3f}), **{span(rates.minimal.values())}** fool the table's other networks (another architecture, "
+        f"or the other half of the training set); "
+        f"amplified to RMS {rates.amplify_rms:g}, **{span(rates.amplified.values())}** do (Table 4, stored "
+        f"result). This example at its own RMS {rms:.3f} fools {fooled} of the other {others} networks; "
+        f"amplified to RMS {rates.amplify_rms:g} like the table's, it fools **{amplified_fooled}** of them."
     )
 else:
     transfer_sentence = (
-        f"Shown to the other {len(outcome.transfer)} MNIST networks of the lab, this smallest-possible change "
-        "fools **none** of them: it sits just across this network's boundary. The paper's transfer rates "
-        "come from larger distortions, measured over many images on the Transferability page."
+        f"Shown to the other {others} MNIST networks of the lab, this adversarial image (RMS {rms:.3f}) "
+        f"fools **{fooled}** of them; the paper's transfer rates come from many images and larger "
+        "distortions (Transferability page)."
     )
+amplified_by_model = {row.model: row.fooled for row in amplified}
 step(
     4,
     "Does the same image fool other networks?",
     transfer_sentence,
     "views/transferability.py",
 ).dataframe(
-    [{"model": row.model, "says": classes[row.adv_pred], "fooled": row.fooled} for row in outcome.transfer],
+    [
+        {
+            "model": row.model,
+            f"fooled at RMS {rms:.3f}": row.fooled,
+            **({} if rates is None else {f"at RMS {rates.amplify_rms:g}": amplified_by_model.get(row.model)}),
+        }
+        for row in outcome.transfer
+    ],
     hide_index=True,
     height=180,
 )
@@ -132,5 +170,5 @@ rows = step(
     "views/unit_explorer.py",
     {"model": MODEL, "layer": layer, "direction": f"unit:{UNIT}"},  # the Direction Lab's own link keys
 )
-rows.image(units.image_row(images, natural.indices), caption=f"unit {UNIT}", width=420)
-rows.image(units.image_row(images, random.indices), caption=f"random direction (seed {SEED})", width=420)
+rows.image(image_row(images, natural.indices), caption=f"unit {UNIT}", width=420)
+rows.image(image_row(images, random.indices), caption=f"random direction (seed {SEED})", width=420)

@@ -11,8 +11,9 @@ from core import IntriguingError
 from core.checks import SEED_MAX
 from core.data.images import open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
+from core.evaluation import indicators
 from core.evaluation.indicators import try_fix
-from core.evaluation.validate import REFERENCE_ATTACK, robustness_report
+from core.evaluation.validate import REFERENCE_ATTACK, REFERENCE_N, robustness_report
 from core.lab import predict, source_id
 from core.models import class_names, get_spec, usable_models
 from core.models.inputs import model_input
@@ -22,7 +23,6 @@ from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.url_state import bound
 
-REFERENCE_N = 100
 SOURCES = {"mnist": ("MNIST test set", "Upload"), "imagenet": ("Sample photo", "Upload")}
 
 st.title("Validate a prediction")
@@ -41,7 +41,8 @@ try:
             "val_idx": url_state.integer(0, len(cached_mnist("test").labels) - 1),
             "val_photo": url_state.choice(SAMPLE_PHOTOS),
             "val_seed": url_state.integer(0, SEED_MAX),
-            "val_ref_n": url_state.integer(5, 1000),
+            "val_ref_n": url_state.integer(int(REFERENCE_N.low), int(REFERENCE_N.high)),
+            **url_state.replay_check("val"),
         }
     )
 except IntriguingError as exc:  # MNIST missing: the checks cannot know its size
@@ -89,12 +90,22 @@ with right:
     shown.image(to_uint8(x[0], max(1, 168 // x.shape[-1])), caption="what the model sees")
     if true_label is not None:
         says.metric("True label", classes[true_label])
-    says.metric("Prediction under test", classes[label], f"{probs[label]:.1%} confident", delta_color="off")
+    says.metric(
+        "Prediction under test",
+        classes[label],
+        f"{probs[label]:.1%} confident",
+        delta_color="off",
+        delta_arrow="off",
+    )
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("val_seed"))
-    reference_n = REFERENCE_N
+    reference_n = REFERENCE_N.default
     if spec.dataset == "mnist":
         reference_n = st.number_input(
-            "Test images in the reference", 5, 1000, REFERENCE_N, **bound("val_ref_n")
+            REFERENCE_N.label,
+            int(REFERENCE_N.low),
+            int(REFERENCE_N.high),
+            REFERENCE_N.default,
+            **bound("val_ref_n"),
         )
         st.caption(
             f"The model's reference ({REFERENCE_ATTACK} on the first test images) is computed once per model "
@@ -102,7 +113,9 @@ with right:
         )
 
 key = (model_name, image_source, int(seed), int(reference_n))
-if st.button("Validate this prediction", type="primary", icon=":material/verified:", key="val_go"):
+pressed = st.button("Validate this prediction", type="primary", icon=":material/verified:", key="val_go")
+if pressed or url_state.replay_requested("val"):  # pressed, or opened from a link that names a report
+    url_state.name_the_run("val")
     bar = st.progress(0.0, text="starting")
     try:
         report = robustness_report(
@@ -138,6 +151,11 @@ for check in fired_checks:
         f"(command line: `{check.fix.cli}`)",
         icon=":material/report:",
     )
+if (checked := indicators.passed(report.indicators)) is not None:
+    with st.expander(f"Indicators of attack failure: {checked}", icon=":material/check_circle:"):
+        st.markdown(
+            "\n".join(f"- {c.title}: none of the image's attacks was flagged" for c in report.indicators)
+        )
 runnable = next((c for c in fired_checks if c.fix.attack), None)
 if runnable is not None and st.button(f"Apply the fix: {runnable.fix.text}", key="val_fix"):
     try:
@@ -157,14 +175,18 @@ if fix_run is not None and fix_run[0] == key:
     )
 easiest = report.finding(report.easiest) if report.easiest else None
 cols = st.columns(4)
-cols[0].metric("Smallest flipping RMS", f"{easiest.rms:.4f}" if easiest else "none found", report.easiest)
+cols[0].metric(
+    "Smallest flipping RMS", f"{easiest.rms:.4f}" if easiest else "none found", report.easiest,
+    delta_color="off", delta_arrow="off",
+)  # fmt: skip
 fraction = report.fraction_needing_more()
 cols[1].metric("Test images needing more", "–" if fraction is None else f"{fraction:.0%}")
 cols[2].metric("Noise flips (same RMS)", "–" if easiest is None else f"{easiest.noise_flip_rate:.0%}")
 lip = report.lipschitz
 cols[3].metric(
-    "Boundary estimate (RMS)", f"{lip.boundary_distance_rms:.4f}", "margin / max gradient", delta_color="off"
-)
+    "Boundary estimate (RMS)", f"{lip.boundary_distance_rms:.4f}", "margin / max gradient", delta_color="off",
+    delta_arrow="off",
+)  # fmt: skip
 
 st.subheader("Smallest flipping perturbation per attack")
 st.dataframe(
