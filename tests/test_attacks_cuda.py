@@ -9,12 +9,9 @@ import copy
 import pytest
 import torch
 
-from core.attacks import ATTACKS, make_attack
+from core.attacks import ATTACKS, attack_class, make_attack
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-
-# Small settings so that the whole set stays a few seconds on a GPU; the defaults elsewhere.
-QUICK = {"lbfgs": {"rounds": 3, "n_targets": 2, "max_iter": 30}, "cw": {"steps": 50}}
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
@@ -24,7 +21,7 @@ def test_attack_runs_on_cuda_and_agrees_with_a_cpu_check(name, fc100, mnist_test
     x, y = mnist_test.images[:16], mnist_test.labels[:16]
     keep = fc100(x).argmax(1) == y
     x, y = x[keep][:8].to(cuda), y[keep][:8].to(cuda)
-    attack = make_attack(name, model, **QUICK.get(name, {}))
+    attack = make_attack(name, model, **attack_class(name).quick)  # each attack's own quick settings
     events = 0
     for event in attack.start(x, y):
         assert event.x_adv.device.type == "cuda"
