@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import harness  # first: puts the project root on sys.path  # isort: skip
 import peers
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1000, help="PGD/FGSM batch on fully connected models")
     p.add_argument("--conv-batch", type=int, default=250, help="PGD/FGSM batch on convolutional models")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads for every contender")
+    p.add_argument("--device", default="cpu", help="where models and images live: cpu, cuda, cuda:1")
+    p.add_argument("--update-docs", action="store_true", help=f"also store the card in {harness.CARDS}/")
+    p.add_argument("--card", default="attacks", help="the card's name with --update-docs")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per contender (median reported)")
     p.add_argument("--no-peers", action="store_true", help="ours and the limit only")
     p.add_argument("--reference-images", type=int, default=None, help="images for the one-at-a-time L-BFGS")
@@ -303,6 +307,7 @@ def lbfgs_section(args, status, data) -> dict:
     batched = make_attack("lbfgs", counter, **params)
     start = time.perf_counter()
     result = batched.run(x, labels)
+    harness.sync()
     batched_s = time.perf_counter() - start
     rows = counter.rows
 
@@ -315,6 +320,7 @@ def lbfgs_section(args, status, data) -> dict:
     # The batched run again after the reference: two timings around it, median of both.
     start = time.perf_counter()
     make_attack("lbfgs", model, **params).run(x, labels)
+    harness.sync()
     batched_s = harness.median([batched_s, time.perf_counter() - start])
 
     # Limit: the same number of forward+backward image rows, in passes over a batch of n images.
@@ -448,7 +454,9 @@ def main(argv: list[str] | None = None) -> dict:
     reexec_in_peer_venv(args)
     harness.set_threads(args.threads)
     status = peer_status(args)
-    data = load_mnist("test")
+    harness.use_device(args.device)
+    mnist = load_mnist("test")
+    data = SimpleNamespace(images=mnist.images.to(args.device), labels=mnist.labels.to(args.device))
     sections = [s for s in args.only.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
@@ -469,7 +477,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(texts[-1] + "\n", flush=True)
     result["machine_after"] = {"load_average_1_5_15": harness.machine()["load_average_1_5_15"]}
     text = "" if args.json else f"{result['machine']}\npeers: {status}"  # the tables are out already
-    harness.emit(result, args.json, save=args.save, text=text)
+    card = args.card if args.update_docs else None
+    harness.emit(result, args.json, save=args.save, text=text, card=card)
     return result
 
 

@@ -41,7 +41,7 @@ def builders(quick: bool):
     """Each figure's composer (a function of nothing), and the panel's examples for the peer."""
     model, _ = harness.load_model(MODEL)
     n, rows, k = (2, 1, 3) if quick else (8, 4, 8)
-    chosen = Protocol(n=n).select(model, "cpu")
+    chosen = Protocol(n=n).select(model, harness.DEVICE)
     result = make_attack("fgsm", model, eps=0.15).run(chosen.images, chosen.labels)
     examples = figures.examples(model, result, class_names(MODEL))
     images = units.held_out_images(MODEL)
@@ -83,6 +83,7 @@ def bench_figure(build, rounds: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    harness.use_device(args.device)
     rounds = 1 if args.quick else args.rounds
     with torch_threads(args.threads), harness.private_cache("bench-figures-"):
         built, result = builders(args.quick)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         + f"\n\npeer: {peer['name']}: {peer['export_s'] * 1000:.0f} ms; the panel's PNG export takes "
         f"{peer['ratio_png']:.1f}x that\n\n{out['machine']}"
     )
-    harness.emit(out, args.json, save=args.save, text=text)
+    harness.emit(out, args.json, save=args.save, text=text, card="figures" if args.update_docs else None)
     return out
 
 

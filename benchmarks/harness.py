@@ -41,8 +41,27 @@ def set_threads(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
+DEVICE = "cpu"  # where load_model puts models and what `sync` waits for; set by use_device (--device)
+
+
+def use_device(name: str) -> None:
+    """Run this benchmark's models on `name` (cpu, cuda, cuda:1): the --device every benchmark takes."""
+    import torch
+
+    global DEVICE
+    DEVICE = str(torch.device(name))
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that a timing ends when the work does (nothing to wait for on CPU)."""
+    import torch
+
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize(DEVICE)
+
+
 def load_model(name: str):
-    """A zoo model on the CPU, with "trained"; its architecture with random weights if the checkpoint is
+    """A zoo model on DEVICE, with "trained"; its architecture with random weights if the checkpoint is
     missing, with a note saying so (timings hold; success rates and rankings then mean nothing)."""
     import torch
 
@@ -50,9 +69,9 @@ def load_model(name: str):
     from core.errors import CheckpointError
 
     try:
-        return models.load(name, torch.device("cpu")), "trained"
+        return models.load(name, torch.device(DEVICE)), "trained"
     except CheckpointError:
-        model = models.get_spec(name).build().eval()
+        model = models.get_spec(name).build().eval().to(DEVICE)
         for p in model.parameters():
             p.requires_grad_(False)
         return model, "untrained (checkpoint missing)"
@@ -76,8 +95,10 @@ def private_cache(prefix: str):
 
 
 def time_once(fn: Callable[[], object]) -> float:
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
@@ -164,15 +185,25 @@ def parser(
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
     p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
+    p.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, cuda:1")
+    p.add_argument("--update-docs", action="store_true", help=f"also store the result card in {CARDS}/")
     return p
 
 
-def emit(result: dict, as_json: bool, text: str, save: str | None = None) -> None:
-    """Print the tables (or the JSON); with `save`, also write the JSON there."""
+CARDS = "docs/results/performance"  # the stored result cards (machine, load, versions, commit, figures)
+
+
+def emit(result: dict, as_json: bool, text: str, save: str | None = None, card: str | None = None) -> None:
+    """Print the tables (or the JSON); with `save`, also write the JSON there; with `card` (a benchmark
+    asked for --update-docs), store it as the card docs/results/performance/<card>.json."""
     as_text = json.dumps(result, indent=2, default=float)
     print(as_text if as_json else text, flush=True)
     if save:
         Path(save).write_text(as_text + "\n")
+    if card:
+        path = ROOT / CARDS / f"{card}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(as_text + "\n")
 
 
 # ---------------------------------------------------------------- a real server and a real browser

@@ -172,3 +172,17 @@ def test_sweep_quick(tmp_path):
     assert all(positive(v) for v in result["rows_per_example"].values())
     assert positive(result["writer_rows_per_s"]) and positive(result["imagenet"]["core_s"])
     assert "--quick: the numbers mean nothing" in doc.read_text()
+
+
+def test_a_result_card_is_stored_only_when_asked(tmp_path, monkeypatch, capsys):
+    """--update-docs stores the printed result as docs/results/performance/<name>.json (machine and
+    figures as printed); without it nothing is written under docs/."""
+    import harness
+
+    monkeypatch.setattr(harness, "ROOT", tmp_path)
+    result = {"machine": harness.machine(), "ratio": 1.25}
+    harness.emit(result, as_json=False, text="table")
+    assert not (tmp_path / harness.CARDS).exists()
+    harness.emit(result, as_json=False, text="table", card="attacks")
+    card = json.loads((tmp_path / harness.CARDS / "attacks.json").read_text())
+    assert card["ratio"] == 1.25 and card["machine"]["load_average_1_5_15"] and "commit" in card["machine"]
