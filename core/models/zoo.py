@@ -58,7 +58,12 @@ def _mnist_specs() -> list[ModelSpec]:
             dataset="mnist",
             architecture="ReLU MLP 784-256-256-10",
             build=lambda: nn.Sequential(
-                nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+                nn.Flatten(),
+                nn.Linear(784, 256),
+                nn.ReLU(),
+                nn.Linear(256, 256),
+                nn.ReLU(),
+                nn.Linear(256, 10),
             ),
             layers={"hidden1": "2", "hidden2": "4", "logits": "5"},
             train=TrainConfig(epochs=30, lr=1e-3, noise_sigma=sigma),
