@@ -21,6 +21,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr_schedule: str = "cosine"
     pretrain_epochs: int = 0  # autoencoder pre-training (AE400-10 only)
+    noise_sigma: float = 0.0  # Gaussian data augmentation in [0, 1] pixels, unclipped (randomized smoothing)
 
 
 TRAIN_COMMAND = "intriguing train"

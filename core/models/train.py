@@ -117,7 +117,10 @@ def train(
     for _ in bar:
         model.train()
         for idx in _batches(len(y), cfg.batch_size, gen):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            xb = x[idx]
+            if cfg.noise_sigma:  # Cohen et al.'s Gaussian augmentation, unclipped like their noise
+                xb = xb + cfg.noise_sigma * torch.randn(xb.shape, device=device)
+            loss = F.cross_entropy(model(xb), y[idx])
             if cfg.weight_decay:
                 loss = loss + weight_decay_loss(model, cfg.weight_decay)
             opt.zero_grad(set_to_none=True)

@@ -17,6 +17,7 @@ from core.models import imagenet, nets
 from core.models.spec import TRAIN_COMMAND, ModelSpec, TrainConfig
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
+SMOOTHING_SIGMAS = (0.25, 0.5, 1.0)  # the noise levels of Cohen et al.'s MNIST models (core/smoothing)
 
 
 def _mlp_layers(n_hidden: int) -> dict[str, str]:
@@ -49,6 +50,24 @@ def _mnist_specs() -> list[ModelSpec]:
             paper=paper,
             description=desc,
             trained_by=trained_by,
+        )
+
+    def smooth(sigma: float) -> ModelSpec:
+        return ModelSpec(
+            name=f"smooth-{sigma:.2f}",
+            dataset="mnist",
+            architecture="ReLU MLP 784-256-256-10",
+            build=lambda: nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(784, 256),
+                nn.ReLU(),
+                nn.Linear(256, 256),
+                nn.ReLU(),
+                nn.Linear(256, 10),
+            ),
+            layers={"hidden1": "2", "hidden2": "4", "logits": "5"},
+            train=TrainConfig(epochs=30, lr=1e-3, noise_sigma=sigma),
+            description=f"Base classifier for randomized smoothing, trained under Gaussian noise sigma={sigma:g}.",
         )
 
     return [
@@ -121,6 +140,7 @@ def _mnist_specs() -> list[ModelSpec]:
             epochs=20,
             trained_by="intriguing reproduce advtrain --install",
         ),
+        *(smooth(sigma) for sigma in SMOOTHING_SIGMAS),
         ModelSpec(
             name="cnn",
             dataset="mnist",
