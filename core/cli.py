@@ -29,6 +29,7 @@ COMMANDS = (
     "reproduce",
     "sweep",
     "figure",
+    "certify",
 )
 
 

@@ -21,6 +21,9 @@ class TrainConfig:
     optimizer: str = "adam"
     lr_schedule: str = "cosine"
     pretrain_epochs: int = 0  # autoencoder pre-training (AE400-10 only)
+    certified_eps: float = (
+        0.0  # > 0: IBP training at this Linf budget (core.certify.training supplies the loss)
+    )
 
 
 TRAIN_COMMAND = "intriguing train"
