@@ -30,6 +30,7 @@ COMMANDS = (
     "sweep",
     "figure",
     "smooth",
+    "certify",
 )
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 
 def run(args) -> int:
+    from core.certify.training import loss_for
     from core.cli import emit
     from core.models.train import train
 
-    card = train(args.model, epochs=args.epochs, seed=args.seed, out=args.out, device=args.device)
+    loss_fn = loss_for(args.model)
+    card = train(
+        args.model, epochs=args.epochs, seed=args.seed, out=args.out, device=args.device, loss_fn=loss_fn
+    )
     errs = ", ".join(f"{k} {100 * v:.2f}%" for k, v in card.items() if k.endswith("_error"))
     emit(
         card,

@@ -18,13 +18,16 @@ class SoftmaxRegression(nn.Module):
 
 
 class SigmoidMLP(nn.Module):
-    """FC<h1>-<h2>-10: fully connected sigmoid hidden layers, then a linear softmax layer."""
+    """FC<h1>-<h2>-10: fully connected sigmoid hidden layers (the paper's; `activation=nn.ReLU` gives the
+    ReLU twins that exact verification can solve), then a linear softmax layer."""
 
-    def __init__(self, hidden: tuple[int, ...] = (100, 100)) -> None:
+    def __init__(
+        self, hidden: tuple[int, ...] = (100, 100), activation: type[nn.Module] = nn.Sigmoid
+    ) -> None:
         super().__init__()
         sizes = (28 * 28, *hidden)
         self.hidden = nn.ModuleList(
-            nn.Sequential(nn.Linear(a, b), nn.Sigmoid()) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            nn.Sequential(nn.Linear(a, b), activation()) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
         self.out = nn.Linear(sizes[-1], 10)
 

@@ -22,6 +22,9 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     pretrain_epochs: int = 0  # autoencoder pre-training (AE400-10 only)
     noise_sigma: float = 0.0  # Gaussian data augmentation in [0, 1] pixels, unclipped (randomized smoothing)
+    certified_eps: float = (
+        0.0  # > 0: IBP training at this Linf budget (core.certify.training supplies the loss)
+    )
 
 
 TRAIN_COMMAND = "intriguing train"

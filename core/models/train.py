@@ -9,6 +9,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,17 @@ def error_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bat
         logits = model(images[i : i + batch_size].to(device))
         wrong += (logits.argmax(1).cpu() != labels[i : i + batch_size]).sum().item()
     return wrong / max(len(labels), 1)
+
+
+class TrainingLoss(Protocol):
+    """A loss other than cross-entropy: called with (model, images, labels, progress in [0, 1]);
+    `record` says what it is, for the card."""
+
+    record: dict
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, progress: float
+    ) -> torch.Tensor: ...
 
 
 WEIGHT_DECAY_FORM = "loss = mean cross-entropy + weight_decay / 2 * sum of squared weights (no biases)"
@@ -84,8 +96,11 @@ def train(
     device: torch.device | str | None = None,
     data_dir: str | None = None,
     progress: bool = True,
+    loss_fn: TrainingLoss | None = None,
 ) -> dict:
-    """Train zoo model `name` from scratch; write <out>/<name>.pt and <name>.json; return the card."""
+    """Train zoo model `name` from scratch; write <out>/<name>.pt and <name>.json; return the card.
+    `loss_fn` replaces the cross-entropy (certified training: models cannot import core.certify, so
+    `intriguing train` passes core.certify.training's loss for a spec with `certified_eps`)."""
     if name not in MNIST_MODELS:
         raise InvalidParameterError(f"`train` knows the MNIST zoo only: {', '.join(MNIST_MODELS)}.")
     spec: ModelSpec = MNIST_MODELS[name]
@@ -94,6 +109,8 @@ def train(
             f"{name} is not trained by `intriguing train`; make it with `{spec.make_command}`."
         )
     cfg = spec.train if epochs is None else dataclasses.replace(spec.train, epochs=epochs)
+    if cfg.certified_eps and loss_fn is None:
+        raise InvalidParameterError(f"{name} is certifiably trained: train it with `{spec.make_command}`.")
     if cfg.epochs < 0 or cfg.pretrain_epochs < 0:
         raise InvalidParameterError("epochs must be >= 0.")
     device = torch.device(device) if device is not None else config.default_device()
@@ -114,13 +131,18 @@ def train(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))
     )
     bar = tqdm(range(cfg.epochs), desc=f"training {name}", disable=bar_disabled(progress))
+    step = 0
     for _ in bar:
         model.train()
         for idx in _batches(len(y), cfg.batch_size, gen):
             xb = x[idx]
             if cfg.noise_sigma:  # Cohen et al.'s Gaussian augmentation, unclipped like their noise
                 xb = xb + cfg.noise_sigma * torch.randn(xb.shape, device=device)
-            loss = F.cross_entropy(model(xb), y[idx])
+            if loss_fn is None:
+                loss = F.cross_entropy(model(xb), y[idx])
+            else:
+                loss = loss_fn(model, xb, y[idx], step / total)
+            step += 1
             if cfg.weight_decay:
                 loss = loss + weight_decay_loss(model, cfg.weight_decay)
             opt.zero_grad(set_to_none=True)
@@ -151,6 +173,7 @@ def train(
         "n_train": len(y),
         "hyperparameters": dataclasses.asdict(cfg),
         "weight_decay_form": WEIGHT_DECAY_FORM,
+        **({"training_loss": loss_fn.record} if loss_fn is not None else {}),
         "seed": seed,
         **{k: round(v, 6) for k, v in errors.items()},
         "paper": spec.paper,

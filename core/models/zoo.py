@@ -142,6 +142,25 @@ def _mnist_specs() -> list[ModelSpec]:
         ),
         *(smooth(sigma) for sigma in SMOOTHING_SIGMAS),
         ModelSpec(
+            name="fc100-100-10-relu",
+            dataset="mnist",
+            architecture="ReLU MLP 784-100-100-10",
+            build=lambda: nets.SigmoidMLP((100, 100), nn.ReLU),
+            layers=_mlp_layers(2),
+            train=TrainConfig(epochs=30, lr=2e-3, weight_decay=1e-4),
+            description="FC100-100-10 with ReLU units, trained like fc100-100-10: exact verification (MILP) can solve it.",
+        ),
+        ModelSpec(
+            name="fc100-100-10-ibp",
+            dataset="mnist",
+            architecture="ReLU MLP 784-100-100-10",
+            build=lambda: nets.SigmoidMLP((100, 100), nn.ReLU),
+            layers=_mlp_layers(2),
+            train=TrainConfig(epochs=30, lr=1e-3, certified_eps=0.1),
+            description="FC100-100-10 with ReLU units, IBP-trained for certified robustness at Linf 0.1 "
+            "(Gowal et al. 2019: eps and the clean/robust mix ramped).",
+        ),
+        ModelSpec(
             name="cnn",
             dataset="mnist",
             architecture="conv32-conv64-fc128-10 (ReLU, max-pool)",

@@ -1,0 +1,131 @@
+"""The bracket for each image of a protocol: the certified radius (proved from below), the exact minimum
+where a solver proves it, and the best attack found (from above): what `intriguing certify` prints.
+
+The attack column is PGD's minimal-budget search over a geometric grid of budgets (every image attacked at
+every budget, batched): per image the distortion of the adversarial example found at the smallest budget
+that worked, measured in the certificate's norm, so that certified <= exact <= attack must hold."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from core.attacks import make_attack
+from core.certify.bounds import MAX_RADIUS, METHODS, NORMS, Ball, Network, certified_radius, verified
+from core.certify.exact import Exact, exact_linear, exact_relu_linf
+from core.checks import check_choice, check_float
+from core.errors import InvalidParameterError
+
+ALL_METHODS = (*METHODS, "exact")
+GRID = {"linf": (0.002, 0.5), "l2": (0.05, 10.0)}  # the attack's budget grid: first and last budget
+GRID_POINTS = 24
+MAX_TIME_LIMIT = 3600.0
+
+
+def check_request(net: Network, norm: str, method: str, eps: float | None, time_limit: float) -> None:
+    """One clear message for each request certify cannot serve."""
+    check_choice("norm", norm, NORMS)
+    check_choice("method", method, ALL_METHODS)
+    if eps is not None:
+        check_float("eps", eps, low=0, high=MAX_RADIUS[norm], strict_low=True)
+    check_float("time limit", time_limit, low=0, high=MAX_TIME_LIMIT, strict_low=True)
+    if method != "exact":
+        return
+    if "sigmoid" in net.activations:
+        raise InvalidParameterError(
+            "sigmoid networks have no exact solver: use --method crown (the bracket: certified radius and best attack)."
+        )
+    if net.activations and norm != "linf":
+        raise InvalidParameterError("the exact L2 minimum is solved for linear models only; use --norm linf.")
+
+
+def attack_distortions(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, norm: str) -> torch.Tensor:
+    """PGD's smallest successful budget per image over GRID (inf where none succeeds), as the actual
+    distortion of the adversarial example it found."""
+    first, last = GRID[norm]
+    best = torch.full((len(x),), math.inf)
+    for k in range(GRID_POINTS):
+        eps = first * (last / first) ** (k / (GRID_POINTS - 1))
+        todo = torch.isinf(best).nonzero().squeeze(1)
+        if len(todo) == 0:
+            break
+        result = make_attack("pgd", model, norm=norm, eps=eps, steps=40, seed=0).run(x[todo], labels[todo])
+        dist = (result.linf if norm == "linf" else result.l2).cpu()
+        best[todo] = torch.where(result.success.cpu(), dist, best[todo])
+    return best
+
+
+def _exact(
+    net: Network, x: torch.Tensor, label: int, norm: str, attack: float, time_limit: float, lower: float
+):
+    if not net.activations:
+        return exact_linear(net, x, label, norm)
+    upper = attack if math.isfinite(attack) else MAX_RADIUS[norm]
+    return exact_relu_linf(net, x, label, upper=upper, time_limit=time_limit, lower=lower)
+
+
+def certify_images(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    norm: str,
+    method: str,
+    eps: float | None = None,
+    time_limit: float = 60.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Per image: index, label, certified, exact (None unless proved), attack, status, time_s; with `eps`,
+    verified and attack robust accuracy at that budget (shares of the images)."""
+    net = Network.from_module(model)
+    check_request(net, norm, method, eps, time_limit)
+    start = time.perf_counter()
+    bound_method = "crown" if method == "exact" else method
+    certified = certified_radius(net, x, labels, norm, bound_method).cpu()
+    bound_time = (time.perf_counter() - start) / max(len(x), 1)
+    attack = attack_distortions(model, x, labels, norm)
+    images = []
+    for i in range(len(x)):
+        exact: Exact | None = None
+        if method == "exact":
+            exact = _exact(net, x[i], int(labels[i]), norm, float(attack[i]), time_limit, float(certified[i]))
+        images.append({
+            "index": int(ids[i]), "label": int(labels[i]), "certified": float(certified[i]),
+            "exact": None if exact is None else exact.value,
+            "exact_bracket": None if exact is None else [exact.lower, exact.upper],
+            "attack": float(attack[i]) if math.isfinite(attack[i]) else None,
+            "status": "bracket" if exact is None else exact.status,
+            "time_s": round(bound_time + (exact.time_s if exact else 0.0), 4),
+        })  # fmt: skip
+        if progress:
+            progress(i + 1, len(x))
+    out = {
+        "norm": norm,
+        "method": method,
+        "n": len(x),
+        "images": images,
+        "time_s": time.perf_counter() - start,
+    }
+    if eps is not None:
+        out.update(robust_accuracy(net, x, labels, images, norm, bound_method, eps))
+    return out
+
+
+def robust_accuracy(net: Network, x, labels, images: list[dict], norm: str, method: str, eps: float) -> dict:
+    """Verified robust accuracy (proved at eps by the bound, or an exact minimum above eps) beside attack
+    robust accuracy (no adversarial example found within eps): the true value lies between them."""
+    proved = verified(net, Ball(x, eps, norm), labels, method).cpu()
+    exact_above = torch.tensor([im["exact"] is not None and im["exact"] > eps for im in images])
+    attacked = torch.tensor([im["attack"] is not None and im["attack"] <= eps for im in images])
+    n_verified = int((proved | exact_above).sum())
+    return {
+        "eps": eps,
+        "verified": n_verified,
+        "verified_robust_accuracy": n_verified / len(images),
+        "attack_robust_accuracy": 1 - float(attacked.float().mean()),
+    }

@@ -1,0 +1,180 @@
+"""Soundness of bound propagation: every bound must contain the model's outputs at thousands of random
+points of the ball and at PGD's strongest points; a deliberately wrong relaxation must be caught; CROWN is
+never tighter than the triangle LP over the same intermediate bounds (scipy linprog)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+import torch
+from torch import nn
+
+from core.certify import bounds as B
+from core.models import nets
+
+
+def _random_points(ball: B.Ball, count: int, gen: torch.Generator) -> torch.Tensor:
+    """(N, count, *shape) points of the ball ∩ box: corners and uniform points (Linf), sphere and inside (L2)."""
+    n, shape = len(ball.center), ball.center.shape[1:]
+    if ball.norm == "linf":
+        u = torch.rand(n, count, *shape, generator=gen, dtype=ball.center.dtype) * 2 - 1
+        u[:, : count // 2] = u[:, : count // 2].sign()  # vertices, where linear pieces reach their extremes
+        d = u * ball.eps.view(-1, 1, *[1] * len(shape))
+    else:
+        g = torch.randn(n, count, *shape, generator=gen, dtype=ball.center.dtype)
+        g = g / g.flatten(2).norm(dim=2).view(n, count, *[1] * len(shape))
+        r = torch.rand(n, count, *[1] * len(shape), generator=gen, dtype=g.dtype) ** 0.2
+        d = g * r * ball.eps.view(-1, 1, *[1] * len(shape))
+    pts = (ball.center.unsqueeze(1) + d).clamp(0, 1)
+    if ball.norm == "l2":  # clipping only shrinks the perturbation: still inside the ball
+        assert ((pts - ball.center.unsqueeze(1)).flatten(2).norm(dim=2) <= ball.eps[:, None] + 1e-9).all()
+    return pts
+
+
+def _pgd_points(model: nn.Module, ball: B.Ball, labels: torch.Tensor, steps: int = 15) -> torch.Tensor:
+    """For every class j, PGD's point minimising logit_y - logit_j inside the ball: (N, classes, *shape)."""
+    x0, eps = ball.center, ball.eps.view(-1, *[1] * (ball.center.dim() - 1))
+    out = []
+    for j in range(10):
+        x = x0.clone()
+        for _ in range(steps):
+            x.requires_grad_(True)
+            z = model(x)
+            margin = z.gather(1, labels[:, None]).squeeze(1) - z[:, j]
+            (g,) = torch.autograd.grad(margin.sum(), x)
+            with torch.no_grad():
+                if ball.norm == "linf":
+                    x = torch.minimum(torch.maximum(x - eps / 8 * g.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+                else:
+                    step = g / g.flatten(1).norm(dim=1).clamp(min=1e-12).view_as(eps)
+                    d = x - eps / 8 * step - x0
+                    d = d * (eps / d.flatten(1).norm(dim=1).clamp(min=1e-12).view_as(eps)).clamp(max=1)
+                    x = (x0 + d).clamp(0, 1)
+        out.append(x.detach())
+    return torch.stack(out, 1)
+
+
+def margin_violation(model, net, ball, labels, method, count=2000, seed=0) -> float:
+    """The largest amount by which a sampled or PGD margin falls below its claimed lower bound (<= 0: sound)."""
+    lower = B.margin_bounds(net, ball, labels, method).detach()
+    pts = torch.cat([_random_points(ball, count, torch.Generator().manual_seed(seed)),
+                     _pgd_points(model, ball, labels)], 1)  # fmt: skip
+    n, k = pts.shape[:2]
+    with torch.no_grad():
+        z = model(pts.flatten(0, 1)).view(n, k, -1)
+    margins = z.gather(2, labels.view(n, 1, 1).expand(n, k, 1)) - z
+    return float((lower - margins.amin(1)).max())
+
+
+def _random_nets():
+    torch.manual_seed(0)
+    conv = nn.Sequential(
+        nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.Sigmoid(),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 10),
+    )  # fmt: skip
+    for bn in (conv[1], conv[7]):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+    mlp_relu = nets.SigmoidMLP((20, 16), nn.ReLU)
+    mlp_sig = nets.Normalized(nets.SigmoidMLP((20, 16)), (0.13,), (0.31,))
+    return {"conv-bn-relu-sigmoid": (conv, (1, 12, 12)), "relu-mlp": (mlp_relu, (1, 28, 28)),
+            "normalized-sigmoid-mlp": (mlp_sig, (1, 28, 28))}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_random_nets()))
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.8)])
+@pytest.mark.parametrize("method", B.METHODS)
+def test_bounds_hold_on_random_nets(name, norm, eps, method):
+    model, shape = _random_nets()[name]
+    model = model.double().eval()
+    x = torch.rand(4, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.double)
+    x[0] = 0.0  # an image on the box's corner: the box must clip the ball
+    labels = model(x).argmax(1)
+    net = B.Network.from_module(model, shape)
+    assert torch.allclose(net.forward(x), model(x))
+    assert margin_violation(model, net, B.Ball(x, eps, norm), labels, method) <= 1e-9
+
+
+def test_output_bounds_contain_logits():
+    model, shape = _random_nets()["conv-bn-relu-sigmoid"]
+    model = model.double().eval()
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(2), dtype=torch.double)
+    ball = B.Ball(x, 0.05, "linf")
+    pts = _random_points(ball, 2000, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        z = model(pts.flatten(0, 1)).view(3, 2000, -1)
+    for method in B.METHODS[:2]:
+        lo, up = B.output_bounds(B.Network.from_module(model, shape), ball, method)
+        assert (z >= lo[:, None] - 1e-9).all() and (z <= up[:, None] + 1e-9).all()
+
+
+@pytest.mark.parametrize("kind", ["relu", "sigmoid"])
+def test_a_wrong_relaxation_is_caught(kind, monkeypatch):
+    """Shrink the upper line of one activation by 10%: the soundness check must find a violation."""
+    hidden = nn.ReLU if kind == "relu" else nn.Sigmoid
+    model = nets.SigmoidMLP((20, 16), hidden).double().eval()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1), dtype=torch.double)
+    labels = model(x).argmax(1)
+    net = B.Network.from_module(model)
+    right = B.RELAXATIONS[kind]
+
+    def wrong(lo, up, alpha=None):
+        lw, lb, uw, ub = right(lo, up, alpha)
+        return lw, lb, 0.9 * uw, 0.9 * ub
+
+    ball = B.Ball(x, 0.01, "linf")  # small: CROWN is nearly tight there, so a 10% error must show
+    assert margin_violation(model, net, ball, labels, "crown") <= 1e-9
+    monkeypatch.setitem(B.RELAXATIONS, kind, wrong)
+    assert margin_violation(model, net, ball, labels, "crown") > 1e-6
+
+
+def test_unsupported_layer_is_named():
+    with pytest.raises(B.UnsupportedLayerError, match="MaxPool2d"):
+        B.Network.from_module(nets.SmallCNN())
+
+
+def _triangle_lp(net: B.Network, ball: B.Ball, labels, bounds, i: int, j: int) -> float:
+    """min logit_y - logit_j over the triangle relaxation of a one-hidden-layer ReLU net (scipy linprog)."""
+    (w1, b1), (w2, b2) = (
+        (op.weight.detach().numpy(), op.bias.detach().numpy()) for op in net.ops if isinstance(op, B.Linear)
+    )
+    lo, up = (t[i].detach().numpy() for t in bounds[2])
+    xlo, xhi = (t[i].flatten().numpy() for t in ball.box())
+    n0, n1 = w1.shape[1], w1.shape[0]
+    # variables [x (n0), z (n1), a (n1)]
+    g = w2[labels[i]] - w2[j]
+    cost = np.concatenate([np.zeros(n0 + n1), g])
+    eq = np.hstack([-w1, np.eye(n1), np.zeros((n1, n1))])
+    s = np.where(up > lo, up / np.maximum(up - lo, 1e-12), 0)
+    s = np.where(lo >= 0, 1.0, np.where(up <= 0, 0.0, s))
+    ub_rows = np.hstack([np.zeros((n1, n0)), -s[:, None] * np.eye(n1), np.eye(n1)])  # a <= s z - s lo
+    ub_rhs = np.where((lo < 0) & (up > 0), -s * lo, 0.0)
+    ge_rows = np.hstack([np.zeros((n1, n0)), np.eye(n1), -np.eye(n1)])  # z - a <= 0 (a >= z)
+    bnds = [
+        *zip(xlo, xhi, strict=True),
+        *zip(lo, up, strict=True),
+        *zip(np.maximum(lo, 0), np.maximum(up, 0), strict=True),
+    ]
+    res = so.linprog(cost, A_ub=np.vstack([ub_rows, ge_rows]), b_ub=np.concatenate([ub_rhs, np.zeros(n1)]),
+                     A_eq=eq, b_eq=b1, bounds=bnds, method="highs")  # fmt: skip
+    assert res.status == 0
+    return float(res.fun + b2[labels[i]] - b2[j])
+
+
+def test_crown_never_tighter_than_the_triangle_lp():
+    torch.manual_seed(3)
+    model = nets.SigmoidMLP((12,), nn.ReLU).double().eval()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(4), dtype=torch.double)
+    labels = model(x).argmax(1)
+    net = B.Network.from_module(model)
+    ball = B.Ball(x, 0.03, "linf")
+    bounds = B.intermediate_bounds(net, ball, "crown")
+    assert any(((lo < 0) & (up > 0)).any() for lo, up in bounds.values())  # unstable units: a real test
+    for method in ("crown", "alpha-crown"):
+        lower = B.margin_bounds(net, ball, labels, method)
+        for i in range(3):
+            for j in range(10):
+                if j != labels[i]:
+                    assert lower[i, j] <= _triangle_lp(net, ball, labels, bounds, i, j) + 1e-7
