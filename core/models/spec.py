@@ -39,11 +39,14 @@ class ModelSpec:
     paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
     description: str = ""
     trained_by: str = TRAIN_COMMAND  # the command that makes its checkpoint
+    origin: str = "zoo"  # "zoo" or "registered" (the user's own model, core/models/registry.py)
+    shape: tuple[int, int, int] | None = None  # a registered model's input, from its card
+    classes: tuple[str, ...] = ()  # a registered model's class names, from its card
 
     @property
     def trainable(self) -> bool:
         """Made by `intriguing train` (the adversarially trained twins come from `reproduce advtrain`)."""
-        return self.trained_by == TRAIN_COMMAND
+        return self.trained_by == TRAIN_COMMAND and self.origin == "zoo"
 
     @property
     def make_command(self) -> str:
@@ -52,4 +55,6 @@ class ModelSpec:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
+        if self.shape is not None:
+            return self.shape
         return (1, 28, 28) if self.dataset == "mnist" else (3, 224, 224)
