@@ -45,7 +45,8 @@ def run(args) -> int:
         from core.models import get_spec
         from core.runtime import bar_disabled
 
-        protocol = Protocol(n=check_int("n", args.n, low=1, high=10_000))  # every flag is checked first
+        n = check_int("n", args.n, low=1, high=10_000)  # every flag is checked first
+        protocol = Protocol(n=n, dataset=args.dataset or "mnist")
         check_int("seed", args.seed)
         for name in args.models or []:
             get_spec(name)
@@ -83,7 +84,7 @@ def register(sub, common) -> None:
     p = sub.add_parser(
         "leaderboard", parents=[common], help="attack x model matrices from every recorded run"
     )
-    p.add_argument("--dataset", choices=("mnist", "imagenet"), default=None)
+    p.add_argument("--dataset", default=None, help="mnist, imagenet or a registered dataset (default: all)")
     p.add_argument(
         "--budget", metavar="NORM:EPS", help="one success-rate budget, e.g. linf:0.1 (default: all)"
     )

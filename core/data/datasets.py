@@ -114,7 +114,9 @@ def _scan(root: Path, classes: tuple[str, ...] | None) -> tuple[tuple[str, ...],
     else:
         missing = [c for c in classes if c not in folders]
         if missing:
-            raise InvalidParameterError(f"the classes file names {missing[0]!r}, which is not a folder of {root}.")
+            raise InvalidParameterError(
+                f"the classes file names {missing[0]!r}, which is not a folder of {root}."
+            )
     files = []
     for index, cls in enumerate(classes):
         files += [
@@ -134,7 +136,9 @@ def _read_classes(path: str | Path) -> tuple[str, ...]:
     path = Path(path)
     if not path.is_file():
         raise InvalidParameterError(f"classes file {path.name}: no such file.")
-    names_ = tuple(n.strip() for n in path.read_text(encoding="utf-8", errors="replace").splitlines() if n.strip())
+    names_ = tuple(
+        n.strip() for n in path.read_text(encoding="utf-8", errors="replace").splitlines() if n.strip()
+    )
     if len(set(names_)) != len(names_):
         raise InvalidParameterError(f"classes file {path.name} names a class twice.")
     return names_
@@ -157,7 +161,9 @@ def add(name: str, root: str | Path, classes_file: str | Path | None = None) -> 
         raise InvalidParameterError(f"{root.name} holds no images in class folders (one folder per class).")
     used = {c for _, c in files}
     if len(used) < 2:
-        raise InvalidParameterError(f"{root.name} has images of one class only; a classifier needs two at least.")
+        raise InvalidParameterError(
+            f"{root.name} has images of one class only; a classifier needs two at least."
+        )
     if len(files) > MAX_IMAGES:
         raise InvalidParameterError(f"{root.name} holds {len(files)} images; the limit is {MAX_IMAGES}.")
     digest = hashlib.sha256()
@@ -206,7 +212,9 @@ def _to_tensor(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
     img = img.convert("L") if shape[0] == 1 else img
     x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, -1)
     x = x.permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
-    return F.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)[0]
+    return F.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False).clamp_(
+        0, 1
+    )[0]
 
 
 @functools.lru_cache(maxsize=4)
@@ -229,7 +237,9 @@ def load_split(name: str, split: str = "test", shape: tuple[int, ...] | None = N
     if name == "mnist":
         data = load_mnist(split)
         if shape is not None and tuple(shape) != (1, 28, 28):
-            raise InvalidParameterError(f"MNIST images are 1x28x28; the model takes {'x'.join(map(str, shape))}.")
+            raise InvalidParameterError(
+                f"MNIST images are 1x28x28; the model takes {'x'.join(map(str, shape))}."
+            )
         return DataSplit(data.name, data.images, data.labels, data.indices)
     found = entry(name)
     if found is None:
@@ -242,4 +252,3 @@ def load_split(name: str, split: str = "test", shape: tuple[int, ...] | None = N
             f"the images of {name} cannot be resized to {'x'.join(map(str, shape))}: 1 or 3 channels, sides 1..4096."
         )
     return _load_user(name, found.fingerprint, shape)
-

@@ -679,9 +679,9 @@ def fill_cell(
     computed too (a few extra runs) and the fired ones recorded with the row."""
     protocol = protocol or Protocol()
     budgeted = is_budgeted(attack)
-    if get_spec(model).dataset != "mnist":
+    if get_spec(model).dataset != protocol.dataset:
         raise InvalidParameterError(
-            f"{model} is an ImageNet model; cells are filled on MNIST test images only."
+            f"{model} belongs to {get_spec(model).dataset}; this protocol attacks {protocol.dataset} images."
         )
     accepted = {p.name for p in attack_class(attack).PARAMS}
     params: dict[str, Any] = {"seed": seed} if is_seeded(attack) else {}
@@ -703,7 +703,7 @@ def fill_cell(
         result, checks = make_attack(attack, net, device, **params).run(chosen.images, chosen.labels), None
     flags = None if checks is None else fired(checks)
     return record_result(
-        result, model, source=source, dataset="mnist", selection=chosen, indicators=flags, path=path
+        result, model, source=source, dataset=protocol.dataset, selection=chosen, indicators=flags, path=path
     )
 
 

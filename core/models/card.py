@@ -101,7 +101,9 @@ def parse_card(data: dict[str, Any], base: Path | None = None) -> ModelCard:
     shape = _input(data["input"])
     lo, hi = _numbers("range", data.get("range", [0.0, 1.0]), 2)
     if not lo < hi:
-        raise InvalidParameterError(f"model card: `range` must be [low, high] with low < high, got {[lo, hi]}.")
+        raise InvalidParameterError(
+            f"model card: `range` must be [low, high] with low < high, got {[lo, hi]}."
+        )
     mean = _numbers("mean", data["mean"], shape[0]) if "mean" in data else None
     std = _numbers("std", data["std"], shape[0]) if "std" in data else None
     if (mean is None) != (std is None):
@@ -151,7 +153,9 @@ class PixelWrapper(nn.Module):
         lo, hi = card.range
         # one affine map: ((lo + (hi - lo) x) - mean) / std = x * scale + shift
         self.register_buffer("scale", torch.tensor([(hi - lo) / s for s in std]).view(1, c, 1, 1))
-        self.register_buffer("shift", torch.tensor([(lo - m) / s for m, s in zip(mean, std, strict=True)]).view(1, c, 1, 1))
+        self.register_buffer(
+            "shift", torch.tensor([(lo - m) / s for m, s in zip(mean, std, strict=True)]).view(1, c, 1, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x * self.scale + self.shift)

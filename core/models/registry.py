@@ -30,7 +30,13 @@ from core.models.spec import ModelSpec
 
 BUILTIN_DOMAINS = ("mnist", "imagenet")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-SUFFIX = {"onnx": ".onnx", "safetensors": ".safetensors", "state_dict": ".pt", "torchscript": ".pts", "factory": ".factory"}
+SUFFIX = {
+    "onnx": ".onnx",
+    "safetensors": ".safetensors",
+    "state_dict": ".pt",
+    "torchscript": ".pts",
+    "factory": ".factory",
+}
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,9 @@ def check_domain(card: ModelCard) -> None:
     """The card's domain is mnist, imagenet or a registered dataset, with as many classes as the dataset."""
     if card.domain in BUILTIN_DOMAINS:
         if card.domain == "mnist" and len(card.classes) != 10:
-            raise InvalidParameterError(f"model card: domain mnist has 10 classes, the card names {len(card.classes)}.")
+            raise InvalidParameterError(
+                f"model card: domain mnist has 10 classes, the card names {len(card.classes)}."
+            )
         return
     known = datasets.entry(card.domain)
     if known is None:
@@ -190,7 +198,9 @@ def add(
     model = network(kind, data, label, card)
     check_against(model, card, label)
     stored = f"{name}{SUFFIX[kind]}"
-    new = Entry(name, kind, stored, sources.checksum(data), card, str(source), time.strftime("%Y-%m-%dT%H:%M:%S"))
+    new = Entry(
+        name, kind, stored, sources.checksum(data), card, str(source), time.strftime("%Y-%m-%dT%H:%M:%S")
+    )
     folder().mkdir(parents=True, exist_ok=True)
     (folder() / stored).write_bytes(data)
     try:

@@ -49,7 +49,11 @@ def detect_format(name: str, data: bytes) -> str:
             names = zipfile.ZipFile(io.BytesIO(data)).namelist()
         except zipfile.BadZipFile as exc:
             raise CheckpointError(f"{name} is a truncated or corrupt zip archive.") from exc
-        return "torchscript" if any("/code/" in n or n.endswith("constants.pkl") for n in names) else "state_dict"
+        return (
+            "torchscript"
+            if any("/code/" in n or n.endswith("constants.pkl") for n in names)
+            else "state_dict"
+        )
     if len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") < len(data):
         return "safetensors"
     kind = EXTENSIONS.get(Path(name).suffix.lower())
@@ -79,7 +83,9 @@ def _onnx_module(data: bytes, name: str) -> nn.Module:
     known = {(d.domain, d.operation_type) for d in _CONVERTER_REGISTRY}
     missing = sorted({n.op_type for n in graph.graph.node if (n.domain, n.op_type) not in known})
     if missing:
-        raise CheckpointError(f"{name}: the ONNX converter (onnx2torch) has no operator {', '.join(missing)}.")
+        raise CheckpointError(
+            f"{name}: the ONNX converter (onnx2torch) has no operator {', '.join(missing)}."
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -87,7 +93,9 @@ def _onnx_module(data: bytes, name: str) -> nn.Module:
     except NotImplementedError as exc:
         op = re.search(r"operation_type='(\w+)'", str(exc))
         what = op.group(1) if op else str(exc)[:120]
-        raise CheckpointError(f"{name}: the ONNX converter (onnx2torch) has no operator {what} at this opset.") from exc
+        raise CheckpointError(
+            f"{name}: the ONNX converter (onnx2torch) has no operator {what} at this opset."
+        ) from exc
 
 
 def architecture(spec: str | None, n_classes: int) -> nn.Module:
@@ -108,7 +116,9 @@ def architecture(spec: str | None, n_classes: int) -> nn.Module:
             return timm.create_model(arch, pretrained=False, num_classes=n_classes)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise InvalidParameterError(f"model card: `architecture` {spec!r} is unknown to {lib}.") from exc
-    raise InvalidParameterError(f"model card: `architecture` must be torchvision:NAME or timm:NAME, got {spec!r}.")
+    raise InvalidParameterError(
+        f"model card: `architecture` must be torchvision:NAME or timm:NAME, got {spec!r}."
+    )
 
 
 def _state(data: bytes, name: str, kind: str) -> dict[str, torch.Tensor]:
@@ -150,7 +160,9 @@ def _torchscript_module(data: bytes, name: str) -> nn.Module:
     try:
         return torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any jit error means "not a readable archive"
-        raise CheckpointError(f"{name} is not a readable TorchScript archive ({type(exc).__name__}).") from exc
+        raise CheckpointError(
+            f"{name} is not a readable TorchScript archive ({type(exc).__name__})."
+        ) from exc
 
 
 def factory_module(ref: str) -> nn.Module:

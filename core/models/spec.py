@@ -54,6 +54,15 @@ class ModelSpec:
         return f"{TRAIN_COMMAND} {self.name}" if self.trainable else self.trained_by
 
     @property
+    def preset_domain(self) -> str:
+        """Which attack presets fit it (core/attacks/spec.py knows mnist and imagenet): a registered
+        model's by its input size (small images: MNIST's; photos: ImageNet's lighter ones)."""
+        if self.dataset in ("mnist", "imagenet"):
+            return self.dataset
+        c, h, w = self.input_shape
+        return "mnist" if c * h * w <= 3 * 64 * 64 else "imagenet"
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         if self.shape is not None:
             return self.shape
