@@ -18,6 +18,7 @@ import streamlit as st  # noqa: E402
 # core before any page: it makes OpenMP wait passively, which must happen before torch is first imported.
 import core  # noqa: E402, F401
 from core.config import ASSETS_DIR  # noqa: E402
+from dashboard.model_picker import add_panel  # noqa: E402
 
 # Not "pages/": Streamlit treats a pages/ folder beside the main script as a legacy multipage app, and a
 # page URL opened before "/" then ran that file alone, without this navigation.
@@ -49,7 +50,9 @@ def main() -> None:
         ]
         for section, entries in NAVIGATION.items()
     }
-    st.navigation({k: v for k, v in pages.items() if v}).run()
+    page = st.navigation({k: v for k, v in pages.items() if v})
+    add_panel()  # "Add a model" / "Add a dataset" (dashboard/model_picker.py), atop every page's sidebar
+    page.run()
 
 
 if __name__ == "__main__":  # Streamlit runs this file as __main__; pages import NAVIGATION

@@ -15,7 +15,8 @@ from torch import nn
 
 from core import config
 from core.errors import CheckpointError, InvalidParameterError
-from core.models import imagenet, nets, registry
+from core.models import imagenet, nets, registry, sources
+from core.models.card import load_toml, parse_card
 from core.models.card import read_card as read_model_card
 from core.models.spec import TRAIN_COMMAND, ModelSpec, TrainConfig
 
@@ -282,3 +283,15 @@ def same_domain_models(model_name: str, available: Sequence[str]) -> list[str]:
     """The other available models that take the same kind of input (MNIST digits or ImageNet photos)."""
     domain = get_spec(model_name).dataset
     return [m for m in available if m != model_name and get_spec(m).dataset == domain]
+
+
+def add_uploaded_model(name: str, file_name: str, data: bytes, card_toml: bytes) -> registry.Entry:
+    """Register an upload: ONNX, safetensors or a weights_only state_dict only (nothing that runs code), its
+    card inline (a `classes_file` would read a file of the server's)."""
+    sources.check_size(file_name, len(data))
+    table = load_toml(card_toml, "the uploaded card")
+    if "classes_file" in table:
+        raise InvalidParameterError(
+            "an uploaded model card lists its `classes` inline, not in a classes_file."
+        )
+    return registry.add(name, file_name, parse_card(table), taken=taken, allow_code=False, data=data)
