@@ -679,9 +679,14 @@ def fill_cell(
     computed too (a few extra runs) and the fired ones recorded with the row."""
     protocol = protocol or Protocol()
     budgeted = is_budgeted(attack)
-    if get_spec(model).dataset != protocol.dataset:
+    domain = get_spec(model).dataset
+    if domain == "imagenet":
         raise InvalidParameterError(
-            f"{model} belongs to {get_spec(model).dataset}; this protocol attacks {protocol.dataset} images."
+            f"{model} is an ImageNet model; cells are filled on labelled test images only."
+        )
+    if domain != protocol.dataset:
+        raise InvalidParameterError(
+            f"{model} belongs to {domain}; this protocol attacks {protocol.dataset} images."
         )
     accepted = {p.name for p in attack_class(attack).PARAMS}
     params: dict[str, Any] = {"seed": seed} if is_seeded(attack) else {}
