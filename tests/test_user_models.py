@@ -14,7 +14,7 @@ from PIL import Image
 from core.cli import main
 from core.data import datasets
 from core.errors import IntriguingError
-from core.models import load, registry
+from core.models import list_models, load, registry
 from core.models.card import ModelCard, parse_card
 from core.models.zoo import add_model
 
@@ -276,3 +276,10 @@ def test_uploads_refuse_code_and_big_files(tmp_path):
     with pytest.raises(IntriguingError, match="MB limit"):
         sources.check_size("big.onnx", sources.MAX_MODEL_BYTES + 1)
     assert isinstance(card, ModelCard)
+    from core.models.zoo import add_uploaded_model
+
+    onnx_path = _export(load("fc100-100-10", "cpu"), tmp_path, "onnx")
+    with pytest.raises(IntriguingError, match="inline"):  # an upload's card must not read the server's files
+        add_uploaded_model("up", "net.onnx", onnx_path.read_bytes(), b'classes_file = "/etc/passwd"\n')
+    new = add_uploaded_model("up", "net.onnx", onnx_path.read_bytes(), MNIST_CARD.encode())
+    assert new.format == "onnx" and "up" in list_models()

@@ -158,7 +158,9 @@ def _weights_module(data: bytes, name: str, kind: str, arch: str | None, n_class
 
 def _torchscript_module(data: bytes, name: str) -> nn.Module:
     try:
-        return torch.jit.load(io.BytesIO(data), map_location="cpu")
+        with warnings.catch_warnings():  # torch 2.9+: "torch.jit.load is deprecated" on every load
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any jit error means "not a readable archive"
         raise CheckpointError(
             f"{name} is not a readable TorchScript archive ({type(exc).__name__})."
