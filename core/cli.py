@@ -14,6 +14,7 @@ from core.errors import IntriguingError
 
 COMMANDS = (
     "models",
+    "datasets",
     "evaluate",
     "train",
     "dashboard",

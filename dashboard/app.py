@@ -19,6 +19,7 @@ import streamlit as st  # noqa: E402
 import core  # noqa: E402, F401
 from core.config import ASSETS_DIR  # noqa: E402
 from dashboard.common import show_error  # noqa: E402
+from dashboard.model_picker import add_panel  # noqa: E402
 
 # Not "pages/": Streamlit treats a pages/ folder beside the main script as a legacy multipage app, and a
 # page URL opened before "/" then ran that file alone, without this navigation.
@@ -51,6 +52,7 @@ def main() -> None:
         for section, entries in NAVIGATION.items()
     }
     page = st.navigation({k: v for k, v in pages.items() if v})
+    add_panel()  # "Add a model" / "Add a dataset" (dashboard/model_picker.py), atop every page's sidebar
     try:  # the one error boundary of every page's actions (st.stop and st.rerun are BaseExceptions)
         page.run()
     except Exception as exc:  # noqa: BLE001 - anything a page did not foresee: one line and its details

@@ -65,17 +65,26 @@ def run(args) -> int:
     from core.errors import InvalidParameterError
     from core.evaluation import indicators, leaderboard
     from core.evaluation.protocol import Protocol
-    from core.models import get_spec, load
+    from core.models import class_names, get_spec, load
     from core.provenance import versions
     from core.runtime import bar_disabled
 
-    if get_spec(args.model).dataset != "mnist":
-        raise InvalidParameterError(f"{args.model} is an ImageNet model; `attack` runs on MNIST test images.")
+    domain = get_spec(args.model).dataset
+    dataset = args.dataset or domain
+    if domain == "imagenet":
+        raise InvalidParameterError(
+            f"{args.model} is an ImageNet model; `attack` runs on a dataset's test images."
+        )
+    if dataset != domain:
+        raise InvalidParameterError(f"{args.model} belongs to {domain}, not to the dataset {dataset}.")
     if args.batch_size < 1:
         raise InvalidParameterError("--batch-size must be at least 1.")
-    if args.target is not None and not 0 <= args.target <= 9:
-        raise InvalidParameterError("--target must be a digit 0..9.")
-    protocol = Protocol(n=args.n, correct_only=not args.all_images, order=args.order, seed=args.seed)
+    top = len(class_names(args.model)) - 1
+    if args.target is not None and not 0 <= args.target <= top:
+        raise InvalidParameterError(f"--target must be a class number 0..{top}.")
+    protocol = Protocol(
+        n=args.n, correct_only=not args.all_images, order=args.order, seed=args.seed, dataset=dataset
+    )
     params = attack_params(args.attack, args, args.seed)
     if args.threads is not None:
         if args.threads < 1:
@@ -117,7 +126,7 @@ def run(args) -> int:
     summary["versions"] = versions()
     fired = indicators.fired(checks) if args.check else None
     summary["leaderboard_id"] = leaderboard.record_result(
-        result, args.model, source="cli", dataset="mnist", selection=chosen, indicators=fired
+        result, args.model, source="cli", dataset=dataset, selection=chosen, indicators=fired
     )
     if args.check:
         summary["indicators"] = [c.to_dict() for c in checks]
@@ -163,8 +172,9 @@ def register(sub, common) -> None:
         description="Attack parameters are flags (each lists the attacks that take it); a flag the chosen "
         "attack does not take is refused with a message listing the ones it does.",
     )
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="a zoo model or a registered one (`intriguing models`)")
     p.add_argument("--attack", required=True, choices=list(ATTACKS))
+    p.add_argument("--dataset", default=None, help="a registered dataset (default: the model's domain)")
     p.add_argument("--n", type=int, default=100, help="number of images (default 100)")
     p.add_argument(
         "--all-images",

@@ -47,7 +47,9 @@ def run(args) -> int:
         from core.models import get_spec
         from core.runtime import bar_disabled
 
-        protocol = Protocol(n=leaderboard.CELL_N.check(args.n))  # every flag is checked first
+        protocol = Protocol(
+            n=leaderboard.CELL_N.check(args.n), dataset=args.dataset or "mnist"
+        )  # flags first
         check_int("seed", args.seed)
         for name in args.models or []:
             get_spec(name)
@@ -85,7 +87,7 @@ def register(sub, common) -> None:
     p = sub.add_parser(
         "leaderboard", parents=[common], help="attack x model matrices from every recorded run"
     )
-    p.add_argument("--dataset", choices=("mnist", "imagenet"), default=None)
+    p.add_argument("--dataset", default=None, help="mnist, imagenet or a registered dataset (default: all)")
     p.add_argument(
         "--budget", metavar="NORM:EPS", help="one success-rate budget, e.g. linf:0.1 (default: all)"
     )

@@ -39,7 +39,7 @@ def run(args) -> int:
     from core.cli import emit
     from core.data.images import open_image
     from core.errors import InvalidParameterError
-    from core.evaluation.validate import mnist_image, robustness_report
+    from core.evaluation.validate import dataset_image, robustness_report
     from core.models.inputs import model_input
     from core.runtime import bar_disabled
 
@@ -51,10 +51,21 @@ def run(args) -> int:
     else:
         from core.models import get_spec
 
-        if get_spec(args.model).dataset != "mnist":
+        spec = get_spec(args.model)
+        dataset = args.dataset or spec.dataset
+        index = args.mnist_index if args.mnist_index is not None else args.index
+        if args.mnist_index is not None and dataset != "mnist":
+            raise InvalidParameterError("--mnist-index names an MNIST image; use --dataset NAME --index I.")
+        if dataset != spec.dataset:
+            raise InvalidParameterError(
+                f"{args.model} belongs to {spec.dataset}, not to the dataset {dataset}."
+            )
+        if dataset == "imagenet":
             raise InvalidParameterError(f"{args.model} is an ImageNet model; give it a photo with --image.")
-        x, true_label = mnist_image(args.mnist_index)
-        source = f"MNIST test #{args.mnist_index}"
+        x, true_label = dataset_image(
+            dataset, index, spec.input_shape if spec.origin == "registered" else None
+        )
+        source = f"{'MNIST' if dataset == 'mnist' else dataset} test #{index}"
     html_path = Path(args.html) if args.html else None
     if html_path is not None and not html_path.parent.is_dir():
         raise InvalidParameterError(f"cannot write {html_path}: folder {html_path.parent} does not exist.")
@@ -95,6 +106,12 @@ def register(sub, common) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", metavar="FILE", help="a photo or a digit picture (PNG, JPEG, ...)")
     source.add_argument("--mnist-index", type=int, metavar="I", help="MNIST test image number I")
+    source.add_argument(
+        "--index", type=int, metavar="I", help="image number I of --dataset (default: the model's)"
+    )
+    p.add_argument(
+        "--dataset", default=None, help="a registered dataset (`intriguing datasets`), with --index"
+    )
     p.add_argument("--html", metavar="OUT", help="also write a self-contained HTML report")
     p.add_argument(
         "--reference-n", type=int, default=100, help="test images in the model's reference (default 100)"

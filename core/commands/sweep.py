@@ -42,7 +42,9 @@ def plan(args: argparse.Namespace) -> list:
     flags = {p.name for cls in ATTACKS.values() for p in cls.PARAMS if not (p.seed or p.budget)}
     if args.workers is not None:
         check_int("--workers", args.workers, low=1, high=4096)
-    protocol = Protocol(n=args.n, correct_only=not args.all_images, order=args.order, seed=args.seed)
+    protocol = Protocol(
+        n=args.n, correct_only=not args.all_images, order=args.order, seed=args.seed, dataset=args.dataset
+    )
     return sweep.plan(
         _names(args.models, "models"),
         _names(args.attacks, "attacks"),
@@ -122,7 +124,10 @@ def register(sub, common) -> None:
         "or the cluster at --address, and records each task's per-example rows as it finishes. Rerunning "
         "the same command reuses the finished tasks. Attack parameter flags go to the attacks that take them.",
     )
-    p.add_argument("--models", required=True, help="comma-separated zoo models (MNIST)")
+    p.add_argument(
+        "--models", required=True, help="comma-separated models of one dataset (zoo or registered)"
+    )
+    p.add_argument("--dataset", default="mnist", help="mnist or a registered dataset (default mnist)")
     p.add_argument("--attacks", required=True, help="comma-separated attacks, e.g. fgsm,pgd,deepfool")
     add_attack_flags(p)
     p.add_argument(

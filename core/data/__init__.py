@@ -1,4 +1,5 @@
-"""Data: MNIST with the paper's P1/P2 split, ImageNet sample photos and user images."""
+"""Data: MNIST with the paper's P1/P2 split, ImageNet sample photos, user images, and datasets by name
+(`core.data.datasets`: MNIST and the user's registered class folders)."""
 
 from core.data.mnist import (
     MNIST_FILES,

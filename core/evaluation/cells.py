@@ -33,9 +33,14 @@ def fill_cell(
     computed too (a few extra runs) and the fired ones recorded with the row."""
     protocol = protocol or Protocol()
     budgeted = is_budgeted(attack)
-    if get_spec(model).dataset != "mnist":
+    domain = get_spec(model).dataset
+    if domain == "imagenet":
         raise InvalidParameterError(
-            f"{model} is an ImageNet model; cells are filled on MNIST test images only."
+            f"{model} is an ImageNet model; cells are filled on labelled test images only."
+        )
+    if domain != protocol.dataset:
+        raise InvalidParameterError(
+            f"{model} belongs to {domain}; this protocol attacks {protocol.dataset} images."
         )
     accepted = {p.name for p in attack_class(attack).PARAMS}
     params: dict[str, Any] = with_seed(attack, {}, seed)
@@ -57,5 +62,5 @@ def fill_cell(
         result, checks = make_attack(attack, net, device, **params).run(chosen.images, chosen.labels), None
     flags = None if checks is None else fired(checks)
     return record_result(
-        result, model, source=source, dataset="mnist", selection=chosen, indicators=flags, path=path
+        result, model, source=source, dataset=protocol.dataset, selection=chosen, indicators=flags, path=path
     )

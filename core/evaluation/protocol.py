@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from core.checks import check_choice, check_int
-from core.data import load_mnist
+from core.data import datasets
 from core.errors import InvalidParameterError
 
-SPLITS = ("test", "train", "p1", "p2")
 ORDERS = ("dataset", "random")
 MAX_N = 60_000
 PREDICT_BATCH = 2000
@@ -31,7 +30,7 @@ PREDICT_BATCH = 2000
 
 @dataclass(frozen=True)
 class Protocol:
-    """Which MNIST images an evaluation attacks.
+    """Which images of a dataset (MNIST, or a registered one: core/data/datasets.py) an evaluation attacks.
 
     `indices`, when given, are the candidates themselves (dataset positions in the split); otherwise the
     split is walked in `order` ('dataset', or 'random' drawn with `seed`). The first `n` candidates that pass
@@ -46,8 +45,8 @@ class Protocol:
     dataset: str = "mnist"
 
     def __post_init__(self) -> None:
-        check_choice("dataset", self.dataset, ("mnist",))
-        check_choice("split", self.split, SPLITS)
+        check_choice("dataset", self.dataset, tuple(datasets.names()))
+        check_choice("split", self.split, datasets.splits(self.dataset))
         check_choice("order", self.order, ORDERS)
         check_int("seed", self.seed)
         if self.n is not None:
@@ -75,8 +74,12 @@ class Protocol:
 
     @property
     def fingerprint(self) -> str:
-        """A short hash of the protocol's fields: equal fingerprints, same rule for choosing images."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        """A short hash of the protocol's fields: equal fingerprints, same rule for choosing images. A user
+        dataset's own fingerprint (its files' bytes) is part of it; MNIST's fingerprints are unchanged."""
+        data = self.to_dict()
+        if self.dataset != "mnist":
+            data["data_fingerprint"] = datasets.fingerprint(self.dataset)
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
@@ -85,7 +88,8 @@ class Protocol:
         which = "correctly classified " if self.correct_only else ""
         order = f" (random order, seed {self.seed})" if self.order == "random" else ""
         pool = f" among {len(self.indices)} chosen" if self.indices is not None else ""
-        return f"{count} {which}MNIST {self.split} images{pool}{order}"
+        data = "MNIST" if self.dataset == "mnist" else self.dataset
+        return f"{count} {which}{data} {self.split} images{pool}{order}"
 
     def candidates(self, split_size: int) -> torch.Tensor:
         """Positions in the split, in the order the filter walks them."""
@@ -101,8 +105,9 @@ class Protocol:
         return torch.arange(split_size)
 
     def select(self, model: nn.Module, device: torch.device | str | None = None) -> Selection:
-        """The images this protocol attacks on `model`; InvalidParameterError if fewer than n qualify."""
-        data = load_mnist(self.split)
+        """The images this protocol attacks on `model`; InvalidParameterError if fewer than n qualify. A model
+        that declares its `input_shape` (a registered one) gets the dataset's images resized to it."""
+        data = datasets.load_split(self.dataset, self.split, getattr(model, "input_shape", None))
         order = self.candidates(len(data))
         want = len(order) if self.n is None else self.n
         chosen: list[torch.Tensor] = []

@@ -161,7 +161,7 @@ def plan(
     for model in models:
         if get_spec(model).dataset != protocol.dataset:
             raise InvalidParameterError(
-                f"{model} is not an {protocol.dataset.upper()} model; sweeps use MNIST."
+                f"{model} belongs to {get_spec(model).dataset}, not to the sweep's dataset {protocol.dataset}."
             )
         weights[model] = weights_checksum(model)
     settings = [

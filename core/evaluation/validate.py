@@ -32,7 +32,7 @@ from core.attacks import PGD, AttackResult, attack_class, gaussian_noise_baselin
 from core.attacks.budget_search import minimal_eps
 from core.attacks.spec import Param, overrides, param
 from core.checks import check_float, check_int
-from core.data import load_mnist
+from core.data import datasets
 from core.errors import InvalidParameterError
 from core.evaluation import indicators, leaderboard
 from core.evaluation.protocol import Protocol
@@ -190,9 +190,10 @@ def _checkpoint_id(model_name: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "none"
 
 
-def reference_protocol(n: int) -> Protocol:
-    """The images the reference distribution is measured on: the first n correctly classified test images."""
-    return Protocol(split="test", n=n, correct_only=True)
+def reference_protocol(n: int, dataset: str = "mnist") -> Protocol:
+    """The images the reference distribution is measured on: the first n correctly classified test images
+    (of MNIST, or of the registered dataset a user's model belongs to)."""
+    return Protocol(split="test", n=n, correct_only=True, dataset=dataset)
 
 
 def reference_path(model_name: str, n: int) -> Path:
@@ -214,10 +215,11 @@ def reference_distribution(
     and the attack's parameters, so a retrained model gets a fresh reference."""
 
     n = REFERENCE_N.check(n)
-    if get_spec(model_name).dataset != "mnist":
+    domain = get_spec(model_name).dataset
+    if domain not in datasets.names():
         return None
     params = MINIMAL_ATTACKS[REFERENCE_ATTACK]
-    protocol = reference_protocol(n)
+    protocol = reference_protocol(n, domain)
     checkpoint = _checkpoint_id(model_name)
     path = reference_path(model_name, n)
     if path.is_file():
@@ -236,7 +238,7 @@ def reference_distribution(
     chosen = protocol.select(model, device)
     result = make_attack(REFERENCE_ATTACK, model, device, **params).run(chosen.images, chosen.labels)
     if record:
-        leaderboard.record_result(result, model_name, source=source, dataset="mnist", selection=chosen)
+        leaderboard.record_result(result, model_name, source=source, dataset=domain, selection=chosen)
     rms = result.rms[result.fooled].tolist()
     reference = Reference(model_name, REFERENCE_ATTACK, params, n, rms, checkpoint, protocol.fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -466,7 +468,7 @@ def subject(model_name: str, model: nn.Module, x: torch.Tensor, seed: int, devic
     x = x.detach().float().cpu()
     probs = lab.predict(model, x)
     names = class_names(model_name)
-    dataset = get_spec(model_name).dataset
+    dataset = get_spec(model_name).preset_domain
     return Subject(model_name, model, dataset, x, int(probs.argmax()), probs, names, seed, device)
 
 
@@ -685,8 +687,15 @@ def robustness_report(
 
 def mnist_image(index: int) -> tuple[torch.Tensor, int]:
     """MNIST test image `index` as (1, 1, 28, 28) and its true label."""
-    data = load_mnist("test")
-    index = check_int("MNIST index", index, low=0, high=len(data) - 1)
+    return dataset_image("mnist", index)
+
+
+def dataset_image(
+    dataset: str, index: int, shape: tuple[int, int, int] | None = None
+) -> tuple[torch.Tensor, int]:
+    """Test image `index` of a dataset (MNIST or a registered one, resized to `shape`) and its true label."""
+    data = datasets.load_split(dataset, "test", shape)
+    index = check_int(f"{'MNIST' if dataset == 'mnist' else dataset} index", index, low=0, high=len(data) - 1)
     return data.images[index : index + 1], int(data.labels[index])
 
 

@@ -43,11 +43,14 @@ class ModelSpec:
     paper: dict[str, float] = field(default_factory=dict)  # the paper's reported numbers
     description: str = ""
     trained_by: str = TRAIN_COMMAND  # the command that makes its checkpoint
+    origin: str = "zoo"  # "zoo" or "registered" (the user's own model, core/models/registry.py)
+    shape: tuple[int, int, int] | None = None  # a registered model's input, from its card
+    classes: tuple[str, ...] = ()  # a registered model's class names, from its card
 
     @property
     def trainable(self) -> bool:
         """Made by `intriguing train` (the adversarially trained twins come from `reproduce advtrain`)."""
-        return self.trained_by == TRAIN_COMMAND
+        return self.trained_by == TRAIN_COMMAND and self.origin == "zoo"
 
     @property
     def make_command(self) -> str:
@@ -55,5 +58,16 @@ class ModelSpec:
         return f"{TRAIN_COMMAND} {self.name}" if self.trainable else self.trained_by
 
     @property
+    def preset_domain(self) -> str:
+        """Which attack presets fit it (core/attacks/spec.py knows mnist and imagenet): a registered
+        model's by its input size (small images: MNIST's; photos: ImageNet's lighter ones)."""
+        if self.dataset in ("mnist", "imagenet"):
+            return self.dataset
+        c, h, w = self.input_shape
+        return "mnist" if c * h * w <= 3 * 64 * 64 else "imagenet"
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
+        if self.shape is not None:
+            return self.shape
         return (1, 28, 28) if self.dataset == "mnist" else (3, 224, 224)

@@ -1,5 +1,7 @@
 """The model zoo: the paper's MNIST networks (trained by `intriguing train`, committed under
-assets/models) and torchvision ImageNet classifiers (weights from TORCH_HOME)."""
+assets/models) and torchvision ImageNet classifiers (weights from TORCH_HOME). Every function here also
+resolves the user's registered models (core/models/registry.py), so a registered name works wherever a zoo
+name does."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from torch import nn
 
 from core import config
 from core.errors import CheckpointError, InvalidParameterError
-from core.models import imagenet, nets
+from core.models import imagenet, nets, registry, sources
+from core.models.card import load_toml, parse_card
+from core.models.card import read_card as read_model_card
 from core.models.spec import TRAIN_COMMAND, ModelSpec, TrainConfig
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
@@ -177,7 +181,9 @@ MNIST_MODELS: dict[str, ModelSpec] = {s.name: s for s in _mnist_specs()}
 
 
 def checkpoint_path(name: str) -> Path:
-    return config.model_dir() / f"{name}.pt"
+    """The zoo checkpoint, or a registered model's stored copy (its checksum is the sweep's identity)."""
+    found = registry.entry(name) if name not in MNIST_MODELS else None
+    return found.path if found is not None else config.model_dir() / f"{name}.pt"
 
 
 def card_path(name: str) -> Path:
@@ -218,9 +224,9 @@ def get_spec(name: str) -> ModelSpec:
     """The spec of a zoo model (MNIST or an ImageNet classifier whose weights are available)."""
     if name in MNIST_MODELS:
         return MNIST_MODELS[name]
-    spec = imagenet.spec(name)
+    spec = imagenet.spec(name) or registry.spec(name)
     if spec is None:
-        known = ", ".join([*MNIST_MODELS, *imagenet.available_names()])
+        known = ", ".join([*MNIST_MODELS, *imagenet.available_names(), *registry.entries()])
         raise InvalidParameterError(f"Unknown model {name!r}. Known models: {known}.")
     return spec
 
@@ -229,7 +235,7 @@ def load(name: str, device: torch.device | str | None = None) -> nn.Module:
     """An eval-mode module taking [0, 1] pixels and returning logits; its parameters are frozen
     (attacks only need input gradients, which is cheaper)."""
     spec = get_spec(name)
-    if spec.dataset == "mnist":
+    if spec.dataset == "mnist" and spec.origin == "zoo":
         model = load_checkpoint(spec.build(), checkpoint_path(name), spec.make_command)
     else:
         model = spec.build()
@@ -239,6 +245,8 @@ def load(name: str, device: torch.device | str | None = None) -> nn.Module:
 
 def class_names(name: str) -> tuple[str, ...]:
     spec = get_spec(name)
+    if spec.classes:
+        return spec.classes
     if spec.dataset == "mnist":
         return MNIST_CLASSES
     return imagenet.categories(name)
@@ -250,8 +258,11 @@ def layer_modules(model: nn.Module, name: str) -> dict[str, nn.Module]:
 
 
 def model_status(name: str) -> str:
-    """'committed' (checkpoint in assets), 'trained' (elsewhere), 'weights present', 'downloadable' or 'missing'."""
+    """'committed' (checkpoint in assets), 'trained' (elsewhere), 'registered', 'weights present',
+    'downloadable' or 'missing'."""
     spec = get_spec(name)
+    if spec.origin == "registered":
+        return "registered" if checkpoint_path(name).is_file() else "missing"
     if spec.dataset == "mnist":
         path = checkpoint_path(name)
         if not path.is_file():
@@ -261,15 +272,16 @@ def model_status(name: str) -> str:
 
 
 def list_models(include_unavailable: bool = True) -> list[str]:
-    """Names of the zoo: the MNIST models, then ImageNet classifiers whose weights are usable."""
+    """Names of the zoo: the MNIST models, ImageNet classifiers whose weights are usable, registered models."""
     names = [*MNIST_MODELS, *imagenet.available_names(include_unavailable_default=include_unavailable)]
-    return names
+    return [*names, *registry.entries()]
 
 
 def describe(name: str) -> dict:
     """A JSON-able summary of a model: architecture, dataset, status, paper and recorded errors."""
     spec = get_spec(name)
-    card = read_card(name) if spec.dataset == "mnist" else None
+    card = read_card(name) if spec.dataset == "mnist" and spec.origin == "zoo" else None
+    found = registry.entry(name)
     recorded = {k: v for k, v in (card or {}).items() if k.endswith("_error")}
     return {
         "name": name,
@@ -280,7 +292,25 @@ def describe(name: str) -> dict:
         "layers": list(spec.layers),
         "paper": spec.paper,
         "recorded": {k: (None if v is None or math.isnan(v) else v) for k, v in recorded.items()},
+        "source": found.origin if found else "zoo",
+        "format": found.format if found else None,
+        "sha256": found.sha256 if found else None,
     }
+
+
+def taken(name: str) -> bool:
+    """Whether a zoo model (MNIST, or any torchvision classifier) already has this name."""
+    return name in MNIST_MODELS or imagenet.spec(name) is not None
+
+
+def add_model(
+    name: str, source: str | Path, card: str | Path | None = None, *, allow_code: bool = False
+) -> registry.Entry:
+    """Register the user's model under `name`: its card is CARD, else SOURCE with a .toml suffix."""
+    card_file = Path(card) if card else Path(str(source)).with_suffix(".toml")
+    if card is None and not card_file.is_file():
+        raise InvalidParameterError(f"no model card: give --card CARD.toml (looked for {card_file.name}).")
+    return registry.add(name, source, read_model_card(card_file), taken=taken, allow_code=allow_code)
 
 
 def usable_models(names: Sequence[str]) -> list[str]:
@@ -292,3 +322,15 @@ def same_domain_models(model_name: str, available: Sequence[str]) -> list[str]:
     """The other available models that take the same kind of input (MNIST digits or ImageNet photos)."""
     domain = get_spec(model_name).dataset
     return [m for m in available if m != model_name and get_spec(m).dataset == domain]
+
+
+def add_uploaded_model(name: str, file_name: str, data: bytes, card_toml: bytes) -> registry.Entry:
+    """Register an upload: ONNX, safetensors or a weights_only state_dict only (nothing that runs code), its
+    card inline (a `classes_file` would read a file of the server's)."""
+    sources.check_size(file_name, len(data))
+    table = load_toml(card_toml, "the uploaded card")
+    if "classes_file" in table:
+        raise InvalidParameterError(
+            "an uploaded model card lists its `classes` inline, not in a classes_file."
+        )
+    return registry.add(name, file_name, parse_card(table), taken=taken, allow_code=False, data=data)
