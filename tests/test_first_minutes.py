@@ -93,7 +93,7 @@ def test_the_error_boundary_turns_a_crash_into_one_line_and_details(tmp_path):
     assert not at.exception
     (line,) = at.error
     assert UNEXPECTED in line.value and "RuntimeError" in line.value
-    (details,) = at.expander
+    (details,) = at.main.expander  # the sidebar holds the model picker's own expanders
     assert details.label == "details" and "boom" in details.code[0].value
 
 
