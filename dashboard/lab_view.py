@@ -37,6 +37,7 @@ ATTACK_TITLES = {
     "deepfool": "DeepFool",
     "apgd": "APGD",
     "square": "Square Attack (black-box)",
+    "autoattack": "AutoAttack (ensemble)",
 }
 CHART_INTERVAL_S = 0.5  # curves are redrawn at most this often while running (their data keeps every step)
 CHART_HEIGHT = 240  # pixels of a whole chart: title, plot and axes

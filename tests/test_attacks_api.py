@@ -22,6 +22,7 @@ QUICK = {
     "deepfool": {"steps": 10},
     "apgd": {"eps": 0.1, "steps": 8},
     "square": {"eps": 0.1, "queries": 20},
+    "autoattack": {"eps": 0.1, "steps": 5, "queries": 20},
 }
 
 
@@ -31,7 +32,11 @@ def batch(mnist_test):
 
 
 def test_registry_covers_every_attack():
-    assert set(ATTACKS) == {"lbfgs", "fgsm", "pgd", "cw", "deepfool", "apgd", "square"} == set(QUICK)
+    assert (
+        set(ATTACKS)
+        == {"lbfgs", "fgsm", "pgd", "cw", "deepfool", "apgd", "square", "autoattack"}
+        == set(QUICK)
+    )
 
 
 @pytest.mark.parametrize(
