@@ -23,7 +23,11 @@ def batch(mnist_test):
 
 
 def test_registry_covers_every_attack():
-    assert set(ATTACKS) == {"lbfgs", "fgsm", "pgd", "cw", "deepfool", "apgd", "square"} == set(QUICK)
+    assert (
+        set(ATTACKS)
+        == {"lbfgs", "fgsm", "pgd", "cw", "deepfool", "apgd", "square", "autoattack"}
+        == set(QUICK)
+    )
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from core.attacks.apgd import APGD
+from core.attacks.autoattack import AutoAttack
 from core.attacks.base import (
     Attack,
     AttackEvent,
@@ -49,7 +50,7 @@ from core.attacks.square import Square
 from core.errors import InvalidParameterError
 
 ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (LBFGS, FGSM, PGD, CarliniWagnerL2, DeepFool, APGD, Square)
+    cls.name: cls for cls in (LBFGS, FGSM, PGD, CarliniWagnerL2, DeepFool, APGD, Square, AutoAttack)
 }
 
 

@@ -65,6 +65,21 @@ class SmallCNN(nn.Module):
         return self.out(self.fc1(self.conv2(self.conv1(x))))
 
 
+class StridedCNN(nn.Module):
+    """Two 4x4 stride-2 convolutions and one hidden FC layer (the MNIST net of Wong, Rice, Kolter 2020,
+    twice as wide): cheap enough to train adversarially, and to attack with AutoAttack, on a CPU."""
+
+    def __init__(self, channels: tuple[int, int] = (32, 64), hidden: int = 256) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(1, channels[0], 4, 2, 1), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(channels[0], channels[1], 4, 2, 1), nn.ReLU())
+        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(channels[1] * 7 * 7, hidden), nn.ReLU())
+        self.out = nn.Linear(hidden, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.fc1(self.conv2(self.conv1(x))))
+
+
 class Normalized(nn.Module):
     """Folds a classifier's input normalisation into the model, so that it takes [0, 1] pixels."""
 

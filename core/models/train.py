@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from core import config
+from core.attacks import norms
 from core.data import load_mnist, split_fingerprint
 from core.errors import InvalidParameterError
 from core.models.spec import ModelSpec, TrainConfig
@@ -88,6 +89,40 @@ def _pretrain_autoencoder(
             opt.step()
 
 
+def adversarial_batch(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, eps: float, gen: torch.Generator
+) -> torch.Tensor:
+    """The batch the adversary of `cfg` makes: a uniform start in the Linf eps-ball, then `adv_steps`
+    signed steps of `adv_step` on the cross-entropy, each projected back (FGSM-RS is the one-step case)."""
+    step = cfg.adv_step * eps / cfg.eps  # the step keeps its ratio to eps while eps warms up
+    z = norms.random_start(x, eps, "linf", gen)
+    for _ in range(cfg.adv_steps):
+        z.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(z), y), z)
+        z = norms.project(z.detach() + step * grad.sign(), x, eps, "linf")
+    return z.detach()
+
+
+MONITOR = {"images": 1000, "steps": 10}  # PGD-10 on the first training images, after every epoch
+
+
+def _monitor_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> float:
+    """Robust accuracy under PGD-10 at the full eps on a fixed slice of the training set: the best epoch
+    is kept, so catastrophic overfitting (FGSM training's collapse to ~0 robust accuracy) cannot stick."""
+    pgd = dataclasses.replace(cfg, adv_steps=MONITOR["steps"], adv_step=2.5 * cfg.eps / MONITOR["steps"])
+    model.eval()
+    xb, yb = x[: MONITOR["images"]], y[: MONITOR["images"]]
+    z = adversarial_batch(model, xb, yb, pgd, cfg.eps, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return (model(z).argmax(1) == yb).float().mean().item()
+
+
+def _epoch_eps(cfg: TrainConfig, epoch: int, batch: int, batches: int) -> float:
+    if not cfg.eps_warmup_epochs:
+        return cfg.eps
+    return cfg.eps * min((epoch + batch / batches) / cfg.eps_warmup_epochs, 1.0)
+
+
 def train(
     name: str,
     epochs: int | None = None,
@@ -132,12 +167,17 @@ def train(
     )
     bar = tqdm(range(cfg.epochs), desc=f"training {name}", disable=bar_disabled(progress))
     step = 0
-    for _ in bar:
+    monitor, best = [], None
+    for epoch in bar:
         model.train()
-        for idx in _batches(len(y), cfg.batch_size, gen):
+        for b, idx in enumerate(_batches(len(y), cfg.batch_size, gen)):
             xb = x[idx]
             if cfg.noise_sigma:  # Cohen et al.'s Gaussian augmentation, unclipped like their noise
                 xb = xb + cfg.noise_sigma * torch.randn(xb.shape, device=device)
+            if cfg.adversary:
+                xb = adversarial_batch(
+                    model, xb, y[idx], cfg, _epoch_eps(cfg, epoch, b, batches_per_epoch), gen
+                )
             if loss_fn is None:
                 loss = F.cross_entropy(model(xb), y[idx])
             else:
@@ -150,6 +190,13 @@ def train(
             opt.step()
             sched.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        if cfg.adversary:
+            monitor.append(round(_monitor_accuracy(model, x, y, cfg), 4))
+            if best is None or monitor[-1] >= max(monitor[:-1], default=0.0):
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            bar.set_postfix(loss=f"{loss.item():.4f}", robust=monitor[-1])
+    if best is not None:
+        model.load_state_dict(best)
     train_time = time.perf_counter() - start
 
     model.eval()
@@ -174,6 +221,18 @@ def train(
         "hyperparameters": dataclasses.asdict(cfg),
         "weight_decay_form": WEIGHT_DECAY_FORM,
         **({"training_loss": loss_fn.record} if loss_fn is not None else {}),
+        **(
+            {
+                "adversarial_monitor": {
+                    **MONITOR,
+                    "attack": "pgd, linf, full eps, random start",
+                    "robust_accuracy_per_epoch": monitor,
+                    "kept_epoch": max(range(len(monitor)), key=lambda i: (monitor[i], i)) + 1,
+                }
+            }
+            if cfg.adversary
+            else {}
+        ),
         "seed": seed,
         **{k: round(v, 6) for k, v in errors.items()},
         "paper": spec.paper,

@@ -174,6 +174,24 @@ def _mnist_specs() -> list[ModelSpec]:
             paper={},
             description="A small convolutional net for MNIST, for the unit analysis.",
         ),
+        ModelSpec(
+            name="cnn-robust",
+            dataset="mnist",
+            architecture="conv32/4s2-conv64/4s2-fc256-10 (ReLU)",
+            build=nets.StridedCNN,
+            layers={"conv1": "conv1", "conv2": "conv2", "fc1": "fc1", "logits": "out"},
+            train=TrainConfig(
+                epochs=25,
+                lr=2e-3,
+                adversary="fgsm-rs",
+                eps=0.3,
+                adv_step=0.375,
+                eps_warmup_epochs=3,
+            ),
+            paper={},
+            description="A CNN trained against Linf 0.3 (Madry et al.'s MNIST setting) with fast adversarial "
+            "training (FGSM with random start, step 1.25 eps), for AutoAttack.",
+        ),
     ]
 
 

@@ -1,0 +1,84 @@
+"""AutoAttack and its APGD members: the DLR loss against its formula, bad input, and torchattacks as oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.attacks import make_attack
+from core.attacks.apgd import dlr_loss
+from core.errors import InvalidParameterError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _dlr_reference(z: np.ndarray, y: np.ndarray, t: np.ndarray | None) -> np.ndarray:
+    """Croce & Hein (2020), eqs. 5 and 7, written out per image with numpy."""
+    out = []
+    for i, row in enumerate(z):
+        s = np.sort(row)[::-1]
+        if t is None:
+            other = max(v for j, v in enumerate(row) if j != y[i])
+            out.append(-(row[y[i]] - other) / (s[0] - s[2] + 1e-12))
+        else:
+            out.append(-(row[y[i]] - row[t[i]]) / (s[0] - 0.5 * (s[2] + s[3]) + 1e-12))
+    return np.array(out)
+
+
+def test_dlr_loss_matches_its_formula():
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(50, 10, generator=gen, dtype=torch.float64) * 3
+    y = torch.randint(10, (50,), generator=gen)
+    t = (y + 1 + torch.randint(9, (50,), generator=gen)) % 10
+    np.testing.assert_allclose(dlr_loss(z, y).numpy(), _dlr_reference(z.numpy(), y.numpy(), None), rtol=1e-9)
+    np.testing.assert_allclose(
+        dlr_loss(z, y, t).numpy(), _dlr_reference(z.numpy(), y.numpy(), t.numpy()), rtol=1e-9
+    )
+    # Invariant to shifting and positive scaling of the logits, as the name promises.
+    assert torch.allclose(dlr_loss(2 * z + 5, y, t), dlr_loss(z, y, t))
+
+
+@pytest.mark.parametrize("params", [{"version": "rand"}, {"eps": 1.5}, {"norm": "l3"}])
+def test_bad_parameters_are_refused(fc100, params):
+    with pytest.raises(InvalidParameterError):
+        make_attack("autoattack", fc100, **params)
+
+
+def test_targeted_autoattack_is_refused(fc100, mnist_test):
+    with pytest.raises(InvalidParameterError):
+        make_attack("autoattack", fc100).run(mnist_test.images[:2], mnist_test.labels[:2], target=3)
+
+
+class _Noisy(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x + 0.05 * torch.randn_like(x))
+
+
+@pytest.mark.parametrize(
+    ("wrap", "words"), [(lambda m: nn.Sequential(m, nn.Softmax(1)), "sum to 1"), (_Noisy, "EOT")]
+)
+def test_softmax_and_randomised_models_are_warned_about(fc100, mnist_test, wrap, words):
+    attack = make_attack("autoattack", wrap(fc100), eps=0.05, steps=2, queries=2)
+    with pytest.warns(UserWarning, match=words):
+        attack.run(mnist_test.images[:4], mnist_test.labels[:4])
+
+
+@pytest.mark.slow
+def test_apgd_robust_accuracy_within_half_a_point_of_torchattacks(mnist_test):
+    torchattacks = pytest.importorskip("torchattacks")
+    from core.models import load
+
+    model = load("fc100-100-10-pgdtrain", "cpu")
+    x, y = mnist_test.images[:500], mnist_test.labels[:500]
+    for loss in ("ce", "dlr"):
+        mine = make_attack("apgd", model, eps=0.1, steps=50, loss=loss, seed=0).run(x, y)
+        theirs = torchattacks.APGD(model, eps=0.1, steps=50, loss=loss, seed=0)(x, y)
+        with torch.no_grad():
+            their_acc = (model(theirs).argmax(1) == y).float().mean().item()
+        assert abs((1 - mine.success.float().mean().item()) - their_acc) <= 0.005
