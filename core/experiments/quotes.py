@@ -269,10 +269,10 @@ QUOTES: dict[str, Callable[[Card], dict[str, str]]] = {
 
 def zoo() -> dict[str, str]:
     """Each MNIST model's test error from its checkpoint card (err_<name>) beside the paper's (paper_<name>),
-    names with '-' spelled '_'."""
+    names with "-" and "." spelled "_"."""
     found = {"paper_pool": f"{100 * paper.ADVTRAIN['pool_test_error_below']:g}%"}
     for name, spec in MNIST_MODELS.items():
-        key = name.replace("-", "_")
+        key = name.replace("-", "_").replace(".", "_")
         card = read_model_card(name)
         if card is not None:
             found[f"err_{key}"] = pct(card["test_error"], 2)
