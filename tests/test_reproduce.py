@@ -301,3 +301,18 @@ def test_table2_imagenet_on_one_photo(tmp_path):
     assert "not a measurement" in Path(paths["md"]).read_text()
     with pytest.raises(InvalidParameterError, match="1 to 4 photos"):
         run_experiment("table2-imagenet", tmp_path, n=5)
+
+
+def test_robustness_log_chart_shows_every_bar_above_its_bottom_edge():
+    """A log axis draws bars up from its bottom edge; FC2's bound of 1.155 must not look like zero."""
+    from streamlit.testing.v1 import AppTest
+
+    if read_card("table5") is None:
+        pytest.skip("no stored table5 card")
+    page = str(config.PROJECT_ROOT / "dashboard" / "views" / "robustness.py")
+    at = AppTest.from_file(page, default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    bottom = spec["layout"]["yaxis"]["range"][0]
+    heights = [math.log10(v) - bottom for trace in spec["data"] for v in trace["y"] if v]
+    assert heights and min(heights) >= 0.5  # at least half a decade tall: visible beside the others
