@@ -65,12 +65,16 @@ else:
             name="paper (AlexNet)", x=[r["layer"] for r in layers], y=[r.get("paper") for r in layers]
         )
     # A log axis draws bars up from its bottom edge: left to autorange, a bound of 1.155 starts at about 1
-    # and looks like zero. Start a decade below the smallest bar and label each bar with its value.
+    # and looks like zero. Start a decade below the smallest bar (both ends given: plotly autoranges a
+    # half-open range whole), leave room above the tallest for its label, and label each bar.
     values = [v for trace in fig.data for v in trace.y if v]
     fig.update_traces(texttemplate="%{y:.3g}", textposition="outside")
     fig.update_layout(
         barmode="group",
-        yaxis={"type": "log", "range": [math.floor(math.log10(min(values) / 2)), None]},
+        yaxis={
+            "type": "log",
+            "range": [math.floor(math.log10(min(values) / 2)), math.log10(max(values)) + 0.3],
+        },
         height=380,
         margin={"t": 20, "b": 10},
     )
