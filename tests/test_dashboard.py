@@ -357,3 +357,13 @@ def test_attack_lab_transfers_from_efficientnet_to_mobilenet():
     at.run()
     assert not at.exception and not at.error
     assert_transfer_to(at, "mobilenet_v2", "efficientnet_lite0", "chelsea")
+
+
+def test_a_long_chart_title_is_split_into_lines_not_cut():
+    """On ImageNet the title names a long class ("probability of Egyptian cat ..."); one line is cut."""
+    from dashboard.lab_view import TITLE_CHARS, curve_spec
+
+    title = "probability of Egyptian cat (target tiger shark, Galeocerdo cuvieri)"
+    lines = curve_spec(title, {})["title"]["text"]
+    assert isinstance(lines, list) and len(lines) > 1 and all(len(line) <= TITLE_CHARS for line in lines)
+    assert " ".join(lines) == title
