@@ -30,7 +30,7 @@ from dashboard.figure_buttons import figure_downloads
 from dashboard.url_state import param_key, param_widget
 
 CHART_INTERVAL_S = 0.5  # curves are redrawn at most this often while running (their data keeps every step)
-TITLE_CHARS = 32  # characters of a chart title line: what a quarter of a 1400-pixel-wide page holds
+TITLE_CHARS = 20  # characters of a chart title line: what a live chart holds at 1400 px (Chromium)
 CHART_HEIGHT = 240  # pixels of a whole chart: title, plot and axes
 MAX_POINTS = 400  # a curve drawn with more steps is thinned (every step stays in the run's series)
 IMAGE_WIDTH = 150
