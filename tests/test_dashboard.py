@@ -367,3 +367,12 @@ def test_a_long_chart_title_is_split_into_lines_not_cut():
     lines = curve_spec(title, {})["title"]["text"]
     assert isinstance(lines, list) and len(lines) > 1 and all(len(line) <= TITLE_CHARS for line in lines)
     assert " ".join(lines) == title
+
+
+def test_the_draw_canvas_is_in_the_main_area_not_below_the_sidebar_fold():
+    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "attack_lab.py"), default_timeout=120)
+    at.query_params["lab_source_mnist"] = "Draw"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith("Draw one digit") for c in at.main.caption)
+    assert not any(c.value.startswith("Draw one digit") for c in at.sidebar.caption)
