@@ -306,7 +306,7 @@ def test_draw_source_waits_for_a_drawing():
     at.radio(key="lab_source_mnist").set_value("Draw")
     at.run()
     assert not at.exception and not at.error
-    assert any("Choose an image" in i.value for i in at.info)
+    assert any("Draw a digit above" in i.value for i in at.info)
 
 
 @pytest.mark.slow
