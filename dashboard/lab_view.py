@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 
@@ -29,6 +30,7 @@ from dashboard.figure_buttons import figure_downloads
 from dashboard.url_state import param_key, param_widget
 
 CHART_INTERVAL_S = 0.5  # curves are redrawn at most this often while running (their data keeps every step)
+TITLE_CHARS = 20  # characters of a chart title line: what a live chart holds at 1400 px (Chromium)
 CHART_HEIGHT = 240  # pixels of a whole chart: title, plot and axes
 MAX_POINTS = 400  # a curve drawn with more steps is thinned (every step stays in the run's series)
 IMAGE_WIDTH = 150
@@ -119,8 +121,8 @@ def curve_spec(title: str, colours: dict[str, str], log: bool = False, rounds: b
     if not log:
         y["scale"]["zero"] = False
     x = {"field": "iteration", "type": "quantitative", "title": "iteration"}
-    return {
-        "title": {"text": title, "subtitle": subtitle, "anchor": "start"},
+    return {  # title in lines: one line is cut at the chart's width ("probability of Egyptian ...")
+        "title": {"text": textwrap.wrap(title, TITLE_CHARS), "subtitle": subtitle, "anchor": "start"},
         "layer": [
             {
                 "transform": [{"filter": {"field": "kind", "equal": "line"}}],

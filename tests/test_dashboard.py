@@ -306,7 +306,7 @@ def test_draw_source_waits_for_a_drawing():
     at.radio(key="lab_source_mnist").set_value("Draw")
     at.run()
     assert not at.exception and not at.error
-    assert any("Choose an image" in i.value for i in at.info)
+    assert any("Draw a digit above" in i.value for i in at.info)
 
 
 @pytest.mark.slow
@@ -357,3 +357,22 @@ def test_attack_lab_transfers_from_efficientnet_to_mobilenet():
     at.run()
     assert not at.exception and not at.error
     assert_transfer_to(at, "mobilenet_v2", "efficientnet_lite0", "chelsea")
+
+
+def test_a_long_chart_title_is_split_into_lines_not_cut():
+    """On ImageNet the title names a long class ("probability of Egyptian cat ..."); one line is cut."""
+    from dashboard.lab_view import TITLE_CHARS, curve_spec
+
+    title = "probability of Egyptian cat (target tiger shark, Galeocerdo cuvieri)"
+    lines = curve_spec(title, {})["title"]["text"]
+    assert isinstance(lines, list) and len(lines) > 1 and all(len(line) <= TITLE_CHARS for line in lines)
+    assert " ".join(lines) == title
+
+
+def test_the_draw_canvas_is_in_the_main_area_not_below_the_sidebar_fold():
+    at = AppTest.from_file(str(ROOT / "dashboard" / "views" / "attack_lab.py"), default_timeout=120)
+    at.query_params["lab_source_mnist"] = "Draw"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith("Draw one digit") for c in at.main.caption)
+    assert not any(c.value.startswith("Draw one digit") for c in at.sidebar.caption)

@@ -14,7 +14,10 @@ from core.models.train import error_rate
 from core.models.zoo import load_checkpoint
 
 
-@pytest.mark.parametrize("name", list(MNIST_MODELS))
+# The CNN over all 10,000 test images is most of this test's time on CPU: slow; the MLPs stay quick.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "cnn" else n for n in MNIST_MODELS]
+)
 def test_committed_checkpoint_reproduces_its_recorded_test_error(name, mnist_test):
     card = read_card(name)
     assert card is not None, f"{name} has no committed card"

@@ -301,3 +301,46 @@ def test_table2_imagenet_on_one_photo(tmp_path):
     assert "not a measurement" in Path(paths["md"]).read_text()
     with pytest.raises(InvalidParameterError, match="1 to 4 photos"):
         run_experiment("table2-imagenet", tmp_path, n=5)
+
+
+def test_robustness_log_chart_shows_every_bar_above_its_bottom_edge():
+    """A log axis draws bars up from its bottom edge; FC2's bound of 1.155 must not look like zero."""
+    from streamlit.testing.v1 import AppTest
+
+    if read_card("table5") is None:
+        pytest.skip("no stored table5 card")
+    page = str(config.PROJECT_ROOT / "dashboard" / "views" / "robustness.py")
+    at = AppTest.from_file(page, default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    bottom, top = spec["layout"]["yaxis"]["range"]  # both ends: plotly autoranges a half-open range whole
+    heights = [math.log10(v) - bottom for trace in spec["data"] for v in trace["y"] if v]
+    assert heights and min(heights) >= 0.5  # at least half a decade tall: visible beside the others
+    assert top - bottom > max(heights)  # the tallest bar fits too
+
+
+def test_table2_noise_gap_note_names_exactly_the_far_cells():
+    from core.experiments import table2
+
+    row = {"source": "Gaussian noise, stddev 0.3", "key": "gaussian 0.3", "A": 0.25, "B": 0.05, "C": 0.1}
+    row |= {"paper A": 0.05, "paper B": 0.04, "paper C": 0.0}  # A 5x, B close, C has no paper figure
+    adversarial = {"source": "A", "key": "a", "A": 1.0, "B": 0.9, "C": 0.9, "paper A": 1, "paper B": 0.1}
+    card = {"columns": ["A", "B", "C"], "rows": [adversarial | {"paper C": 0.1}, row]}
+    (note,) = table2.noise_gaps(card)
+    assert note.startswith("Gaussian noise, stddev 0.3") and "A 25.0% vs 5.0%" in note
+    assert "B " not in note and "C " not in note
+    assert table2.noise_gaps(card | {"rows": [adversarial | {"paper C": 0.1}]}) == []
+
+
+def test_transferability_page_notes_the_noise_rows_far_from_the_paper():
+    from streamlit.testing.v1 import AppTest
+
+    from core.experiments import table2
+
+    card = read_card("table2")
+    if card is None or not table2.noise_gaps(card):
+        pytest.skip("no stored table2 card with a noise row far from the paper's")
+    page = str(config.PROJECT_ROOT / "dashboard" / "views" / "transferability.py")
+    at = AppTest.from_file(page, default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [i.value for i in at.info if i.value.startswith("Gaussian noise")] == table2.noise_gaps(card)

@@ -169,6 +169,7 @@ def test_dry_run_lists_the_tasks_and_creates_no_database(tmp_path, capsys, model
 # ------------------------------------------------------------------------------ on the module's Ray
 
 
+@pytest.mark.slow  # starts a Ray cluster (the only quick test that did) and attacks every cell twice
 def test_sweep_rows_equal_one_process_and_the_cell_rows_match_record_result(ray_cluster, tmp_path):
     db = tmp_path / "lb.sqlite"
     tasks = grid(models=["fc10-1e-2"])

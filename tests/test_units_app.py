@@ -119,6 +119,7 @@ def test_page_renders_and_follows_the_unit_slider_and_the_seed_button(tmp_path, 
     assert any(c.startswith("random direction 0 (seed 1)") for c in _captions(at))
 
 
+@pytest.mark.slow  # optimises a direction live, then scores every arm of the study
 def test_direction_lab_follows_a_link_optimises_live_and_scores_the_arms():
     at = AppTest.from_file(str(PAGE), default_timeout=240)
     at.query_params.update({"model": "fc100-100-10", "layer": "hidden1", "direction": "random:3"})

@@ -101,6 +101,7 @@ except IntriguingError as exc:  # MNIST missing: the checks cannot know its size
 
 # ---------------------------------------------------------------- inputs (sidebar)
 
+drawing_area = st.container()  # the canvas, in the main area: at the sidebar's foot it starts below the fold
 sidebar = st.sidebar
 with sidebar:
     st.markdown("**Model and image**")
@@ -143,7 +144,8 @@ with sidebar:
                 picture = open_image(data, upload.name)
                 image_source = f"upload {upload.name} sha256:{source_id(data)}"
         else:
-            drawing = draw_digit()
+            with drawing_area:
+                drawing = draw_digit()
             if drawing is not None:
                 picture = open_image(drawing, "your drawing")
                 image_source = f"drawing sha256:{source_id(drawing)}"
@@ -230,7 +232,9 @@ if running:
     stop_slot.button("Stop", icon=":material/stop:", on_click=stop_run, key="lab_stop")
 status = buttons[2].empty()
 if x is None:
-    st.info("Choose an image to attack (sidebar).")
+    st.info(
+        "Draw a digit above to attack it." if source == "Draw" else "Choose an image to attack (sidebar)."
+    )
     st.stop()
 if state is None:
     status.caption(

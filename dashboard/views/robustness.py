@@ -3,6 +3,8 @@ training before/after, from the stored results of `intriguing reproduce`."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -62,7 +64,20 @@ else:
         fig.add_bar(
             name="paper (AlexNet)", x=[r["layer"] for r in layers], y=[r.get("paper") for r in layers]
         )
-    fig.update_layout(barmode="group", yaxis_type="log", height=380, margin={"t": 20, "b": 10})
+    # A log axis draws bars up from its bottom edge: left to autorange, a bound of 1.155 starts at about 1
+    # and looks like zero. Start a decade below the smallest bar (both ends given: plotly autoranges a
+    # half-open range whole), leave room above the tallest for its label, and label each bar.
+    values = [v for trace in fig.data for v in trace.y if v]
+    fig.update_traces(texttemplate="%{y:.3g}", textposition="outside")
+    fig.update_layout(
+        barmode="group",
+        yaxis={
+            "type": "log",
+            "range": [math.floor(math.log10(min(values) / 2)), math.log10(max(values)) + 0.3],
+        },
+        height=380,
+        margin={"t": 20, "b": 10},
+    )
     st.plotly_chart(fig, width="stretch", key="rb_bars")
     a, b, c = st.columns(3)
     a.metric("network bound (product)", f"{whole['upper_bound']:.3g}")

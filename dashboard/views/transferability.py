@@ -79,6 +79,8 @@ for name, (title, compute) in TABLES.items():
     else:
         st.plotly_chart(heatmap(card), width="stretch", key=f"tr_fig_{name}")
         st.caption(caption(card, origin))
+        for note in table2.noise_gaps(card) if name == "table2" else ():
+            st.info(note, icon=":material/info:")
         figure_downloads(
             lambda card=card: figures.transfer_figure(card), f"{name}_transfer", f"tr_dl_{name}", "Heatmap"
         )
