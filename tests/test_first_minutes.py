@@ -68,8 +68,8 @@ def test_every_button_on_every_page_after_a_report_and_a_lab_run(recorded, page)
     if page == "leaderboard.py":
         assert any(label.startswith("Fill") for label in labels), labels
     for label in labels:
-        present = [b for b in at.button if b.label == label]
-        if not present:  # an earlier button changed the page
+        present = [b for b in at.button if b.label == label and not b.disabled]
+        if not present:  # an earlier button changed the page, or it waits for input (the model picker's Add)
             continue
         present[0].click().run()
         assert not failures(at), (page, label, failures(at))
