@@ -4,7 +4,7 @@
 from core.data.mnist import (
     MNIST_FILES,
     SPLITS,
-    MNISTSplit,
+    DataSplit,
     ensure_mnist,
     load_mnist,
     paper_split,
@@ -14,7 +14,7 @@ from core.data.mnist import (
 __all__ = [
     "MNIST_FILES",
     "SPLITS",
-    "MNISTSplit",
+    "DataSplit",
     "ensure_mnist",
     "load_mnist",
     "paper_split",

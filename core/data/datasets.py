@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from core import config
 from core.data.images import open_image
 from core.data.mnist import SPLITS as MNIST_SPLITS
-from core.data.mnist import load_mnist
+from core.data.mnist import DataSplit, load_mnist
 from core.errors import DatasetMissingError, InvalidParameterError
 
 BUILTIN = ("mnist",)
@@ -53,19 +53,6 @@ class DatasetEntry:
         data = asdict(self)
         data["classes"], data["size"] = list(self.classes), list(self.size)
         return data
-
-
-@dataclass(frozen=True)
-class DataSplit:
-    """Images float32 (N, C, H, W) in [0, 1], labels int64, `indices` = positions in the dataset's order."""
-
-    name: str
-    images: torch.Tensor
-    labels: torch.Tensor
-    indices: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def registry_file() -> Path:
@@ -240,7 +227,7 @@ def load_split(name: str, split: str = "test", shape: tuple[int, ...] | None = N
             raise InvalidParameterError(
                 f"MNIST images are 1x28x28; the model takes {'x'.join(map(str, shape))}."
             )
-        return DataSplit(data.name, data.images, data.labels, data.indices)
+        return data
     found = entry(name)
     if found is None:
         raise DatasetMissingError(f"unknown dataset {name!r}; the datasets are {', '.join(names())}.")

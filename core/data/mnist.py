@@ -27,8 +27,9 @@ INPUT_SHAPE = (1, 28, 28)
 
 
 @dataclass(frozen=True)
-class MNISTSplit:
-    """Images as float32 (N, 1, 28, 28) in [0, 1]; labels int64; `indices` into the source set."""
+class DataSplit:
+    """One split of a dataset (MNIST or a user's): images float32 (N, C, H, W) in [0, 1], labels int64,
+    `indices` = positions in the dataset's order."""
 
     name: str
     images: torch.Tensor
@@ -106,7 +107,7 @@ def split_fingerprint(indices: torch.Tensor | np.ndarray) -> str:
     return hashlib.sha256(arr.tobytes()).hexdigest()[:16]
 
 
-def load_mnist(split: str = "test", data_dir: str | os.PathLike | None = None) -> MNISTSplit:
+def load_mnist(split: str = "test", data_dir: str | os.PathLike | None = None) -> DataSplit:
     """One of the paper's sets: 'train' (60k), 'test' (10k, held out), 'p1' or 'p2' (30k each)."""
     if split not in SPLITS:
         raise InvalidParameterError(f"Unknown MNIST split {split!r}; choose one of {', '.join(SPLITS)}.")
@@ -118,4 +119,4 @@ def load_mnist(split: str = "test", data_dir: str | os.PathLike | None = None) -
         p1, p2 = paper_split()
         idx = torch.from_numpy(p1 if split == "p1" else p2)
         images, labels = images[idx], labels[idx]
-    return MNISTSplit(split, images, labels, idx)
+    return DataSplit(split, images, labels, idx)
