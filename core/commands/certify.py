@@ -9,7 +9,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from core.certify.bounds import Network
-    from core.certify.report import certify_images, check_request
+    from core.certify.bracket import certify_images, check_request
     from core.cli import emit
     from core.errors import InvalidParameterError
     from core.evaluation.leaderboard import record_certificate
@@ -59,7 +59,7 @@ def _text(result: dict) -> str:
 
 
 def register(sub, common) -> None:
-    from core.certify.report import ALL_METHODS
+    from core.certify.bracket import ALL_METHODS
 
     p = sub.add_parser(
         "certify", parents=[common], help="certified radius, exact minimum and best attack per image"
