@@ -108,14 +108,23 @@ async def _one_run(page, url: str) -> dict[str, str]:
     await page.goto(f"{url}/attack_lab", wait_until="domcontentloaded")
     go = page.locator(".st-key-lab_go button")
     await go.wait_for(timeout=90_000)  # the page has rendered
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
     from playwright.async_api import expect
 
     attack = page.locator(".st-key-lab_attack [role='combobox']")
     # in the sidebar: a click that first has to scroll it closes the list again, so scroll, then click
-    await attack.scroll_into_view_if_needed()
-    await page.wait_for_timeout(300)
-    await attack.click()
-    await page.locator("[role='option']", has_text=re.compile(r"^PGD$")).click()
+    # (the sidebar is taller since it holds the model picker: a list that closed at once is opened again)
+    option = page.locator("[role='option']", has_text=re.compile(r"^PGD$"))
+    for _ in range(3):
+        await attack.scroll_into_view_if_needed()
+        await page.wait_for_timeout(300)
+        await attack.click()
+        try:
+            await option.wait_for(timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    await option.click()
     await expect(attack).to_have_value("PGD")
     await page.get_by_text("Parameters", exact=True).click()
     eps = page.locator(".st-key-lab_mnist_pgd_eps input")
