@@ -6,7 +6,8 @@ Square, then APGD-T and FAB-T, as in the reference.
 
 AutoAttack's own sanity checks are raised as warnings before the run (`sanity_warnings`): outputs that
 sum to one (softmax instead of logits), a randomised model (attack it with EOT), zero gradients; after it,
-a black-box member breaking images the white-box members could not.
+a black-box member breaking images the white-box members could not. They are the indicators of attack
+failure of the same names, tested and worded once in core.attacks.sanity.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.attacks import sanity
 from core.attacks.apgd import APGD
 from core.attacks.base import Attack, AttackEvent, AttackRun
 from core.attacks.fab import FAB
@@ -57,34 +59,14 @@ def members(version: str, norm: str, eps: float, steps: int, queries: int, seed:
     ]
 
 
-def sanity_warnings(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """AutoAttack's checks of the model, on a few images: softmax outputs, randomness, zero gradients."""
-    found = []
-    z = x[:8].detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        out = model(z)
-        (grad,) = torch.autograd.grad(out.max(1).values.sum(), z)
-    sums = out.detach().sum(1)
-    if torch.allclose(sums, torch.ones_like(sums), atol=1e-4) and (out.detach() >= 0).all():
-        found.append(
-            "the model's outputs sum to 1: it returns probabilities, not logits; the CE loss saturates and "
-            "gradients vanish; attack the logits (remove the final softmax)."
-        )
-    with torch.no_grad():
-        again = model(z.detach())
-    if not torch.allclose(out.detach(), again, atol=1e-5):
-        found.append(
-            "the model is randomised (two forward passes of the same images differ): AutoAttack's numbers "
-            "do not hold for it; attack it with EOT (expectation over transformation), e.g. averaging "
-            "gradients over 20 passes, as AutoAttack's `rand` version does."
-        )
-    if (grad.flatten(1).abs().amax(1) == 0).any():
-        found.append(
-            "some images have an exactly zero gradient: gradient attacks cannot move there (masked "
-            "gradients); the Square member and the indicators of attack failure tell whether that hides "
-            "adversarial examples."
-        )
-    return found
+def sanity_warnings(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    """AutoAttack's checks of the model, worded as the indicators of attack failure word them
+    (core.attacks.sanity): probability outputs, randomness, zero or non-finite gradients."""
+    return [
+        sanity.warning(name, flags)
+        for name, flags in sanity.model_flags(model, x, labels).items()
+        if flags.any()
+    ]
 
 
 class AutoAttack(Attack):
@@ -154,7 +136,7 @@ class AutoAttack(Attack):
     seed: int
 
     def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
-        for message in sanity_warnings(self.model, run.x):
+        for message in sanity_warnings(self.model, run.x, run.labels):
             warnings.warn(f"AutoAttack: {message}", stacklevel=2)
         x, labels = run.x, run.labels
         logits_now = run.clean_logits.clone()
@@ -191,10 +173,10 @@ class AutoAttack(Attack):
 
     def _black_box_warning(self) -> None:
         """AutoAttack's check: Square (no gradients) breaking images after the gradient members."""
-        if self.broken_by.get("Square", 0) > 0:
+        broken = self.broken_by.get("Square", 0)
+        if broken:
             warnings.warn(
-                f"AutoAttack: Square, a black-box attack, broke {self.broken_by['Square']} images the white-box "
-                "members could not: the gradients mislead (gradient masking); trust the ensemble's number, "
-                "not the gradient attacks'.",
+                f"AutoAttack: {sanity.MEANINGS['black_box_beats_white_box']} (Square broke {broken} images "
+                "the gradient members left standing; the ensemble's number counts them.)",
                 stacklevel=2,
             )
