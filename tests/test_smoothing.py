@@ -10,7 +10,8 @@ from torch import nn
 from core.errors import InvalidParameterError
 from core.smoothing import SmoothingParams, certify, certify_batch, predict
 from core.smoothing.attack import smooth_pgd
-from core.smoothing.certify import make_generator
+from core.smoothing.certify import make_generator, sample_counts
+from core.smoothing.noise import noise_path
 
 
 class Constant(nn.Module):
@@ -73,6 +74,25 @@ def test_certified_radius_is_below_the_true_radius_of_the_threshold_classifier()
     res = certify(model, x, params, make_generator(model, 2))
     true_radius = 0.02 * 8  # distance from x to {mean = 0.5}: 0.02 per pixel along the unit normal 1/8
     assert 0 < res.radius <= true_radius
+
+
+def test_noise_drawn_in_the_first_layer_has_the_distribution_of_pixel_noise():
+    """A two-layer linear network opening with Flatten, Linear(16, 3): its votes come from the projected
+    path, and P(class 1) under pixel noise is Phi(margin / (sigma |u|)) in closed form, u the composed
+    direction of class 1 minus class 0; the vote share must lie in a 1e-6 Clopper-Pearson interval of it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.Linear(3, 2)).requires_grad_(False)
+    x, sigma, n = torch.rand(1, 4, 4), 0.5, 40000
+    assert noise_path(model, x, sigma).factor is not None  # the projected draw, not pixel noise
+    first, second = model[1], model[2]
+    u = (second.weight[1] - second.weight[0]) @ first.weight
+    margin = float(u @ x.flatten() + (second.weight[1] - second.weight[0]) @ first.bias)
+    margin += float(second.bias[1] - second.bias[0])
+    p_true = norm.cdf(margin / (sigma * float(u.norm())))
+    assert 0.05 < p_true < 0.95  # a split that a wrong covariance would move
+    votes = int(sample_counts(model, x, sigma, n, 7000, make_generator(model, 3))[1])
+    low, high = beta.ppf(5e-7, votes, n - votes + 1), beta.ppf(1 - 5e-7, votes + 1, n - votes)
+    assert low <= p_true <= high
 
 
 def test_tie_abstains():
