@@ -156,3 +156,39 @@ def test_adaptive_attack_finds_nothing_inside_the_radius_and_something_outside(m
         outside_flips += got is not None and got != yi
     assert inside_flips == 0
     assert outside_flips > 0
+
+
+def test_experiment_card_keeps_what_recomputes_its_curve():
+    """The certified accuracies of the card's rows follow from its per-image counts alone, recomputed here
+    with scipy (Clopper-Pearson, then sigma * Phi^-1), and the published numbers come from paper.py."""
+    from core.experiments import paper
+    from core.experiments.smoothing import radius_key, run
+
+    report = run(n=2, samples=300, sigmas=(0.5,), progress=False)
+    card, (row,) = report.card, report.rows
+    images, params = card["images"]["0.5"], card["params"]["0.5"]
+    assert card["n"] == card["n_requested"] == len(images) == 2
+    radii = []
+    for img in images:
+        pa = beta.ppf(params["alpha"], img["count"], params["n"] - img["count"] + 1)
+        radii.append(0.5 * norm.ppf(pa) if pa >= 0.5 and img["prediction"] == img["label"] else -1.0)
+        assert img["radius"] == pytest.approx(max(0.5 * norm.ppf(pa), 0.0) if pa >= 0.5 else 0.0)
+    for r, published in zip(card["radii"], paper.SMOOTHING_MNIST[0.5]["certified"], strict=True):
+        assert row[radius_key(r)] == sum(rad >= r for rad in radii) / 2
+        assert row[f"paper {radius_key(r)}"] == published
+
+
+def test_experiment_budget_stops_every_sigma_at_the_same_image():
+    from core.experiments.smoothing import run
+
+    report = run(n=5, samples=100, sigmas=(0.25, 1.0), minutes=0, progress=False)
+    assert report.card["n"] == 1 and report.card["n_requested"] == 5
+    assert [len(v) for v in report.card["images"].values()] == [1, 1]
+    assert any("1 of the 5" in note for note in report.notes)
+
+
+def test_gap_table_is_ours_minus_the_papers_in_points():
+    from core.experiments.smoothing import gap_table
+
+    row = {"sigma": "0.25", "r0": 0.98, "paper r0": 0.992, "r0.5": 0.97, "paper r0.5": 0.968}
+    assert "| 0.25 | -1.2 | +0.2 | 1.2 |" in gap_table({"radii": [0.0, 0.5], "rows": [row]})

@@ -1,6 +1,6 @@
 """The documents rendered from the stored result cards (docs/results/<name>/<name>.json, and the model
 cards beside the checkpoints): docs/reproduction.md (each table's markdown plus the discussion, whose
-figures are quoted from the cards), docs/validate.md and the README's marked blocks (results at a glance,
+figures are quoted from the cards), docs/validate.md, docs/smoothing.md and the README's marked blocks (results at a glance,
 the model zoo). `intriguing reproduce NAME --update-docs` stores a card and calls `render_docs`;
 `intriguing reproduce docs` re-renders without running anything."""
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from core import config
 from core.experiments import quotes
+from core.experiments.smoothing import smoothing_doc
 from core.experiments.writer import RESULTS_DIR, read_card
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -33,6 +34,12 @@ n, seed, time and threads; the full card, CSV and figure are in `docs/results/<t
 from the same cards. Re-render this file from the stored cards with `intriguing reproduce docs`.
 
 """
+
+
+def _table(results: Path, name: str) -> str | None:
+    """The markdown table a run wrote beside its card, or None."""
+    path = results / name / f"{name}.md"
+    return path.read_text() if path.is_file() else None
 
 
 def reproduction_doc(results: Path = RESULTS_DIR) -> str:
@@ -64,6 +71,7 @@ def render_docs(results: Path = RESULTS_DIR, root: Path = config.PROJECT_ROOT) -
     for path, text in (
         (root / "docs" / "reproduction.md", reproduction_doc(results)),
         (root / "docs" / "validate.md", quotes.render(TEMPLATES / "validate.md", read)),
+        (root / "docs" / "smoothing.md", smoothing_doc(read("smoothing"), _table(results, "smoothing"))),
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
