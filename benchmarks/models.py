@@ -1,5 +1,7 @@
 """Your own model: PGD-40 on the ONNX-converted and the TorchScript fc100-100-10 against the native module,
 timed in one alternating run (goal: within 1.05x), and the time to register and first-load each format.
+`torchscript-optimised` is the same archive under torch's default (profiling, optimising) graph executor,
+which core.models.sources.Script switches off.
 
     python benchmarks/models.py [--quick] [--json] [--save card.json]
 
@@ -57,6 +59,10 @@ def main() -> None:
             start = time.perf_counter()
             nets[kind] = load(f"mine-{kind}", "cpu")
             setup[kind] = {"register_s": registered, "first_load_s": time.perf_counter() - start}
+        nets["torchscript-optimised"] = load("mine-torchscript", "cpu")
+        nets["torchscript-optimised"].net = nets[
+            "torchscript-optimised"
+        ].net.script  # torch's default executor
         attacks = {k: make_attack("pgd", net, "cpu", eps=0.1, steps=40, seed=0) for k, net in nets.items()}
         times = harness.alternate({k: (lambda a=a: a.run(x, y)) for k, a in attacks.items()}, rounds)
     med = {k: harness.median(v) for k, v in times.items()}
