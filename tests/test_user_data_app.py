@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from core.config import cache_dir
 from core.data import datasets
 from core.units.uploads import MAX_TOTAL_BYTES
 
@@ -163,5 +164,7 @@ def test_bad_dataset_uploads_give_one_message_each_and_the_app_stays_usable():
         errors = [e.value for e in at.error]
         assert len(errors) == 1 and message in errors[0], (what, errors)
         assert datasets.entry("bad") is None, what
+        roots = {Path(e.root) for e in datasets.entries().values()}
+        assert all(f.resolve() in roots for f in (cache_dir() / "datasets").glob("*")), what  # none left over
     at = _add_dataset(at, "good", _zip(GOOD))
     assert not at.exception and not at.error and datasets.entry("good") is not None
