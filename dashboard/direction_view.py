@@ -227,7 +227,7 @@ def _picture(x) -> np.ndarray:
 
 @st.cache_data(show_spinner="Comparing phi(x) with phi(x_adv) in this layer ...")
 def _what_changed(model: str, x: np.ndarray, x_adv: np.ndarray, label: int, pred: int, layer: str) -> dict:
-    folder = "" if get_spec(model).dataset == "mnist" else sample_folder()
+    folder = sample_folder() if get_spec(model).dataset == "imagenet" else ""  # else its own test images
     record = inside.AttackRecord(
         model, torch.from_numpy(x), torch.from_numpy(x_adv), np.array([label]), np.array([pred])
     )

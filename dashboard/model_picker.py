@@ -3,6 +3,9 @@ core.data.datasets.add), which check everything and run no uploaded code; once a
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import streamlit as st
 
 from core import IntriguingError
@@ -31,13 +34,24 @@ def _add_model() -> None:
         st.success(f"Added {name} ({new.format}, {len(new.card.classes)} classes); every page lists it now.")
 
 
+def _register_zip(name: str, file_name: str, data: bytes) -> datasets.DatasetEntry:
+    """Unpack a zip of class folders (the Direction Lab's limits and checks) and register it; a refused
+    dataset leaves no unpacked folder behind unless another dataset uses the same content."""
+    upload = save_uploads([(file_name, data)], root=cache_dir() / "datasets")
+    try:
+        return datasets.add(name, upload.folder, shown=file_name, upload=True)
+    except IntriguingError:
+        if all(Path(e.root) != upload.folder.resolve() for e in datasets.entries().values()):
+            shutil.rmtree(upload.folder, ignore_errors=True)
+        raise
+
+
 def _add_dataset() -> None:
     name = st.text_input("Name", key="add_data_name")
     archive = st.file_uploader("A zip of class folders", type=["zip"], key="add_data_zip")
     if st.button("Add the dataset", key="add_data_go", disabled=not (name and archive)):
         try:
-            upload = save_uploads([(archive.name, archive.getvalue())], root=cache_dir() / "datasets")
-            new = datasets.add(name, upload.folder, shown=archive.name, upload=True)
+            new = _register_zip(name, archive.name, archive.getvalue())
         except IntriguingError as exc:
             show_error(exc)
             return

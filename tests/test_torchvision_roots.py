@@ -107,3 +107,11 @@ def test_a_cifar_root_that_changed_after_it_was_added_is_refused(tmp_path):
     test_batch.write_bytes(pickle.dumps({**_batch(9), "data": np.zeros((PER_BATCH + 1, 3072), np.uint8)}))
     with pytest.raises(IntriguingError, match="changed since it was added"):
         datasets.load_split("changing", "test", (3, 32, 32))
+
+
+def test_an_upload_is_never_read_as_a_torchvision_root(tmp_path):
+    """Batches are pickles: a folder that arrived as an upload is read as class folders only."""
+    _cifar(tmp_path / "up")
+    with pytest.raises(IntriguingError, match="holds no images in class folders"):
+        datasets.add("uploaded", tmp_path / "up", shown="up.zip", upload=True)
+    assert datasets.entry("uploaded") is None

@@ -56,7 +56,7 @@ KINDS = {
 
 
 class _NumpyOnly(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's own signature
+    def find_class(self, module: str, name: str) -> object:
         if (module, name) not in NUMPY_GLOBALS:
             raise pickle.UnpicklingError(f"it names {module}.{name}")
         return super().find_class(module, name)

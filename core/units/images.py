@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from core.data import load_mnist, split_fingerprint
+from core.data import datasets, load_mnist, split_fingerprint
+from core.data.datasets import load_split
 from core.data.images import open_image
 from core.data.photos import SAMPLE_PHOTOS, sample_photo
 from core.errors import ImageInputError, InvalidParameterError
@@ -82,6 +83,26 @@ class MnistImages(ImageSet):
 
     def thumbnail(self, index: int) -> np.ndarray:
         return self.images[index, 0].numpy()
+
+
+@dataclass
+class DatasetImages(MnistImages):
+    """A registered dataset's images (core.data.datasets), resized to the model's input, with its labels."""
+
+    name: str = ""
+    shape: tuple[int, int, int] = (1, 28, 28)
+    batch_size: int = 250
+
+    def __post_init__(self) -> None:
+        data = load_split(self.name, "test", self.shape)
+        self.images = data.images
+        self.labels = data.labels.numpy()
+        self.label_names = datasets.entry(self.name).classes
+        self.key = f"{self.name}-{datasets.fingerprint(self.name)}-{'x'.join(map(str, self.shape))}"
+
+    def thumbnail(self, index: int) -> np.ndarray:
+        image = self.images[index]
+        return image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
 
 
 def _image_suffixes() -> set[str]:
@@ -173,7 +194,8 @@ class FolderImages(ImageSet):
 
 
 def held_out_images(model_name: str, image_folder: str | Path | None = None) -> ImageSet:
-    """The held-out set for a model: MNIST test images for MNIST models, the given folder for ImageNet ones."""
+    """The held-out set for a model: MNIST test images for MNIST models, the given folder for ImageNet ones,
+    a registered dataset's images for its models (unless a folder is given)."""
     dataset = get_spec(model_name).dataset
     if dataset == "mnist":
         if image_folder:
@@ -181,6 +203,8 @@ def held_out_images(model_name: str, image_folder: str | Path | None = None) -> 
                 f"{model_name} is an MNIST model; it is analysed on the MNIST test set, not on an image folder."
             )
         return MnistImages()
+    if dataset != "imagenet" and not image_folder:  # a registered dataset's model: that dataset
+        return DatasetImages(name=dataset, shape=get_spec(model_name).input_shape)
     if not image_folder:
         raise InvalidParameterError(
             f"{model_name} is an ImageNet model and no ImageNet held-out set ships with the lab: "

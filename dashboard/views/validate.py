@@ -104,7 +104,7 @@ with right:
     )
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("val_seed"))
     reference_n = REFERENCE_N.default
-    if spec.dataset == "mnist":
+    if spec.dataset != "imagenet":  # a labelled test set (MNIST or a registered dataset): a reference
         reference_n = st.number_input(
             REFERENCE_N.label,
             int(REFERENCE_N.low),
