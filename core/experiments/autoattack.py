@@ -46,7 +46,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
         return 0.0, 1.0
     p = k / n
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    low, high = (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    return max(0.0, min(low, p)), min(1.0, max(high, p))  # it holds p; rounding alone could say otherwise
 
 
 def _row(name: str, eps: float, n: int, seed: int, device) -> dict:
