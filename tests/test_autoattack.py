@@ -134,6 +134,7 @@ def test_the_page_places_the_lab_model_in_the_leaderboard_by_robust_accuracy(tmp
     between = (published[0][1]["robust"] + published[1][1]["robust"]) / 2  # above the weakest entry only
     row = {"model": "cnn-robust", "eps": paper.AUTOATTACK_MNIST_LINF, "n": 200, "clean_accuracy": 0.99}
     row |= {"robust_accuracy": between, "robust_interval": list(autoattack.wilson(round(200 * between), 200))}
+    row |= {"broken_by": {"APGD-CE": 10, "Square": 2}}
     card = base_card("autoattack", 200, 0)
     write(Report("autoattack", "t", autoattack.COLUMNS, [row], card, lambda path: path.touch()), tmp_path)
     page = autoattack.doc(tmp_path).splitlines()
@@ -141,3 +142,4 @@ def test_the_page_places_the_lab_model_in_the_leaderboard_by_robust_accuracy(tmp
     ours = next(i for i, line in enumerate(page) if "cnn-robust (this lab)" in line)
     assert at[published[1][0]] < ours < at[published[0][0]]
     assert "benchmarks/autoattack.py --update-docs" in "\n".join(page)  # no benchmark card stored here
+    assert any("Square" in line and "broke 2 images" in line for line in page)  # the black box's share
