@@ -42,10 +42,7 @@ REEXEC_ENV = "INTRIGUING_BENCH_REEXEC"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test): numbers are not meaningful")
-    p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
-    p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
+    p = harness.parser(__doc__)
     p.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
     )
@@ -53,9 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1000, help="PGD/FGSM batch on fully connected models")
     p.add_argument("--conv-batch", type=int, default=250, help="PGD/FGSM batch on convolutional models")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads for every contender")
-    p.add_argument("--device", default="cpu", help="where models and images live: cpu, cuda, cuda:1")
-    p.add_argument("--update-docs", action="store_true", help=f"also store the card in {harness.CARDS}/")
-    p.add_argument("--card", default="attacks", help="the card's name with --update-docs")
+    p.add_argument("--card", default="attacks", help="the result card's name")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per contender (median reported)")
     p.add_argument("--no-peers", action="store_true", help="ours and the limit only")
     p.add_argument("--reference-images", type=int, default=None, help="images for the one-at-a-time L-BFGS")
@@ -192,10 +187,10 @@ def gradient_table(kind: str, result: dict) -> str:
             )
     title = "PGD-40 Linf (eps 0.3, step 0.01, no random start)" if kind == "pgd" else "FGSM Linf (eps 0.3)"
     weights = {k: m["weights"] for k, m in result["models"].items() if m["weights"] != "trained"}
-    note = f"\nweights: {weights}" if weights else ""
+    note = f"\n\nweights: {weights}" if weights else ""
     batches = ", ".join(f"{k} {m['batch']}" for k, m in result["models"].items())
     headers = ["model", "contender", "time ms", "x limit", "spread (x limit)", "success"]
-    return f"{title}; batch: {batches}\n" + harness.table(headers, rows) + note
+    return f"{title}; batch: {batches}\n\n" + harness.table(headers, rows) + note
 
 
 # ---------------------------------------------------------------- C&W L2: time and distortion
@@ -270,7 +265,7 @@ def cw_table(result: dict) -> str:
                 ]
             )
     headers = ["setting", "contender", "time s", "success", "mean L2", "mean L2 (common)", "common n"]
-    return f"C&W-L2 untargeted, confidence 0, {result['n']} images, {result['model']}\n" + harness.table(
+    return f"C&W-L2 untargeted, confidence 0, {result['n']} images, {result['model']}\n\n" + harness.table(
         headers, rows
     )
 
@@ -424,18 +419,18 @@ def lbfgs_table(r: dict) -> str:
         )
     text = harness.table(["contender", "images", "time s", "s / image", "success", "mean RMS"], rows)
     text += (
-        f"\nspeed-up per image, batched vs scipy: {r['speedup_per_image']:.1f}x"
-        f"\ndistortion on the {sh['n_both_succeeded']} shared images where both succeeded: batched {_f(sh['mean_rms_batched'])}"
+        f"\n\n- speed-up per image, batched vs scipy: {r['speedup_per_image']:.1f}x"
+        f"\n- distortion on the {sh['n_both_succeeded']} shared images where both succeeded: batched {_f(sh['mean_rms_batched'])}"
         f" vs scipy {_f(sh['mean_rms_reference'])}, mean relative difference {_pct(sh['mean_relative_difference'])},"
         f" largest {_pct(sh['max_abs_relative_difference'])}"
-        f"\nlimit: {b['forward_backward_rows']} forward+backward image rows = {b['limit_s']:.2f} s;"
+        f"\n- limit: {b['forward_backward_rows']} forward+backward image rows = {b['limit_s']:.2f} s;"
         f" batched run = {b['limit_ratio']:.2f}x the limit"
     )
     if "skipped" in a:
-        text += f"\nadvertorch: {a['skipped']}"
+        text += f"\n- advertorch: {a['skipped']}"
     else:
-        text += f"\nadvertorch on its successes: {_f(a['mean_rms'])} vs scipy {_f(a['mean_rms_reference_same_images'])}"
-    return f"The paper's L-BFGS (minimum over 9 targets, search over c), {r['model']}\n{text}"
+        text += f"\n- advertorch on its successes: {_f(a['mean_rms'])} vs scipy {_f(a['mean_rms_reference_same_images'])}"
+    return f"The paper's L-BFGS (minimum over 9 targets, search over c), {r['model']}\n\n{text}"
 
 
 def _f(v) -> str:
@@ -475,10 +470,10 @@ def main(argv: list[str] | None = None) -> dict:
             texts.append(lbfgs_table(result["lbfgs"]))
         if not args.json:
             print(texts[-1] + "\n", flush=True)
-    result["machine_after"] = {"load_average_1_5_15": harness.machine()["load_average_1_5_15"]}
-    text = "" if args.json else f"{result['machine']}\npeers: {status}"  # the tables are out already
-    card = args.card if args.update_docs else None
-    harness.emit(result, args.json, save=args.save, text=text, card=card)
+    if not args.json:  # the tables are out already, each as its section finished
+        print(f"{result['machine']}\npeers: {status}")
+    tables = "\n\n".join(texts)
+    harness.emit(result, args.json, tables, args.save, args.card, args.update_docs, printed=True)
     return result
 
 

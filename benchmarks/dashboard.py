@@ -19,10 +19,7 @@ import harness  # first: puts the project root on sys.path  # isort: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="one start, home page only (smoke test)")
-    p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
-    p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
+    p = harness.parser(__doc__, "one start, home page only (smoke test)")
     p.add_argument("--starts", type=int, default=3, help="cold starts (median reported)")
     return p.parse_args(argv)
 
@@ -69,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"machine": harness.machine(), "quick": args.quick}
     if reason:
         result["skipped"] = reason
-        harness.emit(result, args.json, save=args.save, text=f"dashboard benchmark skipped: {reason}")
+        harness.emit(result, args.json, f"dashboard benchmark skipped: {reason}", args.save)
         return result
     starts = 1 if args.quick else args.starts
     with harness.browser() as chromium:
@@ -79,17 +76,17 @@ def main(argv: list[str] | None = None) -> dict:
         result[f"median_{key}"] = statistics.median(r[key] for r in runs)
     result["peak_rss_mb"] = max(r["memory_end"]["peak_rss_mb"] for r in runs)
     start_rows = [[i + 1, r["healthy_s"], r["heading_s"], r["interactive_s"]] for i, r in enumerate(runs)]
-    text = "Cold start (s from launching the server)\n" + harness.table(
+    text = "Cold start (s from launching the server)\n\n" + harness.table(
         ["start", "server healthy", "heading drawn", "interactive"], start_rows
     )
     tour = runs[-1]["pages"]
     if tour:
         rows = [[p["page"], p["seconds"], p["rss_mb"], p["peak_rss_mb"]] for p in tour]
-        text += "\n\nTour of every page (last start)\n" + harness.table(
+        text += "\n\nTour of every page (last start)\n\n" + harness.table(
             ["page", "s until idle", "RSS MB", "peak RSS MB"], rows
         )
-    text += f"\n\npeak RSS of the server: {result['peak_rss_mb']:.0f} MB\n{result['machine']}"
-    harness.emit(result, args.json, save=args.save, text=text)
+    text += f"\n\npeak RSS of the server: {result['peak_rss_mb']:.0f} MB"
+    harness.emit(result, args.json, text, args.save, "dashboard", args.update_docs)
     return result
 
 

@@ -104,12 +104,12 @@ def main(argv: list[str] | None = None) -> dict:
     headers += [f"{f.upper()} ms" for f in figures.FORMATS] + [f"{f.upper()} kB" for f in figures.FORMATS]
     peer = out["peer"]
     text = (
-        f"Figure export, median of {rounds} rounds\n"
+        f"Figure export, median of {rounds} rounds\n\n"
         + harness.table(headers, rows)
         + f"\n\npeer: {peer['name']}: {peer['export_s'] * 1000:.0f} ms; the panel's PNG export takes "
-        f"{peer['ratio_png']:.1f}x that\n\n{out['machine']}"
+        f"{peer['ratio_png']:.1f}x that"
     )
-    harness.emit(out, args.json, save=args.save, text=text, card="figures" if args.update_docs else None)
+    harness.emit(out, args.json, text, args.save, "figures", args.update_docs)
     return out
 
 

@@ -45,11 +45,16 @@ DEVICE = "cpu"  # where load_model puts models and what `sync` waits for; set by
 
 
 def use_device(name: str) -> None:
-    """Run this benchmark's models on `name` (cpu, cuda, cuda:1): the --device every benchmark takes."""
-    import torch
+    """Run this benchmark's models on `name` (cpu, cuda, cuda:1): the --device every benchmark takes; one
+    clear message for a device this machine lacks."""
+    from core import config
+    from core.errors import InvalidParameterError
 
     global DEVICE
-    DEVICE = str(torch.device(name))
+    try:
+        DEVICE = str(config.resolve_device(name))
+    except InvalidParameterError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def sync() -> None:
@@ -145,6 +150,7 @@ def machine() -> dict:
         "memory_gb": round(int(mem_kb or 0) / 2**20, 1),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "device": DEVICE,
         "python": platform.python_version(),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "commit": _git_commit(),
@@ -180,30 +186,72 @@ def _fmt(value: object) -> str:
 def parser(
     doc: str, quick_help: str = "tiny sizes (smoke test): numbers are not meaningful"
 ) -> argparse.ArgumentParser:
-    """A script's argument parser with the flags every benchmark takes: --quick, --json, --save."""
+    """A script's argument parser with the flags every benchmark takes: --quick, --json, --save, --device,
+    --update-docs."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
     p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
     p.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, cuda:1")
-    p.add_argument("--update-docs", action="store_true", help=f"also store the result card in {CARDS}/")
+    p.add_argument(
+        "--update-docs",
+        action="store_true",
+        help=f"store the result card in {CARDS}/ (not a run folder) and re-render docs/performance.md",
+    )
     return p
 
 
 CARDS = "docs/results/performance"  # the stored result cards (machine, load, versions, commit, figures)
 
 
-def emit(result: dict, as_json: bool, text: str, save: str | None = None, card: str | None = None) -> None:
-    """Print the tables (or the JSON); with `save`, also write the JSON there; with `card` (a benchmark
-    asked for --update-docs), store it as the card docs/results/performance/<card>.json."""
+def card_of(result: dict, name: str, tables: str) -> dict:
+    """The result as a card: what ran (the command), the machine and its load before and after, the
+    versions, the figures, and the tables the script printed (docs/performance.md shows them as they are)."""
+    from core.provenance import versions
+
+    return {
+        "benchmark": name,
+        "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        **result,
+        "machine": result.get("machine") or machine(),
+        "machine_after": {"load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]},
+        "versions": versions(),
+        "tables": tables,
+    }
+
+
+def emit(
+    result: dict,
+    as_json: bool,
+    text: str,
+    save: str | None = None,
+    card: str | None = None,
+    update_docs: bool = False,
+    printed: bool = False,
+) -> Path | None:
+    """Print the tables (unless `printed` already) or the JSON, and store the result card `card`: in a
+    fresh run folder, or, with --update-docs, as docs/results/performance/<card>.json, re-rendering the
+    documents that quote it. With `save`, the JSON also goes to that path. Returns where the card went."""
     as_text = json.dumps(result, indent=2, default=float)
-    print(as_text if as_json else text, flush=True)
+    if as_json or not printed:
+        print(as_text if as_json else text, flush=True)
     if save:
         Path(save).write_text(as_text + "\n")
-    if card:
-        path = ROOT / CARDS / f"{card}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(as_text + "\n")
+    if card is None:
+        return None
+    if update_docs and result.get("quick"):
+        raise SystemExit("--update-docs stores a card of record; --quick numbers mean nothing")
+    from core.commands.reproduce import run_folder
+    from core.experiments.docs import render_docs
+
+    folder = ROOT / CARDS if update_docs else run_folder(f"benchmark-{card}")
+    path = folder / f"{card}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(card_of(result, card, text), indent=2, default=float) + "\n")
+    print(f"card: {path}", file=sys.stderr)
+    if update_docs:
+        render_docs(ROOT / "docs" / "results", ROOT)
+    return path
 
 
 # ---------------------------------------------------------------- a real server and a real browser

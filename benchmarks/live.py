@@ -51,10 +51,7 @@ MODES = {"every step": 0.0, "real time": 0.1}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny runs (smoke test): numbers are not meaningful")
-    p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
-    p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
+    p = harness.parser(__doc__, "tiny runs (smoke test): numbers are not meaningful")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--seconds", type=float, default=15.0, help="cap on each streamed run")
     p.add_argument(
@@ -306,6 +303,7 @@ def browser_section(args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    harness.use_device(args.device)
     if args.threads:
         harness.set_threads(args.threads)
     if args.charts:
@@ -318,7 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
         text = "Chart mechanisms (two charts redrawn 60 times, sampled every 200 ms)\n" + harness.table(
             ["mechanism", "samples", "share with every chart drawn", "frames/s shown"], rows
         )
-        harness.emit({"charts": charts, "machine": harness.machine()}, args.json, save=args.save, text=text)
+        result = {"charts": charts, "machine": harness.machine()}
+        harness.emit(result, args.json, text, args.save, "live-charts", args.update_docs)
         return charts
     result = {"machine": harness.machine(), "quick": args.quick, "stream": {}}
     cap = 3.0 if args.quick else args.seconds
@@ -327,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
     if imagenet:
         result["forward_backward"] = forward_backward(imagenet, rounds=2 if args.quick else 20)
     for model_name, (model, weights) in loaded.items():
-        x = one_image(model_name)
+        x = one_image(model_name).to(harness.DEVICE)
         for attack in ATTACKS:
             for mode, interval in MODES.items():
                 row = stream(model, model_name, attack, x, interval, cap, args.quick)
@@ -358,9 +357,9 @@ def main(argv: list[str] | None = None) -> dict:
         "first frame s",
         "goal steps/s",
     ]
-    text = "Live stream (core.lab.LiveRun.frames, as the page consumes it)\n" + harness.table(headers, rows)
+    text = "Live stream (core.lab.LiveRun.frames, as the page consumes it)\n\n" + harness.table(headers, rows)
     if "forward_backward" in result:
-        text += "\n\nOne forward+backward pass, one 224-px photo (alternated)\n" + harness.table(
+        text += "\n\nOne forward+backward pass, one 224-px photo (alternated)\n\n" + harness.table(
             ["model", "median s", "spread s", "rounds", f"x {PEER}"],
             [
                 [k, r["median_s"], r["spread_s"], r["rounds"], r["ratio_to_mobilenet_v2"]]
@@ -385,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
             for k, r in browser.items()
             if k != "server_memory"
         ]
-        text += "\n\nIn the browser (Attack Lab page, headless Chromium)\n" + harness.table(
+        text += "\n\nIn the browser (Attack Lab page, headless Chromium)\n\n" + harness.table(
             [
                 "model:attack",
                 "Run click to first frame s",
@@ -398,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
             ],
             brows,
         )
-    harness.emit(result, args.json, save=args.save, text=text + f"\n\n{result['machine']}")
+    harness.emit(result, args.json, text, args.save, "live", args.update_docs)
     return result
 
 

@@ -26,7 +26,7 @@ CARD = 'input = [1, 28, 28]\nclasses = ["0","1","2","3","4","5","6","7","8","9"]
 
 
 def export(native: torch.nn.Module, folder: Path) -> dict[str, Path]:
-    x = torch.zeros(1, 1, 28, 28)
+    x = torch.zeros(1, 1, 28, 28, device=next(native.parameters()).device)
     paths = {"onnx": folder / "net.onnx", "torchscript": folder / "net.pt"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -41,11 +41,12 @@ def export(native: torch.nn.Module, folder: Path) -> dict[str, Path]:
 
 def main() -> None:
     args = harness.parser(__doc__).parse_args()
+    harness.use_device(args.device)
     harness.set_threads(1)
     n, rounds = (20, 2) if args.quick else (200, 7)
     data = load_mnist("test")
-    x, y = data.images[:n], data.labels[:n]
-    native = load(MODEL, "cpu")
+    x, y = data.images[:n].to(harness.DEVICE), data.labels[:n].to(harness.DEVICE)
+    native = load(MODEL, harness.DEVICE)
     with harness.private_cache("bench-models-"), tempfile.TemporaryDirectory() as tmp:
         paths = export(native, Path(tmp))
         setup = {}
@@ -55,9 +56,11 @@ def main() -> None:
             add_model(f"mine-{kind}", path, allow_code=True)
             registered = time.perf_counter() - start
             start = time.perf_counter()
-            nets[kind] = load(f"mine-{kind}", "cpu")
+            nets[kind] = load(f"mine-{kind}", harness.DEVICE)
             setup[kind] = {"register_s": registered, "first_load_s": time.perf_counter() - start}
-        attacks = {k: make_attack("pgd", net, "cpu", eps=0.1, steps=40, seed=0) for k, net in nets.items()}
+        attacks = {
+            k: make_attack("pgd", net, harness.DEVICE, eps=0.1, steps=40, seed=0) for k, net in nets.items()
+        }
         times = harness.alternate({k: (lambda a=a: a.run(x, y)) for k, a in attacks.items()}, rounds)
     med = {k: harness.median(v) for k, v in times.items()}
     rows = [
@@ -71,9 +74,8 @@ def main() -> None:
         "machine": harness.machine(),
     }  # fmt: skip
     text = harness.table(["module", "PGD-40 median s", "vs native", "register s", "first load s"], rows)
-    harness.emit(
-        result, args.json, f"PGD-40 on {n} MNIST images, {rounds} alternating rounds\n\n{text}", args.save
-    )
+    text = f"PGD-40 on {n} MNIST images, {rounds} alternating rounds\n\n{text}"
+    harness.emit(result, args.json, text, args.save, "models", args.update_docs)
 
 
 if __name__ == "__main__":

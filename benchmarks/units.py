@@ -34,10 +34,7 @@ from core.units import arms, featvis, learned, rotation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test): numbers are not meaningful")
-    p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
-    p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
+    p = harness.parser(__doc__)
     p.add_argument("--models", default="fc100-100-10,cnn", help="zoo models (MNIST)")
     p.add_argument("--k", type=int, default=9, help="images per ranking (the explorer's grid row)")
     p.add_argument("--directions", type=int, default=200, help="directions timed per layer (half units)")
@@ -154,6 +151,7 @@ def bench_directions(images, quick: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    harness.use_device(args.device)
     if args.threads:
         harness.set_threads(args.threads)
     with harness.private_cache("bench-units-"):
@@ -217,13 +215,12 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     lab_rows.append([f"rotation sweep (11 alphas x {d['sweep_directions']})", "", d["sweep_s"], "", "< 10 s"])
     text = (
-        f"Unit Explorer, k = {args.k}\n"
+        f"Unit Explorer, k = {args.k}\n\n"
         + harness.table(headers, rows)
-        + "\n\nDirection Lab\n"
+        + "\n\nDirection Lab\n\n"
         + harness.table(["what", "steps", "seconds", "steps/s", "goal"], lab_rows)
-        + f"\n\n{result['machine']}"
     )
-    harness.emit(result, args.json, save=args.save, text=text)
+    harness.emit(result, args.json, text, args.save, "units", args.update_docs)
     return result
 
 

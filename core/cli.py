@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
 
     config.set_locations(getattr(args, "data_dir", None), getattr(args, "torch_home", None))
-    args.device = getattr(args, "device", None)
     try:
+        args.device = config.resolve_device(getattr(args, "device", None))
         return int(args.func(args) or 0)
     except IntriguingError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -99,6 +99,35 @@ def default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(name: str | None):
+    """`--device` as a torch.device (None stays None: the caller's default), or one clear error when the
+    name is not a device or this machine has no such device."""
+    import torch
+
+    from core.errors import InvalidParameterError
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InvalidParameterError(
+            f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, mps)."
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError(f"--device {name}: this machine has no CUDA device; use --device cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise InvalidParameterError(
+            f"--device {name}: this machine has {count} CUDA device(s) (cuda:0-{count - 1})."
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidParameterError(f"--device {name}: MPS is not available here; use --device cpu.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidParameterError(f"--device {name}: the lab runs on cpu, cuda or mps.")
+    return device
+
+
 def network_available(host: str = "ossci-datasets.s3.amazonaws.com", timeout: float = 1.5) -> bool:
     """A cheap reachability probe, so that offline machines fail fast instead of hanging."""
     if offline():

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -36,11 +37,16 @@ def run_script(script: str, *args: str, timeout: float = 300) -> dict:
     return json.loads(proc.stdout)
 
 
+def benchmarks_on_path() -> None:
+    """benchmarks/ importable (harness, peers), appended last: `dashboard` stays the app package."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))
+
+
 def run_in_process(script: str, *args: str) -> dict:
     """A script's main() in this process (no interpreter start-up: keeps the default tests short). Scripts
     that change process-wide state (torch threads, the peer venv) are run with run_script instead."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.append(str(BENCHMARKS))  # last: `dashboard` stays the app package
+    benchmarks_on_path()
     spec = importlib.util.spec_from_file_location(f"bench_{Path(script).stem}", BENCHMARKS / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -186,15 +192,42 @@ def test_sweep_quick(tmp_path):
     assert "--quick: the numbers mean nothing" in doc.read_text()
 
 
-def test_a_result_card_is_stored_only_when_asked(tmp_path, monkeypatch, capsys):
-    """--update-docs stores the printed result as docs/results/performance/<name>.json (machine and
-    figures as printed); without it nothing is written under docs/."""
+def test_a_result_card_goes_to_a_run_folder_unless_docs_are_asked_for(tmp_path, monkeypatch):
+    """Without --update-docs the card lands in a fresh run folder and nothing under docs/ changes; with it,
+    the card is stored in docs/results/performance/ (command, machine, load before and after, versions,
+    the printed tables) and docs/performance.md is rendered from it; --quick numbers are refused there."""
+    benchmarks_on_path()
     import harness
 
     monkeypatch.setattr(harness, "ROOT", tmp_path)
-    result = {"machine": harness.machine(), "ratio": 1.25}
-    harness.emit(result, as_json=False, text="table")
-    assert not (tmp_path / harness.CARDS).exists()
-    harness.emit(result, as_json=False, text="table", card="attacks")
-    card = json.loads((tmp_path / harness.CARDS / "attacks.json").read_text())
-    assert card["ratio"] == 1.25 and card["machine"]["load_average_1_5_15"] and "commit" in card["machine"]
+    monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path / "cache"))
+    result = {"machine": harness.machine(), "figures": {"panel": {"build_s": 0.25}}}
+    tables = "Figure export\n\n| a | b |\n|---|---|\n| 1 | 2 |"
+    in_run = harness.emit(result, as_json=False, text=tables, card="figures")
+    assert not (tmp_path / "docs").exists()
+    assert (
+        in_run.parent.parent == tmp_path / "cache" / "runs"
+        and json.loads(in_run.read_text())["tables"] == tables
+    )
+    stored = harness.emit(result, as_json=False, text=tables, card="figures", update_docs=True)
+    assert stored == tmp_path / harness.CARDS / "figures.json"
+    card = json.loads(stored.read_text())
+    assert card["benchmark"] == "figures" and card["command"].startswith("python benchmarks/")
+    assert card["machine"]["load_average_1_5_15"] and card["machine_after"]["load_average_1_5_15"]
+    assert "commit" in card["machine"] and "torch" in card["versions"]
+    doc = (tmp_path / "docs" / "performance.md").read_text()
+    assert tables in doc and f"load average {card['machine']['load_average_1_5_15'][0]:g} at the start" in doc
+    assert "Not measured yet: `python benchmarks/live.py --update-docs`" in doc  # no live card stored
+    with pytest.raises(SystemExit):
+        harness.emit({**result, "quick": True}, as_json=False, text=tables, card="figures", update_docs=True)
+
+
+def test_an_unavailable_device_is_one_clear_message():
+    benchmarks_on_path()
+    import harness
+
+    with pytest.raises(SystemExit, match="not a torch device"):
+        harness.use_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            harness.use_device("cuda:0")

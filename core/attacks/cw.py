@@ -165,11 +165,10 @@ class CarliniWagnerL2(Attack):
                 hit &= running
                 found |= hit
                 norm = (z - x).flatten(1).norm(dim=1)
-                better = hit & (norm < best_norm)
-                if better.any():
-                    best = torch.where(better.view(-1, 1, 1, 1), z, best)
-                    best_norm = torch.where(better, norm, best_norm)
-                    run.best = best
+                better = hit & (norm < best_norm)  # no host sync: a row with nothing better keeps its best
+                best = torch.where(better.view(-1, 1, 1, 1), z, best)
+                best_norm = torch.where(better, norm, best_norm)
+                run.best = best
                 yield self._event(run, z, logits, loss, c=consts, search_round=round_tensor)
             upper = torch.where(found, consts, upper)
             lower = torch.where(found, lower, consts)

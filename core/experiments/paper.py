@@ -87,3 +87,12 @@ AUTOATTACK_MNIST = {
     "Zhang et al. 2019 (TRADES)": {"clean": 0.9948, "robust": 0.9281},
     "Gowal et al. 2020": {"clean": 0.9926, "robust": 0.9634},
 }
+
+# Randomized smoothing on MNIST, Cohen et al. (2019)'s Gaussian-augmentation training (n = 100,000,
+# alpha = 0.001): certified accuracy at each L2 radius of core.smoothing.DEFAULT_RADII (0, 0.5, ..., 2.5, in
+# [0, 1] pixels) and the average certified radius, per noise level sigma.
+SMOOTHING_MNIST = {
+    0.25: {"certified": (0.992, 0.968, 0.0, 0.0, 0.0, 0.0), "acr": 0.91},
+    0.5: {"certified": (0.992, 0.969, 0.898, 0.678, 0.0, 0.0), "acr": 1.56},
+    1.0: {"certified": (0.963, 0.914, 0.799, 0.595, 0.324, 0.109), "acr": 1.62},
+}

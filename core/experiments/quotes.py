@@ -256,6 +256,115 @@ def validate(card: Card) -> dict[str, str]:
     }
 
 
+# ------------------------------------------------------------------------- the benchmarks' cards
+
+# Each benchmark's card (docs/results/performance/<name>.json) and the command that stores it.
+PERFORMANCE = {
+    "attacks": "python benchmarks/attacks.py --only pgd,fgsm,cw --update-docs",
+    "attacks-lbfgs": "python benchmarks/attacks.py --only lbfgs --card attacks-lbfgs --update-docs",
+    "live": "python benchmarks/live.py --update-docs",
+    "units": "python benchmarks/units.py --update-docs",
+    "figures": "python benchmarks/figures.py --update-docs",
+    "dashboard": "python benchmarks/dashboard.py --update-docs",
+    "models": "python benchmarks/models.py --update-docs",
+    "gpu-attacks-pgd": "bash benchmarks/gpu.sh",
+    "gpu-attacks-lbfgs": "bash benchmarks/gpu.sh",
+}
+
+
+def perf_key(card: str) -> str:
+    return "perf_" + card.replace("-", "_")
+
+
+def conditions(card: Card) -> str:
+    """When and how a benchmark ran: what a reader needs before trusting its times."""
+    m = card["machine"]
+    before, after = m["load_average_1_5_15"][0], card["machine_after"]["load_average_1_5_15"][0]
+    return (
+        f"`{card['command']}`, {m['date']}, commit `{m['commit']}`, {m.get('device', 'cpu')}, "
+        f"{m['torch_threads']} torch thread(s); {m['cores']} cores ({m['cpu']}), torch {m['torch']}; "
+        f"1-minute load average {before:g} at the start, {after:g} at the end"
+    )
+
+
+def perf_block(name: str, card: Card | None) -> str:
+    """A benchmark's section body: its conditions and the tables its command printed, or how to make it."""
+    if card is None:
+        return f"Not measured yet: `{PERFORMANCE[name]}`."
+    return f"{conditions(card)}.\n\n{card['tables'].strip()}"
+
+
+def _ratios(model: dict) -> str:
+    """'ours 1.09x, ours, images only 1.07x, torchattacks 1.40x' (every contender but the limits)."""
+    rows = model["contenders"].items()
+    return ", ".join(f"{k} {r['ratio']:.2f}x" for k, r in rows if not k.startswith("limit"))
+
+
+def perf_attacks(card: Card) -> dict[str, str]:
+    found = {}
+    for kind in ("pgd", "fgsm"):
+        for model, entry in card.get(kind, {}).get("models", {}).items():
+            found[f"perf_{kind}_{'cnn' if model == 'cnn' else 'mlp'}"] = _ratios(entry)
+    for setting in card.get("cw", {}).get("settings", []):
+        rounds = "search" if setting["setting"]["binary_search_steps"] > 1 else "one"
+        found[f"perf_cw_{rounds}"] = "; ".join(
+            f"{k} {r['time_s']:.2f} s, L2 {r['mean_l2_common']:.2f}" for k, r in setting["contenders"].items()
+        )
+    return found
+
+
+def perf_lbfgs(card: Card) -> dict[str, str]:
+    r = card["lbfgs"]
+    shared = r["shared"]
+    return {
+        "perf_lbfgs_limit": f"{r['batched']['limit_ratio']:.2f}x",
+        "perf_lbfgs_speedup": f"{r['speedup_per_image']:.1f}x",
+        "perf_lbfgs_n": f"{r['batched']['n']:,}",
+        "perf_lbfgs_distortion": f"{100 * shared['mean_relative_difference']:+.2f}% mean, "
+        f"{100 * shared['max_abs_relative_difference']:.2f}% largest, on {shared['n_both_succeeded']} images",
+    }
+
+
+def perf_live(card: Card) -> dict[str, str]:
+    every = {k.split(":")[0] + " " + k.split(":")[1]: r for k, r in card["stream"].items() if "every" in k}
+    found = {"perf_live_steps": ", ".join(f"{k} {r['steps_per_s']:.0f}" for k, r in every.items())}
+    browser = card.get("browser", {})
+    first = [r["run_click_to_first_frame_s"] for r in browser.values() if "run_click_to_first_frame_s" in r]
+    if first:
+        found["perf_first_frame"] = span(first, lambda v: f"{v:.2f} s")
+    return found
+
+
+def perf_units(card: Card) -> dict[str, str]:
+    layers = card["layers"].values()
+    return {
+        "perf_units_cache": span((r["cache_cold_s"] for r in layers), lambda v: f"{v:.2f} s"),
+        "perf_units_topk": span((r["top_k"]["unit"]["median_ms"] for r in layers), lambda v: f"{v:.2f} ms"),
+    }
+
+
+def perf_dashboard(card: Card) -> dict[str, str]:
+    if "skipped" in card:
+        return {"perf_cold_start": f"(not measured: {card['skipped']})"}
+    return {
+        "perf_cold_start": f"{card['median_interactive_s']:.2f} s",
+        "perf_peak_rss": f"{card['peak_rss_mb']:.0f} MB",
+    }
+
+
+def performance(read: Callable[[str], Card | None]) -> dict[str, str]:
+    """Every benchmark card's section (perf_<card>) and the figures the goals and the README quote."""
+    figures = {"attacks": perf_attacks, "attacks-lbfgs": perf_lbfgs, "live": perf_live}
+    figures |= {"units": perf_units, "dashboard": perf_dashboard}
+    found = {}
+    for name in PERFORMANCE:
+        card = read(f"performance/{name}")
+        found[perf_key(name)] = perf_block(name, card)
+        if card is not None and name in figures:
+            found.update(figures[name](card))
+    return found
+
+
 QUOTES: dict[str, Callable[[Card], dict[str, str]]] = {
     "table1": table1,
     "table2": table2,
@@ -304,6 +413,7 @@ def quotes(read: Callable[[str], Card | None]) -> dict[str, str]:
         card = read(name)
         if card is not None:
             found.update(compute(card))
+    found.update(performance(read))
     return found
 
 

@@ -126,8 +126,10 @@ def write(report: Report, out: str | Path) -> dict[str, str]:
 
 
 def read_card(name: str, folder: str | Path | None = None) -> dict[str, Any] | None:
-    """A stored card (docs/results/<name>/<name>.json by default), or None."""
-    path = Path(folder or RESULTS_DIR) / name / f"{name}.json"
+    """A stored card, or None: docs/results/<name>/<name>.json by default, or docs/results/<name>.json for a
+    name with a folder in it (the benchmarks' cards: "performance/attacks")."""
+    root = Path(folder or RESULTS_DIR)
+    path = root / f"{name}.json" if "/" in name else root / name / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
