@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).float().mean())
     result = {
-        "benchmark": "autoattack", "model": args.model, "weights": state, "n": args.n, "eps": args.eps,
+        "benchmark": "autoattack", "quick": args.quick, "model": args.model, "weights": state, "n": args.n, "eps": args.eps,
         "steps": args.steps, "queries": args.queries, "rounds": args.rounds, "seed": args.seed,
         "clean_accuracy": clean, "robust_accuracy": accuracy, "median_s": med,
         "theirs_over_ours": med["torchattacks"] / med["ours"] if "torchattacks" in med else None,
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         + "\n\nOur members (the last round)\n\n"
         + harness.table(["member", "standing", "broken", "s"], member_rows)
     )
-    harness.emit(result, args.json, text, args.save, card="autoattack" if args.update_docs else None)
+    harness.emit(result, args.json, text, args.save, "autoattack", args.update_docs)
     return result
 
 

@@ -112,3 +112,34 @@ def test_ensemble_robust_accuracy_within_half_a_point_of_torchattacks(mnist_test
     my_acc = 1 - mine.success.float().mean().item()
     assert their_acc < 0.95  # the budget breaks images, so the comparison says something
     assert abs(my_acc - their_acc) <= 0.005
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (7, 10), (88, 100), (100, 100)])
+def test_wilson_interval_holds_the_proportion_and_mirrors(k, n):
+    from core.experiments.autoattack import wilson
+
+    low, high = wilson(k, n)
+    assert 0 <= low <= k / n <= high <= 1
+    mirror = wilson(n - k, n)
+    assert (low, high) == pytest.approx((1 - mirror[1], 1 - mirror[0]))
+    assert high - low > wilson(10 * k, 10 * n)[1] - wilson(10 * k, 10 * n)[0]  # more points, a tighter one
+
+
+def test_the_page_places_the_lab_model_in_the_leaderboard_by_robust_accuracy(tmp_path):
+    from core.experiments import autoattack, paper
+    from core.experiments.writer import Report, base_card, write
+
+    assert "Not run yet" in autoattack.doc(tmp_path)
+    published = sorted(paper.AUTOATTACK_MNIST.items(), key=lambda kv: kv[1]["robust"])
+    between = (published[0][1]["robust"] + published[1][1]["robust"]) / 2  # above the weakest entry only
+    row = {"model": "cnn-robust", "eps": paper.AUTOATTACK_MNIST_LINF, "n": 200, "clean_accuracy": 0.99}
+    row |= {"robust_accuracy": between, "robust_interval": list(autoattack.wilson(round(200 * between), 200))}
+    row |= {"broken_by": {"APGD-CE": 10, "Square": 2}}
+    card = base_card("autoattack", 200, 0)
+    write(Report("autoattack", "t", autoattack.COLUMNS, [row], card, lambda path: path.touch()), tmp_path)
+    page = autoattack.doc(tmp_path).splitlines()
+    at = {name: next(i for i, line in enumerate(page) if name in line) for name, _ in published}
+    ours = next(i for i, line in enumerate(page) if "cnn-robust (this lab)" in line)
+    assert at[published[1][0]] < ours < at[published[0][0]]
+    assert "benchmarks/autoattack.py --update-docs" in "\n".join(page)  # no benchmark card stored here
+    assert any("Square" in line and "broke 2 images" in line for line in page)  # the black box's share
