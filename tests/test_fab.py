@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from core.attacks import make_attack
+from core.errors import InvalidParameterError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -82,3 +83,15 @@ def test_a_larger_budget_keeps_every_image_a_smaller_one_broke(fc100, images):
     assert (large.fooled[small.fooled]).all()
     assert torch.equal(small.x_adv[small.fooled], large.x_adv[small.fooled])
     assert (large.linf[large.fooled] <= 0.1 + 1e-6).all()
+
+
+def test_untargeted_fab_on_many_classes_asks_for_a_target_and_fab_t_runs():
+    """1000 classes would cost 1000 backward passes a step: one clear message, before any pass is spent."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1000)).requires_grad_(False)
+    x = torch.rand(2, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    labels = model(x).argmax(1)
+    with pytest.raises(InvalidParameterError, match="target class"):
+        make_attack("fab", model, "cpu", eps=0.1, steps=2).run(x, labels)
+    target = (labels + 1) % 1000
+    result = make_attack("fab", model, "cpu", eps=0.1, steps=2).run(x, labels, target=target)
+    assert result.x_adv.shape == x.shape
