@@ -1,6 +1,6 @@
 """The documents rendered from the stored result cards (docs/results/<name>/<name>.json, and the model
 cards beside the checkpoints): docs/reproduction.md (each table's markdown plus the discussion, whose
-figures are quoted from the cards), docs/validate.md and the README's marked blocks (results at a glance,
+figures are quoted from the cards), docs/validate.md, docs/certify.md and the README's marked blocks (results at a glance,
 the model zoo). `intriguing reproduce NAME --update-docs` stores a card and calls `render_docs`;
 `intriguing reproduce docs` re-renders without running anything."""
 
@@ -57,13 +57,14 @@ def readme_block(readme: str, block: str, text: str) -> str:
 
 
 def render_docs(results: Path = RESULTS_DIR, root: Path = config.PROJECT_ROOT) -> list[str]:
-    """Rewrite docs/reproduction.md, docs/validate.md and the README block under `root` from the cards in
+    """Rewrite docs/reproduction.md, docs/validate.md, docs/certify.md and the README block under `root` from the cards in
     `results`; return the files written."""
     read = lambda name: read_card(name, results)  # noqa: E731
     written = []
     for path, text in (
         (root / "docs" / "reproduction.md", reproduction_doc(results)),
         (root / "docs" / "validate.md", quotes.render(TEMPLATES / "validate.md", read)),
+        (root / "docs" / "certify.md", quotes.render(TEMPLATES / "certify.md", read)),
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
