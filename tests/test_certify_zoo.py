@@ -9,7 +9,7 @@ import torch
 
 from core.attacks import make_attack
 from core.certify.bounds import Ball, Network, certified_radius, output_bounds
-from core.certify.bracket import attack_distortions
+from core.certify.bracket import attack_distortions, image_bracket
 from core.certify.exact import exact_linear, exact_relu_linf
 from core.evaluation.protocol import Protocol
 from core.models import load
@@ -74,3 +74,14 @@ def test_cnn_bounds_contain_the_attack_point(one_torch_thread):
         assert (z >= lo - 1e-4).all() and (z <= up + 1e-4).all()
     cert = certified_radius(net, x, y, "linf", steps=8)
     assert (cert <= attack_distortions(model, x, y, "linf")).all()
+
+
+def test_image_bracket_orders_certified_exact_attack(one_torch_thread):
+    """The Validate page's bracket on fc10-1: CROWN is exact on an affine model, so the certified radius
+    meets the LP's minimum (to the search's resolution), and every attack lies above both."""
+    model = load("fc10-1", "cpu")
+    x, y = _images(model, 1)
+    pgd = float(attack_distortions(model, x, y, "linf")[0])
+    bracket = image_bracket(model, x, int(y[0]), {"pgd": pgd, "failed": None})
+    assert bracket["exact"] - 2 / 2**14 <= bracket["certified"] <= bracket["exact"] <= pgd * (1 + 1e-5)
+    assert bracket["attacks"] == {"pgd": pgd} and f"{bracket['certified']:.4f}" in bracket["verdict"]
