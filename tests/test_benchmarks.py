@@ -119,6 +119,17 @@ def test_units_quick():
         assert all(positive(t["median_ms"]) for t in row["top_k"].values())
 
 
+@pytest.mark.slow
+def test_certify_quick():
+    result = run_script("certify.py")
+    rows = result["rows"]
+    assert {r["model"] for r in rows} == {"fc100-100-10", "fc100-100-10-relu", "fc100-100-10-ibp"}
+    assert {r["method"] for r in rows} == {"ibp", "crown", "alpha-crown", "crown, 14-step bisection"}
+    assert all(positive(r["ms_per_image"]) and 0 <= r["mean_radius"] <= 1 for r in rows)
+    milp = result["milp"]
+    assert 0 <= milp["proven"] <= milp["images"] == 1 and positive(milp["median_s"])
+
+
 def test_figures_quick():
     result = run_in_process("figures.py")
     assert result["quick"] and len(result["figures"]) == 3

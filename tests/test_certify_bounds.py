@@ -77,10 +77,20 @@ def _random_nets():
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2)
         bn.weight.data.uniform_(0.5, 1.5)
+    pool = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2, stride=1),
+        nn.Flatten(),
+        nn.Linear(4 * 2 * 2, 10),
+    )  # fmt: skip  (a 2x2 pool as in the zoo's cnn, then overlapping windows)
     mlp_relu = nets.SigmoidMLP((20, 16), nn.ReLU)
     mlp_sig = nets.Normalized(nets.SigmoidMLP((20, 16)), (0.13,), (0.31,))
-    return {"conv-bn-relu-sigmoid": (conv, (1, 12, 12)), "relu-mlp": (mlp_relu, (1, 28, 28)),
-            "normalized-sigmoid-mlp": (mlp_sig, (1, 28, 28))}  # fmt: skip
+    return {"conv-bn-relu-sigmoid": (conv, (1, 12, 12)), "conv-relu-maxpool": (pool, (1, 10, 10)),
+            "relu-mlp": (mlp_relu, (1, 28, 28)), "normalized-sigmoid-mlp": (mlp_sig, (1, 28, 28))}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(_random_nets()))
@@ -110,6 +120,44 @@ def test_output_bounds_contain_logits():
         assert (z >= lo[:, None] - 1e-9).all() and (z <= up[:, None] + 1e-9).all()
 
 
+def test_output_bounds_contain_logits_through_maxpool():
+    """Both sides of every logit, IBP and CROWN, with pooling windows whose maximum changes inside the ball."""
+    model, shape = _random_nets()["conv-relu-maxpool"]
+    model = model.double().eval()
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(5), dtype=torch.double)
+    ball = B.Ball(x, 0.1, "linf")
+    net = B.Network.from_module(model, shape)
+    pts = _random_points(ball, 3000, torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        z = model(pts.flatten(0, 1)).view(3, 3000, -1)
+    bounds = B.intermediate_bounds(net, ball, "crown")
+    pool = next(i for i, op in enumerate(net.ops) if isinstance(op, B.MaxPool))
+    slope = net.ops[pool]._relaxation(*bounds[pool])[2]
+    assert ((slope > 0) & (slope < 1)).any()  # windows whose maximum is undecided: the chord is exercised
+    for method in B.METHODS[:2]:
+        lo, up = B.output_bounds(net, ball, method)
+        assert (z >= lo[:, None] - 1e-9).all() and (z <= up[:, None] + 1e-9).all()
+
+
+def test_a_wrong_maxpool_relaxation_is_caught(monkeypatch):
+    """Lower the upper line's intercept by 10% of the window's spread: sampled points must exceed a bound."""
+    model, shape = _random_nets()["conv-relu-maxpool"]
+    model = model.double().eval()
+    x = torch.rand(4, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.double)
+    labels = model(x).argmax(1)
+    net = B.Network.from_module(model, shape)
+    ball = B.Ball(x, 0.02, "linf")
+    assert margin_violation(model, net, ball, labels, "crown") <= 1e-9
+    right = B.MaxPool._relaxation
+
+    def wrong(self, lo, up):
+        k_lo, k_up, slope, intercept = right(self, lo, up)
+        return k_lo, k_up, 0.9 * slope, 0.9 * intercept
+
+    monkeypatch.setattr(B.MaxPool, "_relaxation", wrong)
+    assert margin_violation(model, net, ball, labels, "crown") > 1e-6
+
+
 @pytest.mark.parametrize("kind", ["relu", "sigmoid"])
 def test_a_wrong_relaxation_is_caught(kind, monkeypatch):
     """Shrink the upper line of one activation by 10%: the soundness check must find a violation."""
@@ -131,8 +179,10 @@ def test_a_wrong_relaxation_is_caught(kind, monkeypatch):
 
 
 def test_unsupported_layer_is_named():
-    with pytest.raises(B.UnsupportedLayerError, match="MaxPool2d"):
-        B.Network.from_module(nets.SmallCNN())
+    with pytest.raises(B.UnsupportedLayerError, match="Tanh"):
+        B.Network.from_module(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Tanh(), nn.Linear(10, 10)))
+    with pytest.raises(B.UnsupportedLayerError, match="MaxPool2d with padding"):
+        B.Network.from_module(nn.Sequential(nn.MaxPool2d(2, padding=1), nn.Flatten(), nn.Linear(225, 10)))
 
 
 def _triangle_lp(net: B.Network, ball: B.Ball, labels, bounds, i: int, j: int) -> float:

@@ -11,7 +11,6 @@ from core.cli import main
     "args,words",
     [
         (["--model", "fc100-100-10", "--method", "exact"], "sigmoid"),
-        (["--model", "cnn"], "MaxPool2d"),
         (["--model", "fc10-1", "--eps", "2"], "eps"),
         (["--model", "fc10-1", "--time-limit", "0"], "time limit"),
         (["--model", "fc100-100-10-relu", "--method", "exact", "--norm", "l2"], "linear models only"),

@@ -51,6 +51,9 @@ def test_milp_equals_brute_force_on_a_tiny_net():
         assert abs(result.value - truth) <= 0.002 + 1e-6  # the grid's resolution
         radius = certified_radius(net, x0.unsqueeze(0), torch.tensor([label]), "linf", steps=20)
         assert radius[0] <= result.value + 1e-9
+        narrowed = exact_relu_linf(net, x0, label, upper=1.0, time_limit=20, lower=float(radius[0]))
+        assert narrowed.status == "proven"  # the search in balls between certified and upper: same minimum
+        assert abs(narrowed.value - result.value) <= 1e-4 * result.value
         found += 1
     assert found >= 3
 

@@ -189,6 +189,25 @@ def test_validate_measures_defences_twins_and_an_example_report(tmp_path):
     assert rendered["val_n"] == "10" and rendered["val_defences"].count("\n") == len(card["rows"]) + 1
 
 
+@pytest.mark.slow
+def test_certify_ratios_never_below_the_exact_minimum(tmp_path):
+    """Every attack's distortion over the proved minimum is >= 1 (a ratio below 1 would be a flip smaller
+    than the proof allows); DeepFool is exact on the affine fc10; the ReLU bracket never inverts."""
+    from core.experiments import quotes
+
+    report, paths = run_experiment("certify", tmp_path, n=3, seed=0, progress=False, relu_n=1, time_limit=2)
+    card = _files_and_card(paths, "certify", 3, 0)
+    rows = {(r["model"], r["norm"], r["attack"]): r for r in card["rows"]}
+    linear, relu = card["models"]
+    assert all(rows[(linear, norm, a)]["images"] == 3 for norm, a in (("l2", "lbfgs"), ("linf", "pgd")))
+    assert all(r["max"] >= r["median"] >= 1 - 1e-5 for r in card["rows"] if r["images"])
+    assert rows[(linear, "l2", "deepfool")]["max"] <= 1.01
+    for image in card["images"][relu]:
+        lower, upper = image["bracket"]
+        assert image["certified"] * (1 - 1e-5) <= lower <= upper <= min(image["linf"].values()) * (1 + 1e-5)
+    assert quotes.certify(card)["cert_table"].count("\n") == len(card["rows"]) + 1
+
+
 def _tracked_state() -> dict[str, bytes]:
     """Content of every file the documents are made of (docs/, the README)."""
     root = config.PROJECT_ROOT
@@ -232,7 +251,7 @@ def test_docs_render_every_quote_from_the_stored_cards(tmp_path):
     )
     (root / "README.md").write_text(f"# x\n\n{blocks}after\n")
     written = docs.render_docs(tmp_path / "results", root)
-    assert len(written) == 6  # reproduction, validate, autoattack, performance, smoothing and the README
+    assert len(written) == 7  # reproduction, validate, autoattack, performance, smoothing, certify, README
     texts = {Path(p).name: Path(p).read_text() for p in written}
     for name, text in texts.items():
         assert "(not run)" not in text and not re.search(r"\{[a-z][a-z0-9_]*\}", text), name

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,7 @@ NORMS = ("linf", "l2")
 METHODS = ("ibp", "crown", "alpha-crown")
 MAX_RADIUS = {"linf": 1.0, "l2": 28.0}  # a ball of this radius already holds the whole [0, 1] box
 CROWN_MAX_NEURONS = 4096  # wider layers take IBP's intermediate bounds (a (neurons x input) matrix per image)
+PREFIX_MAX_ENTRIES = 4096 * 784  # the largest first affine map (outputs x inputs) kept as a dense matrix
 
 
 class UnsupportedLayerError(InvalidParameterError):
@@ -126,9 +129,83 @@ class Activation:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x) if self.kind == "relu" else torch.sigmoid(x)
 
+    def backward_relaxed(self, a_lo, a_up, lo, up, alpha=None) -> tuple:
+        """Coefficients and constants of the lower bound of a_lo . h and the upper bound of a_up . h, with
+        h = act(x) replaced by its lines on [lo, up]; one matrix stays shared when both lines have one slope."""
+        lower_w, lower_b, upper_w, upper_b = RELAXATIONS[self.kind](lo, up, alpha)
+        lower_w, lower_b, upper_w, upper_b = (t.unsqueeze(1) for t in (lower_w, lower_b, upper_w, upper_b))
+        pos, neg = a_lo.clamp(min=0), a_lo.clamp(max=0)
+        c_lo = (pos * lower_b + neg * upper_b).flatten(2).sum(-1)
+        if a_up is a_lo and torch.equal(lower_w, upper_w):
+            new = a_lo * lower_w
+            return new, c_lo, new, (pos * upper_b + neg * lower_b).flatten(2).sum(-1)
+        new_lo = pos * lower_w + neg * upper_w
+        if a_up is None:
+            return new_lo, c_lo, None, None
+        pos, neg = a_up.clamp(min=0), a_up.clamp(max=0)
+        c_up = (pos * upper_b + neg * lower_b).flatten(2).sum(-1)
+        return new_lo, c_lo, pos * upper_w + neg * lower_w, c_up
 
-Op = Linear | Conv | Affine | Flatten | Activation
+
+@dataclass
+class MaxPool:
+    """2-d max pooling (no padding, no dilation). Relaxed per window on the input bounds [lo, up]: below by
+    the element of highest lower bound (max >= any element); above by max(x_k, M) <= its chord in x_k, where
+    k has the highest upper bound and M the window's second-highest (exact when l_k >= M, constant M when
+    u_k <= M)."""
+
+    pool: nn.MaxPool2d
+    in_shape: tuple[int, ...]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x)
+
+    def _relaxation(self, lo: torch.Tensor, up: torch.Tensor):
+        """Per output unit: the flat input index of the lower line's element, of the upper line's, and the
+        upper line's slope and intercept (N, C, Ho*Wo each)."""
+        p = self.pool
+        _, k_lo = F.max_pool2d(lo, p.kernel_size, p.stride, return_indices=True)
+        top, k_up = F.max_pool2d(up, p.kernel_size, p.stride, return_indices=True)
+        n, c = up.shape[:2]
+        windows = F.unfold(up, p.kernel_size, stride=p.stride).view(n, c, -1, top[0, 0].numel())
+        second = windows.topk(2, dim=2).values[:, :, 1] if windows.shape[2] > 1 else torch.full_like(
+            windows[:, :, 0], -torch.inf)  # fmt: skip
+        k_lo, k_up, top = k_lo.flatten(2), k_up.flatten(2), top.flatten(2)
+        l_k = lo.flatten(2).gather(2, k_up)
+        slope = ((top - second) / (top - l_k).clamp(min=1e-12)).clamp(0, 1)
+        slope = torch.where(second <= l_k, torch.ones_like(slope), slope)
+        intercept = torch.where(second <= l_k, torch.zeros_like(slope), second - slope * l_k)
+        return k_lo, k_up, slope, intercept
+
+    def _scatter(self, a: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Coefficients (N, K, C, Ho, Wo) on pooled units moved to the input elements `index` (N, C, Ho*Wo)."""
+        n = max(a.shape[0], index.shape[0])
+        flat = a.expand(n, *a.shape[1:]).flatten(3)
+        out = flat.new_zeros(*flat.shape[:3], self.in_shape[1] * self.in_shape[2])
+        out.scatter_add_(3, index.unsqueeze(1).expand_as(flat), flat)
+        return out.view(*flat.shape[:2], *self.in_shape)
+
+    def backward_relaxed(self, a_lo, a_up, lo, up, alpha=None) -> tuple:
+        """As Activation.backward_relaxed: the lower line for positive coefficients of a lower bound (and
+        negative ones of an upper bound), the upper line for the others."""
+        k_lo, k_up, slope, intercept = self._relaxation(lo, up)
+        shape = (len(slope), 1, *self.pool(lo).shape[1:])
+        slope, intercept = slope.view(shape), intercept.view(shape)
+
+        def side(low_part, up_part):
+            const = (up_part * intercept).flatten(2).sum(-1)
+            return self._scatter(low_part, k_lo) + self._scatter(up_part * slope, k_up), const
+
+        new_lo, c_lo = side(a_lo.clamp(min=0), a_lo.clamp(max=0))
+        if a_up is None:
+            return new_lo, c_lo, None, None
+        new_up, c_up = side(a_up.clamp(max=0), a_up.clamp(min=0))
+        return new_lo, c_lo, new_up, c_up
+
+
+Op = Linear | Conv | Affine | Flatten | Activation | MaxPool
 LINEAR_OPS = (Linear, Conv, Affine, Flatten)
+RELAXED_OPS = (Activation, MaxPool)
 
 
 def _layers(module: nn.Module) -> list[nn.Module]:
@@ -170,11 +247,16 @@ def _op(layer: nn.Module, in_shape: tuple[int, ...]) -> Op | None:
         return Activation("relu")
     if isinstance(layer, nn.Sigmoid):
         return Activation("sigmoid")
+    if isinstance(layer, nn.MaxPool2d):
+        plain = layer.padding in (0, (0, 0)) and layer.dilation in (1, (1, 1)) and not layer.ceil_mode
+        if not plain or layer.return_indices:
+            raise UnsupportedLayerError("unsupported layer: MaxPool2d with padding, dilation or ceil_mode.")
+        return MaxPool(layer, in_shape)
     if isinstance(layer, nn.Dropout | nn.Identity):
         return None
     raise UnsupportedLayerError(
-        f"unsupported layer: {type(layer).__name__} (bounds cover Linear, Conv2d, ReLU, Sigmoid, Flatten, "
-        "BatchNorm and the input normalisation)."
+        f"unsupported layer: {type(layer).__name__} (bounds cover Linear, Conv2d, ReLU, Sigmoid, MaxPool2d, "
+        "Flatten, BatchNorm and the input normalisation)."
     )
 
 
@@ -214,6 +296,23 @@ class Network:
             x = op.forward(x)
         return x
 
+    @cached_property
+    def prefix(self) -> tuple[int, torch.Tensor, torch.Tensor] | None:
+        """(p, M, c): the ops before the first relaxed one, ops[:p], as one dense affine map M x + c on the
+        flat input, when it is small (CROWN then bounds A (M x + c) without forming A M per op). Taken from
+        the weights when first asked: build a new Network after changing them."""
+        p = next((i for i, op in enumerate(self.ops) if isinstance(op, RELAXED_OPS)), len(self.ops))
+        n_in, n_out = int(np.prod(self.shapes[0])), int(np.prod(self.shapes[p]))
+        if p == 0 or n_out > CROWN_MAX_NEURONS or n_in * n_out > PREFIX_MAX_ENTRIES:
+            return None
+        ref = self.ops[-1].weight
+        h = torch.cat([torch.zeros(1, n_in), torch.eye(n_in)]).to(ref).view(-1, *self.shapes[0])
+        with torch.no_grad():
+            for op in self.ops[:p]:
+                h = op.forward(h)
+        h = h.flatten(1)
+        return p, (h[1:] - h[0]).T.contiguous(), h[0].clone()
+
 
 # ---------------------------------------------------------------- the input set
 
@@ -238,17 +337,45 @@ class Ball:
         e = self.eps.view(-1, *([1] * (self.center.dim() - 1)))
         return (self.center - e).clamp(0, 1), (self.center + e).clamp(0, 1)
 
-    def min_linear(self, a: torch.Tensor) -> torch.Tensor:
-        """min over the set of a . x, for a (N, K, *input): exact for Linf; for L2 the larger of the
-        ball's and the box's bound (each set contains the intersection, so both are sound)."""
+    def linear_range(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """min and max over the set of a . x, for a (N, K, *input) (N may be 1: one matrix for every image):
+        exact for Linf; for L2 the tighter of the ball's and the box's bound (each set contains the
+        intersection, so both are sound)."""
         lo, hi = (b.flatten(1).unsqueeze(-1) for b in self.box())
         flat = a.flatten(2)
-        best = (flat @ ((lo + hi) / 2)).squeeze(-1) - (flat.abs() @ ((hi - lo) / 2)).squeeze(-1)
+        centre, spread = (flat @ ((lo + hi) / 2)).squeeze(-1), (flat.abs() @ ((hi - lo) / 2)).squeeze(-1)
+        low, high = centre - spread, centre + spread
         if self.norm == "l2":
-            centre = self.center.flatten(1).unsqueeze(-1)
-            ball = (flat @ centre).squeeze(-1) - self.eps[:, None] * flat.norm(dim=-1)
-            best = torch.maximum(best, ball)
-        return best
+            centre = (flat @ self.center.flatten(1).unsqueeze(-1)).squeeze(-1)
+            spread = self.eps[:, None] * flat.norm(dim=-1)
+            low, high = torch.maximum(low, centre - spread), torch.minimum(high, centre + spread)
+        return low, high
+
+    def min_linear(self, a: torch.Tensor) -> torch.Tensor:
+        """min over the set of a . x (see linear_range)."""
+        return self.linear_range(a)[0]
+
+    def affine_range(
+        self, a: torch.Tensor, m: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """linear_range of (a M) . x, plus a . c, for a (N or 1, K, out), M (out, in): one matrix for every
+        image (N = 1) costs one (K x in) product; per-image matrices one batched product and one pass."""
+        lo, hi = (b.flatten(1) for b in self.box())
+        centres = [(lo + hi) / 2] + ([self.center.flatten(1)] if self.norm == "l2" else [])
+        flat = a.flatten(2)
+        const = flat @ c
+        g = flat[0] @ m if flat.shape[0] == 1 else flat @ m  # (K, in) or (N, K, in)
+        if g.dim() == 2:
+            box_c, *ball_c = (x @ g.T for x in centres)
+        else:
+            box_c, *ball_c = ((flat @ (x @ m.T).unsqueeze(-1)).squeeze(-1) for x in centres)
+        g = g.abs() if g.requires_grad else g.abs_()
+        spread = (hi - lo) / 2 @ g.T if g.dim() == 2 else (g @ ((hi - lo) / 2).unsqueeze(-1)).squeeze(-1)
+        low, high = box_c - spread, box_c + spread
+        if self.norm == "l2":
+            spread = self.eps[:, None] * torch.linalg.vector_norm(g, dim=-1)
+            low, high = torch.maximum(low, ball_c[0] - spread), torch.minimum(high, ball_c[0] + spread)
+        return low + const, high + const
 
 
 # ---------------------------------------------------------------- relaxations of one activation
@@ -301,7 +428,7 @@ def interval_forward(net: Network, lo: torch.Tensor, up: torch.Tensor, stop: int
     for op in net.ops[:stop]:
         los.append(lo)
         ups.append(up)
-        if isinstance(op, Activation):
+        if isinstance(op, RELAXED_OPS):  # monotone in every input
             lo, up = op.forward(lo), op.forward(up)
         else:
             mid, rad = op.forward((lo + up) / 2), op.forward_abs((up - lo) / 2)
@@ -317,9 +444,12 @@ def margin_spec(labels: torch.Tensor, classes: int, dtype: torch.dtype) -> torch
     return eye[labels].unsqueeze(1) - eye.unsqueeze(0)
 
 
-def ibp_margins(net: Network, ball: Ball, labels: torch.Tensor) -> torch.Tensor:
-    """IBP's lower bound on every margin, with the last Linear folded into the margins (tighter, same cost)."""
-    los, ups = interval_forward(net, *ball.box(), stop=-1)
+def ibp_margins(net: Network, ball: Ball, labels: torch.Tensor, bounds: dict | None = None) -> torch.Tensor:
+    """IBP's lower bound on every margin, with the last Linear folded into the margins (tighter, same cost);
+    with `bounds` (intermediate_bounds), the intervals start from the last relaxed op's, not the input's."""
+    start = max(bounds) if bounds else 0
+    lo, up = bounds[start] if bounds else ball.box()
+    los, ups = interval_forward(Network(net.ops[start:-1], net.shapes[start:-1]), lo, up)
     last = net.ops[-1]
     spec = margin_spec(labels, last.weight.shape[0], last.weight.dtype)
     w = spec @ last.weight
@@ -330,48 +460,74 @@ def ibp_margins(net: Network, ball: Ball, labels: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- CROWN
 
 
-def backward_bound(
+def linear_bounds(
     net: Network,
     stop: int,
     a: torch.Tensor,
     ball: Ball,
     bounds: dict[int, tuple[torch.Tensor, torch.Tensor]],
     alphas: dict[int, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """min over the ball of A . (the input of op `stop`), A (N, K, *shape): the linear bounds of every
-    activation before `stop` composed backwards, then minimised over the input set."""
-    const = a.new_zeros(a.shape[:2])
-    for i in range(stop - 1, -1, -1):
+    upper: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """min (and with `upper`, max) over the ball of A . (the input of op `stop`), A (N, K, *shape) or
+    (1, K, *shape) for one matrix shared by every image: the linear bounds of every relaxed op before `stop`
+    composed backwards, then optimised over the input set. Both sides share one matrix while every
+    relaxation met has equal lower and upper slopes (sigmoid's; ReLU's and MaxPool's split them)."""
+    a_lo, a_up = a, (a if upper else None)
+    c_lo = c_up = a.new_zeros(a.shape[:2])
+    prefix = net.prefix if net.prefix is not None and net.prefix[0] <= stop else None
+    for i in range(stop - 1, prefix[0] - 1 if prefix else -1, -1):
         op = net.ops[i]
-        if isinstance(op, Activation):
-            lower_w, lower_b, upper_w, upper_b = RELAXATIONS[op.kind](*bounds[i], (alphas or {}).get(i))
-            pos, neg = a.clamp(min=0), a.clamp(max=0)
-            const = const + (pos * lower_b.unsqueeze(1) + neg * upper_b.unsqueeze(1)).flatten(2).sum(-1)
-            a = pos * lower_w.unsqueeze(1) + neg * upper_w.unsqueeze(1)
-        else:
-            a, bias = op.backward(a)
-            const = const + bias
-    return ball.min_linear(a) + const
+        if isinstance(op, RELAXED_OPS):
+            a_lo, d_lo, a_up, d_up = op.backward_relaxed(a_lo, a_up, *bounds[i], (alphas or {}).get(i))
+            c_lo = c_lo + d_lo
+            c_up = c_up + d_up if upper else c_up
+            continue
+        shared = a_up is a_lo
+        a_lo, bias = op.backward(a_lo)
+        c_lo = c_lo + bias
+        if upper:
+            a_up, bias = (a_lo, bias) if shared else op.backward(a_up)
+            c_up = c_up + bias
+    ranged = (lambda m: ball.affine_range(m, *prefix[1:])) if prefix else ball.linear_range
+    if not upper:
+        return ranged(a_lo)[0] + c_lo, None
+    if a_up is a_lo:
+        low, high = ranged(a_lo)
+        return low + c_lo, high + c_up
+    return ranged(a_lo)[0] + c_lo, ranged(a_up)[1] + c_up
+
+
+def backward_bound(net, stop: int, a: torch.Tensor, ball: Ball, bounds, alphas=None) -> torch.Tensor:
+    """min over the ball of A . (the input of op `stop`) (see linear_bounds)."""
+    return linear_bounds(net, stop, a, ball, bounds, alphas)[0]
 
 
 def intermediate_bounds(
     net: Network, ball: Ball, method: str
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Bounds of every activation's input: IBP's, tightened by CROWN where the layer is narrow enough."""
+    """Bounds of every relaxed op's input: IBP's, tightened by CROWN where the layer is narrow enough. Before
+    a ReLU only the units IBP leaves unstable in some image are tightened (a stable unit's relaxation is
+    exact whatever its bounds)."""
     los, ups = interval_forward(net, *ball.box())
     bounds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for i, op in enumerate(net.ops):
-        if not isinstance(op, Activation):
+        if not isinstance(op, RELAXED_OPS):
             continue
         lo, up = los[i], ups[i]
         shape = net.shapes[i]
         n_units = lo[0].numel()
         if method != "ibp" and n_units <= CROWN_MAX_NEURONS:
-            eye = torch.eye(n_units, dtype=lo.dtype, device=lo.device).view(n_units, *shape)
-            a = torch.cat([eye, -eye]).unsqueeze(0).expand(len(lo), -1, *shape)
-            both = backward_bound(net, i, a, ball, bounds)
-            lo = torch.maximum(lo, both[:, :n_units].view_as(lo))
-            up = torch.minimum(up, -both[:, n_units:].view_as(up))
+            units = torch.arange(n_units, device=lo.device)
+            if isinstance(op, Activation) and op.kind == "relu":
+                units = ((lo < 0) & (up > 0)).flatten(1).any(0).nonzero().squeeze(1)
+            if len(units):
+                eye = torch.eye(n_units, dtype=lo.dtype, device=lo.device)[units].view(1, -1, *shape)
+                low, high = linear_bounds(net, i, eye, ball, bounds, upper=True)
+                lo, up = lo.flatten(1).clone(), up.flatten(1).clone()
+                lo[:, units] = torch.maximum(lo[:, units], low)
+                up[:, units] = torch.minimum(up[:, units], high)
+                lo, up = lo.view_as(los[i]), up.view_as(ups[i])
         bounds[i] = (lo, up)
     return bounds
 
@@ -404,7 +560,8 @@ def margin_bounds(
     net: Network, ball: Ball, labels: torch.Tensor, method: str = "crown", steps: int = 20, lr: float = 0.1
 ) -> torch.Tensor:
     """Lower bounds (N, classes) on logit_y - logit_j over the ball (row y is 0): > 0 for every j != y
-    proves that no input of the ball changes the prediction from y."""
+    proves that no input of the ball changes the prediction from y. CROWN's and alpha-CROWN's are at least
+    IBP's from the same intermediate bounds (both sound; IBP is often the tighter on IBP-trained nets)."""
     check_choice("method", method, METHODS)
     if method == "ibp":
         return ibp_margins(net, ball, labels)
@@ -412,9 +569,10 @@ def margin_bounds(
         bounds = intermediate_bounds(net, ball, method)
         last = net.ops[-1]
         spec = margin_spec(labels, last.weight.shape[0], last.weight.dtype)
+        interval = ibp_margins(net, ball, labels, bounds)
         if method == "crown":
-            return backward_bound(net, len(net.ops), spec, ball, bounds)
-    return _alpha_crown(net, ball, spec, bounds, steps, lr)
+            return torch.maximum(backward_bound(net, len(net.ops), spec, ball, bounds), interval)
+    return torch.maximum(_alpha_crown(net, ball, spec, bounds, steps, lr), interval)
 
 
 def output_bounds(net: Network, ball: Ball, method: str = "crown") -> tuple[torch.Tensor, torch.Tensor]:
@@ -426,17 +584,32 @@ def output_bounds(net: Network, ball: Ball, method: str = "crown") -> tuple[torc
     with torch.no_grad():
         bounds = intermediate_bounds(net, ball, method)
         k = net.shapes[-1][0]
-        eye = torch.eye(k, dtype=ball.center.dtype, device=ball.center.device)
-        a = torch.cat([eye, -eye]).unsqueeze(0).expand(len(ball.center), -1, -1)
-        both = backward_bound(net, len(net.ops), a, ball, bounds)
-    return both[:, :k], -both[:, k:]
+        eye = torch.eye(k, dtype=ball.center.dtype, device=ball.center.device).unsqueeze(0)
+        low, high = linear_bounds(net, len(net.ops), eye, ball, bounds, upper=True)
+    return low, high
+
+
+def worst_margin(net: Network, ball: Ball, labels: torch.Tensor, method: str = "crown") -> torch.Tensor:
+    """The lowest margin bound per image (N,): > 0 proves that no input of the ball changes the label."""
+    lower = margin_bounds(net, ball, labels, method)
+    return lower.scatter(1, labels[:, None], float("inf")).amin(1)
 
 
 def verified(net: Network, ball: Ball, labels: torch.Tensor, method: str = "crown") -> torch.Tensor:
     """True where every margin's lower bound is positive: no input of the ball changes the label."""
-    lower = margin_bounds(net, ball, labels, method)
-    lower = lower.scatter(1, labels[:, None], float("inf"))
-    return lower.amin(1) > 0
+    return worst_margin(net, ball, labels, method) > 0
+
+
+def _first_guess(net: Network, x: torch.Tensor, labels: torch.Tensor, norm: str) -> torch.Tensor:
+    """The clean margin to the runner-up over its gradient's dual norm: where a linear model would flip (a
+    starting point for the search; nothing depends on it for soundness)."""
+    with torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        z = net.forward(xg)
+        margin = z.gather(1, labels[:, None]).squeeze(1) - z.scatter(1, labels[:, None], -torch.inf).amax(1)
+        (grad,) = torch.autograd.grad(margin.sum(), xg)
+    dual = grad.flatten(1).abs().sum(1) if norm == "linf" else grad.flatten(1).norm(dim=1)
+    return (margin.detach() / dual.clamp(min=1e-12)).clamp(min=0)
 
 
 def certified_radius(
@@ -447,22 +620,45 @@ def certified_radius(
     method: str = "crown",
     steps: int = 14,
     high: float | None = None,
-    batch_size: int = 250,
+    batch_size: int = 100,
 ) -> torch.Tensor:
-    """The largest radius (to high / 2**steps) at which `method` proves the label, per image, by bisection;
-    each value returned was itself verified (0 for an image whose clean prediction is wrong)."""
+    """The largest radius (to high / 2**steps) at which `method` proves the label, per image; each value
+    returned was itself verified (0 for an image whose clean prediction is wrong).
+
+    All images are searched at once, each dropping out when its bracket [proved, failed] is that narrow:
+    regula falsi on the worst margin bound (Illinois variant, a bisection whenever a step did not halve the
+    bracket), started from a linear model's flip distance; typically 6-8 bound evaluations instead of 14."""
     check_choice("norm", norm, NORMS)
     high = check_float("high", MAX_RADIUS[norm] if high is None else high, low=0, strict_low=True)
-    out = []
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], labels[start : start + batch_size]
-        with torch.no_grad():
-            correct = net.forward(xb).argmax(1) == yb
-        lo = torch.zeros(len(xb), dtype=xb.dtype, device=xb.device)
-        hi = torch.full_like(lo, high)
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            ok = verified(net, Ball(xb, mid, norm), yb, method) & correct
-            lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
-        out.append(lo)
-    return torch.cat(out)
+    return torch.cat([
+        _search(net, x[s : s + batch_size], labels[s : s + batch_size], norm, method, high, high / 2**steps)
+        for s in range(0, len(x), batch_size)
+    ])  # fmt: skip
+
+
+def _search(net: Network, x, labels, norm: str, method: str, high: float, tol: float) -> torch.Tensor:
+    """certified_radius on one batch. Per image a bracket lo (proved) < hi (not proved, or `high` untried)
+    with the worst margin bound at each end (f_lo > 0 >= f_hi; nan: untried); `run` counts how many times in
+    a row the same end moved (Illinois halves the other end's margin; three in a row: bisect)."""
+    with torch.no_grad():
+        z = net.forward(x)
+    f_lo = z.gather(1, labels[:, None]).squeeze(1) - z.scatter(1, labels[:, None], -torch.inf).amax(1)
+    lo, hi, f_hi = torch.zeros_like(f_lo), torch.full_like(f_lo, high), torch.full_like(f_lo, torch.nan)
+    guess = _first_guess(net, x, labels, norm).clamp(tol, high)
+    run = torch.zeros_like(f_lo)
+    active = f_lo > 0
+    while len(todo := (active & (hi - lo > tol)).nonzero().squeeze(1)):
+        a, b, fa, fb, r = lo[todo], hi[todo], f_lo[todo], f_hi[todo], run[todo]
+        untried = fb.isnan()
+        eps = torch.where(r.abs() >= 3, (a + b) / 2, a + (b - a) * fa / (fa - fb))
+        eps = torch.where(untried, guess[todo], eps)
+        eps = torch.minimum(torch.maximum(eps, a + tol / 4), b - tol / 4)
+        f = worst_margin(net, Ball(x[todo], eps, norm), labels[todo], method)
+        ok = f > 0
+        r = torch.where(ok, r.clamp(min=0) + 1, r.clamp(max=0) - 1)
+        r = torch.where(untried, torch.zeros_like(r), r)
+        lo[todo], f_lo[todo] = torch.where(ok, eps, a), torch.where(ok, f, torch.where(r <= -2, fa / 2, fa))
+        hi[todo], f_hi[todo] = torch.where(ok, b, eps), torch.where(ok, torch.where(r >= 2, fb / 2, fb), f)
+        run[todo] = r
+        guess[todo] = torch.where(untried & ok, (4 * eps).clamp(max=high), guess[todo])  # grow until it fails
+    return torch.where(active, lo, torch.zeros_like(lo))

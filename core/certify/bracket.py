@@ -129,3 +129,27 @@ def robust_accuracy(net: Network, x, labels, images: list[dict], norm: str, meth
         "verified_robust_accuracy": n_verified / len(images),
         "attack_robust_accuracy": 1 - float(attacked.float().mean()),
     }
+
+
+def image_bracket(model: nn.Module, x: torch.Tensor, label: int, found: dict[str, float | None]) -> dict:
+    """One image's Linf bracket for the Validate page: CROWN's certified radius of the prediction `label`,
+    the exact minimum where it is instant (a linear model's LP), each attack's flip (`found`: Linf per
+    attack, None where it failed), and the verdict worded from them. x: (1, *shape) as the page holds it."""
+    net = Network.from_module(model, tuple(x.shape[1:]))
+    device = next(model.parameters()).device
+    xb, yb = x.to(device), torch.tensor([label], device=device)
+    certified = float(certified_radius(net, xb, yb, "linf", "crown")[0])
+    exact = None if net.activations else exact_linear(net, xb[0], label, "linf").value
+    flips = {name: float(v) for name, v in found.items() if v is not None and math.isfinite(v)}
+    best = min(flips.items(), key=lambda item: item[1], default=None)
+    words = [f"no Linf change below {certified:.4f} can flip this, proved (CROWN)"]
+    if exact is not None:
+        words.append(f"the exact minimum is {exact:.4f} (LP)")
+    words.append(f"the smallest flip found is {best[1]:.4f} ({best[0]})" if best else "no attack flipped it")
+    verdict = "; ".join(words)
+    return {
+        "certified": certified,
+        "exact": exact,
+        "attacks": flips,
+        "verdict": verdict[0].upper() + verdict[1:] + ".",
+    }

@@ -216,44 +216,57 @@ def _milp_problem(bounds, x0: np.ndarray, label: int, target: int, radius: float
 def exact_relu_linf(
     net: Network, x: torch.Tensor, label: int, upper: float, time_limit: float = 60.0, lower: float = 0.0
 ) -> Exact:
-    """The minimal Linf distortion of one image of a ReLU network by MILP, searched below `upper` (the
-    distortion of an adversarial example already found, which bounds the minimum from above)."""
+    """The minimal Linf distortion of one image of a ReLU network by MILP, searched in [lower, upper]: `upper`
+    is the distortion of an adversarial example already found, `lower` a certified radius. Each MILP runs
+    inside a ball of radius r between them, with CROWN's bounds at r (far tighter than at `upper`): a flip
+    found there at distortion t* <= r is the global minimum; none proves the minimum exceeds r, and the next
+    ball is halfway up (a timeout halfway down). The bracket [lower, upper] narrows at every step."""
     check_float("time limit", time_limit, low=0, strict_low=True)
     upper = check_float("upper", upper, low=0, strict_low=True)
     if net.activations - {"relu"}:
         raise InvalidParameterError("the MILP is exact for ReLU networks only; sigmoid nets get the bracket.")
     start = time.perf_counter()
     segments, _ = dense_segments(net)
-    xb = x.unsqueeze(0)
-    ball = Ball(xb, upper, "linf")
-    labels = torch.tensor([label], device=x.device)
-    margins = margin_bounds(net, ball, labels, "crown")[0]
+    lo, hi, radius = max(lower, 0.0), upper, upper if lower <= 0 else (max(lower, 0.0) + upper) / 2
+    while (left := time_limit - (time.perf_counter() - start)) > 0 and hi - lo > MIP_RTOL * hi:
+        found, floor, solved = _solve_ball(net, segments, x, label, radius, left)
+        if solved and found is not None:  # the smallest flip lies inside this ball
+            return Exact(found * (1 - MIP_RTOL), found, "proven", time.perf_counter() - start, found)
+        hi, lo = min(hi, found if found is not None else hi), max(lo, floor)
+        radius = (lo + hi) / 2 if solved else (lo + min(radius, hi)) / 2
+    elapsed = time.perf_counter() - start
+    if hi - lo <= MIP_RTOL * hi:
+        return Exact(lo, hi, "proven", elapsed, hi)
+    return Exact(lo, hi, "timeout", elapsed)
+
+
+def _solve_ball(net: Network, segments, x: torch.Tensor, label: int, radius: float, time_limit: float):
+    """Tjeng et al.'s MILP inside the Linf ball of `radius`, one target class at a time (those CROWN proves
+    at this radius skipped). Returns the smallest flip found (or None), a proved lower bound on the minimal
+    flip, and whether every target was solved (then, with no flip found, the floor is `radius`)."""
+    start = time.perf_counter()
+    ball = Ball(x.unsqueeze(0), radius, "linf")
+    margins = margin_bounds(net, ball, torch.tensor([label], device=x.device), "crown")[0]
     targets = sorted(
         (j for j in range(len(margins)) if j != label and margins[j] <= 0), key=lambda j: margins[j]
     )
-    if not targets:  # CROWN proves the label on the whole ball: the attack's point cannot be adversarial
-        return Exact(upper, upper, "proven", time.perf_counter() - start, upper)
-    layer_bounds = _activation_bounds(net, ball)
+    layer_bounds = _activation_bounds(net, ball) if targets else None
     x0 = x.flatten().double().cpu().numpy()
-    best, open_lower, solved = upper, np.inf, True
+    best, floor = None, radius
     for j in targets:  # each target's MILP, searched below the best distortion so far
         left = time_limit - (time.perf_counter() - start)
         if left <= 0:
-            open_lower, solved = min(open_lower, max(lower, 0.0)), False
-            continue
-        cost, cons, bnds, integ = _milp_problem(layer_bounds, x0, label, j, best, segments=segments)
+            return best, 0.0, False
+        cost, cons, bnds, integ = _milp_problem(layer_bounds, x0, label, j, best or radius, segments=segments)
         res = so.milp(cost, constraints=cons, bounds=bnds, integrality=integ,
                       options={"time_limit": left, "mip_rel_gap": MIP_RTOL, "disp": False})  # fmt: skip
         if res.x is not None:
-            best = min(best, float(res.fun))
+            best = min(best or radius, float(res.fun))
         if res.status not in (0, 2):  # 2: nothing of this target below the best so far
             dual = getattr(res, "mip_dual_bound", None)
-            dual = float(dual) if dual is not None and np.isfinite(dual) else 0.0
-            open_lower, solved = min(open_lower, max(dual, lower)), False
-    elapsed = time.perf_counter() - start
-    if solved:  # each target solved to HiGHS's relative gap MIP_RTOL
-        return Exact(best * (1 - MIP_RTOL), best, "proven", elapsed, best)
-    return Exact(min(open_lower, best), best, "timeout", elapsed)
+            floor = min(floor, float(dual)) if dual is not None and np.isfinite(dual) else 0.0
+    solved = floor >= radius or (best is not None and floor >= best * (1 - MIP_RTOL))
+    return best, min(floor, best) if best is not None else floor, solved
 
 
 def _activation_bounds(net: Network, ball: Ball) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -20,6 +20,7 @@ EXPERIMENTS = (
     "validate",
     "autoattack",
     "smoothing",
+    "certify",
 )
 DEFAULT_N = {
     "table1": 1000,
@@ -32,6 +33,7 @@ DEFAULT_N = {
     "validate": 100,
     "autoattack": 1000,
     "smoothing": 1000,  # per noise level, as in the issue; Cohen et al. certify the full test set
+    "certify": 100,
 }
 
 

@@ -1,6 +1,6 @@
 """The documents rendered from the stored result cards (docs/results/<name>/<name>.json, and the model
 cards beside the checkpoints): docs/reproduction.md (each table's markdown plus the discussion, whose
-figures are quoted from the cards), docs/validate.md, docs/autoattack.md, docs/smoothing.md,
+figures are quoted from the cards), docs/validate.md, docs/autoattack.md, docs/smoothing.md, docs/certify.md,
 docs/performance.md (from the benchmarks' cards in docs/results/performance/) and the README's marked blocks
 (results at a glance, the model zoo). `intriguing reproduce NAME --update-docs` stores a card and calls `render_docs`;
 `intriguing reproduce docs` re-renders without running anything."""
@@ -75,6 +75,7 @@ def render_docs(results: Path = RESULTS_DIR, root: Path = config.PROJECT_ROOT) -
         (root / "docs" / "autoattack.md", autoattack.doc(results)),
         (root / "docs" / "performance.md", quotes.render(TEMPLATES / "performance.md", read)),
         (root / "docs" / "smoothing.md", smoothing_doc(read("smoothing"), _table(results, "smoothing"))),
+        (root / "docs" / "certify.md", quotes.render(TEMPLATES / "certify.md", read)),
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -365,6 +365,33 @@ def performance(read: Callable[[str], Card | None]) -> dict[str, str]:
     return found
 
 
+def certify(card: Card) -> dict[str, str]:
+    """The attack-vs-truth table (rows of docs/results/certify) and what ran."""
+    lines = [
+        "| model | norm | attack | images with exact | median | p90 | max | within 1% |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in card["rows"]:
+        cells = [f"`{r['model']}`", r["norm"], r["attack"], str(r["images"])]
+        cells += [f"{r[k]:.3f}" if r["images"] else "-" for k in ("median", "p90", "max")]
+        cells.append(pct(r["within"]) if r["images"] else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    rows = {(r["model"], r["norm"], r["attack"]): r for r in card["rows"]}
+    lbfgs = rows.get((card["models"][0], "l2", "lbfgs"), {})
+    return {
+        "cert_table": "\n".join(lines),
+        "cert_n": str(card["n"]),
+        "cert_relu_n": str(card["relu_n"]),
+        "cert_relu_proven": str(card["relu_proven"]),
+        "cert_time_limit": f"{card['time_limit_s']:g}",
+        "cert_lbfgs_median": f"{lbfgs['median']:.3f}" if lbfgs.get("images") else "(not run)",
+        "cert_time": f"{card['time_s']:.0f}",
+        "cert_date": card["date"][:10],
+        "cert_threads": str(card["threads"]),
+        "cert_protocol": card["protocol_description"],
+    }
+
+
 QUOTES: dict[str, Callable[[Card], dict[str, str]]] = {
     "table1": table1,
     "table2": table2,
@@ -373,6 +400,7 @@ QUOTES: dict[str, Callable[[Card], dict[str, str]]] = {
     "table5": table5,
     "advtrain": advtrain,
     "validate": validate,
+    "certify": certify,
 }
 
 

@@ -21,6 +21,7 @@ from core.models.inputs import model_input
 from core.runtime import LIVE_THREADS
 from core.visual.pictures import to_uint8, triple_picture
 from dashboard import dataset_source, url_state
+from dashboard.certify_view import show_bracket
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.url_state import bound
 
@@ -192,6 +193,8 @@ cols[3].metric(
     "Boundary estimate (RMS)", f"{lip.boundary_distance_rms:.4f}", "margin / max gradient", delta_color="off",
     delta_arrow="off",
 )  # fmt: skip
+
+show_bracket(model, report)
 
 st.subheader("Smallest flipping perturbation per attack")
 st.dataframe(

@@ -1,0 +1,40 @@
+"""The Validate page's bracket: certified radius <= exact minimum <= each attack's flip, on one Linf axis
+(core.certify.bracket.image_bracket computes it; this module only draws)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import IntriguingError
+from core.certify.bracket import image_bracket
+
+COLOURS = {"certified": "#2ca02c", "exact": "#1f77b4", "attack": "#d62728"}
+
+
+def show_bracket(model, report) -> None:
+    """The bracket for the report's image and prediction (MNIST models whose layers the bounds cover)."""
+    if report.dataset != "mnist" or report.x is None:
+        return
+    st.subheader("Proved from below, found from above (Linf)")
+    try:
+        bracket = image_bracket(
+            model, report.x, report.label, {f.attack: f.linf for f in report.findings if f.success}
+        )
+    except IntriguingError as exc:
+        st.caption(f"No certificate for this model: {exc}")
+        return
+    st.info(bracket["verdict"], icon=":material/shield:")
+    points = [("certified", "certified", bracket["certified"])]
+    points += [("exact", "exact", bracket["exact"])] if bracket["exact"] is not None else []
+    points += [("attack", name, value) for name, value in bracket["attacks"].items()]
+    fig = go.Figure()
+    for kind, name, value in points:
+        fig.add_trace(go.Scatter(x=[value], y=[0], mode="markers+text", text=[name], textposition="top center",
+                                 marker=dict(size=12, color=COLOURS[kind]), name=name, showlegend=False))  # fmt: skip
+    fig.add_vrect(x0=0, x1=bracket["certified"], fillcolor=COLOURS["certified"], opacity=0.12, line_width=0)
+    fig.update_layout(height=180, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="Linf distortion",
+                      yaxis=dict(visible=False))  # fmt: skip
+    st.plotly_chart(fig, key="val_bracket")
+    if bracket["exact"] is None:
+        st.caption("The exact minimum of a ReLU net: `intriguing certify --method exact` (a MILP, minutes).")
