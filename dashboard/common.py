@@ -26,15 +26,18 @@ def _cached_zoo_digit_model(name: str) -> torch.nn.Module:
 
 
 @st.cache_resource(show_spinner="Loading model ...", max_entries=LARGE_MODELS_KEPT)
-def _cached_large_model(name: str) -> torch.nn.Module:
-    return zoo.load(name, torch.device("cpu"))
+def _cached_large_model(name: str, revision: str) -> torch.nn.Module:
+    return zoo.load(name, torch.device("cpu"))  # `revision` is part of the cache key only
 
 
 def cached_model(name: str) -> torch.nn.Module:
-    """One shared, frozen, eval-mode instance per model for every session (read-only use only)."""
+    """One shared, frozen, eval-mode instance per model for every session (read-only use only). A registered
+    model is keyed on its registry entry too: one removed and added again (say through the CLI while the
+    dashboard runs) is loaded afresh, never served stale."""
     spec = zoo.get_spec(name)
-    digit = spec.dataset == "mnist" and spec.origin == "zoo"
-    return (_cached_zoo_digit_model if digit else _cached_large_model)(name)
+    if spec.dataset == "mnist" and spec.origin == "zoo":
+        return _cached_zoo_digit_model(name)
+    return _cached_large_model(name, zoo.revision(name))
 
 
 @st.cache_resource(show_spinner="Loading MNIST ...")
