@@ -10,6 +10,7 @@ import torch
 from core import IntriguingError
 from core import models as zoo
 from core.data import load_mnist
+from core.models import registry
 
 ROW_PX, HEADER_PX = 35, 38  # st.dataframe's row and header heights
 
@@ -46,8 +47,14 @@ def cached_mnist(split: str = "test"):
 
 
 @st.cache_data(show_spinner=False)
+def _model_names(registered: tuple[str, ...]) -> list[str]:
+    return zoo.list_models(include_unavailable=False)  # `registered` is part of the cache key only
+
+
 def model_names() -> list[str]:
-    return zoo.list_models(include_unavailable=False)
+    """The models every picker offers, keyed on the registered names: a model added or removed (on a page
+    or through the CLI while the dashboard runs) is listed, or gone, at once."""
+    return _model_names(tuple(registry.entries()))
 
 
 UNEXPECTED = "Something went wrong on this page; the rest of the lab still works."

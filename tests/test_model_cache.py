@@ -9,7 +9,7 @@ import torch
 
 from core.models.registry import remove
 from core.models.zoo import add_model, load
-from dashboard.common import LARGE_MODELS_KEPT, cached_model
+from dashboard.common import LARGE_MODELS_KEPT, cached_model, model_names
 
 CARD = 'input = [1, 28, 28]\nclasses = ["0","1","2","3","4","5","6","7","8","9"]\ndomain = "mnist"\n'
 
@@ -58,3 +58,13 @@ def test_a_model_removed_and_added_again_under_its_name_is_loaded_afresh(tmp_pat
     fresh = _outputs(load("cache-readd"))  # the registry's own load, no cache
     assert not torch.allclose(before, fresh)
     assert torch.equal(_outputs(cached_model("cache-readd")), fresh)
+
+
+def test_a_model_registered_while_the_dashboard_runs_is_listed_at_once(tmp_path, monkeypatch):
+    """`intriguing models add` / `remove` beside a running dashboard: the pickers' list follows."""
+    monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path / "cache"))
+    assert "cache-listed" not in model_names()
+    _register("cache-listed", tmp_path)
+    assert "cache-listed" in model_names()
+    remove("cache-listed")
+    assert "cache-listed" not in model_names()
