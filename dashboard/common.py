@@ -57,6 +57,15 @@ def model_names() -> list[str]:
     return _model_names(tuple(registry.entries()))
 
 
+def registered_note(what: str) -> None:
+    """One line on a page of the zoo's stored tables, when the user has registered models: what the page
+    leaves them out of, and where to go instead."""
+    names = [m for m in model_names() if zoo.get_spec(m).origin == "registered"]
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        st.info(f"Your models ({shown}) {what}", icon=":material/info:")
+
+
 UNEXPECTED = "Something went wrong on this page; the rest of the lab still works."
 
 

@@ -80,7 +80,9 @@ def test_the_leaderboard_offers_the_datasets_domain(user_model):
 
 @pytest.mark.parametrize("page", ["transferability.py", "robustness.py"])
 def test_stored_result_pages_open_with_the_model_registered(user_model, page):
-    """Pages of stored tables (the zoo's, from `intriguing reproduce`) are unharmed by a model of a domain
-    they do not cover."""
+    """Pages of the zoo's stored tables (from `intriguing reproduce`) work as before and say, once, that the
+    user's model is not in them."""
     at = _opened(page, {})
     assert not at.error, [e.value for e in at.error]
+    notes = [t for t in _texts(at) if user_model in t]
+    assert len(notes) == 1 and "are not in these tables" in notes[0], _texts(at)
