@@ -10,6 +10,7 @@ import torch
 from core import IntriguingError
 from core import models as zoo
 from core.data import load_mnist
+from core.models import registry
 
 ROW_PX, HEADER_PX = 35, 38  # st.dataframe's row and header heights
 
@@ -26,15 +27,18 @@ def _cached_zoo_digit_model(name: str) -> torch.nn.Module:
 
 
 @st.cache_resource(show_spinner="Loading model ...", max_entries=LARGE_MODELS_KEPT)
-def _cached_large_model(name: str) -> torch.nn.Module:
-    return zoo.load(name, torch.device("cpu"))
+def _cached_large_model(name: str, revision: str) -> torch.nn.Module:
+    return zoo.load(name, torch.device("cpu"))  # `revision` is part of the cache key only
 
 
 def cached_model(name: str) -> torch.nn.Module:
-    """One shared, frozen, eval-mode instance per model for every session (read-only use only)."""
+    """One shared, frozen, eval-mode instance per model for every session (read-only use only). A registered
+    model is keyed on its registry entry too: one removed and added again (say through the CLI while the
+    dashboard runs) is loaded afresh, never served stale."""
     spec = zoo.get_spec(name)
-    digit = spec.dataset == "mnist" and spec.origin == "zoo"
-    return (_cached_zoo_digit_model if digit else _cached_large_model)(name)
+    if spec.dataset == "mnist" and spec.origin == "zoo":
+        return _cached_zoo_digit_model(name)
+    return _cached_large_model(name, zoo.revision(name))
 
 
 @st.cache_resource(show_spinner="Loading MNIST ...")
@@ -43,8 +47,23 @@ def cached_mnist(split: str = "test"):
 
 
 @st.cache_data(show_spinner=False)
+def _model_names(registered: tuple[str, ...]) -> list[str]:
+    return zoo.list_models(include_unavailable=False)  # `registered` is part of the cache key only
+
+
 def model_names() -> list[str]:
-    return zoo.list_models(include_unavailable=False)
+    """The models every picker offers, keyed on the registered names: a model added or removed (on a page
+    or through the CLI while the dashboard runs) is listed, or gone, at once."""
+    return _model_names(tuple(registry.entries()))
+
+
+def registered_note(what: str) -> None:
+    """One line on a page of the zoo's stored tables, when the user has registered models: what the page
+    leaves them out of, and where to go instead."""
+    names = [m for m in model_names() if zoo.get_spec(m).origin == "registered"]
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        st.info(f"Your models ({shown}) {what}", icon=":material/info:")
 
 
 UNEXPECTED = "Something went wrong on this page; the rest of the lab still works."

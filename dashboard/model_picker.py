@@ -13,7 +13,7 @@ from core.config import cache_dir
 from core.data import datasets
 from core.models.zoo import add_uploaded_model
 from core.units.uploads import save_uploads
-from dashboard.common import model_names, show_error
+from dashboard.common import show_error
 
 
 def _add_model() -> None:
@@ -30,7 +30,6 @@ def _add_model() -> None:
         except IntriguingError as exc:
             show_error(exc)
             return
-        model_names.clear()
         st.success(f"Added {name} ({new.format}, {len(new.card.classes)} classes); every page lists it now.")
 
 

@@ -273,7 +273,7 @@ def test_defences_page_names_the_indicators_behind_a_verdict(browser, app_url):
     page.goto(app_url)
     page.get_by_test_id("stSidebarNav").get_by_text("Defences").click()
     page.get_by_role("button", name="Evaluate").wait_for()
-    set_number(page, "MNIST test images", 10)
+    set_number(page, "Test images", 10)
     settle(page)
     page.get_by_role("button", name="Evaluate").click()
     verdict = page.get_by_test_id("stAlert").filter(has_text="bit depth 2")

@@ -7,8 +7,9 @@ import warnings
 
 import torch
 
-from core.models.zoo import add_model
-from dashboard.common import LARGE_MODELS_KEPT, cached_model
+from core.models.registry import remove
+from core.models.zoo import add_model, load
+from dashboard.common import LARGE_MODELS_KEPT, cached_model, model_names
 
 CARD = 'input = [1, 28, 28]\nclasses = ["0","1","2","3","4","5","6","7","8","9"]\ndomain = "mnist"\n'
 
@@ -36,3 +37,34 @@ def test_zoo_digit_models_stay_and_other_models_are_bounded(tmp_path, monkeypatc
     assert cached_model(names[-1]) is cached_model(names[-1])
     assert cached_model(names[0]) is not first  # pushed out by LARGE_MODELS_KEPT newer ones, loaded again
     assert cached_model("fc100-100-10") is zoo_model  # the zoo's digit networks are never pushed out
+
+
+def _outputs(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.full((1, 1, 28, 28), 0.5))
+
+
+def test_a_model_removed_and_added_again_under_its_name_is_loaded_afresh(tmp_path, monkeypatch):
+    """As `intriguing models remove` then `add` do while the dashboard runs: the page gets the new network,
+    whose logits are those of the new file, not the one it had loaded before."""
+    monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    _register("cache-readd", tmp_path)
+    before = _outputs(cached_model("cache-readd"))
+    remove("cache-readd")
+    torch.manual_seed(1)  # other weights, same name
+    (tmp_path / "again").mkdir()
+    _register("cache-readd", tmp_path / "again")
+    fresh = _outputs(load("cache-readd"))  # the registry's own load, no cache
+    assert not torch.allclose(before, fresh)
+    assert torch.equal(_outputs(cached_model("cache-readd")), fresh)
+
+
+def test_a_model_registered_while_the_dashboard_runs_is_listed_at_once(tmp_path, monkeypatch):
+    """`intriguing models add` / `remove` beside a running dashboard: the pickers' list follows."""
+    monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path / "cache"))
+    assert "cache-listed" not in model_names()
+    _register("cache-listed", tmp_path)
+    assert "cache-listed" in model_names()
+    remove("cache-listed")
+    assert "cache-listed" not in model_names()

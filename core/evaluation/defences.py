@@ -100,10 +100,12 @@ def _verdict(undefended: float, row: DefenceRow, clean_bare: float, margin: floa
 NORM = "linf"  # the interactive evaluation's norm: SETTINGS' budget is per pixel
 
 
-def images(model: nn.Module, n: int, device: torch.device | str | None = None) -> Selection:
-    """The images every defence is judged on: the first n MNIST test images, misclassified ones included
-    (clean accuracy is one of the columns)."""
-    return Protocol(n=n, correct_only=False).select(model, device)
+def images(
+    model: nn.Module, n: int, device: torch.device | str | None = None, dataset: str = "mnist"
+) -> Selection:
+    """The images every defence is judged on: the first n test images of the model's dataset (MNIST, or a
+    registered one), misclassified ones included (clean accuracy is one of the columns)."""
+    return Protocol(n=n, correct_only=False, dataset=dataset).select(model, device)
 
 
 PGD_EPS, PGD_STEPS = param(PGD.PARAMS, "eps"), param(PGD.PARAMS, "steps")
@@ -117,7 +119,7 @@ SETTINGS: tuple[Param, ...] = (
             "[0, 1]).", low=0.01, high=0.5, high_l2=None, imagenet=None, models=(), step=0.01),
     replace(PGD_STEPS, default=PGD_STEPS.light_default(), label="PGD steps",
             help="Iterations of PGD (FGSM takes one).", high=200, imagenet=None, light=None),
-    Param("n", int, 100, "MNIST test images", "The first n test images, the same for every defence.",
+    Param("n", int, 100, "Test images", "The first n test images of the model's dataset, the same for every defence.",
           low=10, high=2000, step=10),
     seed_param("PGD's random start"),
 )  # fmt: skip

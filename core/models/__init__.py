@@ -11,6 +11,7 @@ from core.models.zoo import (
     load,
     model_status,
     read_card,
+    revision,
     same_domain_models,
     usable_models,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "load",
     "model_status",
     "read_card",
+    "revision",
     "same_domain_models",
     "usable_models",
 ]

@@ -9,6 +9,7 @@ registry edited by hand into nonsense gives one message naming the file, never a
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -54,6 +55,12 @@ class Entry:
     @property
     def path(self) -> Path:
         return folder() / self.file
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of everything the entry holds (file checksum, card, origin, time added): a model removed
+        and added again under the same name has a new one, so a cache keyed on it loads the new model."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -316,6 +316,13 @@ def describe(name: str) -> dict:
     }
 
 
+def revision(name: str) -> str:
+    """What tells one version of `name` from another: a registered model's entry fingerprint, "" for a zoo
+    model (its checkpoint is committed or made by a command, never swapped under a running server)."""
+    found = registry.entry(name)
+    return found.fingerprint if found else ""
+
+
 def taken(name: str) -> bool:
     """Whether a zoo model (MNIST, or any torchvision classifier) already has this name."""
     return name in MNIST_MODELS or imagenet.spec(name) is not None

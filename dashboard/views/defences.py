@@ -28,10 +28,11 @@ st.caption(
     "which really hold. Adversarially trained models change the model instead."
 )
 
-mnist_models = [m for m in usable_models(model_names()) if get_spec(m).dataset == "mnist"]
+# MNIST's models and those of a registered dataset (judged on its images); ImageNet's photos are too few.
+models = [m for m in usable_models(model_names()) if get_spec(m).dataset != "imagenet"]
 url_state.accept_link(
     {
-        "def_model": url_state.choice(mnist_models),
+        "def_model": url_state.choice(models),
         "def_transforms": url_state.several(guards.PRESETS),
         **url_state.spec_checks("def", defences.SETTINGS),
     }
@@ -39,8 +40,9 @@ url_state.accept_link(
 inputs = {p.name: p for p in defences.SETTINGS}
 left, right = st.columns(2, gap="large")
 with left:
-    default = mnist_models.index(DEFAULT_MODEL) if DEFAULT_MODEL in mnist_models else 0
-    model_name = st.selectbox("Model", mnist_models, index=default, **bound("def_model"))
+    default = models.index(DEFAULT_MODEL) if DEFAULT_MODEL in models else 0
+    model_name = st.selectbox("Model", models, index=default, **bound("def_model"))
+    domain = get_spec(model_name).dataset
     chosen = st.multiselect(
         "Input transformations", guards.PRESETS, default=guards.DEFAULT_PRESETS, **bound("def_transforms")
     )
@@ -57,7 +59,7 @@ if st.button("Evaluate", type="primary", icon=":material/security:", key="def_go
     bar = st.progress(0.0, text="starting")
     try:
         transforms = [guards.parse_transform(spec) for spec in chosen]
-        chosen_images = defences.images(cached_model(model_name), int(n))
+        chosen_images = defences.images(cached_model(model_name), int(n), dataset=domain)
         x, labels = chosen_images.images, chosen_images.labels
         rows = defences.evaluate_transforms(
             cached_model(model_name), x, labels, transforms,
@@ -65,18 +67,19 @@ if st.button("Evaluate", type="primary", icon=":material/security:", key="def_go
         )  # fmt: skip
         bar.progress(1.0, text="adversarially trained models")
         pairs = guards.adversarial_twins()
+        pairs = pairs if domain == "mnist" else []  # the twins are MNIST networks
         twins = defences.compare_twins(pairs, x, labels, load=cached_model, **settings) if pairs else []
     except IntriguingError as exc:
         show_error(exc)
         st.stop()
     bar.empty()
-    st.session_state.def_result = (key, rows, twins)
+    st.session_state.def_result = (key, rows, twins, len(chosen_images))
 
 stored = st.session_state.get("def_result")
 if stored is None or stored[0] != key:
     st.info("Choose the defences and the attack, then Evaluate.")
     st.stop()
-_, rows, twins = stored
+_, rows, twins, count = stored
 
 st.subheader("Input transformations: accuracy under attack")
 fig = go.Figure(
@@ -104,11 +107,13 @@ st.caption(
     f"Undefended {model_name}: clean {rows[0].clean_accuracy:.0%}, under attack {rows[0].robust_plain:.0%}. "
     f"{attack.upper()} Linf eps {eps:g}"
     + (f", {steps} steps" if attack == "pgd" else "")
-    + f", {n} test images."
+    + f", {count} {domain} test images."
 )
 
 st.subheader("Adversarially trained models beside their plain twin")
-if not twins:
+if domain != "mnist":
+    st.info(f"The adversarially trained twins are MNIST networks; none takes {domain}'s images.")
+elif not twins:
     st.info("No adversarially trained model (fc100-100-10-advpool, fc100-100-10-pgdtrain) is in the zoo yet.")
 else:
     st.dataframe(

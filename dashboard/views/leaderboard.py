@@ -9,6 +9,7 @@ import streamlit as st
 
 from core import IntriguingError
 from core.attacks import ATTACKS, format_eps, is_budgeted
+from core.data import datasets
 from core.evaluation import cells, leaderboard
 from core.evaluation.protocol import Protocol
 from core.models import get_spec, usable_models
@@ -17,10 +18,11 @@ from dashboard.common import model_names, show_error, table
 from dashboard.url_state import bound
 
 DEFAULT_BUDGET = leaderboard.DEFAULT_BUDGET
-DOMAINS = {"mnist": "MNIST", "imagenet": "ImageNet"}
+BUILTIN_DOMAINS = {"mnist": "MNIST", "imagenet": "ImageNet"}
 SWEEP_EXAMPLE = (
     "intriguing sweep --models fc100-100-10,fc10-1e-2 --attacks fgsm,pgd,deepfool --eps 0.05,0.1 --n 100"
 )
+DOMAINS = BUILTIN_DOMAINS | {name: name for name in datasets.names() if name not in BUILTIN_DOMAINS}
 st.title("Leaderboard")
 st.caption(
     "Every attack run is recorded in a local SQLite database; numbers are compared only between runs on "
@@ -115,6 +117,8 @@ if empty:
         "every attack run in the Attack Lab and the Validate page lands here too."
         if dataset == "mnist"
         else "ImageNet runs come from the Attack Lab and the Validate page (attack a photo there)."
+        if dataset == "imagenet"
+        else f"Its runs come from the Attack Lab, the Validate page and `intriguing sweep --dataset {dataset}`."
     )
     st.info(f"No {DOMAINS[dataset]} runs recorded yet. {how}", icon=":material/leaderboard:")
 
@@ -180,7 +184,10 @@ missing = (
     + success.select(shown_budgeted, shown_models).missing()
 )
 if dataset != "mnist":
-    st.caption("Cells are filled on MNIST test images; ImageNet runs come from the Attack Lab and reports.")
+    st.caption(
+        f"Cells are filled here on MNIST test images only; {DOMAINS[dataset]} runs come from the Attack Lab "
+        "and reports" + ("." if dataset == "imagenet" else f", and `intriguing sweep --dataset {dataset}`.")
+    )
 elif not missing:
     st.caption("Every shown cell has a run.")
 else:

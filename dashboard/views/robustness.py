@@ -12,7 +12,7 @@ import streamlit as st
 from core import IntriguingError
 from core.experiments import read_card, table5
 from dashboard import url_state
-from dashboard.common import show_error
+from dashboard.common import registered_note, show_error
 from dashboard.url_state import bound
 
 st.title("Robustness")
@@ -23,6 +23,10 @@ st.caption(
 )
 
 st.subheader("Lipschitz bounds per layer (Table 5)")
+registered_note(
+    "are not in these tables: the bounds are computed layer by layer for the zoo's networks, whose layers "
+    "the lab knows (`intriguing reproduce table5`)."
+)
 card = st.session_state.get("rb_table5") or read_card("table5")
 models = list(dict.fromkeys(r["model"] for r in card["rows"])) if card else []
 url_state.accept_link({"rb_model": url_state.choice(models)})

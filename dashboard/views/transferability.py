@@ -11,7 +11,7 @@ from core.experiments import read_card, table2, table2_imagenet, table4
 from core.experiments.adversarial import SUBSET
 from core.visual import figures
 from dashboard import url_state
-from dashboard.common import show_error
+from dashboard.common import registered_note, show_error
 from dashboard.figure_buttons import figure_downloads
 from dashboard.url_state import param_widget
 
@@ -66,6 +66,10 @@ def caption(card: dict, origin: str) -> str:
     )
 
 
+registered_note(
+    "are not in these tables, which are the paper's networks: the Attack Lab's transfer panel feeds an "
+    "attack on one of them to the other models of its domain."
+)
 url_state.accept_link(
     {key: check for name in TABLES for key, check in url_state.spec_checks(f"tr_{name}", SUBSET).items()}
 )

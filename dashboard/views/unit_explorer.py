@@ -101,8 +101,8 @@ try:
     layer = top[1].selectbox(
         "Layer", layers, index=layers.index(units.default_layer(model)), **bound("layer")
     )
-    folder = "" if spec.dataset == "mnist" else choose_photos(top[2])
-    if spec.dataset != "mnist" and not folder:
+    folder = choose_photos(top[2]) if spec.dataset == "imagenet" else ""  # MNIST, a dataset: its own images
+    if spec.dataset == "imagenet" and not folder:
         st.info("Choose the held-out photos: the sample photos, an upload, or a folder on this machine.")
         st.stop()
     with top[3]:
