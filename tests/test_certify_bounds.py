@@ -93,9 +93,25 @@ def _random_nets():
             "relu-mlp": (mlp_relu, (1, 28, 28)), "normalized-sigmoid-mlp": (mlp_sig, (1, 28, 28))}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", list(_random_nets()))
-@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.8)])
-@pytest.mark.parametrize("method", B.METHODS)
+# The quick loop (-m "not slow") checks each method on one net, both norms (conv-bn-relu-sigmoid there through
+# test_output_bounds_contain_logits); the full suite checks every combination.
+QUICK = {
+    ("ibp", "relu-mlp", "l2"),
+    ("crown", "normalized-sigmoid-mlp", "l2"),
+    ("crown", "conv-relu-maxpool", "linf"),
+    ("alpha-crown", "relu-mlp", "linf"),
+}
+
+
+def _random_net_cases():
+    for method in B.METHODS:
+        for norm, eps in (("linf", 0.05), ("l2", 0.8)):
+            for name in _random_nets():
+                marks = () if (method, name, norm) in QUICK else (pytest.mark.slow,)
+                yield pytest.param(name, norm, eps, method, marks=marks, id=f"{method}-{norm}-{eps}-{name}")
+
+
+@pytest.mark.parametrize(("name", "norm", "eps", "method"), list(_random_net_cases()))
 def test_bounds_hold_on_random_nets(name, norm, eps, method):
     model, shape = _random_nets()[name]
     model = model.double().eval()
