@@ -14,10 +14,27 @@ from core.data import load_mnist
 ROW_PX, HEADER_PX = 35, 38  # st.dataframe's row and header heights
 
 
+# The zoo's MNIST networks are small (all 18 together hold about 20 MB) and a transfer table uses every one at
+# once: all stay loaded. Any other model (an ImageNet network, 14-240 MB; a user's upload, up to the size limit)
+# is one of at most this many kept: a server that has shown many of them holds the last few, not all.
+LARGE_MODELS_KEPT = 3
+
+
 @st.cache_resource(show_spinner="Loading model ...")
+def _cached_zoo_digit_model(name: str) -> torch.nn.Module:
+    return zoo.load(name, torch.device("cpu"))
+
+
+@st.cache_resource(show_spinner="Loading model ...", max_entries=LARGE_MODELS_KEPT)
+def _cached_large_model(name: str) -> torch.nn.Module:
+    return zoo.load(name, torch.device("cpu"))
+
+
 def cached_model(name: str) -> torch.nn.Module:
     """One shared, frozen, eval-mode instance per model for every session (read-only use only)."""
-    return zoo.load(name, torch.device("cpu"))
+    spec = zoo.get_spec(name)
+    digit = spec.dataset == "mnist" and spec.origin == "zoo"
+    return (_cached_zoo_digit_model if digit else _cached_large_model)(name)
 
 
 @st.cache_resource(show_spinner="Loading MNIST ...")

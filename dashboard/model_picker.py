@@ -37,7 +37,7 @@ def _add_dataset() -> None:
     if st.button("Add the dataset", key="add_data_go", disabled=not (name and archive)):
         try:
             upload = save_uploads([(archive.name, archive.getvalue())], root=cache_dir() / "datasets")
-            new = datasets.add(name, upload.folder)
+            new = datasets.add(name, upload.folder, shown=archive.name, upload=True)
         except IntriguingError as exc:
             show_error(exc)
             return

@@ -25,7 +25,7 @@ def batch(mnist_test):
 def test_registry_covers_every_attack():
     assert (
         set(ATTACKS)
-        == {"lbfgs", "fgsm", "pgd", "cw", "deepfool", "apgd", "square", "autoattack"}
+        == {"lbfgs", "fgsm", "pgd", "cw", "deepfool", "apgd", "fab", "square", "autoattack"}
         == set(QUICK)
     )
 

@@ -41,18 +41,35 @@ def random_model(seed: int, channels: int, classes: int, conv: bool) -> nn.Modul
     return net.eval().requires_grad_(False)
 
 
+DRAWS = {
+    "seed": st.integers(0, 10_000),
+    "n": st.integers(1, 4),
+    "channels": st.sampled_from([1, 3]),
+    "classes": st.integers(2, 6),
+    "conv": st.booleans(),
+    "targeted": st.booleans(),
+    "saturate": st.booleans(),
+}
+# The attacks whose iterates could leave the ball in the most ways (random starts, restarts, square
+# windows, boundary steps, members run on subsets): more draws each than the shared sample gives them.
+BALL_CASES = cases({name: ATTACKS[name] for name in ("apgd", "fab", "square", "autoattack")})
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    case=st.sampled_from(CASES),
-    seed=st.integers(0, 10_000),
-    n=st.integers(1, 4),
-    channels=st.sampled_from([1, 3]),
-    classes=st.integers(2, 6),
-    conv=st.booleans(),
-    targeted=st.booleans(),
-    saturate=st.booleans(),
-)
+@given(case=st.sampled_from(CASES), **DRAWS)
 def test_attack_invariants(case, seed, n, channels, classes, conv, targeted, saturate):
+    check_invariants(case, seed, n, channels, classes, conv, targeted, saturate)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=st.sampled_from(BALL_CASES), **DRAWS)
+def test_every_iterate_of_apgd_fab_square_and_autoattack(
+    case, seed, n, channels, classes, conv, targeted, saturate
+):
+    check_invariants(case, seed, n, channels, classes, conv, targeted, saturate)
+
+
+def check_invariants(case, seed, n, channels, classes, conv, targeted, saturate) -> None:
     name, params, linf_budget, l2_budget = case
     model = random_model(seed, channels, classes, conv)
     gen = torch.Generator().manual_seed(seed)
@@ -67,15 +84,19 @@ def test_attack_invariants(case, seed, n, channels, classes, conv, targeted, sat
     iterates = []
     result = attack.run(x, labels, target=target, callback=lambda event: iterates.append(event.x_adv.clone()))
 
-    # The raw output and every iterate the model was evaluated at stay in the box, before any clipping.
+    # The raw output and every iterate the model was evaluated at stay in the box, before any clipping,
+    # and in the ball: the result always, the iterates unless the attack searches from outside it (FAB).
     for z in (result.x_adv_raw, *iterates):
         assert ((z >= 0) & (z <= 1)).all()
     assert result.summary()["raw_box_violations"] == 0
+    in_ball = [result.x_adv, result.x_adv_raw, *(iterates if attack.iterates_in_ball else ())]
+    for z in in_ball:
+        r = (z - x).flatten(1)
+        if linf_budget is not None:
+            assert (r.abs().amax(1) <= linf_budget + 1e-6).all()
+        if l2_budget is not None:
+            assert (r.norm(dim=1) <= l2_budget + 1e-5).all()
     r = (result.x_adv - x).flatten(1)
-    if linf_budget is not None:
-        assert (r.abs().amax(1) <= linf_budget + 1e-6).all()
-    if l2_budget is not None:
-        assert (r.norm(dim=1) <= l2_budget + 1e-5).all()
     assert torch.allclose(result.rms, r.pow(2).mean(1).sqrt())
 
     fresh = model(result.x_adv).argmax(1)  # success is what a new forward pass says, nothing else

@@ -82,3 +82,33 @@ def test_apgd_robust_accuracy_within_half_a_point_of_torchattacks(mnist_test):
         with torch.no_grad():
             their_acc = (model(theirs).argmax(1) == y).float().mean().item()
         assert abs((1 - mine.success.float().mean().item()) - their_acc) <= 0.005
+
+
+def _their_autoattack(model: nn.Module, eps: float, steps: int, queries: int):
+    """torchattacks' AutoAttack(version="standard") with its members' steps and queries set to ours (it
+    fixes 10 steps and 5000 queries; the reference runs 100 steps)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    theirs = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
+    for member in theirs._autoattack.attacks:
+        if hasattr(member, "steps"):
+            member.steps = steps
+        if hasattr(member, "n_queries"):
+            member.n_queries = queries
+    return theirs
+
+
+@pytest.mark.slow
+def test_ensemble_robust_accuracy_within_half_a_point_of_torchattacks(mnist_test):
+    """Same members in the same order on the same images; random starts are drawn differently, so the
+    issue's 0.5 points (2 images of 500) is the allowance."""
+    from core.models import load
+
+    model = load("fc100-100-10-pgdtrain", "cpu")
+    x, y = mnist_test.images[:500], mnist_test.labels[:500]
+    theirs = _their_autoattack(model, 0.1, steps=10, queries=500)(x, y)
+    mine = make_attack("autoattack", model, eps=0.1, steps=10, queries=500).run(x, y)
+    with torch.no_grad():
+        their_acc = (model(theirs).argmax(1) == y).float().mean().item()
+    my_acc = 1 - mine.success.float().mean().item()
+    assert their_acc < 0.95  # the budget breaks images, so the comparison says something
+    assert abs(my_acc - their_acc) <= 0.005

@@ -97,6 +97,18 @@ def test_attacks_quick_with_peers():
     assert {"ours", "torchattacks", "foolbox"} <= set(first_setting)
 
 
+def test_autoattack_quick():
+    result = run_script("autoattack.py", "--model", "fc100-100-10-pgdtrain", "--eps", "0.1")
+    assert positive(result["median_s"]["ours"]) and 0.0 <= result["robust_accuracy"]["ours"] <= 1.0
+    assert result["robust_accuracy"]["ours"] <= result["clean_accuracy"]
+    if importlib.util.find_spec("torchattacks"):
+        assert (
+            positive(result["theirs_over_ours"]) and 0.0 <= result["robust_accuracy"]["torchattacks"] <= 1.0
+        )
+    members = [m["member"] for m in result["members"]]
+    assert members[0] == "APGD-CE" and "FAB-T (1)" in members and members[-1] == "Square"
+
+
 def test_units_quick():
     result = run_in_process("units.py", "--models", "fc100-100-10")
     layers = result["layers"]

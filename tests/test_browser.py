@@ -3,15 +3,11 @@ the best-so-far result, and the README's screenshots are saved (assets/screensho
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, free_port
+from browser_support import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -22,36 +18,8 @@ TIMEOUT_MS = 120_000
 
 @pytest.fixture(scope="module")
 def app_url():
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true"]
-        + ["--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT,
-        env=os.environ.copy(),  # INTRIGUING_* and TORCH_HOME from conftest
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"streamlit did not start: {server.stderr.read().decode()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
+    with streamlit_server() as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.fixture(scope="module")

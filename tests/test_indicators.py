@@ -4,9 +4,12 @@ well-configured PGD on fc100-100-10."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+import torch
 
+from core.attacks import make_attack
 from core.defences.transforms import DefendedModel, parse_transform
 from core.evaluation import cells, indicators
 from core.evaluation.protocol import Protocol
@@ -158,3 +161,28 @@ def test_silent_indicators_say_they_were_checked():
     one_fires = [*silent[:-1], indicators.IndicatorResult(silent[-1].name, torch.tensor([False, True]), fix)]
     assert indicators.passed(one_fires) is None
     assert indicators.passed([]) is None  # not checked is not passed
+
+
+class _Noisy(torch.nn.Module):
+    """A randomised model: Gaussian noise on the input at every pass."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x + 0.05 * torch.randn_like(x))
+
+
+@pytest.mark.parametrize(
+    ("wrap", "name"),
+    [(lambda m: torch.nn.Sequential(m, torch.nn.Softmax(1)), "softmax_output"), (_Noisy, "randomised_model")],
+)
+def test_what_autoattack_warns_about_is_an_indicator_in_the_same_words(fc100, images, wrap, name):
+    model = wrap(fc100)
+    checks = check(model, "pgd", {"eps": 0.1, "steps": 5, "seed": 0}, images, extra=False)
+    assert checks[name].rate == 1.0
+    assert indicators.verdict(checks.values()) == "unreliable"
+    x, y = images
+    with pytest.warns(UserWarning, match=re.escape(checks[name].meaning)):
+        make_attack("autoattack", model, eps=0.05, steps=2, queries=2).run(x[:4], y[:4])

@@ -232,7 +232,7 @@ def test_docs_render_every_quote_from_the_stored_cards(tmp_path):
     )
     (root / "README.md").write_text(f"# x\n\n{blocks}after\n")
     written = docs.render_docs(tmp_path / "results", root)
-    assert len(written) == 4
+    assert len(written) == 6  # reproduction, validate, autoattack, performance, smoothing and the README
     texts = {Path(p).name: Path(p).read_text() for p in written}
     for name, text in texts.items():
         assert "(not run)" not in text and not re.search(r"\{[a-z][a-z0-9_]*\}", text), name

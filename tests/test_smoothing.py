@@ -10,7 +10,8 @@ from torch import nn
 from core.errors import InvalidParameterError
 from core.smoothing import SmoothingParams, certify, certify_batch, predict
 from core.smoothing.attack import smooth_pgd
-from core.smoothing.certify import make_generator
+from core.smoothing.certify import make_generator, sample_counts
+from core.smoothing.noise import noise_path
 
 
 class Constant(nn.Module):
@@ -75,6 +76,25 @@ def test_certified_radius_is_below_the_true_radius_of_the_threshold_classifier()
     assert 0 < res.radius <= true_radius
 
 
+def test_noise_drawn_in_the_first_layer_has_the_distribution_of_pixel_noise():
+    """A two-layer linear network opening with Flatten, Linear(16, 3): its votes come from the projected
+    path, and P(class 1) under pixel noise is Phi(margin / (sigma |u|)) in closed form, u the composed
+    direction of class 1 minus class 0; the vote share must lie in a 1e-6 Clopper-Pearson interval of it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.Linear(3, 2)).requires_grad_(False)
+    x, sigma, n = torch.rand(1, 4, 4), 0.5, 40000
+    assert noise_path(model, x, sigma).factor is not None  # the projected draw, not pixel noise
+    first, second = model[1], model[2]
+    u = (second.weight[1] - second.weight[0]) @ first.weight
+    margin = float(u @ x.flatten() + (second.weight[1] - second.weight[0]) @ first.bias)
+    margin += float(second.bias[1] - second.bias[0])
+    p_true = norm.cdf(margin / (sigma * float(u.norm())))
+    assert 0.05 < p_true < 0.95  # a split that a wrong covariance would move
+    votes = int(sample_counts(model, x, sigma, n, 7000, make_generator(model, 3))[1])
+    low, high = beta.ppf(5e-7, votes, n - votes + 1), beta.ppf(1 - 5e-7, votes + 1, n - votes)
+    assert low <= p_true <= high
+
+
 def test_tie_abstains():
     model, x = Tie(), torch.full((1, 2, 2), 0.5)
     params = SmoothingParams(sigma=0.5, n0=100, n=4000, alpha=0.001, batch=1000)
@@ -136,3 +156,39 @@ def test_adaptive_attack_finds_nothing_inside_the_radius_and_something_outside(m
         outside_flips += got is not None and got != yi
     assert inside_flips == 0
     assert outside_flips > 0
+
+
+def test_experiment_card_keeps_what_recomputes_its_curve():
+    """The certified accuracies of the card's rows follow from its per-image counts alone, recomputed here
+    with scipy (Clopper-Pearson, then sigma * Phi^-1), and the published numbers come from paper.py."""
+    from core.experiments import paper
+    from core.experiments.smoothing import radius_key, run
+
+    report = run(n=2, samples=300, sigmas=(0.5,), progress=False)
+    card, (row,) = report.card, report.rows
+    images, params = card["images"]["0.5"], card["params"]["0.5"]
+    assert card["n"] == card["n_requested"] == len(images) == 2
+    radii = []
+    for img in images:
+        pa = beta.ppf(params["alpha"], img["count"], params["n"] - img["count"] + 1)
+        radii.append(0.5 * norm.ppf(pa) if pa >= 0.5 and img["prediction"] == img["label"] else -1.0)
+        assert img["radius"] == pytest.approx(max(0.5 * norm.ppf(pa), 0.0) if pa >= 0.5 else 0.0)
+    for r, published in zip(card["radii"], paper.SMOOTHING_MNIST[0.5]["certified"], strict=True):
+        assert row[radius_key(r)] == sum(rad >= r for rad in radii) / 2
+        assert row[f"paper {radius_key(r)}"] == published
+
+
+def test_experiment_budget_stops_every_sigma_at_the_same_image():
+    from core.experiments.smoothing import run
+
+    report = run(n=5, samples=100, sigmas=(0.25, 1.0), minutes=0, progress=False)
+    assert report.card["n"] == 1 and report.card["n_requested"] == 5
+    assert [len(v) for v in report.card["images"].values()] == [1, 1]
+    assert any("1 of the 5" in note for note in report.notes)
+
+
+def test_gap_table_is_ours_minus_the_papers_in_points():
+    from core.experiments.smoothing import gap_table
+
+    row = {"sigma": "0.25", "r0": 0.98, "paper r0": 0.992, "r0.5": 0.97, "paper r0.5": 0.968}
+    assert "| 0.25 | -1.2 | +0.2 | 1.2 |" in gap_table({"radii": [0.0, 0.5], "rows": [row]})

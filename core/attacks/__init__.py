@@ -13,7 +13,7 @@
     result = run.result()   # best so far, clipped and re-verified by a fresh forward pass; any time
 
 Attacks (one file each; its docstring gives the method and every default): lbfgs (the paper's, with a
-scipy reference path), fgsm, pgd (linf/l2), cw (C&W-L2), deepfool, apgd (APGD-CE), square (Square Attack, score-based: no gradients). `model_calls` counts
+scipy reference path), fgsm, pgd (linf/l2), cw (C&W-L2), deepfool, apgd (APGD, CE or DLR), fab (FAB, minimal norm within eps), square (Square Attack, score-based: no gradients). `model_calls` counts
 batched forward passes, a forward+backward counting as one. Every attack returns an `AttackResult` (x, x_adv, x_adv_raw, perturbation, success, labels, target,
 pred_before, pred_after, probs_after, l2, linf, rms, iterations, model_calls, time_s, params).
 `gaussian_noise_baseline(model, x, labels, rms, seed)` is the paper's random-noise control.
@@ -41,6 +41,7 @@ from core.attacks.base import (
 )
 from core.attacks.cw import CarliniWagnerL2
 from core.attacks.deepfool import DeepFool
+from core.attacks.fab import FAB
 from core.attacks.fgsm import FGSM
 from core.attacks.lbfgs import LBFGS
 from core.attacks.noise import GaussianNoise, gaussian_noise_baseline
@@ -50,7 +51,7 @@ from core.attacks.square import Square
 from core.errors import InvalidParameterError
 
 ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (LBFGS, FGSM, PGD, CarliniWagnerL2, DeepFool, APGD, Square, AutoAttack)
+    cls.name: cls for cls in (LBFGS, FGSM, PGD, CarliniWagnerL2, DeepFool, APGD, FAB, Square, AutoAttack)
 }
 
 
@@ -106,6 +107,7 @@ __all__ = [
     "AttackRun",
     "CarliniWagnerL2",
     "DeepFool",
+    "FAB",
     "FGSM",
     "GaussianNoise",
     "LBFGS",

@@ -1,13 +1,13 @@
 """AutoAttack (Croce & Hein, 2020): a parameter-free ensemble whose per-example worst case is the robust
 accuracy robustness papers report. `standard`: APGD-CE, then APGD-T (targeted DLR) against each of the 9
-most likely other classes, then Square with 5000 queries; each member attacks only the images the earlier
-ones left standing. `plus`: APGD-CE and APGD-DLR with 5 restarts, APGD-T, Square with 5 restarts.
-FAB-T, the reference's third member, is not part of this ensemble yet (on MNIST at Linf 0.3 it adds no
-broken image to APGD-T in the AutoAttack authors' tables; the gap is stated in docs/autoattack.md).
+most likely other classes, then FAB-T against the same 9, then Square with 5000 queries; each member
+attacks only the images the earlier ones left standing. `plus`: APGD-CE, APGD-DLR and FAB with 5 restarts,
+Square, then APGD-T and FAB-T, as in the reference.
 
 AutoAttack's own sanity checks are raised as warnings before the run (`sanity_warnings`): outputs that
 sum to one (softmax instead of logits), a randomised model (attack it with EOT), zero gradients; after it,
-a black-box member breaking images the white-box members could not.
+a black-box member breaking images the white-box members could not. They are the indicators of attack
+failure of the same names, tested and worded once in core.attacks.sanity.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.attacks import sanity
 from core.attacks.apgd import APGD
 from core.attacks.base import Attack, AttackEvent, AttackRun
+from core.attacks.fab import FAB
 from core.attacks.spec import Param, eps_param, norm_param, seed_param
 from core.attacks.square import Square
 
@@ -38,51 +40,33 @@ class Member:
 
 
 def members(version: str, norm: str, eps: float, steps: int, queries: int, seed: int) -> list[Member]:
-    """The ensemble of `version`, in the order it runs."""
+    """The ensemble of `version`, in the order the reference runs it (FAB takes APGD's number of steps)."""
     restarts = 1 if version == "standard" else 5
     base = {"norm": norm, "eps": eps, "steps": steps, "seed": seed}
-    out = [Member("APGD-CE", APGD, {**base, "loss": "ce", "restarts": restarts})]
-    if version == "plus":
-        out.append(Member("APGD-DLR", APGD, {**base, "loss": "dlr", "restarts": restarts}))
-    out += [Member(f"APGD-T ({k})", APGD, {**base, "loss": "dlr"}, target_rank=k) for k in range(1, 10)]
-    out.append(
-        Member(
-            "Square",
-            Square,
-            {"norm": norm, "eps": eps, "queries": queries, "p_init": 0.8, "restarts": restarts, "seed": seed},
-        )
+    square = Member(
+        "Square", Square, {"norm": norm, "eps": eps, "queries": queries, "p_init": 0.8, "seed": seed}
     )
-    return out
+    targeted = [Member(f"APGD-T ({k})", APGD, {**base, "loss": "dlr"}, target_rank=k) for k in range(1, 10)]
+    targeted += [Member(f"FAB-T ({k})", FAB, base, target_rank=k) for k in range(1, 10)]
+    if version == "standard":
+        return [Member("APGD-CE", APGD, {**base, "loss": "ce"}), *targeted, square]
+    return [
+        Member("APGD-CE", APGD, {**base, "loss": "ce", "restarts": restarts}),
+        Member("APGD-DLR", APGD, {**base, "loss": "dlr", "restarts": restarts}),
+        Member("FAB", FAB, {**base, "restarts": restarts}),
+        square,
+        *targeted,
+    ]
 
 
-def sanity_warnings(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """AutoAttack's checks of the model, on a few images: softmax outputs, randomness, zero gradients."""
-    found = []
-    z = x[:8].detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        out = model(z)
-        (grad,) = torch.autograd.grad(out.max(1).values.sum(), z)
-    sums = out.detach().sum(1)
-    if torch.allclose(sums, torch.ones_like(sums), atol=1e-4) and (out.detach() >= 0).all():
-        found.append(
-            "the model's outputs sum to 1: it returns probabilities, not logits; the CE loss saturates and "
-            "gradients vanish; attack the logits (remove the final softmax)."
-        )
-    with torch.no_grad():
-        again = model(z.detach())
-    if not torch.allclose(out.detach(), again, atol=1e-5):
-        found.append(
-            "the model is randomised (two forward passes of the same images differ): AutoAttack's numbers "
-            "do not hold for it; attack it with EOT (expectation over transformation), e.g. averaging "
-            "gradients over 20 passes, as AutoAttack's `rand` version does."
-        )
-    if (grad.flatten(1).abs().amax(1) == 0).any():
-        found.append(
-            "some images have an exactly zero gradient: gradient attacks cannot move there (masked "
-            "gradients); the Square member and the indicators of attack failure tell whether that hides "
-            "adversarial examples."
-        )
-    return found
+def sanity_warnings(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    """AutoAttack's checks of the model, worded as the indicators of attack failure word them
+    (core.attacks.sanity): probability outputs, randomness, zero or non-finite gradients."""
+    return [
+        sanity.warning(name, flags)
+        for name, flags in sanity.model_flags(model, x, labels).items()
+        if flags.any()
+    ]
 
 
 class AutoAttack(Attack):
@@ -116,6 +100,7 @@ class AutoAttack(Attack):
         ),
     )
     supports_targeted = False
+    iterates_in_ball = False  # its FAB-T members' are not
 
     PARAMS = (
         norm_param(),
@@ -151,7 +136,7 @@ class AutoAttack(Attack):
     seed: int
 
     def _steps(self, run: AttackRun) -> Iterator[AttackEvent]:
-        for message in sanity_warnings(self.model, run.x):
+        for message in sanity_warnings(self.model, run.x, run.labels):
             warnings.warn(f"AutoAttack: {message}", stacklevel=2)
         x, labels = run.x, run.labels
         logits_now = run.clean_logits.clone()
@@ -188,10 +173,10 @@ class AutoAttack(Attack):
 
     def _black_box_warning(self) -> None:
         """AutoAttack's check: Square (no gradients) breaking images after the gradient members."""
-        if self.broken_by.get("Square", 0) > 0:
+        broken = self.broken_by.get("Square", 0)
+        if broken:
             warnings.warn(
-                f"AutoAttack: Square, a black-box attack, broke {self.broken_by['Square']} images the white-box "
-                "members could not: the gradients mislead (gradient masking); trust the ensemble's number, "
-                "not the gradient attacks'.",
+                f"AutoAttack: {sanity.MEANINGS['black_box_beats_white_box']} (Square broke {broken} images "
+                "the gradient members left standing; the ensemble's number counts them.)",
                 stacklevel=2,
             )

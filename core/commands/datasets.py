@@ -56,7 +56,11 @@ def register(sub, common) -> None:
     )
     p.add_argument("action", nargs="?", choices=("add", "remove"))
     p.add_argument("name", nargs="?", help="the dataset's name (letters, digits, . _ -)")
-    p.add_argument("dir", nargs="?", help="a folder holding one sub-folder of images per class")
+    p.add_argument(
+        "dir",
+        nargs="?",
+        help="a folder holding one sub-folder of images per class, or a torchvision root (CIFAR-10/100)",
+    )
     p.add_argument("--classes", default=None, metavar="FILE", help="class names in index order, one a line")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

@@ -51,6 +51,8 @@ def run(args) -> int:
         options["epochs"] = args.epochs
     if args.table == "advtrain":
         options["install"] = args.install
+    if args.table == "smoothing":
+        options["minutes"] = args.minutes
     if args.table == "table5" and args.models:
         options["models"] = tuple(args.models.split(","))
     if args.on_ray is not None:
@@ -90,7 +92,7 @@ def register(sub, common) -> None:
         "--n",
         type=int,
         default=None,
-        help="test images (default: 1000; table5: 100; advtrain: 500; validate: 100; table2-imagenet: the 4 photos)",
+        help="test images (default: 1000; table5: 100; advtrain: 500; validate: 100; smoothing: 1000 per sigma; table2-imagenet: the 4 photos)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -120,6 +122,12 @@ def register(sub, common) -> None:
         default=None,
         metavar="ADDRESS",
         help="table2: compute the examples as a resumable sweep on Ray (local, or auto / HOST:PORT / ray://)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="smoothing: stop after this many minutes with the images done so far (the card says how many)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

@@ -1,5 +1,6 @@
-"""Datasets by name: MNIST (the paper's splits) and the user's own folders of class-named subfolders
-(torchvision's ImageFolder layout), registered in `<cache>/datasets.json`.
+"""Datasets by name: MNIST (the paper's splits), the user's own folders of class-named subfolders
+(torchvision's ImageFolder layout) and torchvision dataset roots the user has (CIFAR-10, CIFAR-100: their
+test split, core/data/torchvision_roots.py), registered in `<cache>/datasets.json`.
 
 A user dataset is read in one fixed order (classes in the order of `--classes FILE`, else sorted folder
 names; files sorted by name within a class), so a protocol's "first n images" is the same on every call.
@@ -22,8 +23,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from core import config
+from core.data import torchvision_roots
 from core.data.images import open_image
 from core.data.mnist import SPLITS as MNIST_SPLITS
 from core.data.mnist import DataSplit, load_mnist
@@ -48,6 +51,7 @@ class DatasetEntry:
     fingerprint: str  # sha256 of every path and byte
     listing: str  # sha256 of paths and sizes, checked on every load
     added: str
+    kind: str = "folder"  # or a torchvision root's layout (core/data/torchvision_roots.py)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -66,7 +70,14 @@ def _read(path: str, mtime_ns: int) -> dict[str, DatasetEntry]:
         out = {}
         for name, e in raw.items():
             entry = DatasetEntry(**{**e, "classes": tuple(e["classes"]), "size": tuple(e["size"])})
-            if entry.name != name or not NAME.match(name) or len(entry.size) != 2 or len(entry.classes) < 2:
+            bad_kind = entry.kind != "folder" and entry.kind not in torchvision_roots.KINDS
+            if (
+                entry.name != name
+                or not NAME.match(name)
+                or len(entry.size) != 2
+                or len(entry.classes) < 2
+                or bad_kind
+            ):
                 raise ValueError(f"entry {name!r}")
             out[name] = entry
         return out
@@ -131,9 +142,17 @@ def _read_classes(path: str | Path) -> tuple[str, ...]:
     return names_
 
 
-def add(name: str, root: str | Path, classes_file: str | Path | None = None) -> DatasetEntry:
-    """Register a folder of class folders under `name` after checking it (two classes with images at
-    least, every image readable); nothing is written when a check fails."""
+def add(
+    name: str,
+    root: str | Path,
+    classes_file: str | Path | None = None,
+    *,
+    shown: str | None = None,
+    upload: bool = False,
+) -> DatasetEntry:
+    """Register a folder of class folders (or, unless it is an `upload`, a torchvision root) under `name`
+    after checking it (two classes with images at least, every image readable); nothing is written when a
+    check fails. `shown` names the folder in messages (an upload's file name, not its cache folder)."""
     if not isinstance(name, str) or not NAME.match(name):
         raise InvalidParameterError(
             f"dataset name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."
@@ -141,18 +160,22 @@ def add(name: str, root: str | Path, classes_file: str | Path | None = None) -> 
     if name in BUILTIN or name == "imagenet" or entry(name) is not None:
         raise InvalidParameterError(f"a dataset named {name} exists already; choose another name.")
     root = Path(root).expanduser().resolve()
+    shown = shown or root.name
     if not root.is_dir():
-        raise InvalidParameterError(f"{root.name}: no such folder.")
+        raise InvalidParameterError(f"{shown}: no such folder.")
+    layout = None if upload else torchvision_roots.detect(root)
+    if layout is not None:
+        if classes_file:
+            raise InvalidParameterError(f"a {layout[0].dataset} root names its own classes; drop --classes.")
+        return _add_root(name, *layout)
     classes, files = _scan(root, _read_classes(classes_file) if classes_file else None)
     if not files:
-        raise InvalidParameterError(f"{root.name} holds no images in class folders (one folder per class).")
+        raise InvalidParameterError(f"{shown} holds no images in class folders (one folder per class).")
     used = {c for _, c in files}
     if len(used) < 2:
-        raise InvalidParameterError(
-            f"{root.name} has images of one class only; a classifier needs two at least."
-        )
+        raise InvalidParameterError(f"{shown} has images of one class only; a classifier needs two at least.")
     if len(files) > MAX_IMAGES:
-        raise InvalidParameterError(f"{root.name} holds {len(files)} images; the limit is {MAX_IMAGES}.")
+        raise InvalidParameterError(f"{shown} holds {len(files)} images; the limit is {MAX_IMAGES}.")
     digest = hashlib.sha256()
     for path, cls in files:
         data = path.read_bytes()
@@ -162,6 +185,18 @@ def add(name: str, root: str | Path, classes_file: str | Path | None = None) -> 
     new = DatasetEntry(
         name, str(root), classes, len(files), (first.height, first.width), digest.hexdigest()[:16],
         _listing(root, files), time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )  # fmt: skip
+    _write({**entries(), name: new})
+    return new
+
+
+def _add_root(name: str, layout: torchvision_roots.Root, parent: Path) -> DatasetEntry:
+    """Register a torchvision dataset root after reading its test split once (every check on the way)."""
+    paths = torchvision_roots.files(layout, parent)
+    images, _, classes = torchvision_roots.read(layout, parent)
+    new = DatasetEntry(
+        name, str(parent), classes, len(images), tuple(images.shape[2:]), torchvision_roots.fingerprint(paths),
+        torchvision_roots.listing(paths), time.strftime("%Y-%m-%dT%H:%M:%S"), layout.kind,
     )  # fmt: skip
     _write({**entries(), name: new})
     return new
@@ -194,14 +229,21 @@ def fingerprint(name: str) -> str:
     return found.fingerprint
 
 
-def _to_tensor(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
-    img = open_image(path)
-    img = img.convert("L") if shape[0] == 1 else img
-    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, -1)
-    x = x.permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
-    return F.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False).clamp_(
-        0, 1
-    )[0]
+def resize(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """(N, C, H, W) pixels in [0, 1] resized to `shape` (channels, height, width): colour to grey by
+    ITU-R 601-2 luma (PIL's "L"), bilinear with antialiasing, as every user image is."""
+    if shape[0] == 1 and x.shape[1] == 3:
+        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    elif shape[0] == 3 and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return F.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+
+
+def image_tensor(img: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
+    """A decoded image as a (1, *shape) tensor in [0, 1], the way a user dataset's files are read."""
+    img = img.convert("RGB")
+    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, 3)
+    return resize(x.permute(2, 0, 1).float().div_(255.0).unsqueeze(0), shape)
 
 
 @functools.lru_cache(maxsize=4)
@@ -210,10 +252,18 @@ def _load_user(name: str, fingerprint_: str, shape: tuple[int, int, int]) -> Dat
     root = Path(found.root)
     if not root.is_dir():
         raise DatasetMissingError(f"the folder of dataset {name} ({root}) is gone; add it again.")
+    if found.kind != "folder":
+        layout = torchvision_roots.KINDS[found.kind]
+        if torchvision_roots.listing(torchvision_roots.files(layout, root)) != found.listing:
+            raise DatasetMissingError(
+                f"the files of dataset {name} changed since it was added; add it again."
+            )
+        images, labels, _ = torchvision_roots.read(layout, root)
+        return DataSplit("test", resize(images, shape), labels, torch.arange(len(labels)))
     _, files = _scan(root, found.classes)
     if _listing(root, files) != found.listing:
         raise DatasetMissingError(f"the folder of dataset {name} changed since it was added; add it again.")
-    images = torch.stack([_to_tensor(p, shape) for p, _ in files])
+    images = torch.cat([image_tensor(open_image(p), shape) for p, _ in files])
     labels = torch.tensor([c for _, c in files], dtype=torch.int64)
     return DataSplit("test", images, labels, torch.arange(len(files)))
 

@@ -4,7 +4,8 @@ The commonest way to fool oneself about robustness is a weak evaluation: an atta
 (too few steps, a too-small C&W constant, a masked gradient, a non-differentiable defence) makes a model look
 robust. Following Pintor et al., "Indicators of Attack Failure" (NeurIPS 2022), and the AutoAttack practice
 of running diverse attacks, each indicator flags examples where the attack, not the model, is the likely
-reason an image was not fooled, and suggests a fix as parameter changes or another attack (`Fix`), which a
+reason an image was not fooled (those AutoAttack warns about are tested and worded once, in
+core.attacks.sanity), and suggests a fix as parameter changes or another attack (`Fix`), which a
 page applies with one click and the CLI with the flags `Fix.cli` prints.
 
 Most checks read what a run streams anyway: `LossRecorder` is a callback for `Attack.run` that keeps each
@@ -32,6 +33,7 @@ from core.attacks import (
     make_attack,
     with_seed,
 )
+from core.attacks.sanity import MEANINGS, REMEDIES, gradient_norms, model_flags
 from core.attacks.square import margin
 
 
@@ -55,12 +57,9 @@ INDICATORS: dict[str, Indicator] = {
             "Loss still falling at the last step",
             "On images the attack failed to fool, the loss was still falling at the end: more steps would help.",
         ),
-        Indicator(
-            "masked_gradient",
-            "Zero or non-finite gradient",
-            "The loss gradient at the clean image is zero or not finite: gradient attacks get no direction "
-            "(masked or shattered gradients).",
-        ),
+        Indicator("masked_gradient", "Zero or non-finite gradient", MEANINGS["masked_gradient"]),
+        Indicator("softmax_output", "Outputs are probabilities", MEANINGS["softmax_output"]),
+        Indicator("randomised_model", "Randomised model", MEANINGS["randomised_model"]),
         Indicator(
             "non_differentiable_input",
             "Non-differentiable preprocessing",
@@ -70,8 +69,7 @@ INDICATORS: dict[str, Indicator] = {
         Indicator(
             "black_box_beats_white_box",
             "Black-box or transfer attack succeeds",
-            "A gradient-free attack (Square) or examples made on an undefended twin fool images the gradient "
-            "attack failed on, at the same budget: the gradient misled the attack.",
+            MEANINGS["black_box_beats_white_box"],
         ),
         Indicator(
             "restarts_change_outcome",
@@ -216,21 +214,6 @@ def masking_preprocessing(model: nn.Module) -> list[str]:
     return [m.describe() for m in model.modules() if getattr(m, "masks_gradient", False)]
 
 
-def gradient_norms(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each image's margin gradient at x (NaN where it is not finite); one backward pass."""
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    with torch.enable_grad():
-        z = x.detach().to(device).requires_grad_(True)
-        loss = margin(model(z), labels.to(device), False)
-        (grad,) = torch.autograd.grad(loss.sum(), z, allow_unused=True)
-    if grad is None:  # the output does not depend on the input at all
-        return torch.zeros(len(x))
-    norms = grad.flatten(1).norm(dim=1).cpu()
-    return torch.where(
-        torch.isfinite(grad.flatten(1)).all(1).cpu(), norms, torch.full_like(norms, float("nan"))
-    )
-
-
 def stream_checks(
     model: nn.Module,
     attack: str,
@@ -238,8 +221,9 @@ def stream_checks(
     result: AttackResult,
     recorder: LossRecorder | None = None,
 ) -> list[IndicatorResult]:
-    """The indicators that cost nothing beyond the run (and one gradient at the clean images): flat or still
-    falling loss (from `recorder`, when the run was recorded), masked gradient, masking preprocessing."""
+    """The indicators that cost nothing beyond the run (and one gradient and one forward pass at the clean
+    images): flat or still falling loss (from `recorder`, when the run was recorded), masked gradient,
+    probability outputs, a randomised model (the checks AutoAttack warns about), masking preprocessing."""
     params = _full(attack, params)
     attacked = result.pred_before == result.labels
     failed = attacked & ~result.fooled
@@ -261,8 +245,11 @@ def stream_checks(
                 _more_steps(attack, params),
             ),
         ]
-    norms = gradient_norms(model, result.x, result.labels)
-    checks.append(IndicatorResult("masked_gradient", attacked & ~(norms > 0), _gradient_fix(model)))
+    flags = model_flags(model, result.x, result.labels)
+    checks += [
+        IndicatorResult("masked_gradient", attacked & flags["masked_gradient"], _gradient_fix(model)),
+        *(IndicatorResult(name, attacked & flags[name], Fix(REMEDIES[name])) for name in REMEDIES),
+    ]
     blocked = bool(masking_preprocessing(model))
     checks.append(
         IndicatorResult(

@@ -1,7 +1,8 @@
 """The documents rendered from the stored result cards (docs/results/<name>/<name>.json, and the model
 cards beside the checkpoints): docs/reproduction.md (each table's markdown plus the discussion, whose
-figures are quoted from the cards), docs/validate.md, docs/performance.md (from the benchmarks' cards in
-docs/results/performance/) and the README's marked blocks (results at a glance, the model zoo). `intriguing reproduce NAME --update-docs` stores a card and calls `render_docs`;
+figures are quoted from the cards), docs/validate.md, docs/autoattack.md, docs/smoothing.md,
+docs/performance.md (from the benchmarks' cards in docs/results/performance/) and the README's marked blocks
+(results at a glance, the model zoo). `intriguing reproduce NAME --update-docs` stores a card and calls `render_docs`;
 `intriguing reproduce docs` re-renders without running anything."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import re
 from pathlib import Path
 
 from core import config
-from core.experiments import quotes
+from core.experiments import autoattack, quotes
+from core.experiments.smoothing import smoothing_doc
 from core.experiments.writer import RESULTS_DIR, read_card
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -35,6 +37,12 @@ from the same cards. Re-render this file from the stored cards with `intriguing 
 """
 
 
+def _table(results: Path, name: str) -> str | None:
+    """The markdown table a run wrote beside its card, or None."""
+    path = results / name / f"{name}.md"
+    return path.read_text() if path.is_file() else None
+
+
 def reproduction_doc(results: Path = RESULTS_DIR) -> str:
     parts = [HEADER]
     for name in ORDER:
@@ -57,14 +65,16 @@ def readme_block(readme: str, block: str, text: str) -> str:
 
 
 def render_docs(results: Path = RESULTS_DIR, root: Path = config.PROJECT_ROOT) -> list[str]:
-    """Rewrite docs/reproduction.md, docs/validate.md, docs/performance.md and the README blocks under
-    `root` from the cards in `results`; return the files written."""
+    """Rewrite the documents listed above under `root` from the cards in `results`; return the files
+    written."""
     read = lambda name: read_card(name, results)  # noqa: E731
     written = []
     for path, text in (
         (root / "docs" / "reproduction.md", reproduction_doc(results)),
         (root / "docs" / "validate.md", quotes.render(TEMPLATES / "validate.md", read)),
+        (root / "docs" / "autoattack.md", autoattack.doc(results)),
         (root / "docs" / "performance.md", quotes.render(TEMPLATES / "performance.md", read)),
+        (root / "docs" / "smoothing.md", smoothing_doc(read("smoothing"), _table(results, "smoothing"))),
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

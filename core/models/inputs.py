@@ -6,13 +6,18 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from core.data.datasets import image_tensor
 from core.data.images import mnist_input
 from core.models.imagenet import preprocess
 from core.models.zoo import get_spec
 
 
 def model_input(img: Image.Image, model_name: str) -> torch.Tensor:
-    """The tensor a zoo model takes for this image: MNIST-style 28x28 or the weights' own ImageNet transforms."""
-    if get_spec(model_name).dataset == "mnist":
+    """The tensor a model takes for this image: MNIST-style 28x28, the weights' own ImageNet transforms,
+    or, for a model of a registered dataset, resized to its card's input as that dataset's files are."""
+    spec = get_spec(model_name)
+    if spec.dataset == "mnist":
         return mnist_input(img)
-    return preprocess(img, model_name)
+    if spec.dataset == "imagenet":
+        return preprocess(img, model_name)
+    return image_tensor(img, spec.input_shape)

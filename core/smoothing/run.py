@@ -10,7 +10,7 @@ import torch
 from core.data import load_mnist
 from core.errors import InvalidParameterError
 from core.models import get_spec, load
-from core.smoothing.certify import SmoothingParams, certify_batch, estimate_seconds
+from core.smoothing.certify import SmoothingParams, SmoothResult, certify_batch, estimate_seconds
 from core.smoothing.curves import DEFAULT_RADII, average_certified_radius, certified_accuracy
 
 HOURS_WITHOUT_ASKING = 1.0  # a run estimated longer than this needs the user's explicit yes
@@ -57,8 +57,20 @@ def smooth_run(
     estimate = check_affordable(model, params, n_images, yes)
     start = time.perf_counter()
     results = certify_batch(model, data.images[:n_images], params, seed=seed, progress=progress)
-    elapsed = time.perf_counter() - start
-    labels = data.labels[:n_images].tolist()
+    run = summarise(model_name, params, seed, results, data.labels[:n_images].tolist(), radii)
+    return run | {"time_s": time.perf_counter() - start, "estimated_s": estimate}
+
+
+def summarise(
+    model_name: str,
+    params: SmoothingParams,
+    seed: int,
+    results: list[SmoothResult],
+    labels: list[int],
+    radii: tuple[float, ...] = DEFAULT_RADII,
+) -> dict:
+    """The JSON-able record of certificates of the first len(results) test images: each image's result,
+    certified accuracy at `radii`, ACR and abstentions."""
     images = [
         {"index": i, "label": y, **r.to_dict()} for i, (y, r) in enumerate(zip(labels, results, strict=True))
     ]
@@ -73,6 +85,4 @@ def smooth_run(
         "certified_accuracy": {f"{r:g}": acc for r, acc in curve.items()},
         "average_certified_radius": average_certified_radius(results, labels),
         "abstained": sum(r.prediction is None for r in results),
-        "time_s": elapsed,
-        "estimated_s": estimate,
     }

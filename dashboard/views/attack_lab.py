@@ -25,7 +25,7 @@ from core.models import class_names, get_spec, same_domain_models, usable_models
 from core.models.inputs import model_input
 from core.visual import figures
 from core.visual.pictures import digit_picture, to_uint8
-from dashboard import url_state
+from dashboard import dataset_source, url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.lab_view import (
     LivePanel,
@@ -66,6 +66,7 @@ def link_checks(names: list[str]) -> dict[str, url_state.Check]:
         "lab_live": url_state.choice(LIVE_MODES),
         **url_state.replay_check("lab"),
         **url_state.attack_parameter_checks("lab", ("mnist", "imagenet")),
+        **dataset_source.link_checks("lab"),
     }
 
 
@@ -110,8 +111,8 @@ with sidebar:
     classes = class_names(model_name)
     source = st.radio(
         "Image",
-        SOURCES,
-        index=0 if spec.dataset == "mnist" else 1,
+        dataset_source.sources(spec.dataset, SOURCES),
+        index=1 if spec.dataset == "imagenet" else 0,
         horizontal=True,
         **bound(f"lab_source_{spec.dataset}"),
     )
@@ -121,7 +122,9 @@ with sidebar:
     image_source = ""
     try:
         model = cached_model(model_name)
-        if source == "MNIST test set":
+        if source == dataset_source.DATASET:  # a registered dataset's model: its own test images
+            x, true_label, image_source = dataset_source.pick_image("lab", model_name)
+        elif source == "MNIST test set":
             mnist = cached_mnist("test")
             n = len(mnist.labels)
             index = st.number_input(f"Test image (0-{n - 1})", 0, n - 1, 0, **bound("lab_idx"))
@@ -185,7 +188,7 @@ with sidebar:
         choices = [target_name(classes, c) for c in range(len(classes)) if c != label]
         target = int(st.selectbox("Target class", choices, **bound("lab_target")).rsplit("(", 1)[1][:-1])
     with st.expander("Parameters", expanded=False):
-        params = attack_parameters(attack_name, spec.dataset, model=model_name)
+        params = attack_parameters(attack_name, spec.preset_domain, model=model_name)
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("lab_seed"))
     live_mode = st.radio(
         "Live view", tuple(LIVE_MODES), horizontal=True, **bound("lab_live"),

@@ -20,7 +20,7 @@ from core.models import class_names, get_spec, usable_models
 from core.models.inputs import model_input
 from core.runtime import LIVE_THREADS
 from core.visual.pictures import to_uint8, triple_picture
-from dashboard import url_state
+from dashboard import dataset_source, url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
 from dashboard.url_state import bound
 
@@ -44,6 +44,7 @@ try:
             "val_seed": url_state.integer(0, SEED_MAX),
             "val_ref_n": url_state.integer(int(REFERENCE_N.low), int(REFERENCE_N.high)),
             **url_state.replay_check("val"),
+            **dataset_source.link_checks("val"),
         }
     )
 except IntriguingError as exc:  # MNIST missing: the checks cannot know its size
@@ -54,11 +55,14 @@ with left:
     model_name = st.selectbox("Model", names, index=default, **bound("val_model"))
     spec = get_spec(model_name)
     classes = class_names(model_name)
-    source = st.radio("Image", SOURCES[spec.dataset], horizontal=True, **bound(f"val_source_{spec.dataset}"))
+    options = dataset_source.sources(spec.dataset, SOURCES.get(spec.dataset, ()))
+    source = st.radio("Image", options, horizontal=True, **bound(f"val_source_{spec.dataset}"))
     x, true_label, image_source = None, None, ""
     try:
         model = cached_model(model_name)
-        if source == "MNIST test set":
+        if source == dataset_source.DATASET:  # a registered dataset's model: its own test images
+            x, true_label, image_source = dataset_source.pick_image("val", model_name)
+        elif source == "MNIST test set":
             mnist = cached_mnist("test")
             index = st.number_input(
                 f"Index (0-{len(mnist.labels) - 1})", 0, len(mnist.labels) - 1, 0, **bound("val_idx")
