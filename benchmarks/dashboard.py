@@ -19,7 +19,8 @@ import harness  # first: puts the project root on sys.path  # isort: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = harness.parser(__doc__, "one start, home page only (smoke test)")
+    # No --device: the server picks its own (config.default_device), as it does for a user.
+    p = harness.parser(__doc__, "one start, home page only (smoke test)", device=False)
     p.add_argument("--starts", type=int, default=3, help="cold starts (median reported)")
     return p.parse_args(argv)
 

@@ -184,15 +184,16 @@ def _fmt(value: object) -> str:
 
 
 def parser(
-    doc: str, quick_help: str = "tiny sizes (smoke test): numbers are not meaningful"
+    doc: str, quick_help: str = "tiny sizes (smoke test): numbers are not meaningful", device: bool = True
 ) -> argparse.ArgumentParser:
-    """A script's argument parser with the flags every benchmark takes: --quick, --json, --save, --device,
-    --update-docs."""
+    """A script's argument parser with the flags every benchmark takes: --quick, --json, --save, --device
+    (unless the script measures a server that picks its own), --update-docs."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--json", action="store_true", help="print a machine-readable result instead of tables")
     p.add_argument("--save", metavar="PATH", help="also write the machine-readable result to PATH")
-    p.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, cuda:1")
+    if device:
+        p.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, cuda:1")
     p.add_argument(
         "--update-docs",
         action="store_true",

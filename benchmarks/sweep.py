@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.save).write_text(json.dumps(result, indent=2, default=float) + "\n")
     if args.doc:
         Path(args.doc).write_text(render(result))
-    harness.emit(result, args.json, text=tables(result))
+    harness.emit(result, args.json, tables(result), card=None if args.render else "sweep")  # a run folder
     return result
 
 

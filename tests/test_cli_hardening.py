@@ -78,6 +78,8 @@ def test_missing_image_file(tmp_path, capsys):
         (["leaderboard", "--budget", "l7:0.1"], "budget norm"),
         (["leaderboard", "--fill", "pgd", "-n", "-4"], "n must be"),
         (["leaderboard", "--fill", "teleport"], "unknown attack"),
+        (["evaluate", "fc10-1", "--device", "gpu"], "not a torch device"),
+        (["evaluate", "fc10-1", "--device", "cuda:7"], "--device cuda:7"),
     ],
 )
 def test_bad_parameters_give_exit_2_and_one_message(argv, message, capsys):

@@ -327,19 +327,19 @@ def perf_lbfgs(card: Card) -> dict[str, str]:
 
 def perf_live(card: Card) -> dict[str, str]:
     every = {k.split(":")[0] + " " + k.split(":")[1]: r for k, r in card["stream"].items() if "every" in k}
-    found = {"perf_live_steps": ", ".join(f"{k} {r['steps_per_s']:.0f}" for k, r in every.items())}
+    found = {"perf_live_steps": ", ".join(f"{k} {r['steps_per_s']:.3g}" for k, r in every.items())}
     browser = card.get("browser", {})
     first = [r["run_click_to_first_frame_s"] for r in browser.values() if "run_click_to_first_frame_s" in r]
     if first:
-        found["perf_first_frame"] = span(first, lambda v: f"{v:.2f} s")
+        found["perf_first_frame"] = span(first) + " s"
     return found
 
 
 def perf_units(card: Card) -> dict[str, str]:
     layers = card["layers"].values()
     return {
-        "perf_units_cache": span((r["cache_cold_s"] for r in layers), lambda v: f"{v:.2f} s"),
-        "perf_units_topk": span((r["top_k"]["unit"]["median_ms"] for r in layers), lambda v: f"{v:.2f} ms"),
+        "perf_units_cache": span(r["cache_cold_s"] for r in layers) + " s",
+        "perf_units_topk": span(r["top_k"]["unit"]["median_ms"] for r in layers) + " ms",
     }
 
 
@@ -360,6 +360,9 @@ def performance(read: Callable[[str], Card | None]) -> dict[str, str]:
     for name in PERFORMANCE:
         card = read(f"performance/{name}")
         found[perf_key(name)] = perf_block(name, card)
+        if card is not None:
+            loads = card["machine"]["load_average_1_5_15"][0], card["machine_after"]["load_average_1_5_15"][0]
+            found[perf_key(name) + "_load"] = span(loads, lambda v: f"{v:.1f}")
         if card is not None and name in figures:
             found.update(figures[name](card))
     return found
@@ -422,7 +425,7 @@ def zoo() -> dict[str, str]:
 
 class _Missing(dict):
     def __missing__(self, key: str) -> str:
-        return "(not run)"
+        return "not measured yet" if key.startswith("perf_") else "(not run)"  # a benchmark's card is absent
 
 
 def quotes(read: Callable[[str], Card | None]) -> dict[str, str]:
