@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"\n\nMILP on {milp['model']}: {milp['proven']}/{milp['images']} proven within {milp['time_limit_s']:g} s,"
         f" median {milp['median_s']:.1f} s, max {milp['max_s']:.1f} s per image"
     )
-    harness.emit(result, args.json, text, args.save, "certify" if args.update_docs else None)
+    harness.emit(result, args.json, text, args.save, "certify", args.update_docs)
     return result
 
 
