@@ -392,7 +392,24 @@ def certify(card: Card) -> dict[str, str]:
         "cert_date": card["date"][:10],
         "cert_threads": str(card["threads"]),
         "cert_protocol": card["protocol_description"],
+        **{  # cert_<model>_<norm>_<attack>: each attack's median distance as a multiple of the exact minimum
+            f"cert_{r['model']}_{r['norm']}_{r['attack']}".replace("-", "_"): f"{r['median']:.2f}x"
+            for r in card["rows"]
+            if r["images"]
+        },
     }
+
+
+def autoattack(card: Card) -> dict[str, str]:
+    """aa_<model>: robust accuracy under the standard ensemble with its interval and budget; aa_madry: the
+    leaderboard's PGD-trained MNIST network at the same Linf budget."""
+    found = {
+        f"aa_{r['model']}".replace("-", "_"): f"{pct(r['robust_accuracy'], 1)} at Linf {r['eps']:g} "
+        f"(95% interval {pct_span(r['robust_interval'], 1)}, {r['n']} test images)"
+        for r in card["rows"]
+    }
+    madry = paper.AUTOATTACK_MNIST["Madry et al. 2018 (PGD training)"]["robust"]
+    return {**found, "aa_madry": f"{pct(madry, 1)} at Linf {paper.AUTOATTACK_MNIST_LINF:g}"}
 
 
 QUOTES: dict[str, Callable[[Card], dict[str, str]]] = {
@@ -404,6 +421,7 @@ QUOTES: dict[str, Callable[[Card], dict[str, str]]] = {
     "advtrain": advtrain,
     "validate": validate,
     "certify": certify,
+    "autoattack": autoattack,
 }
 
 
