@@ -5,8 +5,8 @@
 Cold start: from launching `streamlit run dashboard/app.py` (a new process, an empty cache folder) until the
 home page is interactive in headless Chromium: its heading drawn and its script run finished. Then a tour
 of every page in the sidebar, each until its script run has finished, with the server's resident memory
-after each; the peak (VmHWM of the server process) is the figure to hold against the 1.5 GB goal.
-Goals: cold start under 5 s, peak memory under 1.5 GB.
+after each; the peak (VmHWM of the server process) is the figure to hold against the 800 MB goal (issue 25).
+Goals: cold start under 5 s, peak memory under 800 MB.
 """
 
 from __future__ import annotations
