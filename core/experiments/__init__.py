@@ -19,6 +19,7 @@ EXPERIMENTS = (
     "advtrain",
     "validate",
     "smoothing",
+    "smoothing-imagenet",
 )
 DEFAULT_N = {
     "table1": 1000,
@@ -30,6 +31,7 @@ DEFAULT_N = {
     "advtrain": 500,
     "validate": 100,
     "smoothing": 1000,  # per noise level, as in the issue; Cohen et al. certify the full test set
+    "smoothing-imagenet": 4,  # the sample photos
 }
 
 

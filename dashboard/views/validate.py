@@ -22,6 +22,7 @@ from core.runtime import LIVE_THREADS
 from core.visual.pictures import to_uint8, triple_picture
 from dashboard import url_state
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
+from dashboard.smoothing_view import smoothed_prediction
 from dashboard.url_state import bound
 
 SOURCES = {"mnist": ("MNIST test set", "Upload"), "imagenet": ("Sample photo", "Upload")}
@@ -98,6 +99,7 @@ with right:
         delta_color="off",
         delta_arrow="off",
     )
+    smoothed_prediction(model, x[0], classes, label)
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("val_seed"))
     reference_n = REFERENCE_N.default
     if spec.dataset == "mnist":
