@@ -71,7 +71,12 @@ def render_docs(results: Path = RESULTS_DIR, root: Path = config.PROJECT_ROOT) -
     for path, text in (
         (root / "docs" / "reproduction.md", reproduction_doc(results)),
         (root / "docs" / "validate.md", quotes.render(TEMPLATES / "validate.md", read)),
-        (root / "docs" / "smoothing.md", smoothing_doc(read("smoothing"), _table(results, "smoothing"))),
+        (
+            root / "docs" / "smoothing.md",
+            smoothing_doc(
+                read("smoothing"), _table(results, "smoothing"), _table(results, "smoothing-imagenet")
+            ),
+        ),
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

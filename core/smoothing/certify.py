@@ -187,14 +187,13 @@ def certify_batch(
     return [certify(model, x, params, generator) for x in bar]
 
 
-@torch.no_grad()
 def estimate_seconds(model: nn.Module, shape: tuple[int, ...], params: SmoothingParams, images: int) -> float:
-    """Seconds CERTIFY would take on `images` images, from timing one batch of noisy copies."""
-    device = model_device(model)
+    """Seconds CERTIFY would take on `images` images, from timing one batch of votes the way CERTIFY
+    draws them (so the estimate follows the noise path the network gets)."""
+    x, generator = torch.zeros(shape), make_generator(model, 0)
     size = min(params.batch, params.n0 + params.n)
-    x = torch.zeros((size, *shape), device=device)
-    model(x[:1])
+    sample_counts(model, x, params.sigma, 1, 1, generator)  # first-call dispatch, outside the timing
     start = time.perf_counter()
-    model(x + params.sigma * torch.randn_like(x))
+    sample_counts(model, x, params.sigma, size, params.batch, generator)
     per_sample = (time.perf_counter() - start) / size
     return per_sample * images * (params.n0 + params.n)
