@@ -186,3 +186,14 @@ def test_a_result_card_is_stored_only_when_asked(tmp_path, monkeypatch, capsys):
     harness.emit(result, as_json=False, text="table", card="attacks")
     card = json.loads((tmp_path / harness.CARDS / "attacks.json").read_text())
     assert card["ratio"] == 1.25 and card["machine"]["load_average_1_5_15"] and "commit" in card["machine"]
+
+
+@pytest.mark.slow
+def test_smoothing_quick():
+    result = run_script("smoothing.py")  # its own process: it sets torch's threads
+    rows = result["rows"]
+    expected = {(m, c) for m in ("smooth-0.25", "cnn") for c in ("before", "pixel noise", "projected")}
+    assert {(r["model"], r["contender"]) for r in rows} == expected
+    assert all(positive(r["cpu_s_per_image"]) and positive(r["s_per_image"]) for r in rows)
+    assert all(r["cpu_vs_before"] == pytest.approx(1.0) for r in rows if r["contender"] == "before")
+    assert positive(result["imagenet_500_images_cpu_s"])
