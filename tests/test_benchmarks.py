@@ -242,3 +242,14 @@ def test_an_unavailable_device_is_one_clear_message():
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device"):
             harness.use_device("cuda:0")
+
+
+@pytest.mark.slow
+def test_smoothing_quick():
+    result = run_script("smoothing.py")  # its own process: it sets torch's threads
+    rows = result["rows"]
+    expected = {(m, c) for m in ("smooth-0.25", "cnn") for c in ("before", "pixel noise", "projected")}
+    assert {(r["model"], r["contender"]) for r in rows} == expected
+    assert all(positive(r["cpu_s_per_image"]) and positive(r["s_per_image"]) for r in rows)
+    assert all(r["cpu_vs_before"] == pytest.approx(1.0) for r in rows if r["contender"] == "before")
+    assert positive(result["imagenet_500_images_cpu_s"])

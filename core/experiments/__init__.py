@@ -21,6 +21,7 @@ EXPERIMENTS = (
     "autoattack",
     "smoothing",
     "certify",
+    "smoothing-imagenet",
 )
 DEFAULT_N = {
     "table1": 1000,
@@ -34,6 +35,7 @@ DEFAULT_N = {
     "autoattack": 1000,
     "smoothing": 1000,  # per noise level, as in the issue; Cohen et al. certify the full test set
     "certify": 100,
+    "smoothing-imagenet": 4,  # the sample photos
 }
 
 

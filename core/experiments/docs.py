@@ -74,7 +74,12 @@ def render_docs(results: Path = RESULTS_DIR, root: Path = config.PROJECT_ROOT) -
         (root / "docs" / "validate.md", quotes.render(TEMPLATES / "validate.md", read)),
         (root / "docs" / "autoattack.md", autoattack.doc(results)),
         (root / "docs" / "performance.md", quotes.render(TEMPLATES / "performance.md", read)),
-        (root / "docs" / "smoothing.md", smoothing_doc(read("smoothing"), _table(results, "smoothing"))),
+        (
+            root / "docs" / "smoothing.md",
+            smoothing_doc(
+                read("smoothing"), _table(results, "smoothing"), _table(results, "smoothing-imagenet")
+            ),
+        ),
         (root / "docs" / "certify.md", quotes.render(TEMPLATES / "certify.md", read)),
     ):
         path.parent.mkdir(parents=True, exist_ok=True)

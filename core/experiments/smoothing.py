@@ -158,10 +158,21 @@ def gap_table(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def smoothing_doc(card: dict | None, table_md: str | None) -> str:
-    """docs/smoothing.md from the stored card and its markdown table (a placeholder when not run yet)."""
+def imagenet_section(table_md: str | None) -> str:
+    """The off-the-shelf ImageNet demonstration's table (card smoothing-imagenet), or how to make it."""
+    body = table_md or "Not run yet: `intriguing reproduce smoothing-imagenet --update-docs`.\n"
+    figure = "\n![radius per photo](results/smoothing-imagenet/smoothing-imagenet.png)\n" if table_md else ""
+    return "\n## Off-the-shelf ImageNet networks (a demonstration)\n\n" + body + figure
+
+
+def smoothing_doc(card: dict | None, table_md: str | None, imagenet_md: str | None = None) -> str:
+    """docs/smoothing.md from the stored cards and their markdown tables (placeholders when not run yet)."""
     if card is None or table_md is None:
-        return DOC_HEADER + "Not run yet: `intriguing reproduce smoothing --update-docs`.\n"
+        return (
+            DOC_HEADER
+            + "Not run yet: `intriguing reproduce smoothing --update-docs`.\n"
+            + imagenet_section(imagenet_md)
+        )
     architectures = ", ".join(sorted({row["architecture"] for row in card["rows"]}))
     scope = f"the first {card['n']} MNIST test images per noise level"
     if card["n"] < card.get("n_requested", card["n"]):
@@ -178,4 +189,5 @@ def smoothing_doc(card: dict | None, table_md: str | None) -> str:
         f"{card['n']} images a certified accuracy p carries a 95% sampling half-width of "
         f"1.96 sqrt(p (1 - p) / n), up to {100 * 1.96 * math.sqrt(0.25 / card['n']):.1f} points.\n\n"
         + gap_table(card)
+        + imagenet_section(imagenet_md)
     )

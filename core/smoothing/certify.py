@@ -6,6 +6,7 @@ model's device; the noisy copies are not clipped (see the package docstring)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -87,8 +88,10 @@ def sample_counts(
     batch: int,
     generator: torch.Generator,
     progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Votes of the base classifier on `num` copies of image x (C, H, W) plus N(0, sigma^2) noise.
+    """Votes of the base classifier on `num` copies of image x (C, H, W) plus N(0, sigma^2) noise;
+    `on_batch(done)` after each batch lets a page show progress.
 
     The noise is drawn in place into reused buffers (in the first layer's width where core.smoothing.noise
     allows) and the votes stay on the device until the end: per batch one draw, one fused shift and one
@@ -106,6 +109,8 @@ def sample_counts(
         if counts is None:
             counts = torch.zeros(logits.shape[1], dtype=torch.long, device=device)
         counts += torch.bincount(logits.argmax(1), minlength=len(counts))
+        if on_batch is not None:
+            on_batch(start + size)
     return counts.cpu()
 
 
@@ -121,12 +126,26 @@ def radius_from_counts(count: int, n: int, alpha: float, sigma: float) -> tuple[
 
 
 def certify(
-    model: nn.Module, x: torch.Tensor, params: SmoothingParams, generator: torch.Generator, progress=False
+    model: nn.Module,
+    x: torch.Tensor,
+    params: SmoothingParams,
+    generator: torch.Generator,
+    progress: bool = False,
+    on_batch: Callable[[float], None] | None = None,
 ) -> SmoothResult:
-    """CERTIFY: guess the top class from n0 votes, bound its probability from n fresh votes."""
-    selection = sample_counts(model, x, params.sigma, params.n0, params.batch, generator)
+    """CERTIFY: guess the top class from n0 votes, bound its probability from n fresh votes;
+    `on_batch(fraction done)` after each batch."""
+
+    def share(offset: int) -> Callable[[int], None] | None:
+        """One round's votes done, as a fraction of both rounds."""
+        total = params.n0 + params.n
+        return None if on_batch is None else lambda done: on_batch((offset + done) / total)
+
+    selection = sample_counts(model, x, params.sigma, params.n0, params.batch, generator, on_batch=share(0))
     top = int(selection.argmax())
-    counts = sample_counts(model, x, params.sigma, params.n, params.batch, generator, progress)
+    counts = sample_counts(
+        model, x, params.sigma, params.n, params.batch, generator, progress, share(params.n0)
+    )
     pa, radius = radius_from_counts(int(counts[top]), params.n, params.alpha, params.sigma)
     return SmoothResult(
         prediction=None if radius is None else top,
@@ -168,14 +187,13 @@ def certify_batch(
     return [certify(model, x, params, generator) for x in bar]
 
 
-@torch.no_grad()
 def estimate_seconds(model: nn.Module, shape: tuple[int, ...], params: SmoothingParams, images: int) -> float:
-    """Seconds CERTIFY would take on `images` images, from timing one batch of noisy copies."""
-    device = model_device(model)
+    """Seconds CERTIFY would take on `images` images, from timing one batch of votes the way CERTIFY
+    draws them (so the estimate follows the noise path the network gets)."""
+    x, generator = torch.zeros(shape), make_generator(model, 0)
     size = min(params.batch, params.n0 + params.n)
-    x = torch.zeros((size, *shape), device=device)
-    model(x[:1])
+    sample_counts(model, x, params.sigma, 1, 1, generator)  # first-call dispatch, outside the timing
     start = time.perf_counter()
-    model(x + params.sigma * torch.randn_like(x))
+    sample_counts(model, x, params.sigma, size, params.batch, generator)
     per_sample = (time.perf_counter() - start) / size
     return per_sample * images * (params.n0 + params.n)

@@ -12,6 +12,7 @@ from core.evaluation import defences
 from core.models import get_spec, usable_models
 from dashboard import url_state
 from dashboard.common import cached_model, model_names, show_error
+from dashboard.smoothing_view import certified_panel
 from dashboard.url_state import bound, param_widget
 
 COLUMNS = {
@@ -27,6 +28,7 @@ st.caption(
     "adaptive attack (BPDA: the transformation in the forward pass, the identity in the backward pass) shows "
     "which really hold. Adversarially trained models change the model instead."
 )
+certified_panel()
 
 # MNIST's models and those of a registered dataset (judged on its images); ImageNet's photos are too few.
 models = [m for m in usable_models(model_names()) if get_spec(m).dataset != "imagenet"]

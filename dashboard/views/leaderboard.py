@@ -15,6 +15,7 @@ from core.evaluation.protocol import Protocol
 from core.models import get_spec, usable_models
 from dashboard import url_state
 from dashboard.common import model_names, show_error, table
+from dashboard.smoothing_view import certificates_panel
 from dashboard.url_state import bound
 
 DEFAULT_BUDGET = leaderboard.DEFAULT_BUDGET
@@ -157,6 +158,7 @@ shown_models = st.multiselect(
     key="lb_models",
 )  # fmt: skip
 
+certificates_panel()  # smoothing's CERTIFY and core.certify's bounds
 st.subheader("Median minimal distortion (RMS)")
 rows = [a for a in distortion.attacks if a not in minimal] + minimal
 shown_minimal = st.multiselect("Attacks", rows, default=distortion.attacks or minimal, key="lb_min_attacks")

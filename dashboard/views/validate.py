@@ -23,6 +23,7 @@ from core.visual.pictures import to_uint8, triple_picture
 from dashboard import dataset_source, url_state
 from dashboard.certify_view import show_bracket
 from dashboard.common import cached_mnist, cached_model, model_names, show_error
+from dashboard.smoothing_view import smoothed_prediction
 from dashboard.url_state import bound
 
 SOURCES = {"mnist": ("MNIST test set", "Upload"), "imagenet": ("Sample photo", "Upload")}
@@ -103,6 +104,7 @@ with right:
         delta_color="off",
         delta_arrow="off",
     )
+    smoothed_prediction(model, x[0], classes, label)
     seed = st.number_input("Seed", 0, SEED_MAX, 0, **bound("val_seed"))
     reference_n = REFERENCE_N.default
     if spec.dataset != "imagenet":  # a labelled test set (MNIST or a registered dataset): a reference
