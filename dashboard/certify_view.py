@@ -29,8 +29,10 @@ def show_bracket(model, report) -> None:
     points += [("exact", "exact", bracket["exact"])] if bracket["exact"] is not None else []
     points += [("attack", name, value) for name, value in bracket["attacks"].items()]
     fig = go.Figure()
-    for kind, name, value in points:
-        fig.add_trace(go.Scatter(x=[value], y=[0], mode="markers+text", text=[name], textposition="top center",
+    # labels alternate above and below along the axis, so that flips found close together stay readable
+    for i, (kind, name, value) in enumerate(sorted(points, key=lambda point: point[2])):
+        where = "top center" if i % 2 == 0 else "bottom center"
+        fig.add_trace(go.Scatter(x=[value], y=[0], mode="markers+text", text=[name], textposition=where,
                                  marker=dict(size=12, color=COLOURS[kind]), name=name, showlegend=False))  # fmt: skip
     fig.add_vrect(x0=0, x1=bracket["certified"], fillcolor=COLOURS["certified"], opacity=0.12, line_width=0)
     fig.update_layout(height=180, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="Linf distortion",

@@ -3,6 +3,7 @@ the best-so-far result, and the README's screenshots are saved (assets/screensho
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -280,4 +281,29 @@ def test_defences_page_names_the_indicators_behind_a_verdict(browser, app_url):
     verdict.wait_for()
     assert "Only seems to hold" in verdict.inner_text()
     assert "non-differentiable preprocessing" in verdict.inner_text()
+    page.close()
+
+
+def test_validate_brackets_the_prediction_between_a_proof_and_the_attacks(browser, app_url):
+    """Validate on a certifiably trained net: the report, then the bracket (certified radius below, the
+    attacks' flips above) drawn on one axis; the README's Validate screenshot."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{app_url}/validate?val_model=fc100-100-10-ibp")
+    page.get_by_role("heading", name="Validate a prediction").wait_for()
+    page.locator(".st-key-val_go button").click()
+    heading = page.get_by_role("heading", name="Proved from below, found from above (Linf)")
+    heading.wait_for()
+    page.locator(".st-key-val_bracket").wait_for()
+    verdict = page.get_by_test_id("stAlert").filter(has_text="can flip this, proved (CROWN)").inner_text()
+    certified = float(re.search(r"below (\d\.\d+) can flip", verdict).group(1))
+    smallest = re.search(r"smallest flip found is (\d\.\d+)", verdict)
+    assert certified > 0 and (
+        smallest is None or certified <= float(smallest.group(1))
+    )  # a proof below a find
+    assert not page.get_by_test_id("stException").count()
+    heading.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "validate.png"))
     page.close()
