@@ -12,7 +12,9 @@ import streamlit as st
 import torch
 
 from core import IntriguingError, units
+from core.data import datasets
 from core.models import get_spec
+from core.models import revision as model_revision
 from core.units import arms, featvis, inside, rotation, uploads
 from core.visual.grid import image_row
 from dashboard.common import cached_model, show_error
@@ -37,18 +39,28 @@ def direction_link(model: str, layer: str, direction: str) -> str:
 
 
 # ---------------------------------------------------------------- held-out set and cached work
+# Every cache below is keyed on held_out_revision(model) as well as the name: a model or dataset registered
+# again under the same name while the server runs is read afresh, not served from the old one's cache.
+
+
+def held_out_revision(model: str) -> str:
+    """The registered model's entry fingerprint and, for a user dataset's model, that dataset's ("" for the
+    zoo's models on MNIST or ImageNet photos, which never change under a running server)."""
+    dataset = get_spec(model).dataset
+    own = datasets.fingerprint(dataset) if dataset not in ("mnist", "imagenet") else ""
+    return f"{model_revision(model)}:{own}"
 
 
 @st.cache_resource(show_spinner="Reading the held-out images ...")
-def cached_images(model: str, folder: str) -> units.ImageSet:
+def cached_images(model: str, revision: str, folder: str) -> units.ImageSet:
     return units.held_out_images(model, folder or None)
 
 
 @st.cache_resource(show_spinner=False)
-def cached_activations(model: str, layer: str, folder: str) -> np.ndarray:
+def cached_activations(model: str, revision: str, layer: str, folder: str) -> np.ndarray:
     # The bar is created inside the cached function: Streamlit replays it (already emptied) on a cache hit.
     bar = st.progress(0.0, text=f"{model} {layer}: activations over the held-out set (computed once) ...")
-    images = cached_images(model, folder)
+    images = cached_images(model, revision, folder)
     acts = units.layer_activations(model, layer, images, model=cached_model(model), progress=bar.progress)
     bar.empty()
     return acts
@@ -89,21 +101,27 @@ def choose_photos(column) -> str:
 
 
 @st.cache_data(show_spinner="Scoring every unit and the random directions ...")
-def cached_study(model: str, layer: str, folder: str, k: int, seed: int, judge: str) -> units.UnitStudy:
-    return units.study(model, layer, k=k, seed=seed, images=cached_images(model, folder), judge=judge)
+def cached_study(
+    model: str, revision: str, layer: str, folder: str, k: int, seed: int, judge: str
+) -> units.UnitStudy:
+    return units.study(
+        model, layer, k=k, seed=seed, images=cached_images(model, revision, folder), judge=judge
+    )
 
 
 @st.cache_data(show_spinner="Fitting and scoring the learned directions (a few seconds the first time) ...")
-def cached_arms(model: str, layer: str, folder: str, k: int, seed: int, judge: str) -> dict:
-    images = cached_images(model, folder)
+def cached_arms(model: str, revision: str, layer: str, folder: str, k: int, seed: int, judge: str) -> dict:
+    images = cached_images(model, revision, folder)
     return arms.study_arms(
         model, layer, arms.DEFAULT_ARMS, k=k, seed=seed, images=images, judge=judge
     ).summary()
 
 
 @st.cache_data(show_spinner="Rotating the unit basis step by step ...")
-def cached_sweep(model: str, layer: str, folder: str, k: int, seed: int, judge: str) -> dict:
-    return rotation.sweep(model, layer, k=k, seed=seed, images=cached_images(model, folder), judge=judge)
+def cached_sweep(model: str, revision: str, layer: str, folder: str, k: int, seed: int, judge: str) -> dict:
+    return rotation.sweep(
+        model, layer, k=k, seed=seed, images=cached_images(model, revision, folder), judge=judge
+    )
 
 
 # ---------------------------------------------------------------- pictures and charts
@@ -184,7 +202,8 @@ def show_featvis(
         "Optimise", type="primary", icon=":material/play_arrow:", disabled=running, key="fv_go"
     ):
         settings = featvis.default_settings(get_spec(model).dataset, steps=steps, seed=seed)
-        held_out = (cached_images(model, folder), cached_activations(model, layer, folder))
+        rev = held_out_revision(model)
+        held_out = (cached_images(model, rev, folder), cached_activations(model, rev, layer, folder))
         run = featvis.start(model, layer, direction, settings, model=cached_model(model), held_out=held_out)
         state = {"key": key, "run": run}
         st.session_state.fv_run = state
@@ -226,12 +245,16 @@ def _picture(x) -> np.ndarray:
 
 
 @st.cache_data(show_spinner="Comparing phi(x) with phi(x_adv) in this layer ...")
-def _what_changed(model: str, x: np.ndarray, x_adv: np.ndarray, label: int, pred: int, layer: str) -> dict:
+def _what_changed(
+    model: str, revision: str, x: np.ndarray, x_adv: np.ndarray, label: int, pred: int, layer: str
+) -> dict:
     folder = sample_folder() if get_spec(model).dataset == "imagenet" else ""  # else its own test images
     record = inside.AttackRecord(
         model, torch.from_numpy(x), torch.from_numpy(x_adv), np.array([label]), np.array([pred])
     )
-    return inside.what_changed(record, cached_images(model, folder), [layer], model=cached_model(model))
+    return inside.what_changed(
+        record, cached_images(model, revision, folder), [layer], model=cached_model(model)
+    )
 
 
 def show_inside(model: str, x: torch.Tensor, x_adv: torch.Tensor, label: int, pred: int) -> None:
@@ -241,7 +264,9 @@ def show_inside(model: str, x: torch.Tensor, x_adv: torch.Tensor, label: int, pr
     layers = list(get_spec(model).layers)
     layer = st.selectbox("Layer", layers, index=layers.index(units.default_layer(model)), key="inside_layer")
     try:
-        result = _what_changed(model, x.numpy(), x_adv.numpy(), label, pred, layer)["layers"][0]
+        result = _what_changed(model, held_out_revision(model), x.numpy(), x_adv.numpy(), label, pred, layer)[
+            "layers"
+        ][0]
     except IntriguingError as exc:
         show_error(exc)
         return

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
+from core.models import get_spec
 from core.models.registry import remove
 from core.models.zoo import add_model, load
 from dashboard.common import LARGE_MODELS_KEPT, cached_model, model_names
+from dashboard.direction_view import cached_activations, cached_images, held_out_revision
 
 CARD = 'input = [1, 28, 28]\nclasses = ["0","1","2","3","4","5","6","7","8","9"]\ndomain = "mnist"\n'
 
@@ -68,3 +71,27 @@ def test_a_model_registered_while_the_dashboard_runs_is_listed_at_once(tmp_path,
     assert "cache-listed" in model_names()
     remove("cache-listed")
     assert "cache-listed" not in model_names()
+
+
+def test_the_direction_labs_activations_follow_a_model_added_again_under_its_name(tmp_path, monkeypatch):
+    """The Direction Lab's caches (held-out set, activations, studies) are keyed on the registered entry too:
+    after `models remove` and `add` under the same name they hold the new network's activations."""
+    monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path / "cache"))
+    name = "cache-units"
+
+    def activations():
+        assert list(get_spec(name).layers) == ["logits"]  # a registered model's one readable layer
+        return cached_activations(name, held_out_revision(name), "logits", "")
+
+    torch.manual_seed(0)
+    _register(name, tmp_path)
+    before = activations()
+    remove(name)
+    torch.manual_seed(1)
+    (tmp_path / "again").mkdir()
+    _register(name, tmp_path / "again")
+    after = activations()
+    assert after.shape == before.shape and not np.allclose(before, after)
+    first = next(cached_images(name, held_out_revision(name), "").batches(4))
+    with torch.no_grad():  # the new file's own logits on the first held-out images: what the cache must hold
+        assert np.allclose(after[: len(first)], load(name)(first).numpy(), atol=1e-5)

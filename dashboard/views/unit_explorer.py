@@ -29,6 +29,7 @@ from dashboard.direction_view import (
     cached_study,
     cached_sweep,
     choose_photos,
+    held_out_revision,
     show_featvis,
     show_row,
     sweep_chart,
@@ -108,10 +109,11 @@ try:
     with top[3]:
         k = param_widget(TOP_K, TOP_K.default_for(spec.dataset), "k")
 
-    images = cached_images(model, folder)
+    revision = held_out_revision(model)
+    images = cached_images(model, revision, folder)
     for name in getattr(images, "skipped", []):
         st.caption(f"Skipped {name} (not a readable image).")
-    acts = cached_activations(model, layer, folder)
+    acts = cached_activations(model, revision, layer, folder)
     n_units = acts.shape[1]
 
     link.check_later("unit", url_state.integer(0, n_units - 1))
@@ -200,7 +202,7 @@ try:
         f"are compared with {max(100, n_units - len(dead))} random directions (seed {seed}) by a two-sided "
         f"Mann-Whitney U test" + (f"; {len(dead)} dead units are left out." if dead else ".")
     )
-    study = cached_study(model, layer, folder, int(k), int(seed), judge)
+    study = cached_study(model, revision, layer, folder, int(k), int(seed), judge)
     summary = study.summary()
     available = [s for s in units.SCORES if study.natural[s] is not None]
     for column, score in zip(st.columns(len(available)), available, strict=True):
@@ -212,7 +214,7 @@ try:
             st.markdown("- " + units.verdict(summary, score))
 
     if st.toggle("Learned directions as a third arm (NMF, k-means, sparse dictionary)", key="dl_arms"):
-        result = cached_arms(model, layer, folder, int(k), int(seed), judge)
+        result = cached_arms(model, revision, layer, folder, int(k), int(seed), judge)
         st.caption(
             f"Fitted on {result['n_fit']} held-out images; every arm scored on the other {result['n_score']}, "
             "so no direction is judged on the images it was fitted to."
@@ -233,7 +235,7 @@ try:
                     st.markdown("- " + sentence)
 
     if st.toggle("Rotation sweep: from the units towards a random rotation", key="dl_sweep"):
-        result = cached_sweep(model, layer, folder, int(k), int(seed), judge)
+        result = cached_sweep(model, revision, layer, folder, int(k), int(seed), judge)
         st.caption(
             f"Directions: the rows of R^alpha, R a random rotation (seed {seed}) of the {result['n_directions']} "
             "live units; alpha = 0 is the units themselves, alpha = 1 the full rotation. Means with 95% intervals."
