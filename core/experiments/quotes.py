@@ -267,6 +267,7 @@ PERFORMANCE = {
     "figures": "python benchmarks/figures.py --update-docs",
     "dashboard": "python benchmarks/dashboard.py --update-docs",
     "models": "python benchmarks/models.py --update-docs",
+    "certify": "python benchmarks/certify.py --update-docs",
     "autoattack": "python benchmarks/autoattack.py --update-docs",
     "gpu-attacks-pgd": "bash benchmarks/gpu.sh",
     "gpu-attacks-lbfgs": "bash benchmarks/gpu.sh",
