@@ -68,6 +68,7 @@ def check_gradient_section(section: dict, expected: set[str]) -> None:
                 assert 0.0 <= row["success_rate"] <= 1.0
 
 
+@pytest.mark.slow
 def test_attacks_quick_ours_and_limit():
     result = run_script("attacks.py", "--no-peers")
     assert result["quick"] and result["machine"]["cores"] >= 1
@@ -97,6 +98,7 @@ def test_attacks_quick_with_peers():
     assert {"ours", "torchattacks", "foolbox"} <= set(first_setting)
 
 
+@pytest.mark.slow
 def test_autoattack_quick():
     result = run_script("autoattack.py", "--model", "fc100-100-10-pgdtrain", "--eps", "0.1")
     assert positive(result["median_s"]["ours"]) and 0.0 <= result["robust_accuracy"]["ours"] <= 1.0
@@ -130,6 +132,7 @@ def test_certify_quick():
     assert 0 <= milp["proven"] <= milp["images"] == 1 and positive(milp["median_s"])
 
 
+@pytest.mark.slow
 def test_figures_quick():
     result = run_in_process("figures.py")
     assert result["quick"] and len(result["figures"]) == 3

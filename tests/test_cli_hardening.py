@@ -89,6 +89,7 @@ def test_bad_parameters_give_exit_2_and_one_message(argv, message, capsys):
     assert "Traceback" not in err + out
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_no_traceback(tmp_path):
     """The installed entry point, end to end: stderr holds the message and nothing else."""
     path = tmp_path / "photo.jpg"

@@ -60,6 +60,7 @@ def lab() -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_attack_lab_runs_an_attack_to_a_verified_result():
     at = lab()
     at.selectbox(key="lab_model").set_value("fc100-100-10")

@@ -50,6 +50,7 @@ def _outward_address() -> str:
             pytest.skip("no network interface besides loopback")
 
 
+@pytest.mark.slow
 def test_the_dashboard_listens_on_this_machine_only_by_default():
     outward = _outward_address()
     if outward.startswith("127."):
@@ -57,6 +58,7 @@ def test_the_dashboard_listens_on_this_machine_only_by_default():
     assert listening([]) == {"127.0.0.1"}
 
 
+@pytest.mark.slow
 def test_the_user_can_share_it_on_purpose():
     outward = _outward_address()
     if outward.startswith("127."):

@@ -54,6 +54,7 @@ def test_missing_data_folder_raises_one_clear_message(tmp_path, monkeypatch):
     assert all(f in msg for f in MNIST_FILES)
 
 
+@pytest.mark.slow
 def test_cli_reports_missing_data_without_traceback(tmp_path):
     env = {"INTRIGUING_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     proc = subprocess.run(

@@ -122,6 +122,7 @@ def test_after_a_run_the_link_names_it_and_a_fresh_session_replays_it():
         assert replayed[label] == shown[label], label  # recomputed, deterministic for the seed
 
 
+@pytest.mark.slow
 def test_the_tour_links_open_the_lab_on_its_run():
     at = open_page(AppTest.from_file(APP, default_timeout=240).run(), "tour.py")
     (query,) = {el.proto.query_string for el in at.get("page_link") if "attack_lab" in el.proto.page}

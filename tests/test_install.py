@@ -125,6 +125,7 @@ def venv_seeing_this_interpreter(env_dir: Path) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_installing_the_project_keeps_an_installed_torch_that_meets_the_requirement(tmp_path):
     """The README's CPU-only line installs e.g. torch 2.13.0+cpu; the install command that follows must keep
     it (a `!=2.13.0` exclusion made pip swap it for the default CUDA build, gigabytes): pip's own resolver,
@@ -160,6 +161,7 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_models_columns_line_up_whatever_the_name_length():
     proc = _cli("models")
     assert proc.returncode == 0, proc.stderr
@@ -170,6 +172,7 @@ def test_models_columns_line_up_whatever_the_name_length():
         assert row[start - 2 : start] == "  " and row[start:].split()[0] in ("mnist", "imagenet"), row
 
 
+@pytest.mark.slow
 def test_progress_bars_do_not_write_carriage_returns_into_a_pipe():
     proc = _cli("attack", "--model", "fc10-1", "--attack", "pgd", "--n", "5")
     assert proc.returncode == 0, proc.stderr

@@ -113,6 +113,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_evaluate_computes_the_error_now(mnist_test):
     proc = _cli("evaluate", "fc10-1e-2", "--split", "test", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -122,6 +123,7 @@ def test_cli_evaluate_computes_the_error_now(mnist_test):
     assert out["error"] == pytest.approx(error_rate(model, mnist_test.images, mnist_test.labels))
 
 
+@pytest.mark.slow
 def test_cli_models_json_lists_status_and_errors():
     proc = _cli("models", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -130,6 +132,7 @@ def test_cli_models_json_lists_status_and_errors():
     assert rows["fc100-100-10"]["recorded"]["test_error"] == read_card("fc100-100-10")["test_error"]
 
 
+@pytest.mark.slow
 def test_cli_rejects_unknown_model_with_exit_code_2():
     proc = _cli("evaluate", "no-such-model")
     assert proc.returncode == 2 and "Unknown model" in proc.stderr and "Traceback" not in proc.stderr

@@ -110,6 +110,7 @@ def test_amplify_rescales_the_perturbation_to_the_requested_rms_before_clipping(
     assert torch.allclose((wide - x).flatten(1).pow(2).mean(1).sqrt(), torch.full((4,), 0.001), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_unknown_experiment_exits_2_and_bad_n_is_a_clear_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "core.cli", "reproduce", "table9"],
@@ -215,6 +216,7 @@ def _tracked_state() -> dict[str, bytes]:
     return {str(f): f.read_bytes() for f in files if f.is_file()}
 
 
+@pytest.mark.slow
 def test_reproduce_writes_a_run_folder_and_leaves_the_docs_alone(tmp_path):
     before = _tracked_state()
     cache = tmp_path / "cache"
@@ -232,6 +234,7 @@ def test_reproduce_writes_a_run_folder_and_leaves_the_docs_alone(tmp_path):
     assert _tracked_state() == before  # no committed card, doc or README byte changed
 
 
+@pytest.mark.slow
 def test_update_docs_and_out_together_are_refused():
     proc = subprocess.run(
         [sys.executable, "-m", "core.cli", "reproduce", "table1", "--update-docs", "--out", "x"],

@@ -102,6 +102,7 @@ def test_task_identity_hashes_inputs_and_weights_not_how_they_were_spelled(model
     assert len({t.cell_id for t in grid(models=["fc10-1e-2"], attacks=["fgsm"])}) == 1  # shards of one cell
 
 
+@pytest.mark.slow
 def test_sweep_and_core_import_no_ray():
     code = "import core, core.evaluation.sweep, core.evaluation.leaderboard, core.cli; import sys; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -194,6 +195,7 @@ def test_sweep_rows_equal_one_process_and_the_cell_rows_match_record_result(ray_
     assert (again.computed, again.reused) == (0, len(tasks))
 
 
+@pytest.mark.slow
 def test_robust_accuracy_is_the_worst_case_per_example(ray_cluster, tmp_path):
     db = tmp_path / "lb.sqlite"
     sweep.execute(grid(models=["fc100-100-10"]), path=db, progress=False)
