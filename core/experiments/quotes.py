@@ -269,6 +269,7 @@ PERFORMANCE = {
     "models": "python benchmarks/models.py --update-docs",
     "certify": "python benchmarks/certify.py --update-docs",
     "autoattack": "python benchmarks/autoattack.py --update-docs",
+    "smoothing": "python benchmarks/smoothing.py --update-docs",
     "gpu-attacks-pgd": "bash benchmarks/gpu.sh",
     "gpu-attacks-lbfgs": "bash benchmarks/gpu.sh",
 }
