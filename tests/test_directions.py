@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 
 import numpy as np
 import pytest
 import torch
+from archive_support import zip_bytes
 from PIL import Image
 
 from core.cli import main
@@ -192,16 +192,8 @@ def _png(colour: int = 128) -> bytes:
     return buffer.getvalue()
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def test_a_zip_of_class_folders_is_saved_and_its_junk_skipped(tmp_path):
-    data = _zip(
+    data = zip_bytes(
         {
             "photos/cat/a.png": _png(10),
             "photos/cat/b.png": _png(20),
@@ -222,10 +214,10 @@ def test_a_zip_of_class_folders_is_saved_and_its_junk_skipped(tmp_path):
     [
         ([("a.txt", b"text")], "no readable images"),
         ([("b.png", b"not really a png")], "no readable images"),
-        ([("c.zip", _zip({"readme.md": b"# none"}))], "no readable images"),
+        ([("c.zip", zip_bytes({"readme.md": b"# none"}))], "no readable images"),
         ([("d.zip", b"PK broken")], "not a readable zip"),
-        ([("e.zip", _zip({"../../etc/evil.png": _png()}))], "outside the archive"),
-        ([("f.zip", _zip({"/abs/evil.png": _png()}))], "outside the archive"),
+        ([("e.zip", zip_bytes({"../../etc/evil.png": _png()}))], "outside the archive"),
+        ([("f.zip", zip_bytes({"/abs/evil.png": _png()}))], "outside the archive"),
     ],
 )
 def test_bad_uploads_get_a_clear_message(tmp_path, files, message):
@@ -236,7 +228,7 @@ def test_bad_uploads_get_a_clear_message(tmp_path, files, message):
 def test_a_zip_bomb_is_refused(tmp_path, monkeypatch):
     from core.units import uploads
 
-    bomb = _zip({"big.png": b"\0" * (3 * 2**20)})  # 3 MB of zeros compress to a few kB
+    bomb = zip_bytes({"big.png": b"\0" * (3 * 2**20)})  # 3 MB of zeros compress to a few kB
     assert len(bomb) < 2**16
     monkeypatch.setattr(uploads, "MAX_TOTAL_BYTES", 2**20)  # the same check, at a size a test can afford
     with pytest.raises(ImageInputError, match="more than"):

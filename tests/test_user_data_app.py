@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import io
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from archive_support import zip_bytes
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -32,14 +32,6 @@ def _picture(cls: int, i: int) -> bytes:
     a = np.full((32, 32, 3), 20 + 60 * cls + 10 * i, np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(a).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
     return buffer.getvalue()
 
 
@@ -87,7 +79,7 @@ def _add_model(at: AppTest, name: str, card: str) -> AppTest:
 
 @pytest.mark.slow
 def test_an_uploaded_dataset_is_an_image_source_of_its_models_pages():
-    at = _add_dataset(_app(), "shapes", _zip(GOOD))
+    at = _add_dataset(_app(), "shapes", zip_bytes(GOOD))
     assert not at.exception and not at.error
     assert [s.value for s in at.success] == [f"Added shapes: {len(GOOD)} images of {len(CLASSES)} classes."]
     assert datasets.entry("shapes").classes == CLASSES
@@ -143,20 +135,28 @@ def _run(at: AppTest, prefix: str) -> None:
         assert (report.model, report.image_source, report.true_label) == ("mine-shapes", "shapes test #5", 1)
 
 
-TRAVERSAL = _zip({"shapes/a/1.png": _picture(0, 0), "../b/2.png": _picture(1, 0)})
+TRAVERSAL = zip_bytes({"shapes/a/1.png": _picture(0, 0), "../b/2.png": _picture(1, 0)})
 BAD = {
-    "not an image": (_zip({"a/notes.png": b"no pixels here" * 20, "b/x.txt": b"text"}), "no readable images"),
+    "not an image": (
+        zip_bytes({"a/notes.png": b"no pixels here" * 20, "b/x.txt": b"text"}),
+        "no readable images",
+    ),
     "not a zip": (b"this is not a zip archive" * 10, "not a readable zip"),
     "traversal": (TRAVERSAL, "outside the archive"),
-    "one class": (_zip({"d/only/1.png": _picture(0, 0), "d/only/2.png": _picture(0, 1)}), "one class"),
-    "no folders": (_zip({"1.png": _picture(0, 0), "2.png": _picture(1, 0)}), "data.zip holds no images in"),
+    "one class": (zip_bytes({"d/only/1.png": _picture(0, 0), "d/only/2.png": _picture(0, 1)}), "one class"),
+    "no folders": (
+        zip_bytes({"1.png": _picture(0, 0), "2.png": _picture(1, 0)}),
+        "data.zip holds no images in",
+    ),
 }
 
 
 def test_bad_dataset_uploads_give_one_message_each_and_the_app_stays_usable():
     """One session through every bad upload in turn, then a good one: each refusal is one message and
     registers nothing, and the session still works after them all."""
-    huge = _zip({"a/1.png": bytes(MAX_TOTAL_BYTES + 1)})  # zeros compress well: small, unpacks past the limit
+    huge = zip_bytes(
+        {"a/1.png": bytes(MAX_TOTAL_BYTES + 1)}
+    )  # zeros compress well: small, unpacks past the limit
     at = _app()
     for what, (archive, message) in {**BAD, "huge": (huge, "unpacks to more than")}.items():
         at = _add_dataset(at, "bad", archive)
@@ -166,5 +166,5 @@ def test_bad_dataset_uploads_give_one_message_each_and_the_app_stays_usable():
         assert datasets.entry("bad") is None, what
         roots = {Path(e.root) for e in datasets.entries().values()}
         assert all(f.resolve() in roots for f in (cache_dir() / "datasets").glob("*")), what  # none left over
-    at = _add_dataset(at, "good", _zip(GOOD))
+    at = _add_dataset(at, "good", zip_bytes(GOOD))
     assert not at.exception and not at.error and datasets.entry("good") is not None
