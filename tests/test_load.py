@@ -151,29 +151,23 @@ async def _one_run(page, url: str) -> dict[str, str]:
     return metrics
 
 
-async def _warm_up(browser, url: str) -> dict[str, str]:
-    """One run alone, before the others: the server imports, loads the model and the data once."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        return await _one_run(await context.new_page(), url)
-    finally:
-        await context.close()
-
-
-async def _drive(url: str, deadline: float, pid: int, warm: list) -> list[list[dict[str, str]]]:
-    """`warm` receives the warm-up run and the server's memory after it; then SESSIONS sessions at once."""
+async def _drive(
+    url: str, deadline: float, pid: int
+) -> tuple[dict[str, str], int, list[list[dict[str, str]]]]:
+    """One run alone first (the server imports, loads the model and the data once) and the server's memory
+    after it (kB); then SESSIONS sessions at once, each running until the deadline."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
-        async def session(i: int) -> list[dict[str, str]]:
+        async def session(until: float) -> list[dict[str, str]]:
             context = await browser.new_context(viewport={"width": 1400, "height": 1000})
             page = await context.new_page()
             page_errors: list[str] = []
             page.on("pageerror", lambda exc: page_errors.append(str(exc)))
             runs = []
-            while not runs or time.monotonic() < deadline:
+            while not runs or time.monotonic() < until:
                 runs.append(await _one_run(page, url))
                 if page_errors:
                     runs[-1]["pageerror"] = "; ".join(page_errors)
@@ -181,9 +175,10 @@ async def _drive(url: str, deadline: float, pid: int, warm: list) -> list[list[d
             return runs
 
         try:
-            warm.append(await _warm_up(browser, url))
-            warm.append(_memory_kb(pid)["VmRSS"])
-            return await asyncio.gather(*(session(i) for i in range(SESSIONS)))
+            (warm_run,) = await session(until=0.0)  # exactly one run
+            warm_kb = _memory_kb(pid)["VmRSS"]
+            sessions = await asyncio.gather(*(session(deadline) for _ in range(SESSIONS)))
+            return warm_run, warm_kb, sessions
         finally:
             await browser.close()
 
@@ -193,28 +188,26 @@ def test_eight_sessions_attack_at_once(server):
     expected = _expected()
     baseline = _memory_kb(proc.pid)["VmRSS"]
     samples: list[int] = []
-    warm: list = []
 
     async def watch_memory(stop: asyncio.Event) -> None:
         while not stop.is_set():
             samples.append(_memory_kb(proc.pid)["VmRSS"])
             await asyncio.sleep(1.0)
 
-    async def main() -> list[list[dict[str, str]]]:
+    async def main() -> tuple[dict[str, str], int, list[list[dict[str, str]]]]:
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch_memory(stop))
         try:
-            return await _drive(url, time.monotonic() + BUDGET_S, proc.pid, warm)
+            return await _drive(url, time.monotonic() + BUDGET_S, proc.pid)
         finally:
             stop.set()
             await watcher
 
     started = time.monotonic()
-    sessions = asyncio.run(main())
+    warm_run, warm_kb, sessions = asyncio.run(main())
     elapsed = time.monotonic() - started
     memory = _memory_kb(proc.pid)
     runs = [run for session in sessions for run in session]
-    warm_run, warm_kb = warm
     runs.append(warm_run)
     print(
         f"\n{len(runs)} runs in {elapsed:.0f} s over {SESSIONS} sessions; server RSS {baseline // 1024} MB at start, "
