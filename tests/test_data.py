@@ -1,11 +1,15 @@
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 
+from core import config
 from core.data import MNIST_FILES, load_mnist, paper_split, split_fingerprint
+from core.data.mnist import read_idx
 from core.errors import DatasetMissingError
 from core.models import MNIST_MODELS, read_card
 
@@ -67,3 +71,26 @@ def test_cli_reports_missing_data_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "MNIST was not found" in proc.stderr and "t10k-images-idx3-ubyte" in proc.stderr
+
+
+def test_mnist_read_without_torchvision_equals_what_torchvision_reads(mnist_test):
+    """The lab's own IDX reader (no torchvision import, issue 25) gives torchvision's tensors, split for split."""
+    root = config.data_dir()
+    for train, ours in ((False, mnist_test), (True, load_mnist("train"))):
+        theirs = torchvision.datasets.MNIST(root=str(root), train=train, download=False)
+        assert torch.equal(ours.images, theirs.data.unsqueeze(1).to(torch.float32).div(255.0))
+        assert torch.equal(ours.labels, theirs.targets)
+
+
+def test_mnist_gz_files_alone_are_read_and_damaged_ones_refused(mnist_test, tmp_path):
+    source = config.data_dir() / "MNIST" / "raw"
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        shutil.copy(source / f"{name}.gz", raw / f"{name}.gz")
+    from_gz = load_mnist("test", data_dir=tmp_path)
+    assert torch.equal(from_gz.images, mnist_test.images) and torch.equal(from_gz.labels, mnist_test.labels)
+    truncated = tmp_path / "t10k-labels-idx1-ubyte"
+    truncated.write_bytes((source / "t10k-labels-idx1-ubyte").read_bytes()[:-1])
+    with pytest.raises(DatasetMissingError, match="damaged or truncated"):
+        read_idx(truncated)

@@ -187,6 +187,24 @@ def test_experiment_budget_stops_every_sigma_at_the_same_image():
     assert any("1 of the 5" in note for note in report.notes)
 
 
+def test_reproduce_records_its_certified_accuracy_on_the_leaderboard():
+    """`reproduce smoothing` leaves on the leaderboard what `smooth` leaves there: per sigma, one L2
+    certificate per radius, certified / n equal to the card's row, under the first-n-test-images protocol."""
+    from core.evaluation import leaderboard
+    from core.evaluation.protocol import Protocol
+    from core.experiments.smoothing import radius_key, run
+
+    report = run(n=3, samples=100, sigmas=(1.0,), progress=False)
+    (row,) = report.rows
+    protocol = Protocol(n=3, correct_only=False)
+    rows = [c for c in leaderboard.certificates(model="smooth-1.00") if c.protocol_id == protocol.fingerprint]
+    assert sorted(c.budget for c in rows) == sorted(report.card["radii"])
+    for c in rows:
+        assert (c.method, c.norm, c.source, c.n) == ("smoothing", "l2", "reproduce", 3)
+        assert c.certified / c.n == row[radius_key(c.budget)]
+        assert c.params["sigma"] == 1.0 and c.params["n"] == 100 and c.params["seed"] == 0
+
+
 def test_gap_table_is_ours_minus_the_papers_in_points():
     from core.experiments.smoothing import gap_table
 

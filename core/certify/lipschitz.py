@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torchvision
 from torch import nn
 
 from core.errors import InvalidParameterError
@@ -215,6 +215,13 @@ def _is_weighted(module: nn.Module) -> bool:
     return isinstance(module, (nn.Conv2d, nn.Linear)) or _is_residual(module)
 
 
+def _is_torchvision(model: nn.Module, name: str) -> bool:
+    """Whether `model` is a torchvision.models.<name>. Looked up in sys.modules, not imported: a model can be
+    one only once torchvision is loaded, and the import costs an MNIST-only process ~170 MB (issue 25)."""
+    torchvision = sys.modules.get("torchvision")
+    return torchvision is not None and isinstance(model, getattr(torchvision.models, name))
+
+
 def module_chain(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """The model as a flat list of (dotted path, module) in execution order, for the architectures of the
     zoo (MLPs, the MNIST CNN, torchvision AlexNet and MobileNetV2, timm's EfficientNet-Lite0, with folded
@@ -224,14 +231,14 @@ def module_chain(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Modul
             (f"{prefix}normalize", Standardize(model.mean, model.std)),
             *module_chain(model.net, f"{prefix}net."),
         ]
-    if isinstance(model, torchvision.models.AlexNet):
+    if _is_torchvision(model, "AlexNet"):
         return [
             *module_chain(model.features, f"{prefix}features."),
             (f"{prefix}avgpool", model.avgpool),
             (f"{prefix}flatten", nn.Flatten()),
             *module_chain(model.classifier, f"{prefix}classifier."),
         ]
-    if isinstance(model, torchvision.models.MobileNetV2):
+    if _is_torchvision(model, "MobileNetV2"):
         return [
             *module_chain(model.features, f"{prefix}features."),
             (f"{prefix}pool", nn.AdaptiveAvgPool2d(1)),

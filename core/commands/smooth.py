@@ -5,38 +5,15 @@ the leaderboard as L2 certificates (method 'smoothing')."""
 from __future__ import annotations
 
 
-def record(run: dict) -> list[int]:
-    """Store the run's certified accuracy at each radius through the leaderboard's certificates table."""
-    from core.evaluation.leaderboard import record_certificate
-    from core.evaluation.protocol import Protocol
-
-    n = len(run["images"])
-    protocol = Protocol(n=n, correct_only=False)  # the first n test images, as smooth_run takes them
-    return [
-        record_certificate(
-            model=run["model"],
-            method="smoothing",
-            norm="l2",
-            budget=float(r),
-            n=n,
-            certified=round(acc * n),
-            protocol=protocol,
-            params={**run["params"], "seed": run["seed"]},
-            time_s=run["time_s"],
-            source="cli",
-        )
-        for r, acc in run["certified_accuracy"].items()
-    ]
-
-
 def run(args) -> int:
     from core.cli import emit
+    from core.experiments.smoothing import record
     from core.smoothing import SmoothingParams
     from core.smoothing.run import smooth_run
 
     params = SmoothingParams(sigma=args.sigma, n0=args.n0, n=args.samples, alpha=args.alpha, batch=args.batch)
     result = smooth_run(args.model, params, args.n, seed=args.seed, device=args.device, yes=args.yes)
-    result["leaderboard_ids"] = record(result)
+    result["leaderboard_ids"] = record(result, source="cli")
     curve = ", ".join(f"r={r}: {100 * a:.1f}%" for r, a in result["certified_accuracy"].items())
     text = (
         f"{args.model}, sigma {args.sigma:g}, {args.n} images x {args.samples} samples: certified accuracy "

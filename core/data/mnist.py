@@ -4,8 +4,11 @@ two disjoint halves P1 and P2 (Section 4.3, cross-training)."""
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
+import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +63,12 @@ def _missing_message(root: Path, reason: str = "") -> str:
 
 def ensure_mnist(data_dir: str | os.PathLike | None = None) -> Path:
     """Return the data root holding MNIST, downloading it when missing and the network allows."""
-    import torchvision
-
     root = config.data_dir(data_dir)
     if not _files_present(root):
         if not config.network_available():
             raise DatasetMissingError(_missing_message(root, "(No network to download it.)"))
+        import torchvision  # only to download: a process that finds the files never imports it (read_idx)
+
         try:
             torchvision.datasets.MNIST(root=str(root), train=True, download=True)
             torchvision.datasets.MNIST(root=str(root), train=False, download=True)
@@ -74,19 +77,46 @@ def ensure_mnist(data_dir: str | os.PathLike | None = None) -> Path:
     return root
 
 
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX file of unsigned bytes (MNIST's format: 0x0000, 0x08, the number of dimensions, each as a
+    big-endian uint32, then the bytes), plain or gzipped, as a uint8 tensor. Read here, not through
+    torchvision.datasets: importing torchvision costs a process ~170 MB and ~1000 modules (issue 25)."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DatasetMissingError(f"{path} is not a readable gzip file ({exc}).") from exc
+    ndim = raw[3] if len(raw) > 3 else 0
+    header = 4 + 4 * ndim
+    dims = struct.unpack(f">{ndim}I", raw[4:header]) if len(raw) >= header else ()
+    if raw[:3] != b"\x00\x00\x08" or not dims or len(raw) != header + math.prod(dims):
+        raise DatasetMissingError(
+            f"{path} is not an IDX file of unsigned bytes of the size its header states (damaged or "
+            "truncated?). Replace it with the original MNIST file."
+        )
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy())
+
+
+def _idx_file(root: Path, name: str) -> Path:
+    raw = _raw_folder(root)
+    for path in (raw / name, raw / f"{name}.gz"):
+        if path.is_file():
+            return path
+    raise DatasetMissingError(_missing_message(root))
+
+
 @functools.lru_cache(maxsize=4)
 def _load_source(root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    import torchvision
-
-    try:
-        ds = torchvision.datasets.MNIST(root=root, train=train, download=False)
-    except RuntimeError as exc:  # torchvision: "Dataset not found", or gz present but not extracted
-        if any((_raw_folder(Path(root)) / f"{f}.gz").is_file() for f in MNIST_FILES):
-            ds = torchvision.datasets.MNIST(root=root, train=train, download=True)  # only extracts
-        else:
-            raise DatasetMissingError(_missing_message(Path(root))) from exc
-    images = ds.data.unsqueeze(1).to(torch.float32).div_(255.0)
-    return images, ds.targets.to(torch.int64)
+    prefix = "train" if train else "t10k"
+    images = read_idx(_idx_file(Path(root), f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_idx_file(Path(root), f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or tuple(images.shape[1:]) != INPUT_SHAPE[1:] or labels.shape != images.shape[:1]:
+        raise DatasetMissingError(
+            f"MNIST's {prefix} files in {_raw_folder(Path(root))} hold {tuple(images.shape)} images and "
+            f"{tuple(labels.shape)} labels: not 28x28 digits with one label each."
+        )
+    return images.unsqueeze(1).to(torch.float32).div_(255.0), labels.to(torch.int64)
 
 
 @functools.lru_cache(maxsize=8)

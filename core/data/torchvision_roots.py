@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.datasets
 
 from core.errors import DatasetMissingError, InvalidParameterError
 
@@ -121,6 +120,8 @@ def read(
     layout: Root, parent: Path, train: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
     """(images (N, 3, H, W) in [0, 1], labels, class names) of the test (or train) split."""
+    import torchvision.datasets  # here, not at the top: the import costs ~170 MB (issue 25), for CIFAR only
+
     paths = files(layout, parent)
     _check_pickles(layout, paths)
     base = getattr(torchvision.datasets, layout.dataset)

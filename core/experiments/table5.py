@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 import torch
-import torchvision
 from tqdm.auto import tqdm
 
 from core.certify.lipschitz import network_bounds
@@ -19,7 +18,6 @@ from core.experiments import paper
 from core.experiments.adversarial import candidate_images, experiment_protocol, notify
 from core.experiments.writer import Column, Report, bars, base_card
 from core.models import get_spec, imagenet, load
-from core.models.nets import Normalized
 from core.runtime import bar_disabled
 
 MODELS = ("cnn", "mobilenet_v2", "efficientnet_lite0")
@@ -36,8 +34,7 @@ def _alexnet(seed: int) -> tuple[torch.nn.Module, str, bool]:
     if imagenet.pick_weights("alexnet") is not None:
         return load("alexnet", "cpu"), "ImageNet weights (IMAGENET1K_V1)", True
     torch.manual_seed(seed)
-    t = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.transforms()
-    net = Normalized(torchvision.models.alexnet(), tuple(t.mean), tuple(t.std)).eval().requires_grad_(False)
+    net = imagenet.build_untrained("alexnet").eval().requires_grad_(False)
     return net, f"RANDOM INITIALISATION (seed {seed}): no AlexNet weights in TORCH_HOME", False
 
 

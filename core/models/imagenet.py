@@ -12,14 +12,13 @@ import functools
 from pathlib import Path
 
 import torch
-import torchvision
 from PIL import Image
-from torchvision.transforms.v2 import functional as TF
 
 from core import config
 from core.errors import WeightsMissingError
-from core.models import efficientnet_lite, nets
+from core.models import efficientnet_lite, nets, torchvision_weights
 from core.models.spec import ModelSpec
+from core.provenance import torchvision_version
 
 DEFAULT_MODEL = "mobilenet_v2"
 PACKAGED = efficientnet_lite.NAME  # weights from an installed package (always offline)
@@ -47,12 +46,46 @@ _KNOWN_LAYERS = {
 }
 
 
+def _torchvision():
+    """torchvision, imported on first use: the import costs ~170 MB and ~1000 modules (torchvision.ops loads
+    torch._dynamo), which a session that never builds an ImageNet network should not pay (issue 25)."""
+    import torchvision
+
+    return torchvision
+
+
+def weight_files_from_torchvision() -> dict[str, tuple[str, ...]]:
+    """Each classifier's weight file names, asked of torchvision itself (importing it)."""
+    tv = _torchvision()
+    return {
+        name: tuple(Path(w.url).name for w in tv.models.get_model_weights(name))
+        for name in sorted(tv.models.list_models(module=tv.models))
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _weight_files() -> dict[str, tuple[str, ...]]:
+    """Classifier -> its weight file names: the stored copy when it is of the installed torchvision, so that
+    listing never imports torchvision; else torchvision's own answer."""
+    if torchvision_version().split("+")[0] == torchvision_weights.VERSION:
+        return torchvision_weights.WEIGHT_FILES
+    return weight_files_from_torchvision()
+
+
 def _all_classifiers() -> list[str]:
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return list(_weight_files())
+
+
+def _checkpoint(file_name: str) -> Path:
+    return config.torch_home() / "hub" / "checkpoints" / file_name
+
+
+def _present(name: str) -> bool:
+    return any(_checkpoint(f).is_file() for f in _weight_files().get(name, ()))
 
 
 def _local_file(weights) -> Path:
-    return config.torch_home() / "hub" / "checkpoints" / Path(weights.url).name
+    return _checkpoint(Path(weights.url).name)
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,7 +95,7 @@ def _network() -> bool:
 
 def _weights_enum(name: str):
     try:
-        return torchvision.models.get_model_weights(name)
+        return _torchvision().models.get_model_weights(name)
     except (ValueError, KeyError):
         return None
 
@@ -81,10 +114,9 @@ def pick_weights(name: str):
 def weights_status(name: str) -> str:
     if name == PACKAGED:
         return efficientnet_lite.status()
-    enum = _weights_enum(name)
-    if enum is None:
+    if name not in _weight_files():
         return "missing"
-    if any(_local_file(w).is_file() for w in enum):
+    if _present(name):
         return "weights present"
     return "downloadable" if _network() else "missing"
 
@@ -134,8 +166,16 @@ def build(name: str) -> torch.nn.Module:
             f"{config.torch_home() / 'hub' / 'checkpoints'} (set TORCH_HOME or --torch-home), "
             "or connect to the internet once to download them."
         )
-    net = torchvision.models.get_model(name, weights=weights)
+    net = _torchvision().models.get_model(name, weights=weights)
     t = weights.transforms()
+    return nets.Normalized(net, tuple(t.mean), tuple(t.std))
+
+
+def build_untrained(name: str) -> torch.nn.Module:
+    """torchvision's random initialisation of classifier `name` (seed torch first), with the normalisation
+    of its DEFAULT weights folded in, as `build` folds it in for trained ones."""
+    t = _weights_enum(name).DEFAULT.transforms()
+    net = _torchvision().models.get_model(name, weights=None)
     return nets.Normalized(net, tuple(t.mean), tuple(t.std))
 
 
@@ -146,6 +186,8 @@ def categories(name: str) -> tuple[str, ...]:
 
 def preprocess(image: Image.Image, name: str = DEFAULT_MODEL) -> torch.Tensor:
     """The weights' own resize and centre crop, without normalisation: (1, 3, H, W) in [0, 1]."""
+    from torchvision.transforms.v2 import functional as TF  # lazily, as _torchvision() says why
+
     enum = _weights_enum(name)
     t = (pick_weights(name) or enum.DEFAULT).transforms() if enum else None
     resize = t.resize_size[0] if t else 256
