@@ -10,10 +10,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from core.cli import main
 from core.data import datasets
 from core.errors import IntriguingError
+from core.evaluation.protocol import Protocol
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PER_BATCH = 4
@@ -54,6 +56,45 @@ def test_a_cifar10_root_is_read_as_its_test_split_and_resized(tmp_path):
     torch.testing.assert_close(grey.images.mean((1, 2, 3)), luma.mean((1, 2)), atol=2e-3, rtol=0)
     again = datasets.add("tiny-cifar-2", tmp_path / "c10" / "cifar-10-batches-py")  # the folder itself
     assert again.fingerprint == new.fingerprint and again.root == new.root
+
+
+def test_a_cifar10_root_gives_its_train_split_too(tmp_path):
+    """The five training batches in order, as torchvision's train=True reads them; a protocol may name the
+    split and keeps the root's fingerprint; a class-folder dataset still has its one pool only."""
+    _cifar(tmp_path / "c10")
+    datasets.add("tiny-train", tmp_path / "c10")
+    assert datasets.splits("tiny-train") == ("train", "test")
+    train = datasets.load_split("tiny-train", "train", (3, 32, 32))
+    batches = [_batch(i) for i in range(1, 6)]
+    expected = torch.cat([torch.from_numpy(b["data"]).view(PER_BATCH, 3, 32, 32) for b in batches]) / 255
+    torch.testing.assert_close(train.images, expected.float(), atol=1e-6, rtol=0)
+    assert train.labels.tolist() == sum((b["labels"] for b in batches), [])
+    assert train.name == "train" and datasets.load_split("tiny-train", "test").name == "test"
+    on_train, on_test = Protocol(split="train", dataset="tiny-train"), Protocol(dataset="tiny-train")
+    assert on_train.fingerprint != on_test.fingerprint and "tiny-train train images" in on_train.describe()
+    folder = tmp_path / "folder"
+    for c, value in (("a", 0), ("b", 255)):
+        (folder / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (value,) * 3).save(folder / c / "0.png")
+    datasets.add("two-folders", folder)
+    assert datasets.splits("two-folders") == ("test",)
+    with pytest.raises(IntriguingError, match="split"):
+        datasets.load_split("two-folders", "train")
+    with pytest.raises(IntriguingError, match="split"):
+        Protocol(split="train", dataset="two-folders")
+
+
+def test_a_training_batch_swapped_for_code_is_refused_when_the_train_split_is_read(tmp_path):
+    """Same size, so the listing passes: the restricted unpickler refuses it before torchvision opens it."""
+    _cifar(tmp_path / "c10")
+    datasets.add("swapped", tmp_path / "c10")
+    batch = tmp_path / "c10" / "cifar-10-batches-py" / "data_batch_2"
+    _Evil.marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Evil())
+    batch.write_bytes(evil + b"\0" * (batch.stat().st_size - len(evil)))  # bytes after STOP are never read
+    with pytest.raises(IntriguingError, match="data_batch_2 refused"):
+        datasets.load_split("swapped", "train", (3, 32, 32))
+    assert not (tmp_path / "pwned").exists()
 
 
 class _Evil:

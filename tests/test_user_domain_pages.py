@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.data import datasets
+from core.evaluation import leaderboard
 from core.models.zoo import add_uploaded_model
 from tests.test_user_data_app import CLASSES, ROOT, _onnx_model, _picture
 
@@ -76,6 +77,27 @@ def test_the_leaderboard_offers_the_datasets_domain(user_model):
     assert not at.error
     empty = [i.value for i in at.info if i.value.startswith(f"No {DATASET} runs recorded yet")]
     assert len(empty) == 1 and f"intriguing sweep --dataset {DATASET}" in empty[0]
+
+
+def test_the_leaderboard_fills_cells_on_the_datasets_own_images(user_model, tmp_path, monkeypatch):
+    """In an empty database the button fills the model's cells on its dataset's test images (every one of
+    the 12, fewer than the default 100, all classified right), one protocol that the page then shows."""
+    monkeypatch.setenv(leaderboard.DB_ENV, str(tmp_path / "fresh.sqlite"))
+    at = _opened("leaderboard.py", {"lb_dataset": DATASET})
+    at.multiselect(key="lb_models").set_value([user_model]).run()
+    at.multiselect(key="lb_min_attacks").set_value(["deepfool"]).run()
+    at.multiselect(key="lb_budget_attacks").set_value(["fgsm"]).run()
+    at.button(key="lb_fill").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    filled = leaderboard.runs(dataset=DATASET, source="dashboard")
+    assert sorted((r.attack, r.model, r.n) for r in filled) == [
+        ("deepfool", user_model, len(FILES)),
+        ("fgsm", user_model, len(FILES)),
+    ]
+    assert "Every shown cell has a run." in [c.value for c in at.caption]
+    shown = at.selectbox(key="lb_protocol")
+    assert shown.value == filled[0].protocol_id == filled[1].protocol_id
+    assert shown.options == [f"all correctly classified {DATASET} test images [{shown.value}]"]
 
 
 @pytest.mark.parametrize("page", ["transferability.py", "robustness.py"])

@@ -1,6 +1,6 @@
 """Datasets by name: MNIST (the paper's splits), the user's own folders of class-named subfolders
 (torchvision's ImageFolder layout) and torchvision dataset roots the user has (CIFAR-10, CIFAR-100: their
-test split, core/data/torchvision_roots.py), registered in `<cache>/datasets.json`.
+train and test splits, core/data/torchvision_roots.py), registered in `<cache>/datasets.json`.
 
 A user dataset is read in one fixed order (classes in the order of `--classes FILE`, else sorted folder
 names; files sorted by name within a class), so a protocol's "first n images" is the same on every call.
@@ -102,7 +102,11 @@ def names() -> list[str]:
 
 
 def splits(name: str) -> tuple[str, ...]:
-    return MNIST_SPLITS if name == "mnist" else USER_SPLITS
+    """The splits a protocol may name: MNIST's, a torchvision root's own, a class folder's one pool."""
+    if name == "mnist":
+        return MNIST_SPLITS
+    found = entry(name)
+    return torchvision_roots.SPLITS if found is not None and found.kind != "folder" else USER_SPLITS
 
 
 def _scan(root: Path, classes: tuple[str, ...] | None) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
@@ -191,7 +195,8 @@ def add(
 
 
 def _add_root(name: str, layout: torchvision_roots.Root, parent: Path) -> DatasetEntry:
-    """Register a torchvision dataset root after reading its test split once (every check on the way)."""
+    """Register a torchvision dataset root after reading its test split once (every check on the way;
+    the safe unpickler reads every file, the train batches too). Its `n` is the test split's size."""
     paths = torchvision_roots.files(layout, parent)
     images, _, classes = torchvision_roots.read(layout, parent)
     new = DatasetEntry(
@@ -247,7 +252,7 @@ def image_tensor(img: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_user(name: str, fingerprint_: str, shape: tuple[int, int, int]) -> DataSplit:
+def _load_user(name: str, fingerprint_: str, shape: tuple[int, int, int], split: str) -> DataSplit:
     found = entry(name)
     root = Path(found.root)
     if not root.is_dir():
@@ -258,8 +263,8 @@ def _load_user(name: str, fingerprint_: str, shape: tuple[int, int, int]) -> Dat
             raise DatasetMissingError(
                 f"the files of dataset {name} changed since it was added; add it again."
             )
-        images, labels, _ = torchvision_roots.read(layout, root)
-        return DataSplit("test", resize(images, shape), labels, torch.arange(len(labels)))
+        images, labels, _ = torchvision_roots.read(layout, root, train=split == "train")
+        return DataSplit(split, resize(images, shape), labels, torch.arange(len(labels)))
     _, files = _scan(root, found.classes)
     if _listing(root, files) != found.listing:
         raise DatasetMissingError(f"the folder of dataset {name} changed since it was added; add it again.")
@@ -281,11 +286,13 @@ def load_split(name: str, split: str = "test", shape: tuple[int, ...] | None = N
     found = entry(name)
     if found is None:
         raise DatasetMissingError(f"unknown dataset {name!r}; the datasets are {', '.join(names())}.")
-    if split not in USER_SPLITS:
-        raise InvalidParameterError(f"dataset {name} has one split, test; got {split!r}.")
+    if split not in splits(name):
+        raise InvalidParameterError(
+            f"dataset {name} has the split(s) {', '.join(splits(name))}; got {split!r}."
+        )
     shape = tuple(shape) if shape is not None else (3, *found.size)
     if len(shape) != 3 or shape[0] not in (1, 3) or not all(1 <= s <= 4096 for s in shape[1:]):
         raise InvalidParameterError(
             f"the images of {name} cannot be resized to {'x'.join(map(str, shape))}: 1 or 3 channels, sides 1..4096."
         )
-    return _load_user(name, found.fingerprint, shape)
+    return _load_user(name, found.fingerprint, shape, split)

@@ -1,5 +1,6 @@
 """A torchvision dataset root the user already has (CIFAR-10's `cifar-10-batches-py`, CIFAR-100's
-`cifar-100-python`), read by torchvision.datasets with download=False: nothing is fetched, ever.
+`cifar-100-python`), train and test splits, read by torchvision.datasets with download=False: nothing is
+fetched, ever.
 
 The batches are Python pickles, and torchvision unpickles them with plain `pickle.load`, which would run
 any code a crafted file names. So every file is first read by a restricted unpickler that admits only what
@@ -52,6 +53,7 @@ KINDS = {
     ),
     "cifar100": Root("cifar100", "cifar-100-python", ("meta", "train", "test"), "CIFAR100"),
 }
+SPLITS = ("train", "test")  # every layout above has both (torchvision's train=True / False)
 
 
 class _NumpyOnly(pickle.Unpickler):

@@ -4,10 +4,11 @@ run (core.evaluation.leaderboard keeps it). Apart from the storage so that the S
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.attacks import attack_class, is_budgeted, make_attack, with_seed
-from core.errors import InvalidParameterError
+from core.errors import IntriguingError, InvalidParameterError
 from core.evaluation.indicators import fired, run_checked
 from core.evaluation.leaderboard import optional_float, record_result
 from core.evaluation.protocol import Protocol
@@ -64,3 +65,31 @@ def fill_cell(
     return record_result(
         result, model, source=source, dataset=protocol.dataset, selection=chosen, indicators=flags, path=path
     )
+
+
+def fill_cells(
+    missing: Sequence[tuple[str, str]],
+    *,
+    protocol: Protocol,
+    norm: str,
+    budget: float,
+    source: str = "dashboard",
+    progress: Callable[[float, str], object] | None = None,
+    path: str | os.PathLike | None = None,
+) -> list[IntriguingError]:
+    """Fill every (attack, model) cell on the images `protocol` chooses: a budgeted attack at `norm` and
+    `budget`, a minimal-distortion one without. A cell that cannot be filled (too few images qualify, a
+    model of another domain) does not stop the others; its error is returned."""
+    errors = []
+    for i, (attack, model) in enumerate(missing):
+        if progress is not None:
+            progress(i / len(missing), f"{attack} on {model} ({protocol.describe()})")
+        budgeted = is_budgeted(attack)
+        try:
+            fill_cell(
+                attack, model, protocol=protocol, norm=norm if budgeted else None,
+                budget=budget if budgeted else None, source=source, path=path,
+            )  # fmt: skip
+        except IntriguingError as exc:
+            errors.append(exc)
+    return errors

@@ -643,10 +643,10 @@ def _matrix(title: str, metric: str, cells: dict[str, dict[str, Run]], value) ->
 
 
 def default_protocol(dataset: str | None = None, path: str | os.PathLike | None = None) -> str:
-    """The protocol a matrix shows unless asked: the one with the most runs, or, in an empty database, the
-    default `Protocol()` (the first correctly classified test images), never hand-chosen images."""
+    """The protocol a matrix shows unless asked: the one with the most runs, or, with no run on `dataset`,
+    `Protocol.for_dataset` (its first correctly classified test images), never hand-chosen images."""
     found = protocols(dataset=dataset, path=path)
-    return found[0].protocol_id if found else Protocol().fingerprint
+    return found[0].protocol_id if found else Protocol.for_dataset(dataset).fingerprint
 
 
 def _one_protocol(protocol_id: Any, dataset: str | None, path) -> str:

@@ -66,6 +66,16 @@ class Protocol:
         return data
 
     @classmethod
+    def for_dataset(cls, dataset: str | None) -> Protocol:
+        """The images a domain's cells are filled on before any run chose others: the first 100 correctly
+        classified test images; every one of them in a registered dataset too small for 100. MNIST's for a
+        domain with no labelled dataset (ImageNet), as before."""
+        found = datasets.entry(dataset) if dataset and dataset != "mnist" else None
+        if found is None:
+            return cls()
+        return cls(dataset=dataset, n=cls.n if found.n >= cls.n else None)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Protocol:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if known.get("indices") is not None:

@@ -238,7 +238,7 @@ def spec(name: str) -> ModelSpec | None:
         dataset=card.domain,
         architecture=card.architecture or f"{found.format} ({Path(found.origin).name})",
         build=functools.partial(build_module, name),
-        layers={"logits": "net"},
+        layers={"logits": ""},  # the pixel wrapper itself (a TorchScript network takes no hooks)
         description=card.source or f"registered from {found.origin}",
         trained_by=f"intriguing models add {name}",
         origin="registered",

@@ -156,26 +156,11 @@ def _weights_module(data: bytes, name: str, kind: str, arch: str | None, n_class
     return net
 
 
-class Script(nn.Module):
-    """A TorchScript archive run by the graph executor without its profiling optimisations: on the lab's
-    batches its differentiable subgraphs cost more than they save (benchmarks/models.py times both beside
-    the native module). The switch is torch's process-wide flag, set around each call: a concurrent call
-    can only run slower for it, not differently."""
-
-    def __init__(self, script: torch.jit.ScriptModule) -> None:
-        super().__init__()
-        self.script = script
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.jit.optimized_execution(False):
-            return self.script(x)
-
-
 def _torchscript_module(data: bytes, name: str) -> nn.Module:
     try:
         with warnings.catch_warnings():  # torch 2.9+: "torch.jit.load is deprecated" on every load
             warnings.simplefilter("ignore", FutureWarning)
-            return Script(torch.jit.load(io.BytesIO(data), map_location="cpu"))
+            return torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any jit error means "not a readable archive"
         raise CheckpointError(
             f"{name} is not a readable TorchScript archive ({type(exc).__name__})."

@@ -81,12 +81,13 @@ try:
     source = None if source == "all" else source
     domain_models = [m for m in all_models if get_spec(m).dataset == dataset]
     known = {k.protocol_id: k for k in leaderboard.protocols(dataset=dataset)}
+    fallback = Protocol.for_dataset(dataset)  # the images cells are filled on before any run
     if "lb_next_protocol" in st.session_state:  # cells were just filled: show their protocol
         st.session_state["lb_protocol"] = st.session_state.pop("lb_next_protocol")
 
     def describe(pid: str) -> str:
         """The protocol and its id (stable, so a link keeps naming it as runs are added)."""
-        return f"{known[pid].describe() if pid in known else Protocol().describe()} [{pid}]"
+        return f"{known[pid].describe() if pid in known else fallback.describe()} [{pid}]"
 
     protocol_options = list(known) or [leaderboard.default_protocol(dataset)]
     link.check_later("lb_protocol", url_state.choice(protocol_options, describe))
@@ -101,7 +102,7 @@ try:
     st.caption(
         f"{known[protocol_id].runs} runs under this protocol." if protocol_id in known else "No runs yet."
     )
-    chosen_protocol = known[protocol_id].protocol if protocol_id in known else Protocol()
+    chosen_protocol = known[protocol_id].protocol if protocol_id in known else fallback
     distortion = leaderboard.distortion_matrix(dataset=dataset, source=source, protocol_id=protocol_id)
     budgets = leaderboard.budgets(protocol_id=protocol_id)
     sweeps = leaderboard.sweep_progress(limit=5)
@@ -119,7 +120,8 @@ if empty:
         if dataset == "mnist"
         else "ImageNet runs come from the Attack Lab and the Validate page (attack a photo there)."
         if dataset == "imagenet"
-        else f"Its runs come from the Attack Lab, the Validate page and `intriguing sweep --dataset {dataset}`."
+        else f"Fill cells with the button below, or run `intriguing sweep --dataset {dataset}`; the Attack Lab's "
+        "and the Validate page's runs land here too."
     )
     st.info(f"No {DOMAINS[dataset]} runs recorded yet. {how}", icon=":material/leaderboard:")
 
@@ -185,11 +187,8 @@ missing = (
     distortion.select(shown_minimal, shown_models).missing()
     + success.select(shown_budgeted, shown_models).missing()
 )
-if dataset != "mnist":
-    st.caption(
-        f"Cells are filled here on MNIST test images only; {DOMAINS[dataset]} runs come from the Attack Lab "
-        "and reports" + ("." if dataset == "imagenet" else f", and `intriguing sweep --dataset {dataset}`.")
-    )
+if dataset == "imagenet":
+    st.caption("ImageNet has no labelled test images here: its runs come from the Attack Lab and reports.")
 elif not missing:
     st.caption("Every shown cell has a run.")
 else:
@@ -199,16 +198,10 @@ else:
     )
     if st.button(f"Fill {len(missing)} cells", type="primary", key="lb_fill"):
         bar = st.progress(0.0)
-        for i, (attack, model) in enumerate(missing):
-            bar.progress(i / len(missing), text=f"{attack} on {model} ({chosen_protocol.describe()})")
-            budget_attack = is_budgeted(attack)
-            try:
-                cells.fill_cell(
-                    attack, model, protocol=chosen_protocol, norm=norm if budget_attack else None,
-                    budget=eps if budget_attack else None, source="dashboard",
-                )  # fmt: skip
-            except IntriguingError as exc:
-                show_error(exc)
+        for exc in cells.fill_cells(
+            missing, protocol=chosen_protocol, norm=norm, budget=eps, progress=bar.progress
+        ):
+            show_error(exc)
         bar.progress(1.0, text="done")
         st.session_state["lb_next_protocol"] = chosen_protocol.fingerprint
         st.rerun()
