@@ -29,7 +29,10 @@ from core.attacks import (
     make_attack,
 )
 from core.attacks.budget_search import minimal_eps
+from core.certify.bounds import UnsupportedLayerError
+from core.certify.bracket import attack_certificate
 from core.errors import InvalidParameterError
+from core.models import get_spec
 from core.provenance import versions
 from core.runtime import LIVE_THREADS, torch_threads
 from core.visual.pictures import png_bytes
@@ -388,6 +391,7 @@ class RunCard:
     summary: dict[str, Any]
     baseline: dict[str, Any] = field(default_factory=dict)
     transfer: list[dict[str, Any]] = field(default_factory=list)
+    certificate: dict[str, Any] = field(default_factory=dict)  # core.certify's radius, or why there is none
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -405,6 +409,7 @@ class Outcome:
     png: bytes
     npz: bytes
     hint: str | None = None  # for a failed attack, what to change (failure_hint)
+    certificate: dict[str, Any] = field(default_factory=dict)  # lab_certificate: its line, or why none
 
 
 def conclude(
@@ -425,14 +430,29 @@ def conclude(
         baseline = gaussian_noise_baseline(model, result.x, result.labels, rms=result.rms, seed=live.seed)
         rows = transfer(result.x, result.x_adv, reference, list(others), load) if others and ok else []
         hint = None if ok or live.stopped else failure_hint(live, model)
+        certificate = lab_certificate(model, model_name, result)
     card = run_card(live, model_name, image_source, true_label)
+    card.certificate = certificate
     card.baseline = {
         "rms": float(baseline.rms[0]),
         "pred_after": int(baseline.pred_after[0]),
         "changed_prediction": bool(baseline.success[0]),
     }
     card.transfer = [row.__dict__ for row in rows]
-    return Outcome(result, baseline, rows, card, png_bytes(result.x_adv[0]), npz_bytes(result, card), hint)
+    return Outcome(
+        result, baseline, rows, card, png_bytes(result.x_adv[0]), npz_bytes(result, card), hint, certificate
+    )
+
+
+def lab_certificate(model: nn.Module, model_name: str, result: AttackResult) -> dict[str, Any]:
+    """What bounds prove about the run's image (core.certify.bracket.attack_certificate: CROWN, a few ms on
+    an MLP, about a second on the CNN), or {'why': ...} where they cannot (MNIST models only, as Validate)."""
+    if get_spec(model_name).dataset != "mnist":
+        return {"why": "the bounds are computed for MNIST models only"}
+    try:
+        return attack_certificate(model, result)
+    except UnsupportedLayerError as exc:
+        return {"why": str(exc)}
 
 
 HINT_BISECTION_STEPS = 4  # a few extra runs on one image: a budget within about 1/16 of the search's range

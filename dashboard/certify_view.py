@@ -1,5 +1,6 @@
-"""The Validate page's bracket: certified radius <= exact minimum <= each attack's flip, on one Linf axis
-(core.certify.bracket.image_bracket computes it; this module only draws)."""
+"""Certificates on the pages, computed in core and only drawn here: the Validate page's bracket (certified
+radius <= exact minimum <= each attack's flip, on one Linf axis: core.certify.bracket.image_bracket) and the
+Leaderboard's verified beside attack robust accuracy (core.evaluation.verified)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import IntriguingError
+from core.attacks import format_eps
 from core.certify.bracket import image_bracket
+from core.evaluation.protocol import Protocol
+from core.evaluation.verified import brackets
+from dashboard.common import show_error, table
 
 COLOURS = {"certified": "#2ca02c", "exact": "#1f77b4", "attack": "#d62728"}
 
@@ -40,3 +45,31 @@ def show_bracket(model, report) -> None:
     st.plotly_chart(fig, key="val_bracket")
     if bracket["exact"] is None:
         st.caption("The exact minimum of a ReLU net: `intriguing certify --method exact` (a MILP, minutes).")
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def verified_panel(protocol_id: str, protocol: Protocol) -> None:
+    """Leaderboard: per (model, budget) the verified robust accuracy beside the attacks' (the truth lies
+    between), "—" with the reason where no certificate is recorded or none can be."""
+    st.subheader("Verified beside attack robust accuracy")
+    try:
+        rows = brackets(protocol_id, protocol)
+    except IntriguingError as exc:
+        show_error(exc)
+        return
+    if not rows:
+        st.caption("No budgeted run or certificate under this protocol yet: fill a budgeted cell below, or "
+                   "`intriguing certify --model fc100-100-10-ibp --eps 0.1`.")  # fmt: skip
+        return
+    table([{"model": r.model, "budget": f"{r.norm} {format_eps(r.budget, r.norm)}",
+            "verified": _share(r.verified), "attack": _share(r.attack), "verified by": r.verified_by or "—",
+            "attack by": r.attack_from or "—", "why no certificate": r.note} for r in rows])  # fmt: skip
+    st.caption(
+        "The true robust accuracy lies between the two: verified counts the images a bound (IBP, CROWN, "
+        "alpha-CROWN or the exact solver) proves no perturbation within the budget can flip; attack counts "
+        "those no recorded attack flipped (a sweep's worst case per image, else the strongest cell). "
+        "`intriguing certify --eps E` records the verified side."
+    )

@@ -373,6 +373,10 @@ def show_outcome(
     )  # fmt: skip
     if card.summary.get("stopped_early"):
         st.caption("Stopped early: this is the best adversarial image found before Stop.")
+    if "line" in outcome.certificate:  # proved from below, beside what the attack found from above
+        st.info(outcome.certificate["line"], icon=":material/shield:")
+    elif "why" in outcome.certificate:
+        st.caption(f"No certified radius for this model: {outcome.certificate['why']}")
     if outcome.hint:
         st.warning(outcome.hint, icon=":material/tips_and_updates:")
     if rounds:

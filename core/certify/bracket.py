@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core.attacks import make_attack
+from core.attacks import AttackResult, make_attack
 from core.certify.bounds import MAX_RADIUS, METHODS, NORMS, Ball, Network, certified_radius, verified
 from core.certify.exact import Exact, exact_linear, exact_relu_linf
 from core.checks import check_choice, check_float
@@ -153,3 +153,31 @@ def image_bracket(model: nn.Module, x: torch.Tensor, label: int, found: dict[str
         "attacks": flips,
         "verdict": verdict[0].upper() + verdict[1:] + ".",
     }
+
+
+def attack_norm(params: dict) -> str:
+    """The norm an attack's distortion is judged in: its own `norm` where it has one, Linf for a budgeted
+    attack without one (FGSM), L2 for the minimal-distortion attacks (L-BFGS, C&W, DeepFool minimise an L2
+    distance; L-BFGS records its squared one)."""
+    if params.get("norm") in NORMS:
+        return params["norm"]
+    return "linf" if "eps" in params else "l2"
+
+
+def attack_certificate(model: nn.Module, result: AttackResult) -> dict:
+    """The Attack Lab's line for a one-image run: CROWN's certified radius of the attacked class in the
+    attack's norm beside the distortion the attack found (None where it failed), worded."""
+    norm = attack_norm(result.params)
+    net = Network.from_module(model, tuple(result.x.shape[1:]))
+    device = next(model.parameters()).device
+    certified = float(certified_radius(net, result.x.to(device), result.labels.to(device), norm, "crown")[0])
+    found = float((result.linf if norm == "linf" else result.l2)[0]) if bool(result.success[0]) else None
+    name = {"linf": "Linf", "l2": "L2"}[norm]
+    line = f"Proved safe below {name} {certified:.4f} (CROWN: no change that small can flip this prediction)"
+    if found is not None:
+        line += f"; the attack found a flip at {found:.4f}."
+    elif result.params.get("eps") is not None and result.params["eps"] <= certified:
+        line += f"; the attack's budget {result.params['eps']:g} lies inside, so no attack can succeed there."
+    else:
+        line += "; the attack found no flip."
+    return {"norm": norm, "certified": certified, "found": found, "line": line}

@@ -14,6 +14,7 @@ from core.evaluation import cells, leaderboard
 from core.evaluation.protocol import Protocol
 from core.models import get_spec, usable_models
 from dashboard import url_state
+from dashboard.certify_view import verified_panel
 from dashboard.common import model_names, show_error, table
 from dashboard.smoothing_view import certificates_panel
 from dashboard.url_state import bound
@@ -152,6 +153,7 @@ if worst:
     )
 else:
     st.caption(f"No sweep has per-example rows under this protocol yet. From a terminal: `{SWEEP_EXAMPLE}`")
+verified_panel(protocol_id, chosen_protocol)
 
 minimal = [a for a in ATTACKS if not is_budgeted(a)]
 budgeted = [a for a in ATTACKS if is_budgeted(a)]
