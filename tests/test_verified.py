@@ -72,3 +72,19 @@ def test_leaderboard_page_shows_verified_beside_attack(tmp_path, monkeypatch):
     assert (rows["fc100-100-10-ibp"]["verified"], rows["fc100-100-10-ibp"]["attack"]) == ("65.0%", "70.0%")
     assert rows["fc100-100-10"]["verified"] == "—"
     assert "intriguing certify" in rows["fc100-100-10"]["why no certificate"]
+
+
+def test_leaderboard_command_prints_verified_beside_attack(tmp_path, monkeypatch, capsys):
+    import json
+
+    from core.cli import main
+
+    db = tmp_path / "lb.sqlite"
+    _seed(db)
+    monkeypatch.setenv(leaderboard.DB_ENV, str(db))
+    assert main(["leaderboard", "--protocol", PROTOCOL.fingerprint, "--json"]) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)["verified"]}
+    assert (rows["fc100-100-10-ibp"]["verified"], rows["fc100-100-10-ibp"]["attack"]) == (0.65, 0.7)
+    assert main(["leaderboard", "--protocol", PROTOCOL.fingerprint]) == 0
+    text = capsys.readouterr().out
+    assert "verified  65%" in text and "intriguing certify --model fc100-100-10 " in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 
 def _grid(matrix, fmt: str) -> str:
     """The matrix as text, each cell with the number of images it was measured on."""
@@ -16,6 +18,24 @@ def _grid(matrix, fmt: str) -> str:
     lines = [matrix.title, f"{'attack':<12}" + "".join(f" {m:>{width}}" for m in matrix.models)]
     for attack in matrix.attacks:
         lines.append(f"{attack:<12}" + "".join(f" {cell(attack, m):>{width}}" for m in matrix.models))
+    return "\n".join(lines)
+
+
+def _verified(rows) -> str:
+    """The verified-beside-attack table as text: the true robust accuracy lies between the two columns."""
+    if not rows:
+        return "verified beside attack robust accuracy: no budgeted run or certificate recorded yet."
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    lines = ["verified beside attack robust accuracy (the truth lies between)"]
+    for r in rows:
+        why = f"  [{r.note}]" if r.note else ""
+        lines.append(
+            f"{r.model:<24} {r.norm} {r.budget:<6g} verified {share(r.verified):>4} {r.verified_by:<18} "
+            f"attack {share(r.attack):>4} {r.attack_from}{why}"
+        )
     return "\n".join(lines)
 
 
@@ -36,7 +56,7 @@ def _budget(text: str) -> tuple[str, float]:
 def run(args) -> int:
     from core.attacks import is_budgeted
     from core.cli import emit
-    from core.evaluation import cells, leaderboard
+    from core.evaluation import cells, leaderboard, verified
     from core.evaluation.protocol import Protocol
 
     if args.fill:
@@ -72,11 +92,21 @@ def run(args) -> int:
         for norm, eps in budgets
     ]
     text = "\n\n".join(_grid(m, ".4f" if m.metric == "median_rms" else ".0%") for m in matrices)
+    protocol = next(
+        (k.protocol for k in known if k.protocol_id == chosen), Protocol.for_dataset(args.dataset)
+    )
+    brackets = verified.brackets(chosen, protocol)
+    text += "\n\n" + _verified(brackets)
     others = [f"  {k.protocol_id}: {k.describe()} ({k.runs} runs)" for k in known if k.protocol_id != chosen]
     header = f"protocol {chosen}: {about}"
     footer = ("\n\nother protocols (--protocol ID):\n" + "\n".join(others)) if others else ""
     emit(
-        {"protocol_id": chosen, "protocol": about, "matrices": [m.as_dict() for m in matrices]},
+        {
+            "protocol_id": chosen,
+            "protocol": about,
+            "matrices": [m.as_dict() for m in matrices],
+            "verified": [dataclasses.asdict(b) for b in brackets],
+        },
         args.json,
         f"{header}\n\n{text}{footer}\n\n(database: {leaderboard.default_path()})",
     )
