@@ -26,6 +26,19 @@ if sys.path[0] != str(ROOT):  # the project first: `dashboard` is the app packag
 PEER_VENV_ENV = "INTRIGUING_BENCH_VENV"
 
 
+def _now() -> dict:
+    """The date and the 1, 5 and 15-minute load averages at this moment."""
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# Taken when the benchmark starts (every script imports the harness first), before any of its work: a card's
+# `machine` reports this, wherever the script builds it, and `machine_after` the reading when the card is stored.
+STARTED = _now()
+
+
 def peer_venv() -> Path:
     """The peers' environment made by benchmarks/setup_peers.sh (never the project's own)."""
     env = os.environ.get(PEER_VENV_ENV)
@@ -139,12 +152,13 @@ def _proc_field(path: str, key: str) -> str:
 
 
 def machine() -> dict:
-    """The conditions of a run: what a reader needs to judge its numbers."""
+    """The conditions of a run: what a reader needs to judge its numbers; the date and the load are those at
+    the start (STARTED), whenever this is called."""
     import torch
 
     mem_kb = _proc_field("/proc/meminfo", "MemTotal").split(" ")[0]
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": STARTED["date"],
         "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor(),
         "cores": os.cpu_count(),
         "memory_gb": round(int(mem_kb or 0) / 2**20, 1),
@@ -152,7 +166,7 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "device": DEVICE,
         "python": platform.python_version(),
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "load_average_1_5_15": STARTED["load_average_1_5_15"],
         "commit": _git_commit(),
     }
 
@@ -215,7 +229,7 @@ def card_of(result: dict, name: str, tables: str) -> dict:
         "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         **result,
         "machine": result.get("machine") or machine(),
-        "machine_after": {"load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]},
+        "machine_after": _now(),
         "versions": versions(),
         "tables": tables,
     }

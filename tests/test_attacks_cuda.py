@@ -33,3 +33,18 @@ def test_attack_runs_on_cuda_and_agrees_with_a_cpu_check(name, fc100, mnist_test
     with torch.no_grad():
         pred = model(result.x_adv).argmax(1)
     assert torch.equal(result.success, pred != y)
+
+
+def test_deepfools_step_loop_never_waits_for_the_gpu(fc100, mnist_test):
+    """Every step queued without a host sync (torch raises on one in this mode): no `.item()`,
+    no `bool(t.any())`, no host tensor copied over (the result's verification, after the loop, may sync)."""
+    cuda = torch.device("cuda")
+    model = copy.deepcopy(fc100).to(cuda)
+    x, y = mnist_test.images[:32].to(cuda), mnist_test.labels[:32].to(cuda)
+    run = make_attack("deepfool", model, steps=20).start(x, y)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        events = sum(1 for _ in run)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert events > 1

@@ -148,3 +148,17 @@ def test_c_search_grows_shrinks_and_bisects_above_the_largest_success():
     # no success yet: shrink below the smallest failure; no failure above a success: grow;
     # bracketed: geometric bisection; a failure below the success (non-convexity) does not bound it
     assert torch.allclose(next_c(lo, failures), torch.tensor([0.1, 10.0, 10.0**0.5, 10.0]))
+
+
+def test_a_batch_split_into_row_blocks_gives_the_same_images(fc100, mnist_test, monkeypatch):
+    """The two-loop recursion goes through a large batch in blocks of rows (for the CPU's cache): every
+    row's numbers must be those of the whole batch at once, so blocks of 7 rows on 36 problems change
+    nothing, not even the last bit."""
+    from core.attacks import lbfgs
+
+    x, y = correctly_classified(fc100, mnist_test, 4)
+    whole = make_attack("lbfgs", fc100, rounds=3, max_iter=20).run(x, y)
+    monkeypatch.setattr(lbfgs, "TWO_LOOP_BLOCK", 7)
+    monkeypatch.setattr(lbfgs, "TWO_LOOP_BLOCKED_FROM", 1)
+    blocked = make_attack("lbfgs", fc100, rounds=3, max_iter=20).run(x, y)
+    assert torch.equal(whole.x_adv, blocked.x_adv) and whole.model_calls == blocked.model_calls

@@ -236,6 +236,18 @@ def test_a_result_card_goes_to_a_run_folder_unless_docs_are_asked_for(tmp_path, 
         harness.emit({**result, "quick": True}, as_json=False, text=tables, card="figures", update_docs=True)
 
 
+def test_a_card_reports_the_load_at_the_start_wherever_the_script_builds_its_machine(monkeypatch):
+    """The scripts build `machine()` after their work: its load must still be the reading taken when the
+    benchmark started, and `machine_after` a reading taken when the card is made."""
+    benchmarks_on_path()
+    import harness
+
+    monkeypatch.setattr(harness.os, "getloadavg", lambda: (99.0, 98.0, 97.0))  # the load "after the work"
+    card = harness.card_of({"machine": harness.machine()}, "figures", "")
+    assert card["machine"]["load_average_1_5_15"] == harness.STARTED["load_average_1_5_15"] != [99, 98, 97]
+    assert card["machine_after"]["load_average_1_5_15"] == [99.0, 98.0, 97.0]
+
+
 def test_an_unavailable_device_is_one_clear_message():
     benchmarks_on_path()
     import harness

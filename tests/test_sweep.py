@@ -196,6 +196,25 @@ def test_sweep_rows_equal_one_process_and_the_cell_rows_match_record_result(ray_
 
 
 @pytest.mark.slow
+def test_device_goes_to_every_task_and_cuda_needs_a_gpu_in_the_cluster(ray_cluster, tmp_path):
+    """--device reaches the workers: cpu computes the rows one process computes; cuda on a cluster
+    without a GPU is one clear error before anything is registered (not tasks waiting forever)."""
+    tasks = grid(models=["fc10-1e-2"], attacks=("fgsm",))
+    db = tmp_path / "lb.sqlite"
+    summary = sweep.execute(tasks, path=db, progress=False, device="cpu")
+    assert (summary.computed, summary.failed) == (len(tasks), {})
+    rows = compared_rows(tasks, db)
+    for task in tasks:
+        local = [tuple(e[c] for c in COMPARED) for e in sweep.run_task(task, "cpu")["examples"]]
+        assert rows[task.task_id] == local
+    if int(pytest.importorskip("ray").cluster_resources().get("GPU", 0)) == 0:
+        other = tmp_path / "none.sqlite"
+        with pytest.raises(sweep.SweepError, match="no GPU"):
+            sweep.execute(tasks, path=other, progress=False, device="cuda")
+        assert not other.exists()
+
+
+@pytest.mark.slow
 def test_robust_accuracy_is_the_worst_case_per_example(ray_cluster, tmp_path):
     db = tmp_path / "lb.sqlite"
     sweep.execute(grid(models=["fc100-100-10"]), path=db, progress=False)

@@ -191,6 +191,29 @@ class AttackResult(_Distortion):
 # ---------------------------------------------------------------- the run and the base class
 
 
+class LaggedFlag:
+    """A boolean computed on the device, read by the host one step later. Reading it at once (`bool(t.any())`)
+    is a host sync that drains the GPU's queue every step; here the value is copied into pinned host memory
+    behind the step's work, and by the time the next step asks, that copy is usually done. On CPU it is a
+    plain read. A loop that stops on it stops after the same step: it checks, at the top of step t + 1, the
+    value step t set (so step t's own update runs, which a stopping rule must make a no-op)."""
+
+    def __init__(self, device: torch.device) -> None:
+        cuda = device.type == "cuda"
+        self._host = torch.ones((), dtype=torch.bool, pin_memory=cuda)
+        self._copied = torch.cuda.Event() if cuda else None
+
+    def set(self, value: torch.Tensor) -> None:
+        self._host.copy_(value, non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
+
+    def __bool__(self) -> bool:
+        if self._copied is not None:
+            self._copied.synchronize()
+        return bool(self._host)
+
+
 class AttackRun:
     """One attack on one batch, iterated step by step: `for event in run: ...`, and `run.result()` at any
     time (also after stopping early) for the best adversarial images so far, verified afresh.

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from core.attacks.base import Attack, AttackEvent, AttackRun, l2_norm
+from core.attacks.base import Attack, AttackEvent, AttackRun, LaggedFlag, l2_norm
 from core.attacks.spec import Param
 
 
@@ -80,7 +80,11 @@ class DeepFool(Attack):
         others = run.clean_logits.scatter(1, labels[:, None], -math.inf).topk(k, dim=1).indices
         total = torch.zeros_like(x)
         z = x
+        rows = torch.arange(len(x), device=x.device)  # a host index: copied over, with a sync, each step
+        moving = LaggedFlag(x.device)  # is any image still correctly classified (set by the previous step)
         for _ in range(self.steps):
+            if not moving:
+                return
             with torch.enable_grad():
                 z_grad = z.detach().requires_grad_(True)
                 logits = run.forward(z_grad)
@@ -97,10 +101,8 @@ class DeepFool(Attack):
             nearest = distances.argmin(1)
             distance = distances.gather(1, nearest[:, None]).squeeze(1)
             event = self._event(run, z, logits, torch.where(running, distance, torch.zeros_like(distance)))
-            if not running.any():
-                yield event
-                return
-            grad = grads[torch.arange(len(x)), nearest].view_as(x)
+            moving.set(running.any())  # none running: this step's update below leaves z as it is
+            grad = grads[rows, nearest].view_as(x)
             step = (
                 (distance + 1e-4).view(-1, 1, 1, 1) / l2_norm(grad).clamp_min(1e-12).view(-1, 1, 1, 1) * grad
             )

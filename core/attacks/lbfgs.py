@@ -442,6 +442,28 @@ def _free(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return ((z > 0) | (g <= 0)) & ((z < 1) | (g >= 0))  # 2.5x faster than where() on CPU
 
 
+TWO_LOOP_BLOCK, TWO_LOOP_BLOCKED_FROM = 512, 4096  # rows; measured on a 2-core EPYC (2 MB L2 per core)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+    """_rowdot with the product written into `work` (no fresh temporary; the same numbers)."""
+    return torch.mul(a, b, out=work).sum(1)
+
+
+def _two_loop(order, S, Y, rho, gamma, q, work) -> torch.Tensor:
+    """The two-loop recursion on these rows (slots in `order`, newest first), in place on q."""
+    S, Y, rho = S.unbind(), Y.unbind(), rho.unbind()  # one op, not one per slot read
+    alphas = {}
+    for j in order:
+        alphas[j] = _dot(S[j], q, work).mul_(rho[j])
+        q.addcmul_(alphas[j][:, None], Y[j], value=-1.0)
+    q.mul_(gamma[:, None])
+    for j in reversed(order):
+        beta = _dot(Y[j], q, work).mul_(rho[j])
+        q.addcmul_((alphas[j] - beta)[:, None], S[j])
+    return q
+
+
 class _ProjectedLBFGS:
     """Batched projected L-BFGS state over the active problems (rows). Every row has its own history
     validity, step length and convergence; the ring of history slots is shared. Every operation is one
@@ -460,6 +482,7 @@ class _ProjectedLBFGS:
         self.iters = torch.zeros(a, dtype=torch.long, device=z.device)
         self.gamma = torch.ones(a, device=z.device)
         self.d = torch.zeros_like(self.z)
+        self.work = torch.empty_like(self.z)  # the row dots' products: no fresh (rows, d) temporary each
         self.restart(torch.arange(a, device=z.device), z, g, f, logits, c)
 
     def restart(self, rows, z, g, f, logits, c) -> None:
@@ -468,7 +491,7 @@ class _ProjectedLBFGS:
         self.rho[:, rows] = 0.0
         self.t[rows] = 1.0
         self.iters[rows] = 0
-        q = g * _free(z, g)
+        q = g * _free(z, g).to(g.dtype)
         self.gamma[rows] = 1.0 / q.norm(dim=1).clamp_min(1e-12)
         self.d[rows] = -self.gamma[rows, None] * q
 
@@ -480,8 +503,8 @@ class _ProjectedLBFGS:
         k = self.slot
         step = torch.sub(trial, self.z, out=self.S[k])  # written straight into the history ring
         y = torch.sub(g, self.g, out=self.Y[k])
-        accept = f <= self.f + 1e-4 * _rowdot(self.g, step)
-        sy, yy, ss = _rowdot(step, y), _rowdot(y, y), _rowdot(step, step)
+        accept = f <= self.f + 1e-4 * _dot(self.g, step, self.work)
+        sy, yy, ss = _dot(step, y, self.work), _dot(y, y, self.work), _dot(step, step, self.work)
         good = accept & (sy > 1e-10 * (yy * ss).clamp_min(0).sqrt())
         self.rho[k] = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
         self.slot = (k + 1) % self.attack.memory
@@ -501,13 +524,14 @@ class _ProjectedLBFGS:
         self.t = torch.where(accept, torch.ones_like(self.t), self.t * 0.5)
         self.iters += 1
 
-        free = _free(self.z, self.g)
+        free = _free(self.z, self.g).to(step.dtype)  # once, not in each product with it
         q = self.g * free
-        pg = q.abs().amax(1)
+        low, high = q.aminmax(dim=1)  # one pass, no |q| written out
+        pg = torch.maximum(high, low.neg())
         h = self._two_loop(q.clone()).mul_(free)
         # H q must point downhill (h . q > 0, q being the gradient on the free variables): else -gamma q;
         # a rejected row retries its last direction with half the step. Per-row weights, no branches.
-        uphill = _rowdot(h, q) <= 0
+        uphill = _dot(h, q, self.work) <= 0
         accepted = accept.to(step)
         h.mul_((-accepted * ~uphill)[:, None])
         h.addcmul_(q, (-accepted * uphill * self.gamma)[:, None])
@@ -520,17 +544,15 @@ class _ProjectedLBFGS:
 
     def _two_loop(self, q: torch.Tensor) -> torch.Tensor:
         """H q for each row from its stored (s, y) pairs, newest first; H0 = gamma * I; in place on q.
-        Pairs a row must not use have rho = 0, which zeroes their contribution."""
-        m = self.attack.memory
-        order = [(self.slot - 1 - i) % m for i in range(m)]
-        alphas = {}
-        for j in order:
-            alphas[j] = self.rho[j] * _rowdot(self.S[j], q)
-            q.addcmul_(alphas[j][:, None], self.Y[j], value=-1.0)
-        q.mul_(self.gamma[:, None])
-        for j in reversed(order):
-            beta = self.rho[j] * _rowdot(self.Y[j], q)
-            q.addcmul_((alphas[j] - beta)[:, None], self.S[j])
+        Pairs a row must not use have rho = 0, which zeroes their contribution. Rows are independent: a
+        large batch goes through in blocks of rows whose q stays in the CPU's cache over the 4m passes
+        (the same numbers; 9000 rows of 784: 45 ms instead of 72 ms; below 4096 rows blocks only cost)."""
+        order = [(self.slot - 1 - i) % self.attack.memory for i in range(self.attack.memory)]
+        rows = len(q)
+        block = rows if rows < TWO_LOOP_BLOCKED_FROM else TWO_LOOP_BLOCK
+        for lo in range(0, rows, block):
+            b = slice(lo, lo + block)
+            _two_loop(order, self.S[:, b], self.Y[:, b], self.rho[:, b], self.gamma[b], q[b], self.work[b])
         return q
 
     def keep(self, rows: torch.Tensor) -> None:
@@ -539,3 +561,4 @@ class _ProjectedLBFGS:
             setattr(self, name, getattr(self, name)[rows])
         self.S, self.Y = self.S[:, rows], self.Y[:, rows]
         self.rho = self.rho[:, rows]
+        self.work = self.work[: len(rows)]

@@ -45,6 +45,12 @@ def _rectangles(rows: int, cols: int) -> torch.Tensor:
     return delta / delta.pow(2).sum().sqrt()
 
 
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A draw from the host's generator onto the device without a host sync: a plain `.to("cuda")` waits
+    for the GPU's queue to drain (every query), a copy from pinned memory is queued behind the work."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
 def _l2_normalise(delta: torch.Tensor) -> torch.Tensor:
     return delta / (delta.pow(2).flatten(1).sum(-1).sqrt().view(-1, 1, 1, 1) + 1e-12)
 
@@ -116,10 +122,13 @@ class Square(Attack):
             logits = run.forward(x_new)
             new_loss = margin(logits, goal[chosen], targeted)
             better = torch.ones_like(new_loss, dtype=torch.bool) if always else new_loss < loss[chosen]
-            keep = chosen[better]
-            # Out of place: an event handed out keeps showing its own query.
-            run.best = run.best.index_put((keep,), x_new[better])
-            best_logits[keep], loss[keep] = logits[better], new_loss[better]
+            # Every chosen row written back, the ones not better with their old values: selecting the better
+            # rows instead (chosen[better]) would be a host sync per query. Out of place: an event handed out
+            # keeps showing its own query.
+            keep = better.view(-1, *[1] * (x_new.dim() - 1))
+            run.best = run.best.index_put((chosen,), torch.where(keep, x_new, run.best[chosen]))
+            best_logits[chosen] = torch.where(better[:, None], logits, best_logits[chosen])
+            loss[chosen] = torch.where(better, new_loss, loss[chosen])
             return self._event(run, run.best, best_logits.clone(), loss.clone())
 
         for _ in range(self.restarts):
@@ -136,7 +145,7 @@ class Square(Attack):
     # ------------------------------------------------------------ random draws, in the reference's order
 
     def _sign(self, shape: list[int], device: torch.device) -> torch.Tensor:
-        return torch.sign(2 * torch.rand(shape, generator=self._gen) - 1).to(device)
+        return _to(torch.sign(2 * torch.rand(shape, generator=self._gen) - 1), device)
 
     def _int(self, high: int) -> int:
         return int((high * torch.rand([1], generator=self._gen)).long())
@@ -166,7 +175,7 @@ class Square(Attack):
         for i in range(h // side):
             for j in range(w // side):
                 top, left = first + i * side, first + j * side
-                window = self._eta(side).view(1, 1, side, side).to(x.device)
+                window = _to(self._eta(side).view(1, 1, side, side), x.device)
                 delta[:, :, top : top + side, left : left + side] += window * self._sign(
                     [n, c, 1, 1], x.device
                 )
@@ -194,7 +203,7 @@ class Square(Attack):
         norm_image = delta.pow(2).flatten(1).sum(-1).sqrt().view(-1, 1, 1, 1)
         norm_windows = (delta * mask).pow(2).flatten(1).sum(-1).sqrt().view(-1, 1, 1, 1)
         new = torch.ones([n, c, side, side], device=x.device)
-        new *= self._eta(side).view(1, 1, side, side).to(x.device) * self._sign([n, c, 1, 1], x.device)
+        new *= _to(self._eta(side).view(1, 1, side, side), x.device) * self._sign([n, c, 1, 1], x.device)
         new += delta[window] / (1e-12 + norm_window)
         room = torch.max((self.eps * torch.ones_like(new)) ** 2 - norm_image**2, torch.zeros_like(new))
         new = (

@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         label=label,
         progress=not args.quiet,
+        device=args.device,
     )
     lines = [summary.describe(), *(f"  failed: {message}" for message in summary.failed.values())]
     emit({**summary.as_dict(), "database": str(sweep.database(args.db))}, args.json, "\n".join(lines))

@@ -218,11 +218,12 @@ def run_task(task: Task, device: str | None = None) -> dict[str, Any]:
     }
 
 
-def attempt(task: Task) -> dict[str, Any]:
-    """The remote body: a task that raises comes back as its one-line message (recorded as failed)."""
+def attempt(task: Task, device: str | None = None) -> dict[str, Any]:
+    """The remote body: a task that raises comes back as its one-line message (recorded as failed).
+    `device` is a kind (cpu, cuda, mps): a worker's GPU is the one Ray gave it, always its `cuda`."""
     torch.set_num_threads(1)  # one task per core: a second thread per task only adds waiting
     try:
-        return run_task(task)
+        return run_task(task, device)
     except Exception as exc:  # noqa: BLE001 - any failure of one task is recorded, the sweep goes on
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
 
@@ -333,9 +334,12 @@ def execute(
     workers: int | None = None,
     label: str = "",
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> Summary:
     """Run the tasks not yet in the database on Ray and record each as it arrives (a progress bar with
-    tasks done / total, examples/s and ETA). Ray is started only when something is left to compute."""
+    tasks done / total, examples/s and ETA). Ray is started only when something is left to compute.
+    `device` (--device): where every task runs; cuda asks Ray for one GPU per task."""
+    kind = None if device is None else torch.device(device).type
     db = database(path)
     began = time.perf_counter()
     summary = Summary(sweep_id(tasks), len(tasks))
@@ -343,12 +347,16 @@ def execute(
     todo = deque(t for t in tasks if t.task_id not in done)
     summary.reused = len(tasks) - len(todo)
     ray = connect_ray(address, workers) if todo else None
+    if ray is not None:
+        unit = "GPU" if kind == "cuda" else "CPU"
+        units = int(ray.cluster_resources().get(unit, 0))
+        if not units:  # tasks would wait forever for a GPU nobody has
+            raise SweepError(f"--device {device}: the Ray cluster has no {unit}.")
+        remote = ray.remote(num_cpus=1, num_gpus=1 if unit == "GPU" else 0)(attempt)
+        window = 2 * units
     leaderboard.register_sweep(summary.sweep_id, label, [t.task_id for t in tasks], path=db)
     bar = tqdm(total=len(tasks), initial=summary.reused, unit="task", disable=not progress, desc="sweep")
     pending: dict[Any, Task] = {}
-    if ray is not None:
-        remote = ray.remote(num_cpus=1)(attempt)
-        window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     while todo or pending:
         while todo and len(pending) < window:
             task = todo.popleft()
@@ -356,7 +364,7 @@ def execute(
                 summary.reused += 1
                 bar.update(1)
                 continue
-            pending[remote.remote(task)] = task
+            pending[remote.remote(task, kind)] = task
         if not pending:
             break
         ready, _ = ray.wait(list(pending), num_returns=1)

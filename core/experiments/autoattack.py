@@ -154,7 +154,7 @@ def _benchmark(results: Path) -> list[str]:
     return [
         f"benchmarks/autoattack.py, in one alternating run on the first {b['n']} test images of `{b['model']}` "
         f"at Linf {b['eps']:g} ({b['steps']} steps, {b['queries']} queries, 1 thread, load average "
-        f"{b['machine']['load_average_1_5_15'][0]:g} at the end): ours took {b['median_s']['ours']:.0f} s, "
+        f"{b['machine_after']['load_average_1_5_15'][0]:g} at the end): ours took {b['median_s']['ours']:.0f} s, "
         f"torchattacks' AutoAttack {b['median_s']['torchattacks']:.0f} s ({b['theirs_over_ours']:.2f}x ours); "
         f"robust accuracy {100 * acc['ours']:.1f}% (ours) and {100 * acc['torchattacks']:.1f}% (theirs)."
     ]
