@@ -15,7 +15,7 @@ from core import IntriguingError, units
 from core.data import datasets
 from core.models import get_spec
 from core.models import revision as model_revision
-from core.units import arms, featvis, inside, rotation, uploads
+from core.units import arms, coherence, featvis, inside, rotation, uploads
 from core.visual.grid import image_row
 from dashboard.common import cached_model, show_error
 
@@ -103,8 +103,8 @@ def choose_photos(column) -> str:
 @st.cache_data(show_spinner="Scoring every unit and the random directions ...")
 def cached_study(
     model: str, revision: str, layer: str, folder: str, k: int, seed: int, judge: str
-) -> units.UnitStudy:
-    return units.study(
+) -> coherence.UnitStudy:
+    return coherence.study(
         model, layer, k=k, seed=seed, images=cached_images(model, revision, folder), judge=judge
     )
 
@@ -153,9 +153,7 @@ def arms_chart(summary: dict, score: str) -> go.Figure:
             ),
         )
     )
-    fig.update_layout(
-        height=260, margin=dict(l=10, r=10, t=30, b=10), title=units.coherence.SCORE_NAMES[score]
-    )
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title=coherence.SCORE_NAMES[score])
     return fig
 
 
@@ -179,7 +177,7 @@ def sweep_chart(result: dict, score: str) -> go.Figure:
     fig.update_layout(
         height=260,
         margin=dict(l=10, r=10, t=30, b=10),
-        title=units.coherence.SCORE_NAMES[score],
+        title=coherence.SCORE_NAMES[score],
         xaxis_title="alpha (rows of R^alpha)",
     )
     return fig

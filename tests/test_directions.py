@@ -14,11 +14,11 @@ from PIL import Image
 
 from core.cli import main
 from core.errors import ImageInputError, InvalidParameterError
-from core.units import MnistImages, dead_units, layer_activations, study, unit_vector
+from core.units import MnistImages, dead_units, layer_activations, unit_vector
 from core.units import learned as learned_module
 from core.units.activations import units_at
 from core.units.arms import resolve_direction, study_arms
-from core.units.coherence import summarize, verdict_withheld
+from core.units.coherence import study, summarize, verdict_withheld
 from core.units.featvis import default_settings, start
 from core.units.inside import AttackRecord, energy_shares, load_run, span_share, what_changed
 from core.units.rotation import FractionalRotation, random_rotation, sweep

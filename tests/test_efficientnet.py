@@ -129,8 +129,8 @@ def test_building_and_running_it_touches_no_network(monkeypatch):
 
 
 def test_each_imagenet_network_is_judged_by_the_other_ones_penultimate_features(tmp_path, model):
-    from core.units import default_judge, held_out_images, judge_choices
-    from core.units.coherence import judge_features
+    from core.units import held_out_images
+    from core.units.coherence import default_judge, judge_choices, judge_features
     from core.units.images import write_sample_folder
 
     assert default_judge("mobilenet_v2") == f"{NAME}:pool"
@@ -146,7 +146,7 @@ def test_each_imagenet_network_is_judged_by_the_other_ones_penultimate_features(
 
 
 def test_without_the_package_an_imagenet_network_falls_back_to_the_pixel_judge(monkeypatch):
-    from core.units import default_judge
+    from core.units.coherence import default_judge
 
     monkeypatch.setitem(sys.modules, effnet.PACKAGE, None)
     assert default_judge("mobilenet_v2") == "pixels"

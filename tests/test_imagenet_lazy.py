@@ -16,9 +16,9 @@ from core.models import imagenet, torchvision_weights
 from core.provenance import versions
 
 
-def torchvision_loaded(script: str) -> list[bool]:
-    """In a fresh interpreter running `script`, whether torchvision was in sys.modules at each `loaded()`."""
-    code = "import sys\nloaded = lambda: print('torchvision' in sys.modules)\n" + textwrap.dedent(script)
+def module_loaded(script: str, module: str = "torchvision") -> list[bool]:
+    """In a fresh interpreter running `script`, whether `module` was in sys.modules at each `loaded()`."""
+    code = f"import sys\nloaded = lambda: print({module!r} in sys.modules)\n" + textwrap.dedent(script)
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=config.PROJECT_ROOT, timeout=300
     )
@@ -29,7 +29,7 @@ def torchvision_loaded(script: str) -> list[bool]:
 @pytest.mark.slow
 def test_the_mnist_path_of_the_engine_never_imports_torchvision():
     """Until an ImageNet network is built: then it is (the check can fail)."""
-    assert torchvision_loaded(
+    assert module_loaded(
         """
         import core.cli, core.lab, core.certify, core.smoothing, core.experiments.table5
         from core import models as zoo
@@ -51,7 +51,7 @@ def test_the_mnist_path_of_the_engine_never_imports_torchvision():
 @pytest.mark.slow
 def test_every_dashboard_page_renders_without_importing_torchvision():
     """Each page in turn, as the sidebar opens them, with its default (MNIST) model; an attack run too."""
-    assert torchvision_loaded(
+    assert module_loaded(
         """
         from pathlib import Path
         from streamlit.testing.v1 import AppTest
@@ -67,6 +67,27 @@ def test_every_dashboard_page_renders_without_importing_torchvision():
         loaded()
         """
     ) == [False]
+
+
+@pytest.mark.slow
+def test_the_home_page_never_imports_scipy_stats():
+    """scipy.stats (~63 MB, ~670 modules) is for the pages that score: the Direction Lab's statistics, the
+    smoothing certificates. The model picker on every page saves uploads through core.units, whose package
+    once re-exported the scores (issue 25); the Direction Lab then imports it (the check can fail)."""
+    assert module_loaded(
+        """
+        from pathlib import Path
+        from streamlit.testing.v1 import AppTest
+
+        at = AppTest.from_file(str(Path("dashboard/app.py").resolve()), default_timeout=300).run()
+        assert not at.exception, [e.value for e in at.exception]
+        loaded()
+        at.switch_page("views/unit_explorer.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        loaded()
+        """,
+        module="scipy.stats",
+    ) == [False, True]
 
 
 def test_stored_classifier_table_is_the_installed_torchvisions():

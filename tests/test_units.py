@@ -16,20 +16,16 @@ from core.units import (
     combination,
     dead_units,
     interpolate,
-    label_entropy,
-    label_purity,
     layer_activations,
-    mean_pairwise_cosine,
     parse_combination,
     project,
     random_directions,
-    study,
     top_k,
     top_k_sets,
     unit_vector,
 )
 from core.units import activations as act_module
-from core.units.coherence import two_sample_test
+from core.units.coherence import label_entropy, label_purity, mean_pairwise_cosine, study, two_sample_test
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def _text(result: dict) -> str:
-    from core.units import SCORES, verdict
+    from core.units.coherence import SCORES, verdict
 
     lines = [
         f"{result['model']} layer {result['layer']}: top-{result['k']} of {result['n_images']} held-out images "
@@ -63,8 +63,8 @@ def _sweep_text(result: dict) -> str:
 
 def run(args) -> int:
     from core.cli import emit
-    from core.units import study
     from core.units.arms import parse_arms, study_arms
+    from core.units.coherence import study
     from core.units.images import held_out_images
     from core.units.rotation import sweep
 

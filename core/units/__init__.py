@@ -1,18 +1,8 @@
-"""Units versus random directions (Szegedy et al., Section 3): activations, directions, top-k, coherence."""
+"""Units versus random directions (Szegedy et al., Section 3): activations, directions, top-k; the scores and
+their statistics live in `core.units.coherence`, imported by what scores (issue 25: it brings scipy.stats,
+~63 MB, which a page that only saves an upload or draws a figure should not pay)."""
 
-from core.units.activations import PIXELS, default_layer, fingerprint, layer_activations, to_units
-from core.units.coherence import (
-    SCORES,
-    UnitStudy,
-    dead_units,
-    default_judge,
-    judge_choices,
-    label_entropy,
-    label_purity,
-    mean_pairwise_cosine,
-    study,
-    verdict,
-)
+from core.units.activations import PIXELS, dead_units, default_layer, fingerprint, layer_activations, to_units
 from core.units.directions import (
     Ranking,
     combination,
@@ -28,32 +18,23 @@ from core.units.images import FolderImages, ImageSet, MnistImages, held_out_imag
 
 __all__ = [
     "PIXELS",
-    "SCORES",
     "FolderImages",
     "ImageSet",
     "MnistImages",
     "Ranking",
-    "UnitStudy",
     "combination",
     "dead_units",
-    "default_judge",
     "default_layer",
     "fingerprint",
     "held_out_images",
-    "judge_choices",
     "interpolate",
-    "label_entropy",
-    "label_purity",
     "layer_activations",
-    "mean_pairwise_cosine",
     "parse_combination",
     "project",
     "random_directions",
-    "study",
     "to_units",
     "top_k",
     "top_k_sets",
     "unit_vector",
-    "verdict",
     "write_sample_folder",
 ]

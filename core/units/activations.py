@@ -257,3 +257,11 @@ def _cached(key: tuple[str, ...], n: int) -> np.ndarray | None:
 def clear_memory() -> None:
     """Forget the in-memory cache (the disk cache stays)."""
     _memory.clear()
+
+
+def dead_units(activations: np.ndarray) -> np.ndarray:
+    """Units whose activation is the same on every held-out image (e.g. ReLU units that never fire).
+
+    Their "top-k" would be an arbitrary tie-break, so they are shown as dead and left out of the scores.
+    """
+    return np.flatnonzero(activations.max(axis=0) == activations.min(axis=0))

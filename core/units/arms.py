@@ -16,11 +16,11 @@ import torch
 
 from core.errors import InvalidParameterError
 from core.provenance import versions
+from core.units.activations import dead_units
 from core.units.coherence import (
     CONFIDENCE,
     SCORES,
     UNIT_DEFINITION,
-    dead_units,
     describe_scores,
     score_sets,
     study_header,

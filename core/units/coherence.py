@@ -27,7 +27,7 @@ from core.attacks import Param
 from core.errors import CheckpointError, InvalidParameterError, WeightsMissingError
 from core.models import get_spec, imagenet, model_status
 from core.provenance import versions
-from core.units.activations import PIXELS, default_layer, layer_activations
+from core.units.activations import PIXELS, dead_units, default_layer, layer_activations
 from core.units.directions import random_directions, top_k_sets
 from core.units.images import ImageSet, held_out_images
 
@@ -63,14 +63,6 @@ def mean_pairwise_cosine(features: np.ndarray) -> float:
     gram = unit @ unit.T
     k = len(features)
     return float((gram.sum() - np.trace(gram)) / (k * (k - 1)))
-
-
-def dead_units(activations: np.ndarray) -> np.ndarray:
-    """Units whose activation is the same on every held-out image (e.g. ReLU units that never fire).
-
-    Their "top-k" would be an arbitrary tie-break, so they are shown as dead and left out of the scores.
-    """
-    return np.flatnonzero(activations.max(axis=0) == activations.min(axis=0))
 
 
 def score_sets(top_sets: np.ndarray, labels: np.ndarray | None, judge: np.ndarray) -> dict[str, np.ndarray]:

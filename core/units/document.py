@@ -15,9 +15,9 @@ import torch
 from core import config
 from core.attacks import make_attack
 from core.models import load
-from core.units.activations import layer_activations
+from core.units.activations import dead_units, layer_activations
 from core.units.arms import DEFAULT_ARMS, study_arms
-from core.units.coherence import SCORE_NAMES, SCORES, comparison, dead_units, study
+from core.units.coherence import SCORE_NAMES, SCORES, comparison, study
 from core.units.directions import unit_vector
 from core.units.featvis import default_settings, start
 from core.units.images import held_out_images

@@ -18,9 +18,9 @@ import scipy.linalg
 
 from core.errors import InvalidParameterError
 from core.provenance import versions
+from core.units.activations import dead_units
 from core.units.coherence import (
     SCORES,
-    dead_units,
     score_sets,
     study_inputs,
     summarize,

@@ -16,7 +16,7 @@ from core import IntriguingError, units
 from core.attacks.spec import seed_param
 from core.config import DEFAULT_MODEL
 from core.models import get_spec
-from core.units import arms, featvis
+from core.units import arms, coherence, featvis
 from core.units.coherence import TOP_K
 from core.visual import figures
 from dashboard import url_state
@@ -45,7 +45,7 @@ def new_random_directions() -> None:
     st.session_state.seed = min(st.session_state.get("seed", SEED.default) + 1, SEED.high)
 
 
-def histogram(study: units.UnitStudy, score: str) -> go.Figure:
+def histogram(study: coherence.UnitStudy, score: str) -> go.Figure:
     fig = go.Figure()
     for name, values, colour in (
         ("units", study.natural[score], "#d62728"),
@@ -60,7 +60,7 @@ def histogram(study: units.UnitStudy, score: str) -> go.Figure:
         barmode="overlay",
         height=280,
         margin=dict(l=10, r=10, t=30, b=10),
-        title=units.coherence.SCORE_NAMES[score],
+        title=coherence.SCORE_NAMES[score],
         legend=dict(orientation="h"),
     )
     return fig
@@ -80,7 +80,7 @@ def link_checks(names: list[str]) -> dict[str, url_state.Check]:
         "k": url_state.parameter(TOP_K),
         "seed": url_state.parameter(SEED),
         "steps": url_state.parameter(featvis.STEPS),
-        "judge": url_state.choice(units.judge_choices(model)),
+        "judge": url_state.choice(coherence.judge_choices(model)),
     }
 
 
@@ -191,7 +191,7 @@ try:
     st.subheader("All units versus random directions, scored")
     judge = st.selectbox(
         "Judge of the cosine score (a different model's features)",
-        units.judge_choices(model),
+        coherence.judge_choices(model),
         **bound("judge"),
         help="MODEL:LAYER whose features compare the top-k images; 'pixels' compares the raw images.",
     )
@@ -204,14 +204,14 @@ try:
     )
     study = cached_study(model, revision, layer, folder, int(k), int(seed), judge)
     summary = study.summary()
-    available = [s for s in units.SCORES if study.natural[s] is not None]
+    available = [s for s in coherence.SCORES if study.natural[s] is not None]
     for column, score in zip(st.columns(len(available)), available, strict=True):
         column.plotly_chart(histogram(study, score), width="stretch")
     if summary["verdict_withheld"]:
         st.warning(summary["verdict_withheld"])
     else:
-        for score in units.SCORES:
-            st.markdown("- " + units.verdict(summary, score))
+        for score in coherence.SCORES:
+            st.markdown("- " + coherence.verdict(summary, score))
 
     if st.toggle("Learned directions as a third arm (NMF, k-means, sparse dictionary)", key="dl_arms"):
         result = cached_arms(model, revision, layer, folder, int(k), int(seed), judge)
@@ -219,7 +219,7 @@ try:
             f"Fitted on {result['n_fit']} held-out images; every arm scored on the other {result['n_score']}, "
             "so no direction is judged on the images it was fitted to."
         )
-        scores = [s for s in units.SCORES if result["arms"]["units"][f"{s}_mean"] is not None]
+        scores = [s for s in coherence.SCORES if result["arms"]["units"][f"{s}_mean"] is not None]
         for column, score in zip(st.columns(len(scores)), scores, strict=True):
             column.plotly_chart(arms_chart(result, score), width="stretch")
         for arm, why in result["skipped_arms"].items():
@@ -229,7 +229,7 @@ try:
         else:
             for arm, p_values in result["p_value"].items():
                 for score in scores:
-                    sentence = units.coherence.comparison(
+                    sentence = coherence.comparison(
                         score, result["arms"]["units"], result["arms"][arm], p_values[score], arm
                     )
                     st.markdown("- " + sentence)
@@ -240,7 +240,7 @@ try:
             f"Directions: the rows of R^alpha, R a random rotation (seed {seed}) of the {result['n_directions']} "
             "live units; alpha = 0 is the units themselves, alpha = 1 the full rotation. Means with 95% intervals."
         )
-        scores = [s for s in units.SCORES if result["points"][0][s] is not None]
+        scores = [s for s in coherence.SCORES if result["points"][0][s] is not None]
         for column, score in zip(st.columns(len(scores)), scores, strict=True):
             column.plotly_chart(sweep_chart(result, score), width="stretch")
 except Exception as exc:  # noqa: BLE001 - every failure is shown, the page stays usable
