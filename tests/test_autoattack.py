@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,30 @@ def test_the_page_places_the_lab_model_in_the_leaderboard_by_robust_accuracy(tmp
     assert at[published[1][0]] < ours < at[published[0][0]]
     assert "benchmarks/autoattack.py --update-docs" in "\n".join(page)  # no benchmark card stored here
     assert any("Square" in line and "broke 2 images" in line for line in page)  # the black box's share
+
+
+def test_the_page_quotes_each_member_kinds_time_against_its_limit(tmp_path):
+    from core.experiments import autoattack
+
+    bench = {
+        "n": 100,
+        "model": "cnn-robust",
+        "eps": 0.3,
+        "steps": 100,
+        "queries": 5000,
+        "theirs_over_ours": 1.1,
+    }
+    bench |= {
+        "machine": {"load_average_1_5_15": [1.0, 1.0, 1.0]},
+        "median_s": {"ours": 10, "torchattacks": 11},
+    }
+    bench |= {"robust_accuracy": {"ours": 0.9, "torchattacks": 0.9}}
+    limits = {"APGD-CE": 1.5, "APGD-T (1)": 1.25, "APGD-T (2)": 2.0, "Square": 0.5}
+    bench["members"] = [{"member": k, "over_limit": v} for k, v in limits.items()]
+    (tmp_path / autoattack.BENCHMARK_CARD).parent.mkdir(parents=True)
+    (tmp_path / autoattack.BENCHMARK_CARD).write_text(json.dumps(bench))
+    text = "\n".join(autoattack._benchmark(tmp_path))
+    assert "APGD-CE 1.50x, APGD-T 1.25-2.00x, Square 0.50x." in text
+    bench["members"] = [{"member": k} for k in limits]  # a card from before the limits were measured
+    (tmp_path / autoattack.BENCHMARK_CARD).write_text(json.dumps(bench))
+    assert "limit" not in "\n".join(autoattack._benchmark(tmp_path))
