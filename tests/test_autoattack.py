@@ -172,3 +172,21 @@ def test_the_page_quotes_each_member_kinds_time_against_its_limit(tmp_path):
     bench["members"] = [{"member": k} for k in limits]  # a card from before the limits were measured
     (tmp_path / autoattack.BENCHMARK_CARD).write_text(json.dumps(bench))
     assert "limit" not in "\n".join(autoattack._benchmark(tmp_path))
+
+
+@pytest.mark.parametrize(("robust", "words"), [(0.95, "at or above"), (0.80, "below")])
+def test_the_readme_says_which_side_of_madry_the_model_stands(robust, words):
+    from core.experiments import paper, quotes
+
+    row = {"model": "cnn-robust", "eps": paper.AUTOATTACK_MNIST_LINF, "n": 200, "robust_accuracy": robust}
+    row["robust_interval"] = [robust - 0.05, robust + 0.03]
+    other = {
+        "model": "fc100-100-10",
+        "eps": 0.1,
+        "n": 200,
+        "robust_accuracy": 0.1,
+        "robust_interval": [0, 0.2],
+    }
+    found = quotes.autoattack({"rows": [row, other]})
+    assert found["aa_cnn_robust_vs_madry"] == words
+    assert "aa_fc100_100_10_vs_madry" not in found  # another budget: no place in that table
