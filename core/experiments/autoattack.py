@@ -176,9 +176,11 @@ def _member_limits(members: list[dict]) -> list[str]:
     ]
     return [
         "",
-        "Each member's time as a multiple of its limit (the passes it makes at the least, timed on a batch of "
-        "the images standing when it started: a forward+backward per APGD or FAB step, a forward per Square "
-        "query; Square drops the images it breaks, so it can run under 1x): " + ", ".join(spans) + ".",
+        "Each member's time as a multiple of its limit (the passes it makes at the least, the fastest of 10 "
+        "timed on a batch of the images standing when it started: a forward+backward per APGD or FAB step, a "
+        "forward per Square query; Square drops the images it breaks, so it can run under 1x): "
+        + ", ".join(spans)
+        + ".",
     ]
 
 
