@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,48 @@ def test_the_page_places_the_lab_model_in_the_leaderboard_by_robust_accuracy(tmp
     assert at[published[1][0]] < ours < at[published[0][0]]
     assert "benchmarks/autoattack.py --update-docs" in "\n".join(page)  # no benchmark card stored here
     assert any("Square" in line and "broke 2 images" in line for line in page)  # the black box's share
+
+
+def test_the_page_quotes_each_member_kinds_time_against_its_limit(tmp_path):
+    from core.experiments import autoattack
+
+    bench = {
+        "n": 100,
+        "model": "cnn-robust",
+        "eps": 0.3,
+        "steps": 100,
+        "queries": 5000,
+        "theirs_over_ours": 1.1,
+    }
+    bench |= {
+        "machine": {"load_average_1_5_15": [1.0, 1.0, 1.0]},
+        "median_s": {"ours": 10, "torchattacks": 11},
+    }
+    bench |= {"robust_accuracy": {"ours": 0.9, "torchattacks": 0.9}}
+    limits = {"APGD-CE": 1.5, "APGD-T (1)": 1.25, "APGD-T (2)": 2.0, "Square": 0.5}
+    bench["members"] = [{"member": k, "over_limit": v} for k, v in limits.items()]
+    (tmp_path / autoattack.BENCHMARK_CARD).parent.mkdir(parents=True)
+    (tmp_path / autoattack.BENCHMARK_CARD).write_text(json.dumps(bench))
+    text = "\n".join(autoattack._benchmark(tmp_path))
+    assert "APGD-CE 1.50x, APGD-T 1.25-2.00x, Square 0.50x." in text
+    bench["members"] = [{"member": k} for k in limits]  # a card from before the limits were measured
+    (tmp_path / autoattack.BENCHMARK_CARD).write_text(json.dumps(bench))
+    assert "limit" not in "\n".join(autoattack._benchmark(tmp_path))
+
+
+@pytest.mark.parametrize(("robust", "words"), [(0.95, "at or above"), (0.80, "below")])
+def test_the_readme_says_which_side_of_madry_the_model_stands(robust, words):
+    from core.experiments import paper, quotes
+
+    row = {"model": "cnn-robust", "eps": paper.AUTOATTACK_MNIST_LINF, "n": 200, "robust_accuracy": robust}
+    row["robust_interval"] = [robust - 0.05, robust + 0.03]
+    other = {
+        "model": "fc100-100-10",
+        "eps": 0.1,
+        "n": 200,
+        "robust_accuracy": 0.1,
+        "robust_interval": [0, 0.2],
+    }
+    found = quotes.autoattack({"rows": [row, other]})
+    assert found["aa_cnn_robust_vs_madry"] == words
+    assert "aa_fc100_100_10_vs_madry" not in found  # another budget: no place in that table

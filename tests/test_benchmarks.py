@@ -109,6 +109,9 @@ def test_autoattack_quick():
         )
     members = [m["member"] for m in result["members"]]
     assert members[0] == "APGD-CE" and "FAB-T (1)" in members and members[-1] == "Square"
+    assert all(
+        positive(m["limit_s"]) and m["over_limit"] == m["time_s"] / m["limit_s"] for m in result["members"]
+    )
 
 
 def test_units_quick():

@@ -1,11 +1,16 @@
+import dataclasses
+import hashlib
 import json
 
+import pytest
 import torch
 
 from core.data import load_mnist
-from core.models import MNIST_MODELS
+from core.errors import CheckpointError
+from core.models import MNIST_MODELS, read_card
+from core.models.spec import ModelSpec
 from core.models.train import error_rate, train
-from core.models.zoo import load_checkpoint
+from core.models.zoo import checkpoint_path, load_checkpoint
 
 
 def test_train_writes_a_loadable_checkpoint_and_an_honest_card(tmp_path):
@@ -37,3 +42,30 @@ def test_training_is_reproducible_with_a_seed(tmp_path):
     sb = torch.load(tmp_path / "b" / "fc10-1e-2.pt", weights_only=True)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a["test_error"] == b["test_error"]
+
+
+def _fine_tune_of(base: str) -> ModelSpec:
+    spec = MNIST_MODELS[base]
+    return dataclasses.replace(
+        spec, name=f"{base}-ft", train=dataclasses.replace(spec.train, init=base, epochs=0)
+    )
+
+
+def test_a_fine_tuning_starts_from_its_base_checkpoint_and_names_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(MNIST_MODELS, "fc10-1e-4-ft", _fine_tune_of("fc10-1e-4"))
+    card = train("fc10-1e-4-ft", out=tmp_path, progress=False)  # no epochs: the base's weights, unchanged
+    base = checkpoint_path("fc10-1e-4")
+    assert card["init"] == {
+        "model": "fc10-1e-4",
+        "checkpoint_sha256": hashlib.sha256(base.read_bytes()).hexdigest(),
+    }
+    tuned = torch.load(tmp_path / "fc10-1e-4-ft.pt", weights_only=True)
+    assert all(torch.equal(v, torch.load(base, weights_only=True)[k]) for k, v in tuned.items())
+    assert card["test_error"] == read_card("fc10-1e-4")["test_error"]
+
+
+def test_a_fine_tuning_without_its_base_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(MNIST_MODELS, "fc10-1e-4-ft", _fine_tune_of("fc10-1e-4"))
+    monkeypatch.setenv("INTRIGUING_MODEL_DIR", str(tmp_path))
+    with pytest.raises(CheckpointError, match="intriguing train fc10-1e-4`"):
+        train("fc10-1e-4-ft", out=tmp_path, progress=False)

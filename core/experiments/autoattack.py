@@ -156,7 +156,31 @@ def _benchmark(results: Path) -> list[str]:
         f"at Linf {b['eps']:g} ({b['steps']} steps, {b['queries']} queries, 1 thread, load average "
         f"{b['machine_after']['load_average_1_5_15'][0]:g} at the end): ours took {b['median_s']['ours']:.0f} s, "
         f"torchattacks' AutoAttack {b['median_s']['torchattacks']:.0f} s ({b['theirs_over_ours']:.2f}x ours); "
-        f"robust accuracy {100 * acc['ours']:.1f}% (ours) and {100 * acc['torchattacks']:.1f}% (theirs)."
+        f"robust accuracy {100 * acc['ours']:.1f}% (ours) and {100 * acc['torchattacks']:.1f}% (theirs).",
+        *_member_limits(b["members"]),
+    ]
+
+
+def _member_limits(members: list[dict]) -> list[str]:
+    """Each member kind's time as a multiple of its limit, when the benchmark card measured it: how close to
+    its bare model passes each member runs (a card from before the limits were measured has none)."""
+    kinds: dict[str, list[float]] = {}
+    for m in members:
+        if "over_limit" in m:
+            kinds.setdefault(m["member"].split(" (")[0], []).append(m["over_limit"])
+    if not kinds:
+        return []
+    spans = [
+        f"{kind} {min(v):.2f}x" if len(v) == 1 else f"{kind} {min(v):.2f}-{max(v):.2f}x"
+        for kind, v in kinds.items()
+    ]
+    return [
+        "",
+        "Each member's time as a multiple of its limit (the passes it makes at the least, the fastest of 10 "
+        "timed on a batch of the images standing when it started: a forward+backward per APGD or FAB step, a "
+        "forward per Square query; Square drops the images it breaks, so it can run under 1x): "
+        + ", ".join(spans)
+        + ".",
     ]
 
 

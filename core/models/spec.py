@@ -25,12 +25,13 @@ class TrainConfig:
     certified_eps: float = (
         0.0  # > 0: IBP training at this Linf budget (core.certify.training supplies the loss)
     )
-    # Adversarial training (cnn-robust): every batch is replaced by its adversarial examples, Linf.
+    # Adversarial training (cnn-fgsm-rs, cnn-robust): every batch is replaced by its adversarial examples, Linf.
     adversary: str = ""  # "" (clean) | "fgsm-rs" (Wong, Rice, Kolter 2020) | "pgd" (Madry et al. 2018)
     eps: float = 0.0  # the adversary's Linf budget
     adv_step: float = 0.0  # its absolute step size (FGSM-RS: 1.25 * eps)
     adv_steps: int = 1  # its gradient steps (FGSM-RS: 1)
     eps_warmup_epochs: int = 0  # eps grows linearly from 0 over these epochs
+    init: str = ""  # fine-tuning: start from this zoo model's checkpoint instead of a fresh initialisation
 
 
 TRAIN_COMMAND = "intriguing train"

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -21,7 +22,7 @@ from core.attacks import norms
 from core.data import load_mnist, split_fingerprint
 from core.errors import InvalidParameterError
 from core.models.spec import ModelSpec, TrainConfig
-from core.models.zoo import MNIST_MODELS
+from core.models.zoo import MNIST_MODELS, checkpoint_path, load_checkpoint
 from core.provenance import versions
 from core.runtime import bar_disabled
 
@@ -123,6 +124,20 @@ def _epoch_eps(cfg: TrainConfig, epoch: int, batch: int, batches: int) -> float:
     return cfg.eps * min((epoch + batch / batches) / cfg.eps_warmup_epochs, 1.0)
 
 
+def _initial_model(spec: ModelSpec, cfg: TrainConfig, device) -> tuple[nn.Module, dict]:
+    """A fresh model, or (cfg.init) the checkpoint of the zoo model it fine-tunes, with that checkpoint's
+    identity for the card, so a fine-tuned card names exactly what it started from."""
+    model = spec.build()
+    if not cfg.init:
+        return model.to(device), {}
+    path = checkpoint_path(cfg.init)
+    load_checkpoint(model, path, MNIST_MODELS[cfg.init].make_command)
+    return model.to(device), {
+        "model": cfg.init,
+        "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+
+
 def train(
     name: str,
     epochs: int | None = None,
@@ -132,10 +147,12 @@ def train(
     data_dir: str | None = None,
     progress: bool = True,
     loss_fn: TrainingLoss | None = None,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> dict:
     """Train zoo model `name` from scratch; write <out>/<name>.pt and <name>.json; return the card.
     `loss_fn` replaces the cross-entropy (certified training: models cannot import core.certify, so
-    `intriguing train` passes core.certify.training's loss for a spec with `certified_eps`)."""
+    `intriguing train` passes core.certify.training's loss for a spec with `certified_eps`). `on_epoch(epoch,
+    model)` runs after every epoch (a held-out robustness check while a long training runs)."""
     if name not in MNIST_MODELS:
         raise InvalidParameterError(f"`train` knows the MNIST zoo only: {', '.join(MNIST_MODELS)}.")
     spec: ModelSpec = MNIST_MODELS[name]
@@ -154,7 +171,7 @@ def train(
 
     data = load_mnist(cfg.subset, data_dir)
     x, y = data.images.to(device), data.labels.to(device)
-    model = spec.build().to(device)
+    model, init = _initial_model(spec, cfg, device)
     start = time.perf_counter()
     if cfg.pretrain_epochs:
         _pretrain_autoencoder(model, x, cfg, gen, device, progress)
@@ -195,6 +212,9 @@ def train(
             if best is None or monitor[-1] >= max(monitor[:-1], default=0.0):
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix(loss=f"{loss.item():.4f}", robust=monitor[-1])
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+            model.train()
     if best is not None:
         model.load_state_dict(best)
     train_time = time.perf_counter() - start
@@ -221,6 +241,7 @@ def train(
         "hyperparameters": dataclasses.asdict(cfg),
         "weight_decay_form": WEIGHT_DECAY_FORM,
         **({"training_loss": loss_fn.record} if loss_fn is not None else {}),
+        **({"init": init} if init else {}),
         **(
             {
                 "adversarial_monitor": {
