@@ -160,6 +160,7 @@ def test_the_page_quotes_each_member_kinds_time_against_its_limit(tmp_path):
     }
     bench |= {
         "machine": {"load_average_1_5_15": [1.0, 1.0, 1.0]},
+        "machine_after": {"load_average_1_5_15": [1.0, 1.0, 1.0]},
         "median_s": {"ours": 10, "torchattacks": 11},
     }
     bench |= {"robust_accuracy": {"ours": 0.9, "torchattacks": 0.9}}
