@@ -295,6 +295,8 @@ def test_validate_brackets_the_prediction_between_a_proof_and_the_attacks(browse
     heading = page.get_by_role("heading", name="Proved from below, found from above (Linf)")
     heading.wait_for()
     page.locator(".st-key-val_bracket").wait_for()
+    # drawn, not only laid out: plotly's points are in the page (the screenshot once caught an empty frame)
+    page.locator(".st-key-val_bracket .scatterlayer .point").first.wait_for()
     verdict = page.get_by_test_id("stAlert").filter(has_text="can flip this, proved (CROWN)").inner_text()
     certified = float(re.search(r"below (\d\.\d+) can flip", verdict).group(1))
     smallest = re.search(r"smallest flip found is (\d\.\d+)", verdict)
