@@ -31,6 +31,18 @@ def _mlp_layers(n_hidden: int) -> dict[str, str]:
 
 
 def _mnist_specs() -> list[ModelSpec]:
+    def robust_cnn(name: str, train: TrainConfig, description: str) -> ModelSpec:
+        """The strided CNN adversarially trained at Linf 0.3; its two zoo entries differ only in training."""
+        return ModelSpec(
+            name=name,
+            dataset="mnist",
+            architecture="conv32/4s2-conv64/4s2-fc256-10 (ReLU)",
+            build=nets.StridedCNN,
+            layers={"conv1": "conv1", "conv2": "conv2", "fc1": "fc1", "logits": "out"},
+            train=train,
+            description=description,
+        )
+
     def fc10(lam: float, label: str, train_err: float, test_err: float, dist: float) -> ModelSpec:
         return ModelSpec(
             name=f"fc10-{label}",
@@ -174,43 +186,22 @@ def _mnist_specs() -> list[ModelSpec]:
             paper={},
             description="A small convolutional net for MNIST, for the unit analysis.",
         ),
-        ModelSpec(
-            name="cnn-fgsm-rs",
-            dataset="mnist",
-            architecture="conv32/4s2-conv64/4s2-fc256-10 (ReLU)",
-            build=nets.StridedCNN,
-            layers={"conv1": "conv1", "conv2": "conv2", "fc1": "fc1", "logits": "out"},
-            train=TrainConfig(
-                epochs=25,
-                lr=2e-3,
-                adversary="fgsm-rs",
-                eps=0.3,
-                adv_step=0.375,
-                eps_warmup_epochs=3,
+        robust_cnn(
+            "cnn-fgsm-rs",
+            TrainConfig(
+                epochs=25, lr=2e-3, adversary="fgsm-rs", eps=0.3, adv_step=0.375, eps_warmup_epochs=3
             ),
-            paper={},
-            description="A CNN trained against Linf 0.3 (Madry et al.'s MNIST setting) with fast adversarial "
-            "training (FGSM with random start, step 1.25 eps): cnn-robust's starting point. Its PGD-10 "
-            "monitor says 97%, AutoAttack much less: one-step training leaves gradients that mislead.",
+            "A CNN trained against Linf 0.3 (Madry et al.'s MNIST setting) with fast adversarial training (FGSM "
+            "with random start, step 1.25 eps): cnn-robust's starting point. Its PGD-10 monitor says 97%, "
+            "AutoAttack much less: one-step training leaves gradients that mislead.",
         ),
-        ModelSpec(
-            name="cnn-robust",
-            dataset="mnist",
-            architecture="conv32/4s2-conv64/4s2-fc256-10 (ReLU)",
-            build=nets.StridedCNN,
-            layers={"conv1": "conv1", "conv2": "conv2", "fc1": "fc1", "logits": "out"},
-            train=TrainConfig(
-                init="cnn-fgsm-rs",
-                epochs=10,
-                lr=1e-3,
-                adversary="pgd",
-                eps=0.3,
-                adv_step=0.1,
-                adv_steps=7,
+        robust_cnn(
+            "cnn-robust",
+            TrainConfig(
+                init="cnn-fgsm-rs", epochs=10, lr=1e-3, adversary="pgd", eps=0.3, adv_step=0.1, adv_steps=7
             ),
-            paper={},
-            description="The CNN for AutoAttack at Linf 0.3 (Madry et al.'s MNIST setting): cnn-fgsm-rs "
-            "fine-tuned with PGD adversarial training (Madry et al. 2018; 7 steps of 0.1 from a random start).",
+            "The CNN for AutoAttack at Linf 0.3 (Madry et al.'s MNIST setting): cnn-fgsm-rs fine-tuned with PGD "
+            "adversarial training (Madry et al. 2018; 7 steps of 0.1 from a random start).",
         ),
     ]
 
