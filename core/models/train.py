@@ -8,7 +8,6 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -147,12 +146,10 @@ def train(
     data_dir: str | None = None,
     progress: bool = True,
     loss_fn: TrainingLoss | None = None,
-    on_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> dict:
-    """Train zoo model `name` from scratch; write <out>/<name>.pt and <name>.json; return the card.
+    """Train zoo model `name` (from scratch, or from the checkpoint its spec names as `init`); write <out>/<name>.pt and <name>.json; return the card.
     `loss_fn` replaces the cross-entropy (certified training: models cannot import core.certify, so
-    `intriguing train` passes core.certify.training's loss for a spec with `certified_eps`). `on_epoch(epoch,
-    model)` runs after every epoch (a held-out robustness check while a long training runs)."""
+    `intriguing train` passes core.certify.training's loss for a spec with `certified_eps`)."""
     if name not in MNIST_MODELS:
         raise InvalidParameterError(f"`train` knows the MNIST zoo only: {', '.join(MNIST_MODELS)}.")
     spec: ModelSpec = MNIST_MODELS[name]
@@ -212,9 +209,6 @@ def train(
             if best is None or monitor[-1] >= max(monitor[:-1], default=0.0):
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix(loss=f"{loss.item():.4f}", robust=monitor[-1])
-        if on_epoch is not None:
-            on_epoch(epoch, model)
-            model.train()
     if best is not None:
         model.load_state_dict(best)
     train_time = time.perf_counter() - start
