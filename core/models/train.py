@@ -147,9 +147,10 @@ def train(
     progress: bool = True,
     loss_fn: TrainingLoss | None = None,
 ) -> dict:
-    """Train zoo model `name` (from scratch, or from the checkpoint its spec names as `init`); write <out>/<name>.pt and <name>.json; return the card.
-    `loss_fn` replaces the cross-entropy (certified training: models cannot import core.certify, so
-    `intriguing train` passes core.certify.training's loss for a spec with `certified_eps`)."""
+    """Train zoo model `name` (from scratch, or from the checkpoint its spec names as `init`); write
+    <out>/<name>.pt and <name>.json; return the card. `loss_fn` replaces the cross-entropy (certified
+    training: models cannot import core.certify, so `intriguing train` passes core.certify.training's loss
+    for a spec with `certified_eps`)."""
     if name not in MNIST_MODELS:
         raise InvalidParameterError(f"`train` knows the MNIST zoo only: {', '.join(MNIST_MODELS)}.")
     spec: ModelSpec = MNIST_MODELS[name]
