@@ -37,6 +37,7 @@ IMAGE_WIDTH = 150
 TOP_K = 10
 LABEL_COLOUR, TARGET_COLOUR, OTHER_COLOUR = "#1f77b4", "#d62728", "#9aa5b1"
 REACHED_COLOURS = {"reached": "#2ca02c", "not reached": "#d62728"}
+CERTIFIED_COLOUR = "#2ca02c"  # the proved floor on the distortion chart, green as on Validate's bracket
 COLOUR_NAMES = {LABEL_COLOUR: "blue", TARGET_COLOUR: "red", OTHER_COLOUR: "grey", "#7f7f7f": "grey"}
 
 
@@ -98,13 +99,18 @@ def curve_data(series: dict[str, list], lines: dict[str, str], rounds: Sequence[
     return data
 
 
-def curve_spec(title: str, colours: dict[str, str], log: bool = False, rounds: bool = False) -> dict:
-    """A Vega-Lite spec: lines against the iteration, and (`rounds`) the rounds of a search over c as
-    points. The subtitle names the colours (a legend would take the little room there is). Constant during
-    a run, so the browser only swaps the data."""
+def curve_spec(
+    title: str, colours: dict[str, str], log: bool = False, rounds: bool = False, floor: float | None = None
+) -> dict:
+    """A Vega-Lite spec: lines against the iteration, (`rounds`) the rounds of a search over c as points,
+    and (`floor`, after a run) a dashed rule where a proof says no flip lies below. The subtitle names the
+    colours (a legend would take the little room there is). Constant during a run, so the browser only
+    swaps the data."""
     subtitle = [", ".join(f"{name}: {COLOUR_NAMES[c]}" for name, c in colours.items())]
     if rounds:
         subtitle.append("dots: rounds over c, green reached")
+    if floor is not None:
+        subtitle.append("green dashed: proved floor")
     colours = {**colours, **REACHED_COLOURS}
     colour = {
         "field": "series",
@@ -121,9 +127,14 @@ def curve_spec(title: str, colours: dict[str, str], log: bool = False, rounds: b
     if not log:
         y["scale"]["zero"] = False
     x = {"field": "iteration", "type": "quantitative", "title": "iteration"}
+    proved = [] if floor is None else [
+        {"mark": {"type": "rule", "color": CERTIFIED_COLOUR, "strokeDash": [5, 3], "strokeWidth": 2},
+         "encoding": {"y": {"datum": floor}}}
+    ]  # fmt: skip
     return {  # title in lines: one line is cut at the chart's width ("probability of Egyptian ...")
         "title": {"text": textwrap.wrap(title, TITLE_CHARS), "subtitle": subtitle, "anchor": "start"},
-        "layer": [
+        "layer": proved
+        + [
             {
                 "transform": [{"filter": {"field": "kind", "equal": "line"}}],
                 "mark": {"type": "line", "strokeWidth": 2, "interpolate": "step-after"},
@@ -213,6 +224,7 @@ class LivePanel:
         self.charts = [c.empty() for c in charts[:3]]
         self.bars = charts[3].empty()
         self.last_chart = -float("inf")
+        self.floor: float | None = None  # after a run: the RMS below which a proof says no flip exists
 
     def idle(self, x: np.ndarray, probs: np.ndarray, attack: str) -> None:
         """Before Run: every slot drawn already (the image in all four, the clean class bars, the curves'
@@ -269,6 +281,12 @@ class LivePanel:
             self._charts(series, rounds)
             self.last_chart = time.perf_counter()
 
+    def show_floor(self, floor: float, series: dict[str, list], rounds: Sequence[SearchRound]) -> None:
+        """After the run: the certified radius, as the RMS no flip can lie below, drawn on the distortion
+        chart beside the curve that found one from above."""
+        self.floor = floor
+        self._charts(series, rounds)
+
     def _charts(self, series: dict[str, list], rounds: Sequence[SearchRound]) -> None:
         probability = {"current": "p_label", "best so far": "best_p_label"}
         colours = dict(self.DISTORTION)
@@ -278,7 +296,7 @@ class LivePanel:
         charts = [
             (
                 curve_data(series, distortion, rounds, "rms"),
-                curve_spec("RMS distortion", self.DISTORTION, rounds=bool(rounds)),
+                curve_spec("RMS distortion", self.DISTORTION, rounds=bool(rounds), floor=self.floor),
             ),
             (
                 curve_data(series, probability, (), None),

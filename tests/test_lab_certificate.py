@@ -3,6 +3,7 @@ beside the distortion the attack found (core.lab.lab_certificate, drawn by dashb
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def test_the_certified_radius_lies_below_the_flip_deepfool_found(model, digit):
     assert bool(outcome.result.success[0]) and cert["norm"] == "l2"
     assert 0 < cert["certified"] <= cert["found"] == pytest.approx(float(outcome.result.l2[0]))
     assert f"{cert['certified']:.4f}" in cert["line"] and f"{cert['found']:.4f}" in cert["line"]
+    # the chart's floor: no flip below it in RMS, since RMS = L2 / 28 on MNIST, and DeepFool's flip is above
+    assert cert["certified_rms"] == pytest.approx(cert["certified"] / 28)
+    assert cert["certified_rms"] <= float(outcome.result.rms[0])
     assert outcome.card.certificate == cert  # the run's card (and its exports) keep it
 
 
@@ -80,3 +84,9 @@ def test_attack_lab_shows_the_certificate_beside_the_attack():
     certified, found = (float(v) for v in re.findall(NUMBER, line))
     assert 0 < certified <= found
     assert found == pytest.approx(float({m.label: m.value for m in at.metric}["L2"]), abs=1e-3)
+    specs = [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+    (distortion,) = [s for s in specs if s.get("title", {}).get("text") == ["RMS distortion"]]
+    floors = [
+        layer["encoding"]["y"]["datum"] for layer in distortion["layer"] if layer["mark"]["type"] == "rule"
+    ]
+    assert floors == [pytest.approx(certified / 28, abs=1e-5)]  # the proved floor, drawn on the chart

@@ -301,6 +301,8 @@ if "outcome" not in state:
         except IntriguingError as exc:
             show_error(exc)
             st.stop()
+if "certified_rms" in state["outcome"].certificate:  # proved from below, on the chart of what was found
+    panel.show_floor(state["outcome"].certificate["certified_rms"], live.series, live.rounds)
 with outcome_slot.container():
     show_outcome(
         state["outcome"],
