@@ -80,7 +80,7 @@ class DeepFool(Attack):
         others = run.clean_logits.scatter(1, labels[:, None], -math.inf).topk(k, dim=1).indices
         total = torch.zeros_like(x)
         z = x
-        rows = torch.arange(len(x), device=x.device)  # a host index: copied over, with a sync, each step
+        rows = torch.arange(len(x), device=x.device)  # on the device once: a host arange is a copy per step
         moving = LaggedFlag(x.device)  # is any image still correctly classified (set by the previous step)
         for _ in range(self.steps):
             if not moving:
