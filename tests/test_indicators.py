@@ -186,3 +186,20 @@ def test_what_autoattack_warns_about_is_an_indicator_in_the_same_words(fc100, im
     x, y = images
     with pytest.warns(UserWarning, match=re.escape(checks[name].meaning)):
         make_attack("autoattack", model, eps=0.05, steps=2, queries=2).run(x[:4], y[:4])
+
+
+def test_cli_fill_checks_every_cell_and_an_unfillable_one_does_not_stop_the_others(
+    capsys, monkeypatch, tmp_path
+):
+    """`leaderboard --fill` goes through `cells.fill_cells` with the CLI's seed and --check: each filled cell
+    carries its indicators, and a cell of another domain fails with its message after the others ran."""
+    from core.cli import main
+    from core.evaluation import leaderboard
+
+    monkeypatch.setenv(leaderboard.DB_ENV, str(tmp_path / "lb.sqlite"))
+    args = ["leaderboard", "--fill", "fgsm", "--models", "mobilenet_v2", "fc10-1", "-n", "5", "--check"]
+    assert main([*args, "--seed", "3"]) == 2
+    assert "mobilenet_v2 is an ImageNet model" in capsys.readouterr().err
+    (run,) = leaderboard.runs()
+    assert (run.model, run.attack, run.n) == ("fc10-1", "fgsm", 5)
+    assert isinstance(run.indicators, list)

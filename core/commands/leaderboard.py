@@ -64,6 +64,7 @@ def run(args) -> int:
 
         from core.checks import check_int
         from core.config import DEFAULT_MODEL
+        from core.errors import IntriguingError
         from core.models import get_spec
         from core.runtime import bar_disabled
 
@@ -73,15 +74,23 @@ def run(args) -> int:
         check_int("seed", args.seed)
         for name in args.models or []:
             get_spec(name)
-        budgeted = {attack: is_budgeted(attack) for attack in args.fill}
+        for attack in args.fill:
+            is_budgeted(attack)  # an unknown attack stops here, before any cell runs
         norm, eps = _budget(args.budget) if args.budget else leaderboard.DEFAULT_BUDGET
-        for attack in tqdm(args.fill, desc="filling", disable=bar_disabled(not args.json)):
-            for model in args.models or [DEFAULT_MODEL]:
-                cells.fill_cell(
-                    attack, model, protocol=protocol, norm=norm if budgeted[attack] else None,
-                    budget=eps if budgeted[attack] else None,
-                    seed=args.seed, device=args.device, source="cli", check=args.check,
-                )  # fmt: skip
+        missing = [(attack, model) for attack in args.fill for model in args.models or [DEFAULT_MODEL]]
+        with tqdm(total=len(missing), desc="filling", disable=bar_disabled(not args.json)) as bar:
+
+            def advance(fraction: float, what: str) -> None:
+                bar.n = round(fraction * len(missing))
+                bar.set_postfix_str(what)
+
+            errors = cells.fill_cells(
+                missing, protocol=protocol, norm=norm, budget=eps, seed=args.seed, device=args.device,
+                source="cli", check=args.check, progress=advance,
+            )  # fmt: skip
+            bar.n = len(missing)
+        if errors:
+            raise IntriguingError("\n".join(str(exc) for exc in errors))
     known = leaderboard.protocols(dataset=args.dataset)
     chosen = args.protocol if args.protocol is not None else leaderboard.default_protocol(args.dataset)
     about = next((k.describe() for k in known if k.protocol_id == chosen), "no runs")

@@ -73,13 +73,16 @@ def fill_cells(
     protocol: Protocol,
     norm: str,
     budget: float,
+    seed: int = 0,
+    device: Any = None,
     source: str = "dashboard",
+    check: bool = False,
     progress: Callable[[float, str], object] | None = None,
     path: str | os.PathLike | None = None,
 ) -> list[IntriguingError]:
     """Fill every (attack, model) cell on the images `protocol` chooses: a budgeted attack at `norm` and
-    `budget`, a minimal-distortion one without. A cell that cannot be filled (too few images qualify, a
-    model of another domain) does not stop the others; its error is returned."""
+    `budget`, a minimal-distortion one without (`fill_cell` for the rest). A cell that cannot be filled (too
+    few images qualify, a model of another domain) does not stop the others; its error is returned."""
     errors = []
     for i, (attack, model) in enumerate(missing):
         if progress is not None:
@@ -88,7 +91,8 @@ def fill_cells(
         try:
             fill_cell(
                 attack, model, protocol=protocol, norm=norm if budgeted else None,
-                budget=budget if budgeted else None, source=source, path=path,
+                budget=budget if budgeted else None, seed=seed, device=device, source=source, check=check,
+                path=path,
             )  # fmt: skip
         except IntriguingError as exc:
             errors.append(exc)
