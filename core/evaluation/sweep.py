@@ -38,6 +38,7 @@ from core.errors import CheckpointError, IntriguingError, InvalidParameterError
 from core.evaluation import leaderboard
 from core.evaluation.protocol import Protocol
 from core.models import get_spec, load
+from core.models.sources import checksum
 from core.models.zoo import checkpoint_path
 
 MAX_SHARD = 10_000
@@ -54,7 +55,7 @@ def weights_checksum(model: str) -> str:
     path = checkpoint_path(model)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} is missing. Make it with `{get_spec(model).make_command}`.")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return checksum(path.read_bytes())
 
 
 @dataclass(frozen=True)

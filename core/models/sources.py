@@ -39,6 +39,7 @@ EXTENSIONS = {".onnx": "onnx", ".safetensors": "safetensors", ".pt": "zip", ".pt
 
 
 def checksum(data: bytes) -> str:
+    """sha256 hex digest: the one fingerprint of a weights file (registry, training cards, sweep tasks)."""
     return hashlib.sha256(data).hexdigest()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import math
 import time
@@ -20,6 +19,7 @@ from core import config
 from core.attacks import norms
 from core.data import load_mnist, split_fingerprint
 from core.errors import InvalidParameterError
+from core.models.sources import checksum
 from core.models.spec import ModelSpec, TrainConfig
 from core.models.zoo import MNIST_MODELS, checkpoint_path, load_checkpoint
 from core.provenance import versions
@@ -133,7 +133,7 @@ def _initial_model(spec: ModelSpec, cfg: TrainConfig, device) -> tuple[nn.Module
     load_checkpoint(model, path, MNIST_MODELS[cfg.init].make_command)
     return model.to(device), {
         "model": cfg.init,
-        "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "checkpoint_sha256": checksum(path.read_bytes()),
     }
 
 
@@ -255,7 +255,7 @@ def train(
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_time_s": round(train_time, 1),
         "device": str(device),
-        "checkpoint_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
+        "checkpoint_sha256": checksum(ckpt.read_bytes()),
         "versions": versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
