@@ -271,7 +271,7 @@ def emit(
 
 # ---------------------------------------------------------------- a real server and a real browser
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright cannot download its own browsers here
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

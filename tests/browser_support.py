@@ -1,11 +1,10 @@
-"""What the browser tests share: Debian's chromium, the flags it needs here, a free local port and a
-dashboard server started on it."""
+"""What the browser tests share: Debian's chromium, the flags it needs here and a free local port (all three
+from benchmarks/harness.py, which the browser benchmarks use too) and a dashboard server started on it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,21 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"  # Playwright cannot download its own browsers here
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+if str(ROOT / "benchmarks") not in sys.path:  # appended last: `dashboard` stays the app package
+    sys.path.append(str(ROOT / "benchmarks"))
+from harness import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402  one home for the browser's flags
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "free_port", "streamlit_server"]
 
 
 @contextlib.contextmanager
