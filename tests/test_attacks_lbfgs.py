@@ -151,14 +151,30 @@ def test_c_search_grows_shrinks_and_bisects_above_the_largest_success():
 
 
 def test_a_batch_split_into_row_blocks_gives_the_same_images(fc100, mnist_test, monkeypatch):
-    """The two-loop recursion goes through a large batch in blocks of rows (for the CPU's cache): every
-    row's numbers must be those of the whole batch at once, so blocks of 7 rows on 36 problems change
-    nothing, not even the last bit."""
+    """On CPU the optimiser's update goes through a large batch in blocks of rows (for the cache): every
+    row's numbers must be those of the whole batch at once, so blocks of 7 rows on 36 problems (the last
+    block short) change nothing, not even the last bit."""
     from core.attacks import lbfgs
 
     x, y = correctly_classified(fc100, mnist_test, 4)
     whole = make_attack("lbfgs", fc100, rounds=3, max_iter=20).run(x, y)
-    monkeypatch.setattr(lbfgs, "TWO_LOOP_BLOCK", 7)
-    monkeypatch.setattr(lbfgs, "TWO_LOOP_BLOCKED_FROM", 1)
+    monkeypatch.setattr(lbfgs, "BLOCK", 7)
+    monkeypatch.setattr(lbfgs, "BLOCKED_FROM", 1)
     blocked = make_attack("lbfgs", fc100, rounds=3, max_iter=20).run(x, y)
     assert torch.equal(whole.x_adv, blocked.x_adv) and whole.model_calls == blocked.model_calls
+
+
+def test_free_variables_in_float_arithmetic_are_the_boolean_rule():
+    """The free mask is computed with float comparisons, maximum and product (faster on CPU than bool
+    kernels): it must be exactly the rule "not held at a bound by the gradient", element by element, at
+    the bounds, inside the box and for a zero gradient."""
+    from core.attacks.lbfgs import _free
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.rand(64, 50, generator=gen)
+    z[:, :15], z[:, 15:30] = 0.0, 1.0
+    g = torch.randn(64, 50, generator=gen)
+    g[::4] = 0.0
+    held = ((z == 0) & (g > 0)) | ((z == 1) & (g < 0))
+    assert held.any() and (~held).any()
+    assert torch.equal(_free(z, g), (~held).float())
