@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
+from core import stats
 from core.attacks import Param
 from core.errors import CheckpointError, InvalidParameterError, WeightsMissingError
 from core.models import get_spec, imagenet, model_status
@@ -84,7 +84,7 @@ def summarize(values: np.ndarray) -> dict[str, float]:
     values = np.asarray(values, dtype=np.float64)
     n, mean = len(values), float(values.mean())
     sem = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sem) if n > 1 and sem > 0 else 0.0
+    half = float(stats.t_quantile(0.5 + CONFIDENCE / 2, n - 1) * sem) if n > 1 and sem > 0 else 0.0
     return {
         "mean": mean,
         "ci_low": mean - half,
@@ -127,7 +127,7 @@ def two_sample_test(natural: np.ndarray, random: np.ndarray) -> float:
     """Two-sided Mann-Whitney U p-value: do the two score distributions differ in location?"""
     if np.ptp(np.concatenate([natural, random])) == 0:
         return 1.0  # all scores identical: no evidence of any difference
-    return float(stats.mannwhitneyu(natural, random, alternative="two-sided").pvalue)
+    return stats.mann_whitney_u(natural, random)
 
 
 def judge_choices(model_name: str) -> list[str]:
