@@ -8,7 +8,7 @@ of every page in the sidebar, each until its script run has finished and the ser
 browser's "running" widget alone let the Direction Lab's scoring, ~140 MB, start after the figure was
 taken), with the server's resident memory after each; the peak (VmHWM of the server process) is the
 figure to hold against the 800 MB goal (issue 25).
-Goals: cold start under 5 s, peak memory under 800 MB.
+Goals: cold start under 5 s, peak memory under PEAK_GOAL_MB (stored in the card, quoted by the docs).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+PEAK_GOAL_MB = 800
 # The server counts as done when it used under QUIET_CPU_SHARE of one core over the last QUIET_WINDOW_S.
 QUIET_WINDOW_S = 2.0
 QUIET_CPU_SHARE = 0.02
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("healthy_s", "heading_s", "interactive_s"):
         result[f"median_{key}"] = statistics.median(r[key] for r in runs)
     result["peak_rss_mb"] = max(r["memory_end"]["peak_rss_mb"] for r in runs)
+    result["peak_goal_mb"] = PEAK_GOAL_MB
     start_rows = [[i + 1, r["healthy_s"], r["heading_s"], r["interactive_s"]] for i, r in enumerate(runs)]
     text = "Cold start (s from launching the server)\n\n" + harness.table(
         ["start", "server healthy", "heading drawn", "interactive"], start_rows
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         text += "\n\nTour of every page (last start)\n\n" + harness.table(
             ["page", "s until idle", "s until the server is quiet", "RSS MB", "peak RSS MB"], rows
         )
-    text += f"\n\npeak RSS of the server: {result['peak_rss_mb']:.0f} MB"
+    text += f"\n\npeak RSS of the server: {result['peak_rss_mb']:.0f} MB (goal: under {PEAK_GOAL_MB} MB)"
     harness.emit(result, args.json, text, args.save, "dashboard", args.update_docs)
     return result
 
