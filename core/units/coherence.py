@@ -66,10 +66,11 @@ def mean_pairwise_cosine(features: np.ndarray) -> float:
 
 
 def score_sets(top_sets: np.ndarray, labels: np.ndarray | None, judge: np.ndarray) -> dict[str, np.ndarray]:
-    """Scores of many top-k sets (rows of indices): purity and entropy (None without labels) and cosine."""
-    centred = judge - judge.mean(axis=0, keepdims=True)
+    """Scores of many top-k sets (rows of indices): purity and entropy (None without labels) and cosine.
+    Each set's rows are centred on the held-out mean as they are read: no centred copy of all N rows."""
+    mean = judge.mean(axis=0, keepdims=True)
     scores: dict[str, np.ndarray | None] = {
-        "cosine": np.array([mean_pairwise_cosine(centred[s]) for s in top_sets]),
+        "cosine": np.array([mean_pairwise_cosine(judge[s] - mean) for s in top_sets]),
         "purity": None,
         "entropy": None,
     }

@@ -64,8 +64,9 @@ class MnistImages(ImageSet):
     split: str = "test"
     images: torch.Tensor = field(init=False, repr=False)
     # A study of 10,000 images (fc100-100-10 and its judge, the cnn; cold cache, one thread, load 2.7 on two
-    # cores): +51 MB peak and 13.3 s at 50, +65 MB and 12.7 s at 100, +126 MB and 15.9 s at 250 (issue 25).
-    batch_size: int = 50
+    # cores): +51 MB peak and 13.3 s at 50, +65 MB and 12.7 s at 100, +126 MB and 15.9 s at 250; with the
+    # cnn's feature maps the transient (load 3.6): +42 MB and 13.7 s at 50, +32 MB and 13.4 s at 20 (issue 25).
+    batch_size: int = 20
 
     def __post_init__(self) -> None:
         data = load_mnist(self.split)
