@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1] / "core"
-BASE = {"errors", "checks", "config", "provenance", "runtime"}
+BASE = {"errors", "checks", "config", "provenance", "runtime", "stats"}
 # docs/architecture.md's "Which imports which": each package may import its own layer and the ones before.
 LAYERS = [
     BASE,

@@ -25,7 +25,15 @@ from core.units import (
     unit_vector,
 )
 from core.units import activations as act_module
-from core.units.coherence import label_entropy, label_purity, mean_pairwise_cosine, study, two_sample_test
+from core.units.coherence import (
+    label_entropy,
+    label_purity,
+    mean_pairwise_cosine,
+    score_sets,
+    study,
+    two_sample_test,
+)
+from core.units.directions import SORT_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +75,18 @@ def test_many_directions_at_once_agree_with_one_at_a_time(fc_hidden1):
     sets = top_k_sets(fc_hidden1, directions, 9)
     for v, row in zip(directions, sets, strict=True):
         assert row.tolist() == top_k(fc_hidden1, v, 9).indices.tolist()
+
+
+def test_top_k_sets_across_blocks_of_directions_match_a_sort_of_each_direction():
+    # Small integers: every product is exact in float32, so the brute force sees the very same scores, and
+    # ties are many (each must go to the lower image index, in every block of directions).
+    rng = np.random.default_rng(7)
+    acts = rng.integers(-2, 3, size=(300, 6)).astype(np.float32)
+    directions = rng.integers(-1, 2, size=(2 * SORT_COLUMNS + 5, 6)).astype(np.float32)
+    sets = top_k_sets(acts, directions, 9)
+    for v, row in zip(directions, sets, strict=True):
+        scores = [sum(int(a) * int(b) for a, b in zip(x, v, strict=True)) for x in acts]
+        assert row.tolist() == sorted(range(len(acts)), key=lambda i: (-scores[i], i))[:9]
 
 
 def test_top_k_rejects_bad_k_and_mismatched_directions():
@@ -159,6 +179,22 @@ def test_purity_and_entropy_on_constructed_label_sets(labels, purity, entropy):
     assert label_entropy(np.array(labels)) == pytest.approx(entropy, abs=1e-4)
 
 
+def test_set_cosines_centre_each_set_on_the_mean_of_every_held_out_image():
+    rng = np.random.default_rng(3)
+    judge = (rng.standard_normal((200, 12)) + 5.0).astype(np.float32)  # far from centred
+    sets = np.stack([rng.choice(200, size=6, replace=False) for _ in range(20)])
+    cosines = score_sets(sets, None, judge)["cosine"]
+    centred = judge.astype(np.float64) - judge.astype(np.float64).mean(axis=0)
+    for s, got in zip(sets, cosines, strict=True):
+        rows = centred[s]
+        pairs = [
+            rows[a] @ rows[b] / np.linalg.norm(rows[a]) / np.linalg.norm(rows[b])
+            for a in range(6)
+            for b in range(a + 1, 6)
+        ]
+        assert got == pytest.approx(np.mean(pairs), abs=1e-5)
+
+
 def test_mean_pairwise_cosine_on_constructed_features():
     assert mean_pairwise_cosine(np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]])) == pytest.approx(1.0)
     assert mean_pairwise_cosine(np.eye(4)) == pytest.approx(0.0)
@@ -248,6 +284,35 @@ def test_cache_invalidates_when_the_checkpoint_or_the_layer_changes(tmp_path, mo
     np.testing.assert_allclose(after, expected, atol=1e-5)
     assert not np.allclose(after, before)
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 6
+
+
+def test_a_pass_keeps_only_the_layer_asked_for_in_memory(tmp_path, monkeypatch, mnist_images):
+    monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path))
+    act_module.clear_memory()
+    layer_activations("fc100-100-10", "hidden2", mnist_images, device="cpu")
+    assert len(list(tmp_path.rglob("*.npy"))) == 3  # every layer of the pass went to disk
+    assert [key[1] for key in act_module._memory] == ["hidden2"]
+    act_module.clear_memory()
+
+
+@pytest.mark.slow  # two studies of 10,000 images from cold caches
+def test_the_held_out_batch_size_leaves_what_the_study_shows_unchanged(tmp_path, monkeypatch):
+    """The batch size was lowered from 50 for memory (issue 25): a linear layer's float32 sums may differ in
+    the last bit between batch sizes, but no top-k set, score, interval or p-value of the default study does."""
+    results = []
+    for batch in (50, MnistImages.batch_size):
+        monkeypatch.setenv("INTRIGUING_CACHE_DIR", str(tmp_path / str(batch)))
+        act_module.clear_memory()
+        images = MnistImages()
+        images.batch_size = batch
+        results.append(study("fc100-100-10", "hidden2", k=8, images=images, judge="cnn:fc1"))
+    act_module.clear_memory()
+    old, new = results
+    assert MnistImages.batch_size != 50
+    for arm in ("natural", "random"):
+        for score in ("purity", "entropy", "cosine"):
+            np.testing.assert_array_equal(getattr(new, arm)[score], getattr(old, arm)[score])
+    assert new.summary() == old.summary()
 
 
 def test_unknown_layer_is_a_clear_error(mnist_images):

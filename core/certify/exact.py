@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from types import ModuleType
 
 import numpy as np
-import scipy.optimize as so
-import scipy.sparse as sp
 import torch
 
 from core.certify.bounds import Activation, Ball, Network, intermediate_bounds, margin_bounds
@@ -46,6 +45,16 @@ class Exact:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _solvers() -> tuple[ModuleType, ModuleType]:
+    """scipy.optimize and scipy.sparse, imported when a solver first runs: ~36 MB of resident memory that every
+    dashboard page importing this module (the Attack Lab's and Validate's brackets) would pay, though only a
+    linear model's LP or `certify --method exact` uses them (issue 25)."""
+    import scipy.optimize
+    import scipy.sparse
+
+    return scipy.optimize, scipy.sparse
 
 
 def dense_segments(net: Network) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
@@ -75,6 +84,7 @@ def dense_segments(net: Network) -> tuple[list[tuple[np.ndarray, np.ndarray]], l
 
 def _linf_lp(w: np.ndarray, b: np.ndarray, x0: np.ndarray, label: int) -> tuple[float, np.ndarray | None]:
     """min t over targets j: (w_j - w_y) x + b_j - b_y >= 0, |x - x0| <= t, x in [0, 1] (one LP each)."""
+    so, sp = _solvers()
     n = len(x0)
     best, best_x = np.inf, None
     eye = sp.eye(n, format="csr")
@@ -152,6 +162,7 @@ def exact_linear(net: Network, x: torch.Tensor, label: int, norm: str) -> Exact:
 def _milp_problem(bounds, x0: np.ndarray, label: int, target: int, radius: float, *, segments):
     """Tjeng et al.'s MILP for one target class: variables [x, t, (z, a, delta) per hidden layer];
     minimise t subject to the target's logit reaching the label's."""
+    so, sp = _solvers()
     n0 = len(x0)
     sizes = [len(b) for _, b in segments[:-1]]
     n_vars = n0 + 1 + 3 * sum(sizes)
@@ -244,6 +255,7 @@ def _solve_ball(net: Network, segments, x: torch.Tensor, label: int, radius: flo
     """Tjeng et al.'s MILP inside the Linf ball of `radius`, one target class at a time (those CROWN proves
     at this radius skipped). Returns the smallest flip found (or None), a proved lower bound on the minimal
     flip, and whether every target was solved (then, with no flip found, the floor is `radius`)."""
+    so, _ = _solvers()
     start = time.perf_counter()
     ball = Ball(x.unsqueeze(0), radius, "linf")
     margins = margin_bounds(net, ball, torch.tensor([label], device=x.device), "crown")[0]

@@ -348,10 +348,15 @@ def perf_units(card: Card) -> dict[str, str]:
 
 def perf_dashboard(card: Card) -> dict[str, str]:
     if "skipped" in card:
-        return {"perf_cold_start": f"(not measured: {card['skipped']})"}
+        missing = f"(not measured: {card['skipped']})"
+        return {"perf_cold_start": missing, "perf_peak_rss": missing, "perf_peak_verdict": missing}
+    peak, goal = card["peak_rss_mb"], card["peak_goal_mb"]
+    verdict = "under" if peak < goal else f"{peak - goal:.0f} MB over"
     return {
         "perf_cold_start": f"{card['median_interactive_s']:.2f} s",
-        "perf_peak_rss": f"{card['peak_rss_mb']:.0f} MB",
+        "perf_peak_rss": f"{peak:.0f} MB",
+        "perf_peak_goal": f"{goal:.0f} MB",
+        "perf_peak_verdict": f"The server's peak, {peak:.0f} MB, is {verdict} the goal of {goal:.0f} MB.",
     }
 
 

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
-from scipy.stats import beta, binomtest, norm
 from torch import nn
 from tqdm.auto import tqdm
 
+from core import stats
 from core.checks import check_float, check_int
 from core.errors import InvalidParameterError
 from core.runtime import bar_disabled
@@ -116,13 +116,13 @@ def sample_counts(
 
 def lower_confidence_bound(count: int, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion with `count` of `n`."""
-    return 0.0 if count == 0 else float(beta.ppf(alpha, count, n - count + 1))
+    return 0.0 if count == 0 else stats.beta_quantile(alpha, count, n - count + 1)
 
 
 def radius_from_counts(count: int, n: int, alpha: float, sigma: float) -> tuple[float, float | None]:
     """(pA lower bound, certified L2 radius sigma * Phi^-1(pA)); the radius is None when CERTIFY abstains."""
     pa = lower_confidence_bound(count, n, alpha)
-    return pa, (None if pa < 0.5 else sigma * float(norm.ppf(pa)))
+    return pa, (None if pa < 0.5 else sigma * stats.normal_quantile(pa))
 
 
 def certify(
@@ -166,7 +166,7 @@ def predict(
     counts = sample_counts(model, x, params.sigma, params.n, params.batch, generator)
     votes, classes = counts.topk(min(2, len(counts)))
     na, nb = int(votes[0]), int(votes[1]) if len(votes) > 1 else 0
-    abstain = binomtest(na, na + nb, 0.5).pvalue > params.alpha
+    abstain = stats.binomial_test(na, na + nb, 0.5) > params.alpha
     pa, radius = radius_from_counts(na, params.n, params.alpha, params.sigma)
     return SmoothResult(
         prediction=None if abstain else int(classes[0]),

@@ -1,6 +1,5 @@
 """Units versus random directions (Szegedy et al., Section 3): activations, directions, top-k; the scores and
-their statistics live in `core.units.coherence`, imported by what scores (issue 25: it brings scipy.stats,
-~63 MB, which a page that only saves an upload or draws a figure should not pay)."""
+their statistics live in `core.units.coherence`, imported by what scores."""
 
 from core.units.activations import PIXELS, dead_units, default_layer, fingerprint, layer_activations, to_units
 from core.units.directions import (

@@ -230,8 +230,9 @@ def layer_activations(
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, values)
         os.replace(tmp, path)
-        _remember(key, values)
-    return computed[layer]
+    # Only the layer asked for stays in memory; the others are read from disk when first asked for
+    # (a judge's pass kept its three unused layers resident in the dashboard, issue 25).
+    return _remember((model_name, layer, images.key, model_fingerprint), computed.pop(layer))
 
 
 def _is_cached(key: tuple[str, ...]) -> bool:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
+from core import stats
 from core.attacks import Param
 from core.errors import CheckpointError, InvalidParameterError, WeightsMissingError
 from core.models import get_spec, imagenet, model_status
@@ -66,10 +66,11 @@ def mean_pairwise_cosine(features: np.ndarray) -> float:
 
 
 def score_sets(top_sets: np.ndarray, labels: np.ndarray | None, judge: np.ndarray) -> dict[str, np.ndarray]:
-    """Scores of many top-k sets (rows of indices): purity and entropy (None without labels) and cosine."""
-    centred = judge - judge.mean(axis=0, keepdims=True)
+    """Scores of many top-k sets (rows of indices): purity and entropy (None without labels) and cosine.
+    Each set's rows are centred on the held-out mean as they are read: no centred copy of all N rows."""
+    mean = judge.mean(axis=0, keepdims=True)
     scores: dict[str, np.ndarray | None] = {
-        "cosine": np.array([mean_pairwise_cosine(centred[s]) for s in top_sets]),
+        "cosine": np.array([mean_pairwise_cosine(judge[s] - mean) for s in top_sets]),
         "purity": None,
         "entropy": None,
     }
@@ -84,7 +85,7 @@ def summarize(values: np.ndarray) -> dict[str, float]:
     values = np.asarray(values, dtype=np.float64)
     n, mean = len(values), float(values.mean())
     sem = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sem) if n > 1 and sem > 0 else 0.0
+    half = float(stats.t_quantile(0.5 + CONFIDENCE / 2, n - 1) * sem) if n > 1 and sem > 0 else 0.0
     return {
         "mean": mean,
         "ci_low": mean - half,
@@ -127,7 +128,7 @@ def two_sample_test(natural: np.ndarray, random: np.ndarray) -> float:
     """Two-sided Mann-Whitney U p-value: do the two score distributions differ in location?"""
     if np.ptp(np.concatenate([natural, random])) == 0:
         return 1.0  # all scores identical: no evidence of any difference
-    return float(stats.mannwhitneyu(natural, random, alternative="two-sided").pvalue)
+    return stats.mann_whitney_u(natural, random)
 
 
 def judge_choices(model_name: str) -> list[str]:

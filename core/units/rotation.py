@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.linalg
 
 from core.errors import InvalidParameterError
 from core.provenance import versions
@@ -46,6 +45,8 @@ class FractionalRotation:
     """R^alpha for any real alpha, from one real Schur decomposition of the rotation R."""
 
     def __init__(self, rotation: np.ndarray) -> None:
+        import scipy.linalg  # the sweep only (a toggle): keeps ~6 MB off every dashboard page (issue 25)
+
         t, z = scipy.linalg.schur(rotation, output="real")
         dim = len(t)
         self.z = z
