@@ -33,6 +33,7 @@ METHODS = ("ibp", "crown", "alpha-crown")
 MAX_RADIUS = {"linf": 1.0, "l2": 28.0}  # a ball of this radius already holds the whole [0, 1] box
 CROWN_MAX_NEURONS = 4096  # wider layers take IBP's intermediate bounds (a (neurons x input) matrix per image)
 PREFIX_MAX_ENTRIES = 4096 * 784  # the largest first affine map (outputs x inputs) kept as a dense matrix
+CHUNK_ENTRIES = 2**25  # CROWN bounds this many coefficients (images x units x an op's width) at a time
 
 
 class UnsupportedLayerError(InvalidParameterError):
@@ -218,7 +219,7 @@ def _layers(module: nn.Module) -> list[nn.Module]:
         return [nn.Flatten(), *(m for block in module.hidden for m in _layers(block)), module.out]
     if isinstance(module, nets.AutoencoderClassifier):
         return [nn.Flatten(), *_layers(module.encoder), module.out]
-    if isinstance(module, nets.SmallCNN):
+    if isinstance(module, nets.SmallCNN | nets.StridedCNN):  # nested Sequential blocks, applied in turn
         return [*_layers(module.conv1), *_layers(module.conv2), *_layers(module.fc1), module.out]
     if isinstance(module, nn.Sequential | nn.ModuleList):
         return [m for child in module for m in _layers(child)]
@@ -285,7 +286,27 @@ class Network:
                 shapes.append(tuple(h.shape[1:]))
         if not isinstance(ops[-1], Linear):
             raise UnsupportedLayerError("unsupported network: the last layer must be Linear (the logits).")
-        return cls(ops, shapes)
+        net = cls(ops, shapes)
+        net._check_walk(model)
+        return net
+
+    def _check_walk(self, model: nn.Module) -> None:
+        """The chain must compute what the module computes (in eval mode): a forward that does more than
+        apply its layers in turn (a skip connection, an op outside any layer) would make every bound wrong."""
+        param = next(model.parameters())
+        x = torch.rand(2, *self.shapes[0], generator=torch.Generator().manual_seed(0)).to(param)
+        training = model.training
+        with torch.no_grad():
+            expected = model.eval()(x)
+            got = self.forward(x)
+        model.train(training)
+        if got.shape != expected.shape or not torch.allclose(
+            got, expected, rtol=1e-4, atol=1e-4 * (1 + float(expected.abs().max()))
+        ):
+            raise UnsupportedLayerError(
+                f"unsupported network: {type(model).__name__}'s forward is not its layers applied in turn "
+                "(a skip connection or an operation outside its layers)."
+            )
 
     @property
     def activations(self) -> set[str]:
@@ -515,21 +536,47 @@ def intermediate_bounds(
         if not isinstance(op, RELAXED_OPS):
             continue
         lo, up = los[i], ups[i]
-        shape = net.shapes[i]
-        n_units = lo[0].numel()
-        if method != "ibp" and n_units <= CROWN_MAX_NEURONS:
-            units = torch.arange(n_units, device=lo.device)
+        if method != "ibp" and lo[0].numel() <= CROWN_MAX_NEURONS:
+            mask = torch.ones_like(lo, dtype=torch.bool).flatten(1)
             if isinstance(op, Activation) and op.kind == "relu":
-                units = ((lo < 0) & (up > 0)).flatten(1).any(0).nonzero().squeeze(1)
-            if len(units):
-                eye = torch.eye(n_units, dtype=lo.dtype, device=lo.device)[units].view(1, -1, *shape)
-                low, high = linear_bounds(net, i, eye, ball, bounds, upper=True)
-                lo, up = lo.flatten(1).clone(), up.flatten(1).clone()
-                lo[:, units] = torch.maximum(lo[:, units], low)
-                up[:, units] = torch.minimum(up[:, units], high)
-                lo, up = lo.view_as(los[i]), up.view_as(ups[i])
+                mask = ((lo < 0) & (up > 0)).flatten(1)
+            lo, up = _tighten(net, i, ball, bounds, lo, up, mask)
         bounds[i] = (lo, up)
     return bounds
+
+
+def _unit_rows(mask: torch.Tensor, shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The units (N or 1, k) to bound and which of them count (same shape): one set for every image (the
+    union of the selections), or each image's own, padded with units it did not select."""
+    if shared:
+        units = mask.any(0).nonzero().squeeze(1).unsqueeze(0)
+        return units, torch.ones_like(units, dtype=torch.bool)
+    counts = mask.sum(1)
+    units = mask.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, : int(counts.max())]
+    return units, torch.arange(units.shape[1], device=mask.device) < counts[:, None]
+
+
+def _tighten(
+    net: Network, i: int, ball: Ball, bounds, lo: torch.Tensor, up: torch.Tensor, mask: torch.Tensor
+):
+    """lo, up (the input of op i) with the units `mask` (N, units) selects bounded by CROWN, a chunk of
+    units at a time. Before the first relaxed op the rows are one matrix shared by every image (it stays
+    shared down to the input); later each image bounds only its own units (past a relaxation every row is
+    per image anyway, and the unions of a batch's unstable units are far larger than any one image's)."""
+    shared = not any(isinstance(op, RELAXED_OPS) for op in net.ops[:i])
+    units, counts = _unit_rows(mask, shared)
+    width = max(int(np.prod(shape)) for shape in net.shapes[: i + 1])
+    step = max(1, CHUNK_ENTRIES // (len(lo) * width))
+    new_lo, new_up = lo.flatten(1).clone(), up.flatten(1).clone()
+    for s in range(0, units.shape[1], step):
+        idx, ok = units[:, s : s + step], counts[:, s : s + step]
+        rows = F.one_hot(idx, mask.shape[1]).to(lo.dtype).view(*idx.shape, *net.shapes[i])
+        low, high = linear_bounds(net, i, rows, ball, bounds, upper=True)
+        idx, ok = idx.expand(len(lo), -1), ok.expand(len(lo), -1)
+        old_lo, old_up = new_lo.gather(1, idx), new_up.gather(1, idx)
+        new_lo.scatter_(1, idx, torch.where(ok, torch.maximum(old_lo, low), old_lo))
+        new_up.scatter_(1, idx, torch.where(ok, torch.minimum(old_up, high), old_up))
+    return new_lo.view_as(lo), new_up.view_as(up)
 
 
 def _alpha_crown(net, ball, spec, bounds, steps: int, lr: float) -> torch.Tensor:
