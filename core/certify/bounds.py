@@ -528,17 +528,18 @@ def intermediate_bounds(
     net: Network, ball: Ball, method: str
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Bounds of every relaxed op's input: IBP's, tightened by CROWN where the layer is narrow enough. Before
-    a ReLU only the units IBP leaves unstable in some image are tightened (a stable unit's relaxation is
-    exact whatever its bounds)."""
+    a ReLU only the units IBP leaves unstable in an image are tightened (a stable unit's relaxation is
+    exact whatever its bounds), except before the last relaxed op, whose bounds IBP's margins start from."""
     los, ups = interval_forward(net, *ball.box())
     bounds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    last = max((i for i, op in enumerate(net.ops) if isinstance(op, RELAXED_OPS)), default=None)
     for i, op in enumerate(net.ops):
         if not isinstance(op, RELAXED_OPS):
             continue
         lo, up = los[i], ups[i]
         if method != "ibp" and lo[0].numel() <= CROWN_MAX_NEURONS:
             mask = torch.ones_like(lo, dtype=torch.bool).flatten(1)
-            if isinstance(op, Activation) and op.kind == "relu":
+            if isinstance(op, Activation) and op.kind == "relu" and i != last:
                 mask = ((lo < 0) & (up > 0)).flatten(1)
             lo, up = _tighten(net, i, ball, bounds, lo, up, mask)
         bounds[i] = (lo, up)
@@ -560,16 +561,17 @@ def _tighten(
     net: Network, i: int, ball: Ball, bounds, lo: torch.Tensor, up: torch.Tensor, mask: torch.Tensor
 ):
     """lo, up (the input of op i) with the units `mask` (N, units) selects bounded by CROWN, a chunk of
-    units at a time. Before the first relaxed op the rows are one matrix shared by every image (it stays
-    shared down to the input); later each image bounds only its own units (past a relaxation every row is
-    per image anyway, and the unions of a batch's unstable units are far larger than any one image's)."""
-    shared = not any(isinstance(op, RELAXED_OPS) for op in net.ops[:i])
-    units, counts = _unit_rows(mask, shared)
+    units at a time. Before the first relaxed op, or where every image selects every unit, the rows are one
+    matrix shared by every image (it stays shared down to the first relaxation met); otherwise each image
+    bounds only its own units (past a relaxation every row is per image anyway, and the union of a batch's
+    unstable units is far larger than any one image's)."""
+    shared = not any(isinstance(op, RELAXED_OPS) for op in net.ops[:i]) or bool(mask.all())
+    units, chosen = _unit_rows(mask, shared)
     width = max(int(np.prod(shape)) for shape in net.shapes[: i + 1])
     step = max(1, CHUNK_ENTRIES // (len(lo) * width))
     new_lo, new_up = lo.flatten(1).clone(), up.flatten(1).clone()
     for s in range(0, units.shape[1], step):
-        idx, ok = units[:, s : s + step], counts[:, s : s + step]
+        idx, ok = units[:, s : s + step], chosen[:, s : s + step]
         rows = F.one_hot(idx, mask.shape[1]).to(lo.dtype).view(*idx.shape, *net.shapes[i])
         low, high = linear_bounds(net, i, rows, ball, bounds, upper=True)
         idx, ok = idx.expand(len(lo), -1), ok.expand(len(lo), -1)
