@@ -628,12 +628,21 @@ def margin_bounds(
         return ibp_margins(net, ball, labels)
     with torch.no_grad():
         bounds = intermediate_bounds(net, ball, method)
+        if method == "crown":
+            return crown_margins(net, ball, labels, bounds)
         last = net.ops[-1]
         spec = margin_spec(labels, last.weight.shape[0], last.weight.dtype)
         interval = ibp_margins(net, ball, labels, bounds)
-        if method == "crown":
-            return torch.maximum(backward_bound(net, len(net.ops), spec, ball, bounds), interval)
     return torch.maximum(_alpha_crown(net, ball, spec, bounds, steps, lr), interval)
+
+
+def crown_margins(net: Network, ball: Ball, labels: torch.Tensor, bounds: dict) -> torch.Tensor:
+    """CROWN's last backward pass from given intermediate bounds (any that hold on the ball), or IBP's
+    margins from them where those are the tighter."""
+    last = net.ops[-1]
+    spec = margin_spec(labels, last.weight.shape[0], last.weight.dtype)
+    crown = backward_bound(net, len(net.ops), spec, ball, bounds)
+    return torch.maximum(crown, ibp_margins(net, ball, labels, bounds))
 
 
 def output_bounds(net: Network, ball: Ball, method: str = "crown") -> tuple[torch.Tensor, torch.Tensor]:
@@ -652,8 +661,7 @@ def output_bounds(net: Network, ball: Ball, method: str = "crown") -> tuple[torc
 
 def worst_margin(net: Network, ball: Ball, labels: torch.Tensor, method: str = "crown") -> torch.Tensor:
     """The lowest margin bound per image (N,): > 0 proves that no input of the ball changes the label."""
-    lower = margin_bounds(net, ball, labels, method)
-    return lower.scatter(1, labels[:, None], float("inf")).amin(1)
+    return worst_of(margin_bounds(net, ball, labels, method), labels)
 
 
 def verified(net: Network, ball: Ball, labels: torch.Tensor, method: str = "crown") -> torch.Tensor:
@@ -682,22 +690,47 @@ def certified_radius(
     steps: int = 14,
     high: float | None = None,
     batch_size: int = 100,
+    budget: float | None = None,
+    guess: torch.Tensor | None = None,
+    guard: float = 0.0,
+    grow: float = 4.0,
 ) -> torch.Tensor:
     """The largest radius (to high / 2**steps) at which `method` proves the label, per image; each value
     returned was itself verified (0 for an image whose clean prediction is wrong).
 
     All images are searched at once, each dropping out when its bracket [proved, failed] is that narrow:
     regula falsi on the worst margin bound (Illinois variant, a bisection whenever a step did not halve the
-    bracket), started from a linear model's flip distance; typically 6-8 bound evaluations instead of 14."""
+    bracket), started from a linear model's flip distance (or `guess`); typically 6-8 bound evaluations
+    instead of 14. With `budget` (coefficient entries, crown_entries' unit, per batch), a bound runs only
+    if the rest pays for it, else its radius moves halfway down to the proved end (up to SHRINKS times: a
+    bound costs more the larger its ball), else the search stops (each radius: the largest proved); `guard` keeps each step that share of the bracket away from its ends (a margin bound falls far
+    faster above the radius than below it, and regula falsi then creeps up from the proved end) once both
+    ends were tried; `grow` multiplies a proved radius while no larger one has failed."""
     check_choice("norm", norm, NORMS)
     high = check_float("high", MAX_RADIUS[norm] if high is None else high, low=0, strict_low=True)
     return torch.cat([
-        _search(net, x[s : s + batch_size], labels[s : s + batch_size], norm, method, high, high / 2**steps)
+        _search(net, x[s : s + batch_size], labels[s : s + batch_size], norm, method, high, high / 2**steps,
+                budget, None if guess is None else guess[s : s + batch_size], guard, grow)
         for s in range(0, len(x), batch_size)
     ])  # fmt: skip
 
 
-def _search(net: Network, x, labels, norm: str, method: str, high: float, tol: float) -> torch.Tensor:
+SHRINKS = 6
+
+
+def _search(
+    net: Network,
+    x,
+    labels,
+    norm: str,
+    method: str,
+    high: float,
+    tol: float,
+    budget: float | None = None,
+    guess: torch.Tensor | None = None,
+    guard: float = 0.0,
+    grow: float = 4.0,
+) -> torch.Tensor:
     """certified_radius on one batch. Per image a bracket lo (proved) < hi (not proved, or `high` untried)
     with the worst margin bound at each end (f_lo > 0 >= f_hi; nan: untried); `run` counts how many times in
     a row the same end moved (Illinois halves the other end's margin; three in a row: bisect)."""
@@ -705,7 +738,7 @@ def _search(net: Network, x, labels, norm: str, method: str, high: float, tol: f
         z = net.forward(x)
     f_lo = z.gather(1, labels[:, None]).squeeze(1) - z.scatter(1, labels[:, None], -torch.inf).amax(1)
     lo, hi, f_hi = torch.zeros_like(f_lo), torch.full_like(f_lo, high), torch.full_like(f_lo, torch.nan)
-    guess = _first_guess(net, x, labels, norm).clamp(tol, high)
+    guess = (_first_guess(net, x, labels, norm) if guess is None else guess.to(f_lo)).clamp(tol, high)
     run = torch.zeros_like(f_lo)
     active = f_lo > 0
     while len(todo := (active & (hi - lo > tol)).nonzero().squeeze(1)):
@@ -713,13 +746,68 @@ def _search(net: Network, x, labels, norm: str, method: str, high: float, tol: f
         untried = fb.isnan()
         eps = torch.where(r.abs() >= 3, (a + b) / 2, a + (b - a) * fa / (fa - fb))
         eps = torch.where(untried, guess[todo], eps)
-        eps = torch.minimum(torch.maximum(eps, a + tol / 4), b - tol / 4)
-        f = worst_margin(net, Ball(x[todo], eps, norm), labels[todo], method)
+        g = torch.where(untried, 0.0, guard) * (b - a)  # an untried end: the guess, not the bracket, decides
+        eps = torch.minimum(torch.maximum(eps, a + g + tol / 4), b - g - tol / 4)
+        ball = Ball(x[todo], eps, norm)
+        for _ in range(SHRINKS if budget is not None else 0):  # a bound the budget cannot pay moves down
+            if (cost := crown_entries(net, ball) * len(todo)) <= budget:
+                break
+            ball = Ball(x[todo], eps := (a + eps) / 2, norm)
+        else:
+            if budget is not None:
+                break
+        if budget is not None:
+            budget -= cost
+        f = worst_margin(net, ball, labels[todo], method)
         ok = f > 0
         r = torch.where(ok, r.clamp(min=0) + 1, r.clamp(max=0) - 1)
         r = torch.where(untried, torch.zeros_like(r), r)
         lo[todo], f_lo[todo] = torch.where(ok, eps, a), torch.where(ok, f, torch.where(r <= -2, fa / 2, fa))
         hi[todo], f_hi[todo] = torch.where(ok, b, eps), torch.where(ok, torch.where(r >= 2, fb / 2, fb), f)
         run[todo] = r
-        guess[todo] = torch.where(untried & ok, (4 * eps).clamp(max=high), guess[todo])  # grow until it fails
+        guess[todo] = torch.where(
+            untried & ok, (grow * eps).clamp(max=high), guess[todo]
+        )  # grow until it fails
     return torch.where(active, lo, torch.zeros_like(lo))
+
+
+def worst_of(lower: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The lowest margin bound per image (N,) of a (N, classes) table whose row y is the label's own."""
+    return lower.scatter(1, labels[:, None], float("inf")).amin(1)
+
+
+def budget_radius(
+    net: Network, x: torch.Tensor, labels: torch.Tensor, norm: str, budget: float, high: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A proved radius per image from IBP's full search and CROWN's search within `budget` (coefficient
+    entries, see crown_entries), and True where CROWN's (not IBP's) is the larger. CROWN's search stays
+    below `high` (an attack's flip, one for every image: nothing above it is provable), starts from the
+    geometric mean of twice IBP's radius (far too small on a PGD-trained net) and a linear model's flip
+    (too large; a bound at a needlessly large radius also costs the most, every unit unstable), or `high`
+    where that is smaller, and keeps each step a quarter of the bracket from its ends."""
+    check_choice("norm", norm, NORMS)
+    interval = certified_radius(net, x, labels, norm, "ibp", high=high)
+    linear = _first_guess(net, x, labels, norm).clamp(min=2 * interval).clamp(max=high or MAX_RADIUS[norm])
+    guess = torch.sqrt(2 * interval * linear)
+    crown = certified_radius(
+        net, x, labels, norm, "crown", high=high, budget=budget, guess=guess, guard=0.25, grow=2.0
+    )
+    return torch.maximum(interval, crown), crown > interval
+
+
+def crown_entries(net: Network, ball: Ball | None = None) -> int:
+    """The coefficient entries one CROWN bound moves per image, its cost (units tightened times the widths
+    their rows pass back through, summed over the layers tightened, and the margins' own pass): with a
+    ball, only the units IBP leaves unstable there as intermediate_bounds does, else every unit."""
+    los, ups = interval_forward(net, *ball.box()) if ball is not None else (None, None)
+    last = max((i for i, op in enumerate(net.ops) if isinstance(op, RELAXED_OPS)), default=None)
+    widths = np.cumsum([int(np.prod(shape)) for shape in net.shapes])
+    total = net.shapes[-1][0] * int(widths[-1])
+    for i, op in enumerate(net.ops):
+        units = int(np.prod(net.shapes[i]))
+        if not isinstance(op, RELAXED_OPS) or units > CROWN_MAX_NEURONS:
+            continue
+        if los is not None and isinstance(op, Activation) and op.kind == "relu" and i != last:
+            units = float(((los[i] < 0) & (ups[i] > 0)).flatten(1).sum(1).float().mean())
+        total += int(units * widths[i])
+    return total
