@@ -1,8 +1,11 @@
 """Certification cost: seconds per image of the certified Linf radius by IBP, CROWN and alpha-CROWN on the
-fc nets (and CROWN's radius search beside a plain 14-step bisection on the same bounds), and the exact MILP
-on the certifiably trained MLP: share proven within the time limit, median time per image.
+fc nets (and CROWN's radius search beside a plain 14-step bisection on the same bounds), the exact MILP
+on the certifiably trained MLP (share proven within the time limit, median time per image), and the
+pages' one-image certificate on the CNNs (the Attack Lab's after PGD in Linf and DeepFool in L2, the
+Validate page's after PGD) beside CROWN's full search on the same image.
 
     python benchmarks/certify.py [--quick] [--json] [--save PATH] [--threads 1] [--n 1000] [--milp-images 5]
+                                 [--page-images 3]
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ import time
 import harness  # first: puts the project root on sys.path  # isort: skip
 import torch
 
+from core.attacks import make_attack
 from core.certify.bounds import Ball, Network, certified_radius, verified
-from core.certify.bracket import attack_distortions
+from core.certify.bracket import attack_certificate, attack_distortions, image_bracket
 from core.certify.exact import exact_relu_linf
 from core.evaluation.protocol import Protocol
 
 MODELS = ("fc100-100-10", "fc100-100-10-relu", "fc100-100-10-ibp")
 SMALL = 100  # images for alpha-CROWN and the bisection baseline (slower per image)
 MILP_MODEL = "fc100-100-10-ibp"
+PAGE_MODELS = ("cnn-robust", "cnn")
+PAGE_ATTACKS = {"linf": ("pgd", {"norm": "linf", "eps": 0.3, "steps": 40}), "l2": ("deepfool", {})}
 
 
 def bisection(net: Network, x, labels, steps: int = 14) -> torch.Tensor:
@@ -69,18 +75,52 @@ def milp_row(images: int, time_limit: float) -> dict:
             "max_s": max(times)}  # fmt: skip
 
 
+def page_rows(name: str, images: int) -> list[dict]:
+    """Seconds per image of each page's certificate after a one-image attack, and CROWN's full search
+    (the CLI's, what the pages ran before) on the same image: radius and seconds."""
+    model, status = harness.load_model(name)
+    sel = Protocol(n=images).select(model)
+    net = Network.from_module(model)
+    rows = []
+    for norm, (attack, params) in PAGE_ATTACKS.items():
+        for page in ("attack lab", "validate") if norm == "linf" else ("attack lab",):
+            page_s, full_s, page_r, full_r, methods = [], [], [], [], set()
+            for i in range(len(sel)):
+                x, y = sel.images[i : i + 1], sel.labels[i : i + 1]
+                result = make_attack(attack, model, seed=0, **params).run(x, y)
+                start = time.perf_counter()
+                if page == "attack lab":
+                    cert = attack_certificate(model, result)
+                else:
+                    found = float(result.linf[0]) if bool(result.success[0]) else None
+                    cert = image_bracket(model, x, int(y[0]), {attack: found})
+                page_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                full_r.append(float(certified_radius(net, x, y, norm, "crown")[0]))
+                full_s.append(time.perf_counter() - start)
+                page_r.append(cert["certified"])
+                methods.add(cert["method"])
+            rows.append({"model": name, "status": status, "page": page, "norm": norm, "images": len(sel),
+                         "page_s": statistics.mean(page_s), "page_max_s": max(page_s),
+                         "full_crown_s": statistics.mean(full_s), "page_radius": statistics.mean(page_r),
+                         "full_crown_radius": statistics.mean(full_r), "methods": sorted(methods)})  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = harness.parser(__doc__)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--milp-images", type=int, default=5)
     p.add_argument("--time-limit", type=float, default=30.0)
+    p.add_argument("--page-images", type=int, default=3)
     args = p.parse_args(argv)
     harness.set_threads(args.threads)
     n, small = (10, 4) if args.quick else (args.n, min(SMALL, args.n))
     rows = [row for name in MODELS for row in radius_rows(name, n, small)]
     milp = milp_row(1 if args.quick else args.milp_images, 2.0 if args.quick else args.time_limit)
-    result = {"benchmark": "certify", "threads": args.threads, "rows": rows, "milp": milp,
+    pages = [row for name in PAGE_MODELS for row in page_rows(name, 1 if args.quick else args.page_images)]
+    result = {"benchmark": "certify", "threads": args.threads, "rows": rows, "milp": milp, "pages": pages,
               "machine": harness.machine()}  # fmt: skip
     text = harness.table(
         ["model", "method", "images", "ms / image", "mean radius"],
@@ -90,6 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
         f"\n\nMILP on {milp['model']}: {milp['proven']}/{milp['images']} proven within {milp['time_limit_s']:g} s,"
         f" median {milp['median_s']:.1f} s, max {milp['max_s']:.1f} s per image"
     )
+    text += "\n\n" + harness.table(
+        ["model", "page", "norm", "images", "s / image", "max s", "radius", "method", "full CROWN s", "radius"],
+        [[r["model"], r["page"], r["norm"], r["images"], r["page_s"], r["page_max_s"], r["page_radius"],
+          ", ".join(r["methods"]), r["full_crown_s"], r["full_crown_radius"]] for r in pages],
+    )  # fmt: skip
     harness.emit(result, args.json, text, args.save, "certify", args.update_docs)
     return result
 

@@ -445,8 +445,9 @@ def conclude(
 
 
 def lab_certificate(model: nn.Module, model_name: str, result: AttackResult) -> dict[str, Any]:
-    """What bounds prove about the run's image (core.certify.bracket.attack_certificate: CROWN, a few ms on
-    an MLP, about a second on the CNN), or {'why': ...} where they cannot (MNIST models only, as Validate)."""
+    """What bounds prove about the run's image (core.certify.bracket.attack_certificate: CROWN's full search
+    on an MLP, a few ms; on the CNNs IBP's and a CROWN search cut to a cost budget, about 1-2 s at 1 thread,
+    the line naming the bound that proved it), or {'why': ...} where they cannot (MNIST models only)."""
     if get_spec(model_name).dataset != "mnist":
         return {"why": "the bounds are computed for MNIST models only"}
     try:

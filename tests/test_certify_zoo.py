@@ -57,13 +57,14 @@ def test_relu_mlp_bracket_certified_exact_attack(one_torch_thread):
 
 
 @pytest.mark.slow
-def test_cnn_bounds_contain_the_attack_point(one_torch_thread):
-    """The zoo's cnn (MaxPool2d twice): IBP's and CROWN's logit bounds over the ball contain the logits at
-    PGD's adversarial example and at random points; the certified radius is below PGD's flip."""
-    model = load("cnn", "cpu")
+@pytest.mark.parametrize(("name", "eps"), [("cnn", 0.05), ("cnn-robust", 0.1)])
+def test_cnn_bounds_contain_the_attack_point(name, eps, one_torch_thread):
+    """The zoo's cnn (MaxPool2d twice) and cnn-robust (StridedCNN: 4x4 stride-2 padded convolutions in
+    nested blocks): IBP's and CROWN's logit bounds over the ball contain the logits at PGD's adversarial
+    example and at random points; the certified radius is below PGD's flip."""
+    model = load(name, "cpu")
     x, y = _images(model, 2)
     net = Network.from_module(model)
-    eps = 0.05
     adv = make_attack("pgd", model, norm="linf", eps=eps, steps=20, seed=0).run(x, y).x_adv
     noise = (torch.rand(64, *x.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1).sign() * eps
     pts = torch.cat([adv.unsqueeze(0), (x + noise).clamp(0, 1)]).flatten(0, 1)

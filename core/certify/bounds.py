@@ -33,6 +33,7 @@ METHODS = ("ibp", "crown", "alpha-crown")
 MAX_RADIUS = {"linf": 1.0, "l2": 28.0}  # a ball of this radius already holds the whole [0, 1] box
 CROWN_MAX_NEURONS = 4096  # wider layers take IBP's intermediate bounds (a (neurons x input) matrix per image)
 PREFIX_MAX_ENTRIES = 4096 * 784  # the largest first affine map (outputs x inputs) kept as a dense matrix
+CHUNK_ENTRIES = 2**25  # CROWN bounds this many coefficients (images x units x an op's width) at a time
 
 
 class UnsupportedLayerError(InvalidParameterError):
@@ -79,12 +80,16 @@ class Conv:
         n, k = a.shape[:2]
         out_shape = a.shape[2:]
         flat = a.reshape(n * k, *out_shape)
-        natural = [(o - 1) * s - 2 * p + d * (kk - 1) + 1 for o, s, p, d, kk in zip(
-            out_shape[1:], c.stride, c.padding, c.dilation, c.kernel_size, strict=True)]  # fmt: skip
-        extra = [i - nat for i, nat in zip(self.in_shape[1:], natural, strict=True)]
-        back = F.conv_transpose2d(
-            flat, c.weight, None, c.stride, c.padding, tuple(extra), c.groups, c.dilation
-        )
+        if c.in_channels == 1 and c.groups == 1:  # conv_transpose2d onto one channel: ~5x slower on CPU
+            cols = c.weight.flatten(1).T @ flat.flatten(2)  # (N K, kh kw, out pixels)
+            back = F.fold(cols, self.in_shape[1:], c.kernel_size, c.dilation, c.padding, c.stride)
+        else:
+            natural = [(o - 1) * s - 2 * p + d * (kk - 1) + 1 for o, s, p, d, kk in zip(
+                out_shape[1:], c.stride, c.padding, c.dilation, c.kernel_size, strict=True)]  # fmt: skip
+            extra = [i - nat for i, nat in zip(self.in_shape[1:], natural, strict=True)]
+            back = F.conv_transpose2d(
+                flat, c.weight, None, c.stride, c.padding, tuple(extra), c.groups, c.dilation
+            )
         bias = a.sum(dim=(3, 4)) @ c.bias if c.bias is not None else a.new_zeros(n, k)
         return back.reshape(n, k, *self.in_shape), bias
 
@@ -131,20 +136,28 @@ class Activation:
 
     def backward_relaxed(self, a_lo, a_up, lo, up, alpha=None) -> tuple:
         """Coefficients and constants of the lower bound of a_lo . h and the upper bound of a_up . h, with
-        h = act(x) replaced by its lines on [lo, up]; one matrix stays shared when both lines have one slope."""
-        lower_w, lower_b, upper_w, upper_b = RELAXATIONS[self.kind](lo, up, alpha)
-        lower_w, lower_b, upper_w, upper_b = (t.unsqueeze(1) for t in (lower_w, lower_b, upper_w, upper_b))
-        pos, neg = a_lo.clamp(min=0), a_lo.clamp(max=0)
-        c_lo = (pos * lower_b + neg * upper_b).flatten(2).sum(-1)
-        if a_up is a_lo and torch.equal(lower_w, upper_w):
-            new = a_lo * lower_w
-            return new, c_lo, new, (pos * upper_b + neg * lower_b).flatten(2).sum(-1)
-        new_lo = pos * lower_w + neg * upper_w
+        h = act(x) replaced by its lines on [lo, up]; one matrix stays shared when both lines have one slope.
+        Each entry picks its line by its sign (one `where`, products as batched dot products: the op is
+        memory-bound, and the clamp-multiply-add form made about twice as many passes over A)."""
+        lw, lb, uw, ub = (t.unsqueeze(1) for t in RELAXATIONS[self.kind](lo, up, alpha))
+        if a_up is a_lo and torch.equal(lw, uw):
+            new = a_lo * lw
+            return new, _signed_dot(a_lo, lb, ub), new, _signed_dot(a_lo, ub, lb)
+        new_lo, c_lo = a_lo * torch.where(a_lo >= 0, lw, uw), _signed_dot(a_lo, lb, ub)
         if a_up is None:
             return new_lo, c_lo, None, None
-        pos, neg = a_up.clamp(min=0), a_up.clamp(max=0)
-        c_up = (pos * upper_b + neg * lower_b).flatten(2).sum(-1)
-        return new_lo, c_lo, pos * upper_w + neg * lower_w, c_up
+        return new_lo, c_lo, a_up * torch.where(a_up >= 0, uw, lw), _signed_dot(a_up, ub, lb)
+
+
+def _signed_dot(a: torch.Tensor, b_pos: torch.Tensor, b_neg: torch.Tensor) -> torch.Tensor:
+    """Per row of a (N or 1, K, *shape): the sum of a * b_pos where a >= 0 and a * b_neg where a < 0, for
+    b (N, 1, *shape); a zero side (ReLU's lower line has no intercept) is skipped."""
+
+    def dot(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (u.flatten(2) @ b.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+    total = dot(a.clamp(max=0), b_neg) if b_neg.any() else a.new_zeros(())
+    return total + dot(a.clamp(min=0), b_pos) if b_pos.any() else total
 
 
 @dataclass
@@ -218,7 +231,7 @@ def _layers(module: nn.Module) -> list[nn.Module]:
         return [nn.Flatten(), *(m for block in module.hidden for m in _layers(block)), module.out]
     if isinstance(module, nets.AutoencoderClassifier):
         return [nn.Flatten(), *_layers(module.encoder), module.out]
-    if isinstance(module, nets.SmallCNN):
+    if isinstance(module, nets.SmallCNN | nets.StridedCNN):  # nested Sequential blocks, applied in turn
         return [*_layers(module.conv1), *_layers(module.conv2), *_layers(module.fc1), module.out]
     if isinstance(module, nn.Sequential | nn.ModuleList):
         return [m for child in module for m in _layers(child)]
@@ -285,7 +298,27 @@ class Network:
                 shapes.append(tuple(h.shape[1:]))
         if not isinstance(ops[-1], Linear):
             raise UnsupportedLayerError("unsupported network: the last layer must be Linear (the logits).")
-        return cls(ops, shapes)
+        net = cls(ops, shapes)
+        net._check_walk(model)
+        return net
+
+    def _check_walk(self, model: nn.Module) -> None:
+        """The chain must compute what the module computes (in eval mode): a forward that does more than
+        apply its layers in turn (a skip connection, an op outside any layer) would make every bound wrong."""
+        param = next(model.parameters())
+        x = torch.rand(2, *self.shapes[0], generator=torch.Generator().manual_seed(0)).to(param)
+        training = model.training
+        with torch.no_grad():
+            expected = model.eval()(x)
+            got = self.forward(x)
+        model.train(training)
+        if got.shape != expected.shape or not torch.allclose(
+            got, expected, rtol=1e-4, atol=1e-4 * (1 + float(expected.abs().max()))
+        ):
+            raise UnsupportedLayerError(
+                f"unsupported network: {type(model).__name__}'s forward is not its layers applied in turn "
+                "(a skip connection or an operation outside its layers)."
+            )
 
     @property
     def activations(self) -> set[str]:
@@ -507,29 +540,57 @@ def intermediate_bounds(
     net: Network, ball: Ball, method: str
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Bounds of every relaxed op's input: IBP's, tightened by CROWN where the layer is narrow enough. Before
-    a ReLU only the units IBP leaves unstable in some image are tightened (a stable unit's relaxation is
-    exact whatever its bounds)."""
+    a ReLU only the units IBP leaves unstable in an image are tightened (a stable unit's relaxation is
+    exact whatever its bounds), except before the last relaxed op, whose bounds IBP's margins start from."""
     los, ups = interval_forward(net, *ball.box())
     bounds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    last = max((i for i, op in enumerate(net.ops) if isinstance(op, RELAXED_OPS)), default=None)
     for i, op in enumerate(net.ops):
         if not isinstance(op, RELAXED_OPS):
             continue
         lo, up = los[i], ups[i]
-        shape = net.shapes[i]
-        n_units = lo[0].numel()
-        if method != "ibp" and n_units <= CROWN_MAX_NEURONS:
-            units = torch.arange(n_units, device=lo.device)
-            if isinstance(op, Activation) and op.kind == "relu":
-                units = ((lo < 0) & (up > 0)).flatten(1).any(0).nonzero().squeeze(1)
-            if len(units):
-                eye = torch.eye(n_units, dtype=lo.dtype, device=lo.device)[units].view(1, -1, *shape)
-                low, high = linear_bounds(net, i, eye, ball, bounds, upper=True)
-                lo, up = lo.flatten(1).clone(), up.flatten(1).clone()
-                lo[:, units] = torch.maximum(lo[:, units], low)
-                up[:, units] = torch.minimum(up[:, units], high)
-                lo, up = lo.view_as(los[i]), up.view_as(ups[i])
+        if method != "ibp" and lo[0].numel() <= CROWN_MAX_NEURONS:
+            mask = torch.ones_like(lo, dtype=torch.bool).flatten(1)
+            if isinstance(op, Activation) and op.kind == "relu" and i != last:
+                mask = ((lo < 0) & (up > 0)).flatten(1)
+            lo, up = _tighten(net, i, ball, bounds, lo, up, mask)
         bounds[i] = (lo, up)
     return bounds
+
+
+def _unit_rows(mask: torch.Tensor, shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The units (N or 1, k) to bound and which of them count (same shape): one set for every image (the
+    union of the selections), or each image's own, padded with units it did not select."""
+    if shared:
+        units = mask.any(0).nonzero().squeeze(1).unsqueeze(0)
+        return units, torch.ones_like(units, dtype=torch.bool)
+    counts = mask.sum(1)
+    units = mask.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, : int(counts.max())]
+    return units, torch.arange(units.shape[1], device=mask.device) < counts[:, None]
+
+
+def _tighten(
+    net: Network, i: int, ball: Ball, bounds, lo: torch.Tensor, up: torch.Tensor, mask: torch.Tensor
+):
+    """lo, up (the input of op i) with the units `mask` (N, units) selects bounded by CROWN, a chunk of
+    units at a time. Before the first relaxed op, or where every image selects every unit, the rows are one
+    matrix shared by every image (it stays shared down to the first relaxation met); otherwise each image
+    bounds only its own units (past a relaxation every row is per image anyway, and the union of a batch's
+    unstable units is far larger than any one image's)."""
+    shared = not any(isinstance(op, RELAXED_OPS) for op in net.ops[:i]) or bool(mask.all())
+    units, chosen = _unit_rows(mask, shared)
+    width = max(int(np.prod(shape)) for shape in net.shapes[: i + 1])
+    step = max(1, CHUNK_ENTRIES // (len(lo) * width))
+    new_lo, new_up = lo.flatten(1).clone(), up.flatten(1).clone()
+    for s in range(0, units.shape[1], step):
+        idx, ok = units[:, s : s + step], chosen[:, s : s + step]
+        rows = F.one_hot(idx, mask.shape[1]).to(lo.dtype).view(*idx.shape, *net.shapes[i])
+        low, high = linear_bounds(net, i, rows, ball, bounds, upper=True)
+        idx, ok = idx.expand(len(lo), -1), ok.expand(len(lo), -1)
+        old_lo, old_up = new_lo.gather(1, idx), new_up.gather(1, idx)
+        new_lo.scatter_(1, idx, torch.where(ok, torch.maximum(old_lo, low), old_lo))
+        new_up.scatter_(1, idx, torch.where(ok, torch.minimum(old_up, high), old_up))
+    return new_lo.view_as(lo), new_up.view_as(up)
 
 
 def _alpha_crown(net, ball, spec, bounds, steps: int, lr: float) -> torch.Tensor:
@@ -567,12 +628,21 @@ def margin_bounds(
         return ibp_margins(net, ball, labels)
     with torch.no_grad():
         bounds = intermediate_bounds(net, ball, method)
+        if method == "crown":
+            return crown_margins(net, ball, labels, bounds)
         last = net.ops[-1]
         spec = margin_spec(labels, last.weight.shape[0], last.weight.dtype)
         interval = ibp_margins(net, ball, labels, bounds)
-        if method == "crown":
-            return torch.maximum(backward_bound(net, len(net.ops), spec, ball, bounds), interval)
     return torch.maximum(_alpha_crown(net, ball, spec, bounds, steps, lr), interval)
+
+
+def crown_margins(net: Network, ball: Ball, labels: torch.Tensor, bounds: dict) -> torch.Tensor:
+    """CROWN's last backward pass from given intermediate bounds (any that hold on the ball), or IBP's
+    margins from them where those are the tighter."""
+    last = net.ops[-1]
+    spec = margin_spec(labels, last.weight.shape[0], last.weight.dtype)
+    crown = backward_bound(net, len(net.ops), spec, ball, bounds)
+    return torch.maximum(crown, ibp_margins(net, ball, labels, bounds))
 
 
 def output_bounds(net: Network, ball: Ball, method: str = "crown") -> tuple[torch.Tensor, torch.Tensor]:
@@ -591,8 +661,7 @@ def output_bounds(net: Network, ball: Ball, method: str = "crown") -> tuple[torc
 
 def worst_margin(net: Network, ball: Ball, labels: torch.Tensor, method: str = "crown") -> torch.Tensor:
     """The lowest margin bound per image (N,): > 0 proves that no input of the ball changes the label."""
-    lower = margin_bounds(net, ball, labels, method)
-    return lower.scatter(1, labels[:, None], float("inf")).amin(1)
+    return worst_of(margin_bounds(net, ball, labels, method), labels)
 
 
 def verified(net: Network, ball: Ball, labels: torch.Tensor, method: str = "crown") -> torch.Tensor:
@@ -621,22 +690,47 @@ def certified_radius(
     steps: int = 14,
     high: float | None = None,
     batch_size: int = 100,
+    budget: float | None = None,
+    guess: torch.Tensor | None = None,
+    guard: float = 0.0,
+    grow: float = 4.0,
 ) -> torch.Tensor:
     """The largest radius (to high / 2**steps) at which `method` proves the label, per image; each value
     returned was itself verified (0 for an image whose clean prediction is wrong).
 
     All images are searched at once, each dropping out when its bracket [proved, failed] is that narrow:
     regula falsi on the worst margin bound (Illinois variant, a bisection whenever a step did not halve the
-    bracket), started from a linear model's flip distance; typically 6-8 bound evaluations instead of 14."""
+    bracket), started from a linear model's flip distance (or `guess`); typically 6-8 bound evaluations
+    instead of 14. With `budget` (coefficient entries, crown_entries' unit, per batch), a bound runs only
+    if the rest pays for it, else its radius moves halfway down to the proved end (up to SHRINKS times: a
+    bound costs more the larger its ball), else the search stops (each radius: the largest proved); `guard` keeps each step that share of the bracket away from its ends (a margin bound falls far
+    faster above the radius than below it, and regula falsi then creeps up from the proved end) once both
+    ends were tried; `grow` multiplies a proved radius while no larger one has failed."""
     check_choice("norm", norm, NORMS)
     high = check_float("high", MAX_RADIUS[norm] if high is None else high, low=0, strict_low=True)
     return torch.cat([
-        _search(net, x[s : s + batch_size], labels[s : s + batch_size], norm, method, high, high / 2**steps)
+        _search(net, x[s : s + batch_size], labels[s : s + batch_size], norm, method, high, high / 2**steps,
+                budget, None if guess is None else guess[s : s + batch_size], guard, grow)
         for s in range(0, len(x), batch_size)
     ])  # fmt: skip
 
 
-def _search(net: Network, x, labels, norm: str, method: str, high: float, tol: float) -> torch.Tensor:
+SHRINKS = 6
+
+
+def _search(
+    net: Network,
+    x,
+    labels,
+    norm: str,
+    method: str,
+    high: float,
+    tol: float,
+    budget: float | None = None,
+    guess: torch.Tensor | None = None,
+    guard: float = 0.0,
+    grow: float = 4.0,
+) -> torch.Tensor:
     """certified_radius on one batch. Per image a bracket lo (proved) < hi (not proved, or `high` untried)
     with the worst margin bound at each end (f_lo > 0 >= f_hi; nan: untried); `run` counts how many times in
     a row the same end moved (Illinois halves the other end's margin; three in a row: bisect)."""
@@ -644,7 +738,7 @@ def _search(net: Network, x, labels, norm: str, method: str, high: float, tol: f
         z = net.forward(x)
     f_lo = z.gather(1, labels[:, None]).squeeze(1) - z.scatter(1, labels[:, None], -torch.inf).amax(1)
     lo, hi, f_hi = torch.zeros_like(f_lo), torch.full_like(f_lo, high), torch.full_like(f_lo, torch.nan)
-    guess = _first_guess(net, x, labels, norm).clamp(tol, high)
+    guess = (_first_guess(net, x, labels, norm) if guess is None else guess.to(f_lo)).clamp(tol, high)
     run = torch.zeros_like(f_lo)
     active = f_lo > 0
     while len(todo := (active & (hi - lo > tol)).nonzero().squeeze(1)):
@@ -652,13 +746,68 @@ def _search(net: Network, x, labels, norm: str, method: str, high: float, tol: f
         untried = fb.isnan()
         eps = torch.where(r.abs() >= 3, (a + b) / 2, a + (b - a) * fa / (fa - fb))
         eps = torch.where(untried, guess[todo], eps)
-        eps = torch.minimum(torch.maximum(eps, a + tol / 4), b - tol / 4)
-        f = worst_margin(net, Ball(x[todo], eps, norm), labels[todo], method)
+        g = torch.where(untried, 0.0, guard) * (b - a)  # an untried end: the guess, not the bracket, decides
+        eps = torch.minimum(torch.maximum(eps, a + g + tol / 4), b - g - tol / 4)
+        ball = Ball(x[todo], eps, norm)
+        for _ in range(SHRINKS if budget is not None else 0):  # a bound the budget cannot pay moves down
+            if (cost := crown_entries(net, ball) * len(todo)) <= budget:
+                break
+            ball = Ball(x[todo], eps := (a + eps) / 2, norm)
+        else:
+            if budget is not None:
+                break
+        if budget is not None:
+            budget -= cost
+        f = worst_margin(net, ball, labels[todo], method)
         ok = f > 0
         r = torch.where(ok, r.clamp(min=0) + 1, r.clamp(max=0) - 1)
         r = torch.where(untried, torch.zeros_like(r), r)
         lo[todo], f_lo[todo] = torch.where(ok, eps, a), torch.where(ok, f, torch.where(r <= -2, fa / 2, fa))
         hi[todo], f_hi[todo] = torch.where(ok, b, eps), torch.where(ok, torch.where(r >= 2, fb / 2, fb), f)
         run[todo] = r
-        guess[todo] = torch.where(untried & ok, (4 * eps).clamp(max=high), guess[todo])  # grow until it fails
+        guess[todo] = torch.where(
+            untried & ok, (grow * eps).clamp(max=high), guess[todo]
+        )  # grow until it fails
     return torch.where(active, lo, torch.zeros_like(lo))
+
+
+def worst_of(lower: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The lowest margin bound per image (N,) of a (N, classes) table whose row y is the label's own."""
+    return lower.scatter(1, labels[:, None], float("inf")).amin(1)
+
+
+def budget_radius(
+    net: Network, x: torch.Tensor, labels: torch.Tensor, norm: str, budget: float, high: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A proved radius per image from IBP's full search and CROWN's search within `budget` (coefficient
+    entries, see crown_entries), and True where CROWN's (not IBP's) is the larger. CROWN's search stays
+    below `high` (an attack's flip, one for every image: nothing above it is provable), starts from the
+    geometric mean of twice IBP's radius (far too small on a PGD-trained net) and a linear model's flip
+    (too large; a bound at a needlessly large radius also costs the most, every unit unstable), or `high`
+    where that is smaller, and keeps each step a quarter of the bracket from its ends."""
+    check_choice("norm", norm, NORMS)
+    interval = certified_radius(net, x, labels, norm, "ibp", high=high)
+    linear = _first_guess(net, x, labels, norm).clamp(min=2 * interval).clamp(max=high or MAX_RADIUS[norm])
+    guess = torch.sqrt(2 * interval * linear)
+    crown = certified_radius(
+        net, x, labels, norm, "crown", high=high, budget=budget, guess=guess, guard=0.25, grow=2.0
+    )
+    return torch.maximum(interval, crown), crown > interval
+
+
+def crown_entries(net: Network, ball: Ball | None = None) -> int:
+    """The coefficient entries one CROWN bound moves per image, its cost (units tightened times the widths
+    their rows pass back through, summed over the layers tightened, and the margins' own pass): with a
+    ball, only the units IBP leaves unstable there as intermediate_bounds does, else every unit."""
+    los, ups = interval_forward(net, *ball.box()) if ball is not None else (None, None)
+    last = max((i for i, op in enumerate(net.ops) if isinstance(op, RELAXED_OPS)), default=None)
+    widths = np.cumsum([int(np.prod(shape)) for shape in net.shapes])
+    total = net.shapes[-1][0] * int(widths[-1])
+    for i, op in enumerate(net.ops):
+        units = int(np.prod(net.shapes[i]))
+        if not isinstance(op, RELAXED_OPS) or units > CROWN_MAX_NEURONS:
+            continue
+        if los is not None and isinstance(op, Activation) and op.kind == "relu" and i != last:
+            units = float(((los[i] < 0) & (ups[i] > 0)).flatten(1).sum(1).float().mean())
+        total += int(units * widths[i])
+    return total
