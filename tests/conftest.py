@@ -17,6 +17,16 @@ if "TORCH_HOME" not in os.environ and (SHARED / "torch").is_dir():
 os.environ.setdefault("INTRIGUING_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`-n`), the workers share the cores: each torch takes its share of the threads,
+    or every worker's thread pool spins against the others' (slower than running the tests one by one)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Each test session writes caches and databases into its own temporary folder."""
