@@ -18,13 +18,14 @@ os.environ.setdefault("INTRIGUING_OFFLINE", "1")
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (`-n`), the workers share the cores: each torch takes its share of the threads,
-    or every worker's thread pool spins against the others' (slower than running the tests one by one)."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-    if workers:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    """Under pytest-xdist (`-n`), the workers share the cores: each gets its share of the threads (torch's
+    and the BLAS pools', read from the environment the workers and their subprocesses inherit), or every
+    worker's pools spin against the others' and two workers run slower than one."""
+    workers = getattr(config.option, "numprocesses", None)
+    if isinstance(workers, int) and workers > 1 and "PYTEST_XDIST_WORKER" not in os.environ:
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        for pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(pool, share)
 
 
 @pytest.fixture(autouse=True)
