@@ -203,12 +203,23 @@ LAB_CHARTS = '.st-key-lab_charts [data-testid="stColumn"]'  # the live panel's f
 LAB_IMAGES_DRAWN = "() => [...document.querySelectorAll('.st-key-lab_images img')].filter(i => i.complete && i.naturalWidth > 0).length == 4"
 
 
+def wait_panel_drawn(page, timeout_ms: float = 120_000) -> None:
+    """Until the live panel is on screen (its four images loaded, its four charts there, all but the search
+    over c, empty before Run, showing data) and the script is done: Run clicked mid-render would wait for
+    the page's own script, and the benchmark would time that."""
+    drawn = f"() => {{ const c = ({PROBE_JS})({LAB_CHARTS!r}); return c.length == 4 && c.filter(x => x.data).length >= 3; }}"
+    page.wait_for_function(drawn, timeout=timeout_ms)
+    page.wait_for_function(LAB_IMAGES_DRAWN, timeout=timeout_ms)
+    harness.wait_idle(page, timeout_ms)
+
+
 def browser_run(page, attack_title: str | None, cap_s: float) -> dict:
     """On the Attack Lab page (already open): pick the attack, click Run, watch frames until done or cap."""
     if attack_title:
         choose(page, "Attack", attack_title)
         page.wait_for_timeout(300)
         harness.wait_idle(page)
+    wait_panel_drawn(page)  # as a person would: Run pressed on a page that is all there, not mid-render
     page.evaluate(OBSERVER)
     run = page.locator('[data-testid="stBaseButton-primary"]', has_text="Run")
     run.wait_for()
