@@ -502,7 +502,8 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
-    result = {"machine": harness.machine(), "python": sys.executable, "peers": status, "quick": args.quick}
+    interpreter = "peer venv" if os.environ.get(REEXEC_ENV) else "project"  # no machine path in a card
+    result = {"machine": harness.machine(), "python": interpreter, "peers": status, "quick": args.quick}
     texts = []
     for section in sections:
         if section in ("pgd", "fgsm"):
