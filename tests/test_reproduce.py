@@ -194,7 +194,7 @@ def test_validate_measures_defences_twins_and_an_example_report(tmp_path):
 def test_certify_ratios_never_below_the_exact_minimum(tmp_path):
     """Every attack's distortion over the proved minimum is >= 1 (a ratio below 1 would be a flip smaller
     than the proof allows); DeepFool is exact on the affine fc10; the ReLU bracket never inverts."""
-    from core.experiments import quotes
+    from core.experiments import certify, quotes
 
     report, paths = run_experiment("certify", tmp_path, n=3, seed=0, progress=False, relu_n=1, time_limit=2)
     card = _files_and_card(paths, "certify", 3, 0)
@@ -207,6 +207,13 @@ def test_certify_ratios_never_below_the_exact_minimum(tmp_path):
         lower, upper = image["bracket"]
         assert image["certified"] * (1 - 1e-5) <= lower <= upper <= min(image["linf"].values()) * (1 + 1e-5)
     assert quotes.certify(card)["cert_table"].count("\n") == len(card["rows"]) + 1
+    # Verified beside attack robust accuracy: the proof never claims an image an attack broke.
+    assert [(e["model"], e["eps"]) for e in card["verified"]] == list(certify.VERIFIED)
+    for entry in card["verified"]:
+        assert entry["n"] == 3 and 0.0 <= entry["verified"] <= entry["attack"] <= 1.0
+        for image in entry["images"]:
+            assert image["attack"] is None or image["certified"] <= image["attack"] * (1 + 1e-5)
+    assert quotes.certify(card)["cert_verified_table"].count("\n") == len(card["verified"]) + 1
 
 
 def _tracked_state() -> dict[str, bytes]:

@@ -10,6 +10,9 @@ quotes.
 - fc100-100-10-ibp (ReLU, certifiably trained): exact minimal Linf by MILP within a per-image time limit,
   searched between CROWN's certified radius and PGD's flip; ratios on the images it proves (the count says
   how many), the rest keep their bracket in the card.
+- Verified beside attack robust accuracy at Linf 0.1 (`intriguing certify --eps`'s two columns): CROWN's
+  proof from below, the PGD budget grid from above, on cnn-robust (PGD-trained, the AutoAttack model) and
+  fc100-100-10-ibp, with each model's certified radii against the smallest flips found.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from core.attacks import make_attack
 from core.attacks.budget_search import minimal_eps
 from core.certify.bounds import Network, certified_radius
-from core.certify.bracket import attack_distortions
+from core.certify.bracket import attack_distortions, certify_images
 from core.certify.exact import exact_linear, exact_relu_linf
 from core.evaluation.protocol import Protocol
 from core.evaluation.validate import EPS_SEARCH_ATTACKS, MINIMAL_ATTACKS
@@ -36,6 +39,7 @@ LINEAR_MODEL = "fc10-1"
 RELU_MODEL = "fc100-100-10-ibp"
 L2_ATTACKS = ("lbfgs", "cw", "deepfool")
 WITHIN = 0.01  # "within 1%" of the exact minimum
+VERIFIED = (("cnn-robust", 0.1), (RELU_MODEL, 0.1))  # (model, Linf budget): verified beside attack accuracy
 COLUMNS = [
     Column("model", "model", "text"),
     Column("norm", "norm", "text"),
@@ -104,6 +108,20 @@ def _relu_images(model, sel, device, time_limit: float) -> list[dict]:
     return images
 
 
+def verified_at(model_name: str, eps: float, protocol: Protocol, device) -> dict:
+    """One model's verified (CROWN) and attack (the PGD budget grid) robust accuracy at Linf eps, as
+    `intriguing certify --eps` reports them, with the medians of its certified radii and smallest flips."""
+    model = load(model_name, device)
+    sel = protocol.select(model, device)
+    out = certify_images(model, sel.images, sel.labels, sel.ids, norm="linf", method="crown", eps=eps)
+    flips = [im["attack"] for im in out["images"] if im["attack"] is not None]
+    return {"model": model_name, "norm": "linf", "eps": eps, "n": out["n"], "method": "crown",
+            "verified": out["verified_robust_accuracy"], "attack": out["attack_robust_accuracy"],
+            "median_certified": statistics.median([im["certified"] for im in out["images"]]),
+            "median_attack": statistics.median(flips) if flips else None,
+            "s_per_image": out["time_s"] / out["n"], "images": out["images"]}  # fmt: skip
+
+
 def _rows(model: str, images: list[dict]) -> list[dict]:
     rows = []
     for norm in ("l2", "linf"):
@@ -141,12 +159,20 @@ def run(
     model = load(RELU_MODEL, device)
     relu = _relu_images(model, relu_protocol.select(model, device), device, time_limit)
     rows = _rows(LINEAR_MODEL, linear) + _rows(RELU_MODEL, relu)
+    verified = []
+    for i, (name, eps) in enumerate(VERIFIED):
+        notify(
+            progress,
+            0.7 + 0.3 * i / len(VERIFIED),
+            f"{name}: verified and attack robust accuracy at Linf {eps:g}",
+        )
+        verified.append(verified_at(name, eps, linear_protocol, device))
     notify(progress, 1.0, "done")
     card = base_card(
         "certify", n, seed, relu_n=relu_n, time_limit_s=time_limit, models=[LINEAR_MODEL, RELU_MODEL],
         protocol=linear_protocol.to_dict(), protocol_description=linear_protocol.describe(),
         attacks={name: MINIMAL_ATTACKS[name] for name in L2_ATTACKS}, relu_proven=sum(im["status"] == "proven" for im in relu),
-        images={LINEAR_MODEL: linear, RELU_MODEL: relu}, time_s=time.perf_counter() - start,
+        images={LINEAR_MODEL: linear, RELU_MODEL: relu}, verified=verified, time_s=time.perf_counter() - start,
     )  # fmt: skip
     notes = [
         f"{linear_protocol.describe()}; ratio = the attack's distortion / the exact minimum of the same image "
