@@ -11,7 +11,8 @@ from core import IntriguingError
 from core.attacks import format_eps
 from core.certify.bracket import image_bracket
 from core.evaluation.protocol import Protocol
-from core.evaluation.verified import brackets
+from core.evaluation.verified import Bracket, brackets
+from core.experiments.certify import stored_brackets
 from dashboard.common import show_error, table
 
 COLOURS = {"certified": "#2ca02c", "exact": "#1f77b4", "attack": "#d62728"}
@@ -63,13 +64,29 @@ def verified_panel(protocol_id: str, protocol: Protocol) -> None:
     if not rows:
         st.caption("No budgeted run or certificate under this protocol yet: fill a budgeted cell below, or "
                    "`intriguing certify --model fc100-100-10-ibp --eps 0.1`.")  # fmt: skip
+        _stored_panel()
         return
-    table([{"model": r.model, "budget": f"{r.norm} {format_eps(r.budget, r.norm)}",
-            "verified": _share(r.verified), "attack": _share(r.attack), "verified by": r.verified_by or "—",
-            "attack by": r.attack_from or "—", "why no certificate": r.note} for r in rows])  # fmt: skip
+    table([_row(r) | {"why no certificate": r.note} for r in rows])
     st.caption(
         "The true robust accuracy lies between the two: verified counts the images a bound (IBP, CROWN, "
         "alpha-CROWN or the exact solver) proves no perturbation within the budget can flip; attack counts "
         "those no recorded attack flipped (a sweep's worst case per image, else the strongest cell). "
         "`intriguing certify --eps E` records the verified side."
     )
+    _stored_panel()
+
+
+def _stored_panel() -> None:
+    """The stored certify card's brackets (docs/certify.md), apart from the user's own records."""
+    rows, protocol = stored_brackets()
+    if not rows:
+        return
+    st.markdown("**Stored with the docs** (`intriguing reproduce certify`, docs/certify.md)")
+    table([_row(r) | {"images": protocol} for r in rows])
+    st.caption("Measured when the docs were made, not from your database: your own certificates and runs appear "
+               "in the table above once recorded.")  # fmt: skip
+
+
+def _row(r: Bracket) -> dict[str, str]:
+    return {"model": r.model, "budget": f"{r.norm} {format_eps(r.budget, r.norm)}", "verified": _share(r.verified),
+            "attack": _share(r.attack), "verified by": r.verified_by or "—", "attack by": r.attack_from or "—"}  # fmt: skip

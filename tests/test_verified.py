@@ -2,11 +2,14 @@
 best bound certificate from below, the strongest attack (or a sweep's worst case) from above, and a reason
 wherever no certificate is recorded or none can be."""
 
+import json
 from pathlib import Path
 
 from core.evaluation import leaderboard
 from core.evaluation.protocol import Protocol
 from core.evaluation.verified import brackets
+from core.experiments.certify import stored_brackets
+from core.experiments.writer import RESULTS_DIR
 from tests.test_leaderboard import _record, _seed_sweep
 
 PROTOCOL = Protocol(n=100)
@@ -68,7 +71,7 @@ def test_leaderboard_page_shows_verified_beside_attack(tmp_path, monkeypatch):
     monkeypatch.setenv(leaderboard.DB_ENV, str(db))
     at = AppTest.from_file(PAGE, default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
-    (shown,) = [d.value for d in at.dataframe if "verified" in d.value.columns]
+    (shown,) = [d.value for d in at.dataframe if "why no certificate" in d.value.columns]
     rows = {m: row for m, row in zip(shown["model"], shown.to_dict("records"), strict=True)}
     assert (rows["fc100-100-10-ibp"]["verified"], rows["fc100-100-10-ibp"]["attack"]) == ("65.0%", "70.0%")
     assert rows["fc100-100-10"]["verified"] == "—"
@@ -76,8 +79,6 @@ def test_leaderboard_page_shows_verified_beside_attack(tmp_path, monkeypatch):
 
 
 def test_leaderboard_command_prints_verified_beside_attack(tmp_path, monkeypatch, capsys):
-    import json
-
     from core.cli import main
 
     db = tmp_path / "lb.sqlite"
@@ -89,3 +90,30 @@ def test_leaderboard_command_prints_verified_beside_attack(tmp_path, monkeypatch
     assert main(["leaderboard", "--protocol", PROTOCOL.fingerprint]) == 0
     text = capsys.readouterr().out
     assert "verified  65%" in text and "intriguing certify --model fc100-100-10 " in text
+
+
+def test_the_stored_card_brackets_each_budget_it_measured(tmp_path):
+    """The stored certify card's rows: the verified side never above the attack side (a proof cannot claim
+    an image an attack broke), in the card's own protocol; none where no card is stored."""
+    rows, protocol = stored_brackets()
+    card = json.loads((RESULTS_DIR / "certify" / "certify.json").read_text())
+    assert [(r.model, r.budget) for r in rows] == [(e["model"], e["eps"]) for e in card["verified"]]
+    assert all(0 < r.verified <= r.attack <= 1 for r in rows)
+    assert protocol == card["protocol_description"]
+    assert stored_brackets(tmp_path) == ([], "")
+
+
+def test_a_fresh_leaderboard_shows_the_stored_brackets(tmp_path, monkeypatch):
+    """An empty database (a fresh install): the page says how to record a bracket and shows the stored ones."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv(leaderboard.DB_ENV, str(tmp_path / "empty.sqlite"))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    (shown,) = [
+        d.value for d in at.dataframe if "images" in d.value.columns and "verified" in d.value.columns
+    ]
+    stored, _ = stored_brackets()
+    assert list(shown["model"]) == [r.model for r in stored]
+    assert list(shown["verified"]) == [f"{r.verified:.1%}" for r in stored]
+    assert any("intriguing certify" in c.value for c in at.caption)

@@ -21,6 +21,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -31,8 +32,9 @@ from core.certify.bracket import attack_distortions, certify_images
 from core.certify.exact import exact_linear, exact_relu_linf
 from core.evaluation.protocol import Protocol
 from core.evaluation.validate import EPS_SEARCH_ATTACKS, MINIMAL_ATTACKS
+from core.evaluation.verified import Bracket
 from core.experiments.adversarial import notify
-from core.experiments.writer import Column, Report, bars, base_card
+from core.experiments.writer import Column, Report, bars, base_card, read_card
 from core.models import load
 
 LINEAR_MODEL = "fc10-1"
@@ -120,6 +122,21 @@ def verified_at(model_name: str, eps: float, protocol: Protocol, device) -> dict
             "median_certified": statistics.median([im["certified"] for im in out["images"]]),
             "median_attack": statistics.median(flips) if flips else None,
             "s_per_image": out["time_s"] / out["n"], "images": out["images"]}  # fmt: skip
+
+
+def stored_brackets(results: str | Path | None = None) -> tuple[list[Bracket], str]:
+    """The stored card's verified beside attack rows (what verified_at measured: CROWN from below, the PGD
+    budget grid from above) and the protocol they hold under, for the Leaderboard of a fresh install;
+    none without the card."""
+    card = read_card("certify", results)
+    if card is None:
+        return [], ""
+    rows = [
+        Bracket(e["model"], e["norm"], e["eps"], verified=e["verified"], verified_by=f"{e['method']} (n={e['n']})",
+                attack=e["attack"], attack_from=f"PGD budget grid (n={e['n']})", note="")
+        for e in card.get("verified", [])
+    ]  # fmt: skip
+    return rows, card["protocol_description"]
 
 
 def _rows(model: str, images: list[dict]) -> list[dict]:
