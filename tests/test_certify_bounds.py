@@ -244,3 +244,32 @@ def test_crown_never_tighter_than_the_triangle_lp():
             for j in range(10):
                 if j != labels[i]:
                     assert lower[i, j] <= _triangle_lp(net, ball, labels, bounds, i, j) + 1e-7
+
+
+@pytest.mark.parametrize("name", ["conv-bn-relu-sigmoid", "normalized-sigmoid-mlp"])
+def test_l2_intervals_before_the_first_activation_are_the_balls_own(name):
+    """Inside the box, an L2 ball takes each first-layer unit to centre -+ eps * |row|_2 exactly: the
+    intervals must reach the value the unit takes at x0 -+ eps row / |row| (its Jacobian row, from autograd),
+    never go past it, and be no wider than the box's anywhere further up."""
+    model, shape = _random_nets()[name]
+    model = model.double().eval()
+    net = B.Network.from_module(model, shape)
+    p = next(i for i, op in enumerate(net.ops) if isinstance(op, B.RELAXED_OPS))
+    x0 = 0.3 + 0.4 * torch.rand(2, *shape, generator=torch.Generator().manual_seed(4), dtype=torch.double)
+    ball = B.Ball(x0, 0.25, "l2")  # inside the [0, 1] box: the box cannot clip it
+    los, ups = B.ball_intervals(net, ball)
+    box_los, box_ups = B.interval_forward(net, *ball.box())
+    for lo, up, blo, bup in zip(los, ups, box_los, box_ups, strict=True):
+        assert (lo >= blo - 1e-12).all() and (up <= bup + 1e-12).all()
+    first = B.Network(net.ops[:p], net.shapes[: p + 1])
+    for i in range(len(x0)):
+        rows = torch.autograd.functional.jacobian(
+            lambda v: first.forward(v).flatten(), x0[i : i + 1]
+        ).flatten(1)
+        step = 0.25 * rows / rows.norm(dim=1, keepdim=True)
+        with torch.no_grad():
+            low_at = first.forward(x0[i] - step.view(-1, *shape)).flatten(1).diagonal()
+            high_at = first.forward(x0[i] + step.view(-1, *shape)).flatten(1).diagonal()
+        torch.testing.assert_close(los[p][i].flatten(), low_at)
+        torch.testing.assert_close(ups[p][i].flatten(), high_at)
+    assert (ups[p] - los[p] < box_ups[p] - box_los[p] - 1e-6).any()  # the ball's bound is the tighter one

@@ -56,6 +56,9 @@ class Linear:
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
         return r @ self.weight.abs().T
 
+    def forward_sq(self, r: torch.Tensor) -> torch.Tensor:
+        return r @ self.weight.square().T
+
     def backward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(A W, A b) for a coefficient matrix A (N, K, out)."""
         return a @ self.weight, a @ self.bias
@@ -74,6 +77,10 @@ class Conv:
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
         c = self.conv
         return F.conv2d(r, c.weight.abs(), None, c.stride, c.padding, c.dilation, c.groups)
+
+    def forward_sq(self, r: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return F.conv2d(r, c.weight.square(), None, c.stride, c.padding, c.dilation, c.groups)
 
     def backward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.conv
@@ -107,6 +114,9 @@ class Affine:
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
         return r * self.scale.abs()
 
+    def forward_sq(self, r: torch.Tensor) -> torch.Tensor:
+        return r * self.scale.square()
+
     def backward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return a * self.scale, (a * self.shift).flatten(2).sum(-1)
 
@@ -119,6 +129,9 @@ class Flatten:
         return x.flatten(1)
 
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
+        return r.flatten(1)
+
+    def forward_sq(self, r: torch.Tensor) -> torch.Tensor:
         return r.flatten(1)
 
     def backward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -471,6 +484,24 @@ def interval_forward(net: Network, lo: torch.Tensor, up: torch.Tensor, stop: int
     return los, ups
 
 
+def ball_intervals(net: Network, ball: Ball):
+    """interval_forward from the ball: its box's intervals, and for L2 the first relaxed op's input bounded
+    from the ball itself (centre +- eps * each unit's row norm, where tighter), when the ops before it hold
+    one weighted layer (the squared row norms are then that chain's forward_sq of ones). Over the ball's box
+    a unit with row w ranges eps * |w|_1 either side, over the ball eps * |w|_2: up to sqrt(d) times less."""
+    los, ups = interval_forward(net, *ball.box())
+    p = next((i for i, op in enumerate(net.ops) if isinstance(op, RELAXED_OPS)), None)
+    if ball.norm != "l2" or p is None or sum(isinstance(op, (Linear, Conv)) for op in net.ops[:p]) != 1:
+        return los, ups
+    centre, sq = ball.center, torch.ones_like(ball.center[:1])
+    for op in net.ops[:p]:
+        centre, sq = op.forward(centre), op.forward_sq(sq)
+    radius = ball.eps.view(-1, *[1] * (centre.dim() - 1)) * sq.clamp_min(0).sqrt()
+    lo, up = torch.maximum(los[p], centre - radius), torch.minimum(ups[p], centre + radius)
+    rest_lo, rest_up = interval_forward(Network(net.ops[p:], net.shapes[p:]), lo, up)
+    return los[:p] + rest_lo, ups[:p] + rest_up
+
+
 def margin_spec(labels: torch.Tensor, classes: int, dtype: torch.dtype) -> torch.Tensor:
     """C (N, classes, classes) with row j = e_y - e_j: C z is every margin logit_y - logit_j."""
     eye = torch.eye(classes, dtype=dtype, device=labels.device)
@@ -481,8 +512,8 @@ def ibp_margins(net: Network, ball: Ball, labels: torch.Tensor, bounds: dict | N
     """IBP's lower bound on every margin, with the last Linear folded into the margins (tighter, same cost);
     with `bounds` (intermediate_bounds), the intervals start from the last relaxed op's, not the input's."""
     start = max(bounds) if bounds else 0
-    lo, up = bounds[start] if bounds else ball.box()
-    los, ups = interval_forward(Network(net.ops[start:-1], net.shapes[start:-1]), lo, up)
+    chain = Network(net.ops[start:-1], net.shapes[start:-1])
+    los, ups = interval_forward(chain, *bounds[start]) if bounds else ball_intervals(chain, ball)
     last = net.ops[-1]
     spec = margin_spec(labels, last.weight.shape[0], last.weight.dtype)
     w = spec @ last.weight
@@ -542,7 +573,7 @@ def intermediate_bounds(
     """Bounds of every relaxed op's input: IBP's, tightened by CROWN where the layer is narrow enough. Before
     a ReLU only the units IBP leaves unstable in an image are tightened (a stable unit's relaxation is
     exact whatever its bounds), except before the last relaxed op, whose bounds IBP's margins start from."""
-    los, ups = interval_forward(net, *ball.box())
+    los, ups = ball_intervals(net, ball)
     bounds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     last = max((i for i, op in enumerate(net.ops) if isinstance(op, RELAXED_OPS)), default=None)
     for i, op in enumerate(net.ops):
@@ -649,7 +680,7 @@ def output_bounds(net: Network, ball: Ball, method: str = "crown") -> tuple[torc
     """Lower and upper bounds of every logit over the ball (for soundness checks and the MILP's big-M)."""
     check_choice("method", method, METHODS)
     if method == "ibp":
-        los, ups = interval_forward(net, *ball.box())
+        los, ups = ball_intervals(net, ball)
         return los[-1], ups[-1]
     with torch.no_grad():
         bounds = intermediate_bounds(net, ball, method)
@@ -799,7 +830,7 @@ def crown_entries(net: Network, ball: Ball | None = None) -> int:
     """The coefficient entries one CROWN bound moves per image, its cost (units tightened times the widths
     their rows pass back through, summed over the layers tightened, and the margins' own pass): with a
     ball, only the units IBP leaves unstable there as intermediate_bounds does, else every unit."""
-    los, ups = interval_forward(net, *ball.box()) if ball is not None else (None, None)
+    los, ups = ball_intervals(net, ball) if ball is not None else (None, None)
     last = max((i for i, op in enumerate(net.ops) if isinstance(op, RELAXED_OPS)), default=None)
     widths = np.cumsum([int(np.prod(shape)) for shape in net.shapes])
     total = net.shapes[-1][0] * int(widths[-1])
