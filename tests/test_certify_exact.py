@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from core.certify.bounds import Network, certified_radius
-from core.certify.exact import exact_linear, exact_relu_linf
+from core.certify.exact import decide_relu_linf, exact_linear, exact_relu_linf
 
 
 def _tiny_net() -> nn.Sequential:
@@ -56,6 +56,26 @@ def test_milp_equals_brute_force_on_a_tiny_net():
         assert abs(narrowed.value - result.value) <= 1e-4 * result.value
         found += 1
     assert found >= 3
+
+
+def test_the_milp_at_a_budget_decides_as_brute_force_does():
+    """MIPVerify's question (is there a flip within eps?) on either side of the brute-force minimum: no flip
+    a little below it, a flip a little above it, and that flip the minimum itself (the grid's resolution)."""
+    model = _tiny_net()
+    net = Network.from_module(model, (1, 1, 2))
+    decided = 0
+    for seed in range(6):
+        x0 = torch.rand(1, 1, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.double)
+        label = int(model(x0.unsqueeze(0)).argmax())
+        truth = _brute_force_linf(model, x0, label)
+        if not np.isfinite(truth) or truth < 0.02:
+            continue
+        below = decide_relu_linf(net, x0, label, truth - 0.01, time_limit=20)
+        above = decide_relu_linf(net, x0, label, truth + 0.01, time_limit=20)
+        assert (below.status, below.flip) == ("robust", None)
+        assert above.status == "flip" and abs(above.flip - truth) <= 0.002 + 1e-6
+        decided += 1
+    assert decided >= 3
 
 
 def test_linear_lp_equals_crown_and_qp_brackets_the_l2_minimum():

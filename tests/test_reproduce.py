@@ -208,9 +208,11 @@ def test_certify_ratios_never_below_the_exact_minimum(tmp_path):
         assert image["certified"] * (1 - 1e-5) <= lower <= upper <= min(image["linf"].values()) * (1 + 1e-5)
     assert quotes.certify(card)["cert_table"].count("\n") == len(card["rows"]) + 1
     # Verified beside attack robust accuracy: the proof never claims an image an attack broke.
-    assert [(e["model"], e["eps"]) for e in card["verified"]] == list(certify.VERIFIED)
+    assert [(e["model"], e["eps"], "milp" in e) for e in card["verified"]] == list(certify.VERIFIED)
     for entry in card["verified"]:
         assert entry["n"] == 3 and 0.0 <= entry["verified"] <= entry["attack"] <= 1.0
+        if "milp" in entry:  # the MILP only adds proofs, and never proves an image an attack broke
+            assert entry["verified"] <= entry["milp"]["verified"] <= entry["attack"]
         for image in entry["images"]:
             assert image["attack"] is None or image["certified"] <= image["attack"] * (1 + 1e-5)
     assert quotes.certify(card)["cert_verified_table"].count("\n") == len(card["verified"]) + 1

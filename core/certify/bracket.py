@@ -26,7 +26,7 @@ from core.certify.bounds import (
     crown_entries,
     verified,
 )
-from core.certify.exact import Exact, exact_linear, exact_relu_linf
+from core.certify.exact import Exact, decide_relu_linf, exact_linear, exact_relu_linf
 from core.checks import check_choice, check_float
 from core.errors import InvalidParameterError
 
@@ -127,23 +127,45 @@ def certify_images(
         "time_s": time.perf_counter() - start,
     }
     if eps is not None:
-        out.update(robust_accuracy(net, x, labels, images, norm, bound_method, eps))
+        decide = time_limit if method == "exact" and net.activations else None
+        out.update(robust_accuracy(net, x, labels, images, norm, bound_method, eps, decide))
     return out
 
 
-def robust_accuracy(net: Network, x, labels, images: list[dict], norm: str, method: str, eps: float) -> dict:
-    """Verified robust accuracy (proved at eps by the bound, or an exact minimum above eps) beside attack
-    robust accuracy (no adversarial example found within eps): the true value lies between them."""
+def robust_accuracy(
+    net: Network,
+    x,
+    labels,
+    images: list[dict],
+    norm: str,
+    method: str,
+    eps: float,
+    decide: float | None = None,
+) -> dict:
+    """Verified robust accuracy (proved at eps by the bound, or an exact bracket above eps) beside attack
+    robust accuracy (no adversarial example found within eps): the true value lies between them. With
+    `decide` (a time limit per image, ReLU nets, Linf), the MILP at eps settles every image both left open:
+    then `exact_robust_accuracy` is the true value, where no MILP timed out."""
     proved = verified(net, Ball(x, eps, norm), labels, method).cpu()
-    exact_above = torch.tensor([im["exact"] is not None and im["exact"] > eps for im in images])
+    brackets = [im["exact_bracket"] or [im["exact"], im["exact"]] for im in images]
+    exact_above = torch.tensor([b[0] is not None and b[0] > eps for b in brackets])
+    exact_below = torch.tensor([b[1] is not None and b[1] <= eps for b in brackets])
     attacked = torch.tensor([im["attack"] is not None and im["attack"] <= eps for im in images])
-    n_verified = int((proved | exact_above).sum())
-    return {
-        "eps": eps,
-        "verified": n_verified,
-        "verified_robust_accuracy": n_verified / len(images),
-        "attack_robust_accuracy": 1 - float(attacked.float().mean()),
-    }
+    robust = proved | exact_above
+    out = {"eps": eps, "attack_robust_accuracy": 1 - float(attacked.float().mean())}
+    if decide is not None:
+        open_ = (~robust & ~attacked & ~exact_below).nonzero().squeeze(1).tolist()
+        decisions = {i: decide_relu_linf(net, x[i], int(labels[i]), eps, decide) for i in open_}
+        robust[[i for i, d in decisions.items() if d.status == "robust"]] = True
+        undecided = sum(d.status == "timeout" for d in decisions.values())
+        out |= {
+            "milp_decided": len(decisions) - undecided,
+            "milp_flips": sum(d.status == "flip" for d in decisions.values()),
+            "milp_undecided": undecided,
+            "milp_time_s": sum(d.time_s for d in decisions.values()),
+            "exact_robust_accuracy": None if undecided else float(robust.float().mean()),
+        }
+    return out | {"verified": int(robust.sum()), "verified_robust_accuracy": float(robust.float().mean())}
 
 
 def page_radius(net: Network, x: torch.Tensor, label: int, norm: str, high: float | None = None):

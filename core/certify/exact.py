@@ -251,6 +251,32 @@ def exact_relu_linf(
     return Exact(lo, hi, "timeout", elapsed)
 
 
+@dataclass
+class Decision:
+    """MIPVerify's question for one image at a budget: 'robust' (no flip within it, proved), 'flip' (one
+    exists: `flip` is the smallest, exact) or 'timeout' (undecided)."""
+
+    status: str
+    flip: float | None
+    time_s: float
+
+
+def decide_relu_linf(
+    net: Network, x: torch.Tensor, label: int, eps: float, time_limit: float = 60.0
+) -> Decision:
+    """Whether any input of the Linf ball of `eps` (in the box) changes the label of a ReLU network: the MILP
+    inside that ball, one target class at a time (those CROWN proves skipped). Far cheaper than the minimum
+    itself: one ball, big-M constants from CROWN at eps (Tjeng et al.'s verification setting)."""
+    check_float("time limit", time_limit, low=0, strict_low=True)
+    check_float("eps", eps, low=0, strict_low=True)
+    if net.activations - {"relu"}:
+        raise InvalidParameterError("the MILP is exact for ReLU networks only; sigmoid nets get the bracket.")
+    start = time.perf_counter()
+    found, _, solved = _solve_ball(net, dense_segments(net)[0], x, label, eps, time_limit)
+    status = "timeout" if not solved else "robust" if found is None else "flip"
+    return Decision(status, found if solved else None, time.perf_counter() - start)
+
+
 def _solve_ball(net: Network, segments, x: torch.Tensor, label: int, radius: float, time_limit: float):
     """Tjeng et al.'s MILP inside the Linf ball of `radius`, one target class at a time (those CROWN proves
     at this radius skipped). Returns the smallest flip found (or None), a proved lower bound on the minimal

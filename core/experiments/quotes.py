@@ -392,6 +392,7 @@ def certify(card: Card) -> dict[str, str]:
     return {
         "cert_table": "\n".join(lines),
         "cert_verified_table": verified_table(card["verified"]),
+        **milp_quotes(card["verified"]),
         "cert_n": str(card["n"]),
         "cert_relu_n": str(card["relu_n"]),
         "cert_relu_proven": str(card["relu_proven"]),
@@ -406,6 +407,28 @@ def certify(card: Card) -> dict[str, str]:
             for r in card["rows"]
             if r["images"]
         },
+    }
+
+
+def milp_quotes(entries: list[dict]) -> dict[str, str]:
+    """cert_milp_*: what the MILP at the budget settled on the entry that ran it (what CROWN and the PGD
+    grid left open) and the robust accuracy it leaves, exact where nothing timed out."""
+    (entry,) = [e for e in entries if "milp" in e]
+    milp = entry["milp"]
+    open_ = milp["milp_decided"] + milp["milp_undecided"]
+    exact = milp["exact_robust_accuracy"]
+    return {
+        "cert_milp_model": f"`{entry['model']}`",
+        "cert_milp_eps": f"{entry['eps']:g}",
+        "cert_milp_open": str(open_),
+        "cert_milp_robust": str(milp["milp_decided"] - milp["milp_flips"]),
+        "cert_milp_flips": str(milp["milp_flips"]),
+        "cert_milp_undecided": str(milp["milp_undecided"]),
+        "cert_milp_s": f"{milp['milp_time_s'] / max(open_, 1):.1f}",
+        "cert_milp_s_all": f"{entry['s_per_image']:.2f}",
+        "cert_milp_accuracy": pct(exact) if exact is not None else f"at least {pct(milp['verified'])}",
+        "cert_milp_verified": pct(entry["verified"]),
+        "cert_milp_attack": pct(entry["attack"]),
     }
 
 
