@@ -33,19 +33,24 @@ def _brute_force_linf(model, x0: torch.Tensor, label: int, step: float = 0.002) 
     return float(dist[flipped].min())
 
 
-def test_milp_equals_brute_force_on_a_tiny_net():
+def _tiny_cases():
+    """(net, image, label, brute-force minimum) for the tiny net's images where another class is reachable."""
     model = _tiny_net()
     net = Network.from_module(model, (1, 1, 2))
-    found = 0
     for seed in range(6):
         x0 = torch.rand(1, 1, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.double)
         label = int(model(x0.unsqueeze(0)).argmax())
         try:
             truth = _brute_force_linf(model, x0, label)
-        except RuntimeError:
+        except RuntimeError:  # no grid point of another class
             continue
-        if not np.isfinite(truth):
-            continue
+        if np.isfinite(truth):
+            yield net, x0, label, truth
+
+
+def test_milp_equals_brute_force_on_a_tiny_net():
+    found = 0
+    for net, x0, label, truth in _tiny_cases():
         result = exact_relu_linf(net, x0, label, upper=1.0, time_limit=20)
         assert result.status == "proven"
         assert abs(result.value - truth) <= 0.002 + 1e-6  # the grid's resolution
@@ -61,14 +66,9 @@ def test_milp_equals_brute_force_on_a_tiny_net():
 def test_the_milp_at_a_budget_decides_as_brute_force_does():
     """MIPVerify's question (is there a flip within eps?) on either side of the brute-force minimum: no flip
     a little below it, a flip a little above it, and that flip the minimum itself (the grid's resolution)."""
-    model = _tiny_net()
-    net = Network.from_module(model, (1, 1, 2))
     decided = 0
-    for seed in range(6):
-        x0 = torch.rand(1, 1, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.double)
-        label = int(model(x0.unsqueeze(0)).argmax())
-        truth = _brute_force_linf(model, x0, label)
-        if not np.isfinite(truth) or truth < 0.02:
+    for net, x0, label, truth in _tiny_cases():
+        if truth < 0.02:
             continue
         below = decide_relu_linf(net, x0, label, truth - 0.01, time_limit=20)
         above = decide_relu_linf(net, x0, label, truth + 0.01, time_limit=20)
