@@ -3,14 +3,16 @@ linear LP agrees with CROWN's certified radius (CROWN is exact on a linear model
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
 
 import numpy as np
 import torch
 from torch import nn
 
 from core.certify.bounds import Network, certified_radius
-from core.certify.exact import decide_relu_linf, exact_linear, exact_relu_linf
+from core.certify.exact import decide_relu_linf, exact_linear, exact_relu_linf, solver_output_off
 
 
 def _tiny_net() -> nn.Sequential:
@@ -93,3 +95,14 @@ def test_linear_lp_equals_crown_and_qp_brackets_the_l2_minimum():
         qp = exact_linear(net, x[i], int(labels[i]), "l2")
         assert qp.lower <= qp.upper <= qp.lower * (1 + 1e-5)
         assert float(l2_radius[i]) <= qp.upper + 1e-9
+
+
+def test_what_a_solver_prints_never_reaches_stdout(capfd):
+    """HiGHS prints diagnostics from C straight to file descriptor 1 (they broke `certify --json`): written
+    through the descriptor or C's buffered stdout inside the guard, neither may come out; stdout works after."""
+    print("before", flush=True)
+    with solver_output_off():
+        os.write(1, b"descriptor noise\n")
+        ctypes.CDLL(None).printf(b"buffered C noise\n")
+    print("after", flush=True)
+    assert capfd.readouterr().out == "before\nafter\n"

@@ -15,7 +15,12 @@ Sigmoid networks have no exact solver here: they get the bracket (certified radi
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from types import ModuleType
 
@@ -55,6 +60,23 @@ def _solvers() -> tuple[ModuleType, ModuleType]:
     import scipy.sparse
 
     return scipy.optimize, scipy.sparse
+
+
+@contextlib.contextmanager
+def solver_output_off() -> Iterator[None]:
+    """File descriptor 1 sent to /dev/null while a solver runs: HiGHS's MILP prints some diagnostics straight
+    to the C stdout whatever `disp` says, which would land inside `intriguing certify --json`'s output."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        libc.fflush(None)  # what C code buffered goes where it was written: to /dev/null
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 def dense_segments(net: Network) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
@@ -296,8 +318,9 @@ def _solve_ball(net: Network, segments, x: torch.Tensor, label: int, radius: flo
         if left <= 0:
             return best, 0.0, False
         cost, cons, bnds, integ = _milp_problem(layer_bounds, x0, label, j, best or radius, segments=segments)
-        res = so.milp(cost, constraints=cons, bounds=bnds, integrality=integ,
-                      options={"time_limit": left, "mip_rel_gap": MIP_RTOL, "disp": False})  # fmt: skip
+        with solver_output_off():
+            res = so.milp(cost, constraints=cons, bounds=bnds, integrality=integ,
+                          options={"time_limit": left, "mip_rel_gap": MIP_RTOL, "disp": False})  # fmt: skip
         if res.x is not None:
             best = min(best or radius, float(res.fun))
         if res.status not in (0, 2):  # 2: nothing of this target below the best so far
