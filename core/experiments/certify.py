@@ -135,17 +135,26 @@ def verified_at(model_name: str, eps: float, protocol: Protocol, device, decide:
 
 def stored_brackets(results: str | Path | None = None) -> tuple[list[Bracket], str]:
     """The stored card's verified beside attack rows (what verified_at measured: CROWN from below, the PGD
-    budget grid from above) and the protocol they hold under, for the Leaderboard of a fresh install;
-    none without the card."""
+    budget grid from above; where the MILP settled the open images, its proofs below and, with nothing left
+    undecided, the exact value on both sides) and their protocol, for a fresh install's Leaderboard; none
+    without the card."""
     card = read_card("certify", results)
     if card is None:
         return [], ""
-    rows = [
-        Bracket(e["model"], e["norm"], e["eps"], verified=e["verified"], verified_by=f"{e['method']} (n={e['n']})",
-                attack=e["attack"], attack_from=f"PGD budget grid (n={e['n']})", note="")
-        for e in card.get("verified", [])
-    ]  # fmt: skip
-    return rows, card["protocol_description"]
+    return [_stored_bracket(e) for e in card.get("verified", [])], card["protocol_description"]
+
+
+def _stored_bracket(entry: dict) -> Bracket:
+    milp, n = entry.get("milp"), entry["n"]
+    exact = milp["exact_robust_accuracy"] if milp else None
+    return Bracket(
+        entry["model"], entry["norm"], entry["eps"],
+        verified=milp["verified"] if milp else entry["verified"],
+        verified_by=f"{entry['method']} + MILP at the budget (n={n})" if milp else f"{entry['method']} (n={n})",
+        attack=exact if exact is not None else entry["attack"],
+        attack_from=f"PGD budget grid + the MILP's flips (n={n})" if exact is not None else f"PGD budget grid (n={n})",
+        note="",
+    )  # fmt: skip
 
 
 def _rows(model: str, images: list[dict]) -> list[dict]:
