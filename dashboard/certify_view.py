@@ -81,8 +81,8 @@ def _stored_panel() -> None:
     rows, protocol = stored_brackets()
     if not rows:
         return
-    st.markdown("**Stored with the docs** (`intriguing reproduce certify`, docs/certify.md)")
-    table([_row(r) | {"images": protocol} for r in rows])
+    st.markdown(f"**Stored with the docs**: {protocol} (`intriguing reproduce certify`, docs/certify.md)")
+    table([_row(r) for r in rows])
     st.caption("Measured when the docs were made, not from your database: your own certificates and runs appear "
                "in the table above once recorded.")  # fmt: skip
 
