@@ -276,10 +276,11 @@ def exact_relu_linf(
 @dataclass
 class Decision:
     """MIPVerify's question for one image at a budget: 'robust' (no flip within it, proved), 'flip' (one
-    exists: `flip` is the smallest, exact) or 'timeout' (undecided)."""
+    exists, at distortion `flip`: the smallest where `minimal`) or 'timeout' (undecided)."""
 
     status: str
     flip: float | None
+    minimal: bool
     time_s: float
 
 
@@ -295,8 +296,8 @@ def decide_relu_linf(
         raise InvalidParameterError("the MILP is exact for ReLU networks only; sigmoid nets get the bracket.")
     start = time.perf_counter()
     found, _, solved = _solve_ball(net, dense_segments(net)[0], x, label, eps, time_limit)
-    status = "timeout" if not solved else "robust" if found is None else "flip"
-    return Decision(status, found if solved else None, time.perf_counter() - start)
+    status = "flip" if found is not None else "robust" if solved else "timeout"
+    return Decision(status, found, solved and found is not None, time.perf_counter() - start)
 
 
 def _solve_ball(net: Network, segments, x: torch.Tensor, label: int, radius: float, time_limit: float):
