@@ -141,11 +141,11 @@ def robust_accuracy(
     norm: str,
     method: str,
     eps: float,
-    decide: float | None = None,
+    settle: float | None = None,
 ) -> dict:
     """Verified robust accuracy (proved at eps by the bound, or an exact bracket above eps) beside attack
     robust accuracy (no adversarial example found within eps): the true value lies between them. With
-    `decide` (a time limit per image, ReLU nets, Linf), the MILP at eps settles every image both left open:
+    `settle` (a time limit per image, ReLU nets, Linf), the MILP at eps settles every image both left open:
     then `exact_robust_accuracy` is the true value, where no MILP timed out."""
     proved = verified(net, Ball(x, eps, norm), labels, method).cpu()
     brackets = [im["exact_bracket"] or [im["exact"], im["exact"]] for im in images]
@@ -154,10 +154,10 @@ def robust_accuracy(
     attacked = torch.tensor([im["attack"] is not None and im["attack"] <= eps for im in images])
     robust = proved | exact_above
     out = {"eps": eps, "attack_robust_accuracy": 1 - float(attacked.float().mean())}
-    if decide is not None:
+    if settle is not None:
         verified_share = float(robust.float().mean())  # before the MILP: the bound and exact brackets
         open_ = (~robust & ~attacked & ~exact_below).nonzero().squeeze(1).tolist()
-        decisions = {i: decide_relu_linf(net, x[i], int(labels[i]), eps, decide) for i in open_}
+        decisions = {i: decide_relu_linf(net, x[i], int(labels[i]), eps, settle) for i in open_}
         robust[[i for i, d in decisions.items() if d.status == "robust"]] = True  # a flip: broken, decided
         undecided = sum(d.status == "timeout" for d in decisions.values())
         out |= {

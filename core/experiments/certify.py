@@ -112,20 +112,20 @@ def _relu_images(model, sel, device, time_limit: float) -> list[dict]:
     return images
 
 
-def verified_at(model_name: str, eps: float, protocol: Protocol, device, decide: float | None = None) -> dict:
+def verified_at(model_name: str, eps: float, protocol: Protocol, device, settle: float | None = None) -> dict:
     """One model's verified (CROWN) and attack (the PGD budget grid) robust accuracy at Linf eps, as
     `intriguing certify --eps` reports them, with the medians of its certified radii and smallest flips;
-    with `decide` (seconds per image), the MILP at eps on every image both left open (`milp`)."""
+    with `settle` (seconds per image), the MILP at eps on every image both left open (`milp`)."""
     model = load(model_name, device)
     sel = protocol.select(model, device)
     out = certify_images(model, sel.images, sel.labels, sel.ids, norm="linf", method="crown", eps=eps,
-                         settle=decide)  # fmt: skip
+                         settle=settle)  # fmt: skip
     flips = [im["attack"] for im in out["images"] if im["attack"] is not None]
     found = {"model": model_name, "norm": "linf", "eps": eps, "n": out["n"], "method": "crown",
              "verified": out["verified_robust_accuracy"], "attack": out["attack_robust_accuracy"],
              "median_certified": statistics.median([im["certified"] for im in out["images"]]),
              "median_attack": statistics.median(flips) if flips else None, "images": out["images"]}  # fmt: skip
-    if decide is not None:  # CROWN's share alone, and what the MILP made of the rest
+    if settle is not None:  # CROWN's share alone, and what the MILP made of the rest
         found["verified"] = out["bound_robust_accuracy"]
         found["milp"] = {k: v for k, v in out.items() if k.startswith(("milp_", "exact_"))}
         found["milp"]["verified"] = out["verified_robust_accuracy"]
@@ -194,13 +194,13 @@ def run(
     relu = _relu_images(model, relu_protocol.select(model, device), device, time_limit)
     rows = _rows(LINEAR_MODEL, linear) + _rows(RELU_MODEL, relu)
     verified = []
-    for i, (name, eps, decide) in enumerate(VERIFIED):
+    for i, (name, eps, settle) in enumerate(VERIFIED):
         notify(
             progress,
             0.7 + 0.3 * i / len(VERIFIED),
             f"{name}: verified and attack robust accuracy at Linf {eps:g}",
         )
-        verified.append(verified_at(name, eps, linear_protocol, device, time_limit if decide else None))
+        verified.append(verified_at(name, eps, linear_protocol, device, time_limit if settle else None))
     notify(progress, 1.0, "done")
     card = base_card(
         "certify", n, seed, relu_n=relu_n, time_limit_s=time_limit, models=[LINEAR_MODEL, RELU_MODEL],
