@@ -55,6 +55,13 @@ def _text(result: dict) -> str:
             f"{result['norm']} {result['eps']:g}: verified robust accuracy {100 * result['verified_robust_accuracy']:.1f}%"
             f" <= true <= attack robust accuracy {100 * result['attack_robust_accuracy']:.1f}%"
         )
+    if "milp_decided" in result:
+        exact = result["exact_robust_accuracy"]
+        rows.append(
+            f"the MILP at {result['eps']:g} settled {result['milp_decided']} open image(s) ({result['milp_flips']} "
+            f"flip(s) the attacks missed), {result['milp_undecided']} timed out"
+            + ("" if exact is None else f": exact robust accuracy {100 * exact:.1f}%")
+        )
     return "\n".join(rows)
 
 
