@@ -489,10 +489,10 @@ def ball_intervals(net: Network, ball: Ball):
     from the ball itself (centre +- eps * each unit's row norm, where tighter), when the ops before it hold
     one weighted layer (the squared row norms are then that chain's forward_sq of ones). Over the ball's box
     a unit with row w ranges eps * |w|_1 either side, over the ball eps * |w|_2: up to sqrt(d) times less."""
-    los, ups = interval_forward(net, *ball.box())
     p = next((i for i, op in enumerate(net.ops) if isinstance(op, RELAXED_OPS)), None)
     if ball.norm != "l2" or p is None or sum(isinstance(op, (Linear, Conv)) for op in net.ops[:p]) != 1:
-        return los, ups
+        return interval_forward(net, *ball.box())
+    los, ups = interval_forward(net, *ball.box(), stop=p)
     centre, sq = ball.center, torch.ones_like(ball.center[:1])
     for op in net.ops[:p]:
         centre, sq = op.forward(centre), op.forward_sq(sq)

@@ -158,7 +158,7 @@ def robust_accuracy(
         verified_share = float(robust.float().mean())  # before the MILP: the bound and exact brackets
         open_ = (~robust & ~attacked & ~exact_below).nonzero().squeeze(1).tolist()
         decisions = {i: decide_relu_linf(net, x[i], int(labels[i]), eps, settle) for i in open_}
-        robust[[i for i, d in decisions.items() if d.status == "robust"]] = True  # a flip: broken, decided
+        robust[[i for i, d in decisions.items() if d.status == "robust"]] = True  # a flip decides it broken
         undecided = sum(d.status == "timeout" for d in decisions.values())
         out |= {
             "bound_robust_accuracy": verified_share,
