@@ -209,38 +209,45 @@ class LivePanel:
     C = {"c": "#7f7f7f"}
     LOSS = {"loss": "#7f7f7f"}
 
-    def __init__(self, x: np.ndarray, class_names: Sequence[str], label: int, target: int | None) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        class_names: Sequence[str],
+        label: int,
+        target: int | None,
+        probs: np.ndarray,
+        attack: str,
+    ) -> None:
+        """Every slot drawn as soon as it exists (the image in all four, the clean class bars, the curves'
+        axes at step 0), before Run and again on Run's rerun, so frames replace them in place: an empty slot
+        collapses, and CI caught images and charts missing for 0.4 s between Run and the first frame."""
         self.class_names = class_names
         self.label = label
         self.target = target
         self.scale = max(1, -(-IMAGE_WIDTH // x.shape[-1]))  # nearest-neighbour upscaling of small images
         with st.container(key="lab_images"):
             images = st.columns(4, gap="small")
-        images[0].html(picture_html(to_uint8(x, self.scale), f"original: {self._said(label, None)}"))
+        picture = to_uint8(x, self.scale)
+        images[0].html(picture_html(picture, f"original: {self._said(label, None)}"))
         self.best, self.current, self.perturbation = (column.empty() for column in images[1:])
+        self.best.html(picture_html(picture, f"best so far: none yet (Run starts {attack})"))
+        self.current.html(picture_html(picture, f"current: the original, {self._said(label, probs)}"))
+        flat, _ = perturbation_picture(np.zeros_like(x), self.scale)
+        self.perturbation.html(picture_html(flat, "perturbation: none yet"))
         self.numbers = st.empty()
         with st.container(key="lab_charts"):
             charts = st.columns([1, 1, 1, 1.1], gap="small")
         self.charts = [c.empty() for c in charts[:3]]
         self.bars = charts[3].empty()
-        self.last_chart = -float("inf")
         self.floor: float | None = None  # after a run: the RMS below which a proof says no flip exists
-
-    def idle(self, x: np.ndarray, probs: np.ndarray, attack: str) -> None:
-        """Before Run: every slot drawn already (the image in all four, the clean class bars, the curves'
-        axes), so Run replaces them in place; the browser has loaded what draws them by then, and the first
-        frame is on screen at once (the sidebar path showed grey placeholders for about 3 s)."""
-        picture = to_uint8(x, self.scale)
-        self.best.html(picture_html(picture, f"best so far: none yet (Run starts {attack})"))
-        self.current.html(picture_html(picture, f"current: the original, {self._said(self.label, probs)}"))
-        flat, _ = perturbation_picture(np.zeros_like(x), self.scale)
-        self.perturbation.html(picture_html(flat, "perturbation: none yet"))
+        self.highlight = {label: LABEL_COLOUR} | ({} if target is None else {target: TARGET_COLOUR})
         self.bars.vega_lite_chart(
-            bars_data(probs, self.class_names, {self.label: LABEL_COLOUR}), BARS_SPEC, height=CHART_HEIGHT
+            bars_data(probs, class_names, self.highlight), BARS_SPEC, height=CHART_HEIGHT
         )
-        p = float(probs[self.label])  # step 0: no distortion yet, the clean probability
+        p = float(probs[label])  # step 0: no distortion yet, the clean probabilities
+        p_target = None if target is None else float(probs[target])
         start = {"iteration": [0], "rms": [0.0], "best_rms": [0.0], "p_label": [p], "best_p_label": [p]}
-        self._charts({**start, "c": [], "loss": [None]}, ())
+        self._charts({**start, "p_target": [p_target], "c": [], "loss": [None]}, ())
         self.last_chart = -float("inf")
 
     def _said(self, cls: int, probs: np.ndarray | None) -> str:
@@ -271,11 +278,8 @@ class LivePanel:
             reached = sum(r.reached for r in rounds)
             numbers += f" · **c** {frame.c:.3g}, {len(rounds)} rounds done, {reached} reached the goal"
         self.numbers.markdown(numbers)
-        highlight = {self.label: LABEL_COLOUR}
-        if self.target is not None:
-            highlight[self.target] = TARGET_COLOUR
         self.bars.vega_lite_chart(
-            bars_data(frame.probs, self.class_names, highlight), BARS_SPEC, height=CHART_HEIGHT
+            bars_data(frame.probs, self.class_names, self.highlight), BARS_SPEC, height=CHART_HEIGHT
         )
         if final or time.perf_counter() - self.last_chart >= CHART_INTERVAL_S:
             self._charts(series, rounds)

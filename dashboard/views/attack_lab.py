@@ -213,6 +213,7 @@ if requested is not None and x is not None:
             "model": model_name,
             "classes": classes,
             "x": x,
+            "probs": probs,
             "true_label": true_label,
             "image_source": image_source,
             "live_mode": LIVE_MODES[live_mode],
@@ -245,7 +246,7 @@ if state is None:
         "optimised step by step; Stop keeps the best adversarial image found so far."
     )
     st.caption(f"**{attack_title(attack_name)}** on **{model_name}**, {image_source}: press Run")
-    LivePanel(x[0].numpy(), classes, label, None).idle(x[0].numpy(), probs, attack_title(attack_name))
+    LivePanel(x[0].numpy(), classes, label, None, probs, attack_title(attack_name))
     st.stop()
 
 live: LiveRun = state["live"]
@@ -255,7 +256,14 @@ st.caption(
     f"**{attack_title(live.run.attack.name)}** on **{state['model']}**, {state['image_source']}"
     + ("" if unchanged else " (the sidebar has changed since this run)")
 )
-panel = LivePanel(state["x"][0].numpy(), state["classes"], live.label, live.target)
+panel = LivePanel(
+    state["x"][0].numpy(),
+    state["classes"],
+    live.label,
+    live.target,
+    state["probs"],
+    attack_title(live.run.attack.name),
+)
 outcome_slot = st.empty()  # replaces a previous run's result at once, not when this run's script ends
 if not live.finished:
     min_interval, pace = state["live_mode"]
