@@ -156,6 +156,8 @@ def machine() -> dict:
     the start (STARTED), whenever this is called."""
     import torch
 
+    from core.provenance import gpu
+
     mem_kb = _proc_field("/proc/meminfo", "MemTotal").split(" ")[0]
     return {
         "date": STARTED["date"],
@@ -165,6 +167,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": DEVICE,
+        "gpu": gpu(),
         "python": platform.python_version(),
         "load_average_1_5_15": STARTED["load_average_1_5_15"],
         "commit": _git_commit(),

@@ -32,6 +32,11 @@ def torchvision_version() -> str:
     return importlib.metadata.version("torchvision")
 
 
+def gpu() -> str | None:
+    """The machine's first CUDA GPU by name (None without one): absolute times on a card hold only there."""
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def versions() -> dict[str, str]:
     """Library versions, recorded next to every result card and leaderboard row."""
     return {

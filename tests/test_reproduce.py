@@ -19,7 +19,7 @@ import torch
 from core import config
 from core.errors import InvalidParameterError
 from core.experiments import RESULTS_DIR, docs, paper, read_card, run_experiment
-from core.experiments.adversarial import amplify, experiment_protocol
+from core.experiments.adversarial import BATCH, amplify, experiment_protocol, lbfgs_batch
 
 
 @pytest.fixture(autouse=True)
@@ -284,6 +284,25 @@ def test_a_changed_card_changes_the_discussion(tmp_path):
     row[card["columns"][card["models"].index("fc100-100-10")]] = 0.777
     path.write_text(json.dumps(card))
     assert "FC200-200-10 -> FC100-100-10 78% vs" in docs.reproduction_doc(tmp_path / "results")
+
+
+def test_a_card_made_on_a_gpu_says_so_in_the_discussion(tmp_path):
+    shutil.copytree(RESULTS_DIR, tmp_path / "results")
+    path = tmp_path / "results" / "table1" / "table1.json"
+    card = json.loads(path.read_text()) | {"device": "cuda:0", "gpu": "Some GPU 9000"}
+    path.write_text(json.dumps(card))
+    assert "took {:.0f} s (cuda:0 (Some GPU 9000))".format(card["time_s"]) in docs.reproduction_doc(
+        tmp_path / "results"
+    )
+    path.write_text(json.dumps(card | {"device": "cpu"}))  # a CPU run on a machine that has a GPU
+    assert "(Some GPU 9000)" not in docs.reproduction_doc(tmp_path / "results")
+
+
+def test_lbfgs_batches_are_cache_sized_on_the_cpu_and_whole_test_sets_on_a_gpu():
+    assert lbfgs_batch(torch.device("cpu"), 9, 784) == BATCH
+    assert lbfgs_batch(torch.device("cuda"), 9, 784) >= 10_000  # MNIST's test set in one run, all 9 targets
+    imagenet = lbfgs_batch(torch.device("cuda"), 9, 3 * 224 * 224)
+    assert 1 <= imagenet < 1000  # ImageNet photos: the same budget of optimiser state, far fewer images
 
 
 def test_experiment_protocol_keeps_every_correct_image_of_the_seeded_subset():

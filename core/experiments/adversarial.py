@@ -35,7 +35,17 @@ from core.runtime import bar_disabled
 FAST_LBFGS = {"n_targets": 3, "rounds": 5, "max_iter": 30, "memory": 5}
 # Full search (--full-search): the engine's defaults, all 9 other labels, 10 values of c, 100 iterations.
 FULL_LBFGS = {"n_targets": 9, "rounds": 10, "max_iter": 100, "memory": 10}
-BATCH = 250
+BATCH = 250  # images per L-BFGS batch on the CPU: the optimiser's state stays cache-sized
+# On a GPU every step costs its kernel launches more than its arithmetic, so a batch holds as many (image,
+# target) problems x pixels as this: about 14 GB of optimiser state at memory 10, all of MNIST's test set.
+GPU_PROBLEM_PIXELS = 2**27
+
+
+def lbfgs_batch(device: torch.device, n_targets: int, pixels: int) -> int:
+    """Images per batched L-BFGS run on `device`, for images of `pixels` values each."""
+    if device.type == "cpu":
+        return BATCH
+    return max(1, GPU_PROBLEM_PIXELS // (n_targets * pixels))
 
 
 def lbfgs_params(full: bool) -> dict:
@@ -110,10 +120,11 @@ def lbfgs_examples(
     start = time.perf_counter()
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     attack = make_attack("lbfgs", model, **params)
-    batches = range(0, len(x), BATCH)
+    size = lbfgs_batch(attack.device, attack.n_targets, x[0].numel())
     results = []
+    batches = range(0, len(x), size)
     for i in tqdm(batches, desc=f"L-BFGS {name}", unit="batch", disable=bar_disabled(progress), leave=False):
-        result = attack.run(x[i : i + BATCH], labels[i : i + BATCH])
+        result = attack.run(x[i : i + size], labels[i : i + size])
         results.append(result)
         ok = result.success
         kept.append((result.x[ok], result.x_adv[ok], result.labels[ok]))

@@ -14,7 +14,7 @@ from typing import Any
 
 from core.evaluation.validate import MINIMAL_ATTACKS, SAMPLES
 from core.experiments import paper
-from core.experiments.adversarial import FULL_LBFGS
+from core.experiments.adversarial import FAST_LBFGS, FULL_LBFGS
 from core.models import MNIST_MODELS
 from core.models import read_card as read_model_card
 
@@ -60,6 +60,12 @@ def search(params: dict) -> str:
     )
 
 
+def where(card: Card) -> str:
+    """Where a card's run went: 'cpu', or 'cuda (NVIDIA H200)' with the GPU the card names."""
+    device = card.get("device", "cpu")
+    return f"{device} ({card['gpu']})" if card.get("gpu") and device != "cpu" else device
+
+
 def table1(card: Card) -> dict[str, str]:
     rows = _rows(card)
     deep = [rows[m] for m in ("fc100-100-10", "fc200-200-10", "ae400-10")]
@@ -67,6 +73,7 @@ def table1(card: Card) -> dict[str, str]:
     return {
         "t1_time": f"{card['time_s']:.0f}",
         "t1_search": search(card["attack"]["params"]),
+        "t1_where": where(card),
         "t1_n": f"{card['n']:,}",
         "t1_ratio": span((r["ratio_to_paper"] for r in card["rows"]), lambda v: f"{v:.2f}"),
         "t1_deep": span((r["min_distortion"] for r in deep), lambda v: f"{v:.3f}"),
@@ -272,6 +279,7 @@ PERFORMANCE = {
     "smoothing": "python benchmarks/smoothing.py --update-docs",
     "gpu-attacks-pgd": "bash benchmarks/gpu.sh",
     "gpu-attacks-lbfgs": "bash benchmarks/gpu.sh",
+    "gpu-smoothing": "bash benchmarks/gpu.sh",
 }
 
 
@@ -284,7 +292,7 @@ def conditions(card: Card) -> str:
     m = card["machine"]
     before, after = m["load_average_1_5_15"][0], card["machine_after"]["load_average_1_5_15"][0]
     return (
-        f"`{card['command']}`, {m['date']}, commit `{m['commit']}`, {m.get('device', 'cpu')}, "
+        f"`{card['command']}`, {m['date']}, commit `{m['commit'] or 'not a git checkout'}`, {where(m)}, "
         f"{m['torch_threads']} torch thread(s); {m['cores']} cores ({m['cpu']}), torch {m['torch']}; "
         f"1-minute load average {before:g} at the start, {after:g} at the end"
     )
@@ -507,6 +515,7 @@ def quotes(read: Callable[[str], Card | None]) -> dict[str, str]:
     lbfgs = MINIMAL_ATTACKS["lbfgs"]
     found: dict[str, str] = _Missing(
         full_search=search(FULL_LBFGS),
+        fast_search=search(FAST_LBFGS),
         report_lbfgs=f"{lbfgs['rounds']} rounds of the search over c towards the {lbfgs['n_targets']} most "
         "likely other classes",
         report_noise_mnist=str(SAMPLES["mnist"]["noise_draws"]),

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from core import config
-from core.provenance import versions
+from core.provenance import gpu, versions
 from core.visual.figures import heatmap_figure
 
 RESULTS_DIR = config.RESULTS_DIR
@@ -96,13 +96,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def base_card(name: str, n: int, seed: int, **fields: Any) -> dict[str, Any]:
-    """What every card records: the experiment, n, seed, library versions, threads and date."""
+    """What every card records: the experiment, n, seed, library versions, threads, the GPU and date."""
     return {
         "experiment": name,
         "n": n,
         "seed": seed,
         **fields,
         "threads": torch.get_num_threads(),
+        "gpu": gpu(),
         "versions": versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
