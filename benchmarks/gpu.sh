@@ -22,7 +22,7 @@ step() {  # step SECONDS NAME COMMAND...: run one step under a time limit, log h
   echo "=== $name: $((SECONDS - began)) s"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-step 90 cuda-tests python -m pytest tests/test_attacks_cuda.py -q -n 0 -p no:randomly -p no:cacheprovider
+step 75 cuda-tests python -m pytest tests/test_attacks_cuda.py -q -n 0 -p no:randomly -p no:cacheprovider
 # PGD within 1.05x of its limit at batch 10,000 (goal); the conv net at a GPU-sized batch too.
 step 90 pgd python benchmarks/attacks.py --device cuda --no-peers --only pgd --batch 10000 --conv-batch 10000 \
   --threads 1 --update-docs --card gpu-attacks-pgd
@@ -30,7 +30,7 @@ step 90 pgd python benchmarks/attacks.py --device cuda --no-peers --only pgd --b
 step 120 lbfgs python benchmarks/attacks.py --device cuda --no-peers --only lbfgs --lbfgs-images 10000 \
   --reference-images 5 --update-docs --card gpu-attacks-lbfgs
 # Table 1 of record: the paper's full search (9 targets, 10 values of c, 100 iterations), all 10,000 images.
-step 120 table1 python -m core.cli reproduce table1 --n 10000 --full-search --device cuda --update-docs
+step 150 table1 python -m core.cli reproduce table1 --n 10000 --full-search --device cuda --update-docs
 # CERTIFY at n = 100,000 per image, the MLP and the CNN both at the full n, at GPU-sized batches.
 step 60 smoothing-bench python benchmarks/smoothing.py --device cuda --cnn-samples 100000 \
   --batches 1000,10000,100000 --update-docs --card gpu-smoothing
