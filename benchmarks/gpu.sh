@@ -6,6 +6,7 @@
 # Absolute times hold only on that machine; each card names its GPU.
 #
 #   bash benchmarks/gpu.sh            # from the repository root, with MNIST and the zoo checkpoints present
+#   bash benchmarks/gpu.sh pgd table1 # only the steps named (a rerun of those that failed)
 #
 # Each step runs under its own time limit and the script goes on after a failed one (it says which failed
 # and exits non-zero at the end), so one broken step does not cost the others' device time.
@@ -13,9 +14,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export INTRIGUING_OFFLINE=1 PYTHONUNBUFFERED=1
 failed=()
+only=" $* "
 step() {  # step SECONDS NAME COMMAND...: run one step under a time limit, log how long it took
   local limit=$1 name=$2
   shift 2
+  [[ "$only" == "  " || "$only" == *" $name "* ]] || return 0
   echo "=== $name (limit ${limit} s)"
   local began=$SECONDS
   timeout "$limit" "$@" || failed+=("$name (exit $?)")
@@ -35,7 +38,7 @@ step 150 table1 python -m core.cli reproduce table1 --n 10000 --full-search --de
 step 60 smoothing-bench python benchmarks/smoothing.py --device cuda --cnn-samples 100000 \
   --batches 1000,10000,100000 --update-docs --card gpu-smoothing
 # The certified curves on the first 1000 test images for every sigma, CERTIFY at n = 100,000.
-step 90 smoothing python -m core.cli reproduce smoothing --n 1000 --device cuda --update-docs
+step 120 smoothing python -m core.cli reproduce smoothing --n 1000 --device cuda --update-docs
 ls -l docs/results/performance/ docs/results/table1/ docs/results/smoothing/
 if ((${#failed[@]})); then
   printf 'failed: %s\n' "${failed[@]}"

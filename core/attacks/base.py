@@ -297,23 +297,41 @@ class AttackRun:
             success = pred_after != self.labels
         else:
             success = pred_after == self.target
-        cpu = torch.device("cpu")
+        probs = F.softmax(logits.float(), dim=1)
+        x, x_adv, raw, labels, pred_before, pred_after, probs, success = to_host(
+            self.x, x_adv, raw, self.labels, self.clean_logits.argmax(1), pred_after, probs, success
+        )
         return AttackResult(
             attack=self.attack.name,
-            x=self.x.to(cpu),
-            x_adv=x_adv.to(cpu),
-            x_adv_raw=raw.to(cpu),
-            labels=self.labels.to(cpu),
-            target=None if self.target is None else self.target.to(cpu),
-            pred_before=self.clean_logits.argmax(1).to(cpu),
-            pred_after=pred_after.to(cpu),
-            probs_after=F.softmax(logits.float(), dim=1).to(cpu),
-            success=success.to(cpu),
+            x=x,
+            x_adv=x_adv,
+            x_adv_raw=raw,
+            labels=labels,
+            target=None if self.target is None else to_host(self.target)[0],
+            pred_before=pred_before,
+            pred_after=pred_after,
+            probs_after=probs,
+            success=success,
             iterations=self.iterations,
             model_calls=self.model_calls,
             time_s=self.time_s,
             params=dict(self.attack.params),
         )
+
+
+def to_host(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors on the host. A GPU's are copied into pinned memory one after another without waiting,
+    then waited for once: a copy into pageable memory waits for each and moves at a fraction of the bus's
+    speed (at batch 10,000 it cost PGD on fc100-100-10 most of its time beyond the steps, on an H200)."""
+    on_gpu = [t for t in tensors if t.is_cuda]
+    if not on_gpu:
+        return [t.cpu() for t in tensors]
+    out = [
+        torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) if t.is_cuda else t
+        for t in tensors
+    ]
+    torch.cuda.synchronize(on_gpu[0].device)
+    return out
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -22,7 +22,7 @@ from core.models import get_spec
 from core.models.zoo import SMOOTHING_SIGMAS
 from core.runtime import bar_disabled
 from core.smoothing import DEFAULT_RADII, SmoothingParams, SmoothResult, certify
-from core.smoothing.certify import make_generator
+from core.smoothing.certify import batch_for, make_generator, model_device
 from core.smoothing.run import mnist_model, summarise
 from core.visual.certified import certified_figure
 from core.visual.figures import save
@@ -89,15 +89,18 @@ def record(run: dict, source: str) -> list[int]:
 
 def certify_prefix(
     sigmas: tuple[float, ...], n: int, samples: int, seed: int, device, minutes: float | None, progress: bool
-) -> tuple[dict[float, list[SmoothResult]], list[int], dict[float, float]]:
+) -> tuple[dict[float, list[SmoothResult]], list[int], dict[float, float], dict[float, SmoothingParams]]:
     """CERTIFY test images 0, 1, ... for every sigma, image by image (so every sigma has the same images),
     until n are done or `minutes` have passed; one generator per sigma seeded with `seed`, so the counts
-    are those of an uninterrupted run of the same seed. Also the seconds each sigma's CERTIFY took."""
+    are those of an uninterrupted run of the same seed. Also the seconds each sigma's CERTIFY took and the
+    parameters it ran with (the batch is the device's)."""
     data = load_mnist("test")
     if not 1 <= n <= len(data):
         raise InvalidParameterError(f"n must be between 1 and {len(data)} test images, got {n}.")
     models = {s: mnist_model(model_name(s), device) for s in sigmas}
-    params = {s: SmoothingParams(sigma=s, n=samples) for s in sigmas}
+    params = {
+        s: SmoothingParams(sigma=s, n=samples, batch=batch_for(model_device(models[s]))) for s in sigmas
+    }
     generators = {s: make_generator(models[s], seed) for s in sigmas}
     stop = time.perf_counter() + (math.inf if minutes is None else 60 * minutes)
     results: dict[float, list[SmoothResult]] = {s: [] for s in sigmas}
@@ -109,7 +112,7 @@ def certify_prefix(
             began = time.perf_counter()
             results[s].append(certify(models[s], x, params[s], generators[s]))
             seconds[s] += time.perf_counter() - began
-    return results, data.labels[: len(results[sigmas[0]])].tolist(), seconds
+    return results, data.labels[: len(results[sigmas[0]])].tolist(), seconds, params
 
 
 def run(
@@ -125,10 +128,9 @@ def run(
     time budget `minutes` runs out first: the card then says how many of the n were done). Each sigma's
     certified accuracies go to the leaderboard as `intriguing smooth` records them."""
     start = time.perf_counter()
-    results, labels, seconds = certify_prefix(sigmas, n, samples, seed, device, minutes, progress)
+    results, labels, seconds, params = certify_prefix(sigmas, n, samples, seed, device, minutes, progress)
     runs = {
-        s: summarise(model_name(s), SmoothingParams(sigma=s, n=samples), seed, results[s], labels)
-        | {"time_s": seconds[s]}
+        s: summarise(model_name(s), params[s], seed, results[s], labels) | {"time_s": seconds[s]}
         for s in sigmas
     }
     for r in runs.values():
@@ -148,11 +150,11 @@ def run(
         clipped=False,
         time_s=time.perf_counter() - start,
     )
-    params = SmoothingParams(n=samples)
+    used = next(iter(params.values()))  # n0, n and alpha are every sigma's
     notes = [
         f"Base models: {', '.join(sorted({row['architecture'] for row in rows}))}, trained under Gaussian noise "
         "of the same sigma (`smooth-0.25/0.50/1.00`); noise added in [0, 1] pixels, unclipped.",
-        f"CERTIFY with n0 = {params.n0}, n = {params.n}, alpha = {params.alpha}, seed {seed}; an abstention "
+        f"CERTIFY with n0 = {used.n0}, n = {used.n}, alpha = {used.alpha}, seed {seed}; an abstention "
         "counts as not certified. Published numbers from Cohen et al.'s training on the full MNIST test set.",
     ]
     if len(labels) < n:
