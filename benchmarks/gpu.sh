@@ -8,6 +8,9 @@
 #   bash benchmarks/gpu.sh            # from the repository root, with MNIST and the zoo checkpoints present
 #   bash benchmarks/gpu.sh pgd table1 # only the steps named (a rerun of those that failed)
 #
+# On a machine that holds a copy of the tree rather than the checkout, set INTRIGUING_COMMIT to the commit
+# the copy was made from: the cards record it.
+#
 # Each step runs under its own time limit and the script goes on after a failed one (it says which failed
 # and exits non-zero at the end), so one broken step does not cost the others' device time.
 set -uo pipefail

@@ -174,7 +174,12 @@ def machine() -> dict:
     }
 
 
+COMMIT_ENV = "INTRIGUING_COMMIT"  # the commit a copied tree was made from, where its .git is not that tree's
+
+
 def _git_commit() -> str:
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
