@@ -291,11 +291,11 @@ def test_a_card_made_on_a_gpu_says_so_in_the_discussion(tmp_path):
     path = tmp_path / "results" / "table1" / "table1.json"
     card = json.loads(path.read_text()) | {"device": "cuda:0", "gpu": "Some GPU 9000"}
     path.write_text(json.dumps(card))
-    assert "took {:.0f} s (cuda:0 (Some GPU 9000))".format(card["time_s"]) in docs.reproduction_doc(
+    assert "took {:.0f} s (cuda:0, Some GPU 9000)".format(card["time_s"]) in docs.reproduction_doc(
         tmp_path / "results"
     )
     path.write_text(json.dumps(card | {"device": "cpu"}))  # a CPU run on a machine that has a GPU
-    assert "(Some GPU 9000)" not in docs.reproduction_doc(tmp_path / "results")
+    assert "Some GPU 9000" not in docs.reproduction_doc(tmp_path / "results")
 
 
 def test_lbfgs_batches_are_cache_sized_on_the_cpu_and_whole_test_sets_on_a_gpu():

@@ -61,9 +61,9 @@ def search(params: dict) -> str:
 
 
 def where(card: Card) -> str:
-    """Where a card's run went: 'cpu', or 'cuda (NVIDIA H200)' with the GPU the card names."""
+    """Where a card's run went: 'cpu', or 'cuda, NVIDIA H200' with the GPU the card names."""
     device = card.get("device", "cpu")
-    return f"{device} ({card['gpu']})" if card.get("gpu") and device != "cpu" else device
+    return f"{device}, {card['gpu']}" if card.get("gpu") and device != "cpu" else device
 
 
 def table1(card: Card) -> dict[str, str]:
