@@ -329,6 +329,29 @@ def test_two_sweeps_on_one_database_lose_and_duplicate_nothing(ray_cluster, tmp_
 
 
 @pytest.mark.slow
+def test_reproduce_table1_on_ray_gives_the_same_table_and_resumes(ray_cluster, tmp_path):
+    """Table 1's examples as a sweep: the same distortions as in this process, and a second run on the same
+    database computes nothing (a killed run continues from the shards already done)."""
+    from core.experiments import table1
+
+    here = table1.run(n=12, seed=0, progress=False)
+    cluster = sweep.Cluster(path=tmp_path / "lb.sqlite")
+    first = table1.run(n=12, seed=0, progress=False, on_ray=cluster)
+    assert [r["min_distortion"] for r in first.rows] == pytest.approx(
+        [r["min_distortion"] for r in here.rows], rel=1e-5
+    )
+    assert [r["attacked"] for r in first.rows] == [r["attacked"] for r in here.rows]
+    query = "SELECT task_id, status, created_at, time_s FROM sweep_tasks ORDER BY task_id"
+    with sqlite3.connect(cluster.path) as conn:
+        done = conn.execute(query).fetchall()
+    assert len(done) == 6 and {row[1] for row in done} == {"done"}  # one shard per model
+    again = table1.run(n=12, seed=0, progress=False, on_ray=cluster)
+    with sqlite3.connect(cluster.path) as conn:
+        assert conn.execute(query).fetchall() == done  # a recomputed task would have a new time and date
+    assert [r["min_distortion"] for r in again.rows] == [r["min_distortion"] for r in first.rows]
+
+
+@pytest.mark.slow
 def test_reproduce_table2_on_ray_gives_the_same_table(ray_cluster, tmp_path):
     from core.experiments import table2
 

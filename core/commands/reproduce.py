@@ -9,6 +9,7 @@ import datetime as dt
 from pathlib import Path
 
 DOCS = "docs"
+LBFGS_TABLES = ("table1", "table2", "table3", "table4")  # made of L-BFGS examples: --full-search, --on-ray
 
 
 def run_folder(table: str) -> Path:
@@ -45,7 +46,7 @@ def run(args) -> int:
         "seed": args.seed,
         "device": args.device,
     }
-    if args.table in ("table1", "table2", "table3", "table4"):
+    if args.table in LBFGS_TABLES:
         options["full_search"] = args.full_search
     if args.table == "advtrain" and args.epochs is not None:
         options["epochs"] = args.epochs
@@ -74,8 +75,10 @@ def _cluster(args):
     from core.errors import InvalidParameterError
     from core.evaluation.sweep import Cluster
 
-    if args.table != "table2":
-        raise InvalidParameterError("--on-ray runs table2's attacks as a sweep; other tables run here.")
+    if args.table not in LBFGS_TABLES:
+        raise InvalidParameterError(
+            f"--on-ray runs the L-BFGS examples of {', '.join(LBFGS_TABLES)} as a sweep; {args.table} runs here."
+        )
     return Cluster(address=None if args.on_ray == "local" else args.on_ray)
 
 
@@ -121,7 +124,8 @@ def register(sub, common) -> None:
         const="local",
         default=None,
         metavar="ADDRESS",
-        help="table2: compute the examples as a resumable sweep on Ray (local, or auto / HOST:PORT / ray://)",
+        help="tables 1-4: compute the L-BFGS examples as a resumable sweep on Ray (local, or auto / HOST:PORT / "
+        "ray://); a killed run continues where it stopped",
     )
     p.add_argument(
         "--minutes",

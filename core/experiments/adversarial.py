@@ -204,6 +204,17 @@ def notify(progress, fraction: float, text: str) -> None:
         progress(fraction, text)
 
 
+def attack_examples(
+    models: dict[str, nn.Module], protocol: Protocol, params: dict, progress, on_ray: sweep.Cluster | None
+) -> dict[str, Examples]:
+    """Every model's L-BFGS examples: in this process, or with `on_ray` as a resumable sweep on Ray (a
+    killed run continues where it stopped: the finished shards are in the sweep's database)."""
+    if on_ray is None:
+        return _attack_all(models, protocol, params, progress)
+    candidates = len(candidate_images(protocol)[0])
+    return _attack_all_on_ray(tuple(models), protocol, candidates, params, on_ray, progress)
+
+
 def _attack_all(models, protocol: Protocol, params, progress) -> dict[str, Examples]:
     examples = {}
     for i, (name, model) in enumerate(models.items()):
@@ -227,14 +238,16 @@ def error_distortion_report(
     full_search: bool = False,
     device=None,
     progress: bool | Callable[[float, str], None] = True,
+    on_ray: sweep.Cluster | None = None,
 ) -> Report:
-    """Errors on whole splits and the average minimum L-BFGS distortion on n test images, per model."""
+    """Errors on whole splits and the average minimum L-BFGS distortion on n test images, per model; with
+    `on_ray` the examples are computed as a sweep on that Ray cluster."""
     start = time.perf_counter()
     params = lbfgs_params(full_search)
     protocol = experiment_protocol(n, seed)
     models = _load_all(names, device)
     data = {split: load_mnist(split) for split in splits}
-    examples = _attack_all(models, protocol, params, progress)
+    examples = attack_examples(models, protocol, params, progress, on_ray)
     rows = []
     for model_name, model in models.items():
         row: dict = {"model": paper.LABELS.get(model_name, model_name), "name": model_name}
@@ -348,10 +361,7 @@ def transfer_report(
     protocol = experiment_protocol(n, seed)
     x, y = candidate_images(protocol)
     models = _load_all(names, device)
-    if on_ray is None:
-        examples = _attack_all(models, protocol, params, progress)
-    else:
-        examples = _attack_all_on_ray(names, protocol, len(x), params, on_ray, progress)
+    examples = attack_examples(models, protocol, params, progress, on_ray)
     cols = [paper.LABELS.get(m, m) for m in names]
     rows: list[dict] = []
 

@@ -7,7 +7,10 @@ from core.experiments.adversarial import error_distortion_report
 from core.experiments.writer import Report
 
 
-def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True) -> Report:
+def run(
+    n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True, on_ray=None
+) -> Report:
+    """`on_ray`: a `core.sweep.Cluster` to compute the L-BFGS examples on (None: in this process)."""
     return error_distortion_report(
         "table1",
         "Table 1: MNIST models, errors and average minimum distortion",
@@ -19,4 +22,5 @@ def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, pr
         full_search,
         device,
         progress,
+        on_ray,
     )

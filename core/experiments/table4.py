@@ -14,7 +14,10 @@ from core.experiments.writer import Report
 NAME = "table4"  # its card: docs/results/table4/table4.json
 
 
-def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True) -> Report:
+def run(
+    n: int = 1000, seed: int = 0, full_search: bool = False, device=None, progress=True, on_ray=None
+) -> Report:
+    """`on_ray`: a `core.sweep.Cluster` to compute the L-BFGS examples on (None: in this process)."""
     return transfer_report(
         NAME,
         "Table 4: cross-training generalisation on disjoint halves P1 / P2 (error induced)",
@@ -28,6 +31,7 @@ def run(n: int = 1000, seed: int = 0, full_search: bool = False, device=None, pr
         full_search=full_search,
         device=device,
         progress=progress,
+        on_ray=on_ray,
     )
 
 
