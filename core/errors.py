@@ -9,6 +9,10 @@ class DatasetMissingError(IntriguingError):
     """A dataset is not on disk and could not be downloaded."""
 
 
+class CardError(IntriguingError):
+    """A stored result card is damaged (not JSON, or not a card)."""
+
+
 class CheckpointError(IntriguingError):
     """A checkpoint is missing, corrupt, or does not match its architecture."""
 

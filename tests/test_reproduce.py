@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from core import config
-from core.errors import InvalidParameterError
+from core.errors import CardError, InvalidParameterError
 from core.experiments import RESULTS_DIR, docs, paper, read_card, run_experiment
 from core.experiments.adversarial import BATCH, amplify, experiment_protocol, lbfgs_batch
 
@@ -394,3 +394,34 @@ def test_transferability_page_notes_the_noise_rows_far_from_the_paper():
     at = AppTest.from_file(page, default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
     assert [i.value for i in at.info if i.value.startswith("Gaussian noise")] == table2.noise_gaps(card)
+
+
+@pytest.mark.parametrize(
+    "text, why", [('{"rows": [1, 2', "Expecting"), ("[1, 2]", "a JSON list, not a card")]
+)
+def test_a_damaged_card_is_one_clear_message_with_the_way_back(tmp_path, text, why):
+    shutil.copytree(RESULTS_DIR, tmp_path / "results")
+    (tmp_path / "results" / "table4" / "table4.json").write_text(text)
+    with pytest.raises(CardError) as caught:
+        read_card("table4", tmp_path / "results")
+    message = str(caught.value)
+    assert "table4.json is damaged" in message and why in message
+    assert "git checkout -- " in message and "`intriguing reproduce table4 --update-docs`" in message
+    with pytest.raises(CardError):  # the docs that quote it say the same, not a traceback
+        docs.reproduction_doc(tmp_path / "results")
+
+
+def test_a_page_reading_a_damaged_card_says_so_and_the_app_stays_usable(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.experiments import writer
+
+    shutil.copytree(RESULTS_DIR, tmp_path / "results")
+    (tmp_path / "results" / "table4" / "table4.json").write_text("{not json")
+    monkeypatch.setattr(writer, "RESULTS_DIR", tmp_path / "results")
+    at = AppTest.from_file(str(config.PROJECT_ROOT / "dashboard" / "app.py"), default_timeout=120).run()
+    at.switch_page("views/tour.py").run()
+    assert not at.exception
+    assert any("table4.json is damaged" in e.value for e in at.error), [e.value for e in at.error]
+    at.switch_page("views/home.py").run()  # another page still works
+    assert not at.exception and not at.error

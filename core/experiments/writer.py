@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from core import config
+from core.errors import CardError
 from core.provenance import gpu, versions
 from core.visual.figures import heatmap_figure
 
@@ -131,7 +132,25 @@ def read_card(name: str, folder: str | Path | None = None) -> dict[str, Any] | N
     name with a folder in it (the benchmarks' cards: "performance/attacks")."""
     root = Path(folder or RESULTS_DIR)
     path = root / f"{name}.json" if "/" in name else root / name / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CardError(_damaged(name, path, str(exc))) from None
+    if not isinstance(card, dict):
+        raise CardError(_damaged(name, path, f"a JSON {type(card).__name__}, not a card"))
+    return card
+
+
+def _damaged(name: str, path: Path, why: str) -> str:
+    """What to say of a damaged card: which file, why, and the two ways back."""
+    shown = path.relative_to(config.PROJECT_ROOT) if path.is_relative_to(config.PROJECT_ROOT) else path
+    again = "the benchmark that wrote it" if "/" in name else f"`intriguing reproduce {name} --update-docs`"
+    return (
+        f"The stored result card {shown} is damaged ({why}). Restore it with `git checkout -- {shown}`, "
+        f"or make it again with {again}."
+    )
 
 
 # ------------------------------------------------------------------------------------------- figures
