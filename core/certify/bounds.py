@@ -15,7 +15,8 @@ and see the soundness check catch it. Soundness holds up to floating-point round
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -64,6 +65,25 @@ class Linear:
         return a @ self.weight, a @ self.bias
 
 
+@contextlib.contextmanager
+def full_float32(t: torch.Tensor) -> Iterator[None]:
+    """On a GPU, a bound's convolutions in true float32: cuDNN's default is TF32 (a 10-bit mantissa), far
+    too coarse for a bound that must hold; the products inside them are held to float32 too (TF32 under
+    torch.set_float32_matmul_precision('high')). Nothing changes on a CPU."""
+    if not t.is_cuda:
+        yield
+        return
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = [f.allow_tf32 for f in flags]
+    for f in flags:
+        f.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for f, value in zip(flags, before, strict=True):
+            f.allow_tf32 = value
+
+
 @dataclass
 class Conv:
     """A 2-d convolution (its module's weight, bias, stride, padding, dilation, groups)."""
@@ -72,17 +92,24 @@ class Conv:
     in_shape: tuple[int, ...]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        with full_float32(x):
+            return self.conv(x)
 
     def forward_abs(self, r: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        return F.conv2d(r, c.weight.abs(), None, c.stride, c.padding, c.dilation, c.groups)
+        with full_float32(r):
+            return F.conv2d(r, c.weight.abs(), None, c.stride, c.padding, c.dilation, c.groups)
 
     def forward_sq(self, r: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        return F.conv2d(r, c.weight.square(), None, c.stride, c.padding, c.dilation, c.groups)
+        with full_float32(r):
+            return F.conv2d(r, c.weight.square(), None, c.stride, c.padding, c.dilation, c.groups)
 
     def backward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with full_float32(a):
+            return self._backward(a)
+
+    def _backward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.conv
         n, k = a.shape[:2]
         out_shape = a.shape[2:]
@@ -321,7 +348,7 @@ class Network:
         param = next(model.parameters())
         x = torch.rand(2, *self.shapes[0], generator=torch.Generator().manual_seed(0)).to(param)
         training = model.training
-        with torch.no_grad():
+        with torch.no_grad(), full_float32(x):  # both in float32 (on a GPU the module's convs are TF32)
             expected = model.eval()(x)
             got = self.forward(x)
         model.train(training)

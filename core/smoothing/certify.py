@@ -17,7 +17,7 @@ from core import stats
 from core.checks import check_float, check_int
 from core.errors import InvalidParameterError
 from core.runtime import bar_disabled
-from core.smoothing.noise import noise_path
+from core.smoothing.noise import NoisePath, noise_path
 
 SIGMA_MAX = 4.0  # in [0, 1] pixels: at 4 the signal is a quarter of the noise's std; Cohen et al. go to 1.0
 SAMPLES_MAX = 100_000_000
@@ -99,16 +99,30 @@ def sample_counts(
     progress: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Votes of the base classifier on `num` copies of image x (C, H, W) plus N(0, sigma^2) noise;
-    `on_batch(done)` after each batch lets a page show progress.
+    """Votes of the base classifier on `num` copies of image x (C, H, W) plus N(0, sigma^2) noise, on the
+    host; `on_batch(done)` after each batch lets a page show progress."""
+    path = noise_path(model, x.to(model_device(model)), sigma)
+    return vote(path, num, batch, generator, progress, on_batch).cpu()
+
+
+@torch.inference_mode()
+def vote(
+    path: NoisePath,
+    num: int,
+    batch: int,
+    generator: torch.Generator,
+    progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """The votes of `num` noisy copies drawn along `path`, left on its device.
 
     The noise is drawn in place into reused buffers (in the first layer's width where core.smoothing.noise
-    allows) and the votes stay on the device until the end: per batch one draw, one fused shift and one
-    forward pass, with no allocation and no host sync."""
-    device = model_device(model)
-    path = noise_path(model, x.to(device), sigma)
+    allows): per batch one draw, one fused shift, one forward pass and one scatter of the votes, with no
+    allocation and no host sync (torch.bincount would wait for the GPU each batch to size its output)."""
+    device = path.mean.device
     noise = torch.empty((min(batch, num), *path.shape), device=device)
     out = torch.empty_like(noise) if path.factor is not None else noise
+    ones = torch.ones(len(noise), dtype=torch.long, device=device)
     counts: torch.Tensor | None = None
     steps = range(0, num, batch)
     for start in tqdm(steps, desc="noise samples", leave=False, disable=bar_disabled(progress)):
@@ -117,10 +131,10 @@ def sample_counts(
         logits = path.rest(noisy)
         if counts is None:
             counts = torch.zeros(logits.shape[1], dtype=torch.long, device=device)
-        counts += torch.bincount(logits.argmax(1), minlength=len(counts))
+        counts.index_add_(0, logits.argmax(1), ones[:size])
         if on_batch is not None:
             on_batch(start + size)
-    return counts.cpu()
+    return counts
 
 
 def lower_confidence_bound(count: int, n: int, alpha: float) -> float:
