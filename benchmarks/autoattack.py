@@ -115,6 +115,7 @@ def with_limits(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rows: 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     harness.set_threads(1)
+    harness.use_device(args.device)
     model, state = harness.load_model(args.model)
     data = load_mnist("test")
     x, y = data.images[: args.n].to(harness.DEVICE), data.labels[: args.n].to(harness.DEVICE)

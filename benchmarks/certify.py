@@ -29,9 +29,15 @@ PAGE_MODELS = ("cnn-robust", "cnn")
 PAGE_ATTACKS = {"linf": ("pgd", {"norm": "linf", "eps": 0.3, "steps": 40}), "l2": ("deepfool", {})}
 
 
+def selected(model: torch.nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n test images the model classifies correctly, and their labels, on the benchmark's device."""
+    sel = Protocol(n=n).select(model)
+    return sel.images.to(harness.DEVICE), sel.labels.to(harness.DEVICE)
+
+
 def bisection(net: Network, x, labels, steps: int = 14) -> torch.Tensor:
     """The radius search certified_radius replaced: plain bisection on [0, 1], every image every step."""
-    lo, hi = torch.zeros(len(x)), torch.ones(len(x))
+    lo, hi = torch.zeros(len(x), device=x.device), torch.ones(len(x), device=x.device)
     for _ in range(steps):
         mid = (lo + hi) / 2
         ok = verified(net, Ball(x, mid, "linf"), labels)
@@ -41,17 +47,17 @@ def bisection(net: Network, x, labels, steps: int = 14) -> torch.Tensor:
 
 def radius_rows(name: str, n: int, small: int) -> list[dict]:
     model, status = harness.load_model(name)
-    sel = Protocol(n=n).select(model)
+    x, y = selected(model, n)
     net = Network.from_module(model)
-    runs = [("ibp", n, lambda k: certified_radius(net, sel.images[:k], sel.labels[:k], "linf", "ibp")),
-            ("crown", n, lambda k: certified_radius(net, sel.images[:k], sel.labels[:k], "linf", "crown")),
-            ("alpha-crown", small, lambda k: certified_radius(net, sel.images[:k], sel.labels[:k], "linf",
-                                                              "alpha-crown")),
-            ("crown, 14-step bisection", small, lambda k: bisection(net, sel.images[:k], sel.labels[:k]))]  # fmt: skip
+    runs = [("ibp", n, lambda k: certified_radius(net, x[:k], y[:k], "linf", "ibp")),
+            ("crown", n, lambda k: certified_radius(net, x[:k], y[:k], "linf", "crown")),
+            ("alpha-crown", small, lambda k: certified_radius(net, x[:k], y[:k], "linf", "alpha-crown")),
+            ("crown, 14-step bisection", small, lambda k: bisection(net, x[:k], y[:k]))]  # fmt: skip
     rows = []
     for method, k, fn in runs:
         start = time.perf_counter()
-        radius = fn(min(k, len(sel)))
+        radius = fn(min(k, len(x)))
+        harness.sync()
         seconds = time.perf_counter() - start
         rows.append({"model": name, "status": status, "method": method, "images": len(radius),
                      "s_total": seconds, "ms_per_image": 1e3 * seconds / len(radius),
@@ -61,13 +67,13 @@ def radius_rows(name: str, n: int, small: int) -> list[dict]:
 
 def milp_row(images: int, time_limit: float) -> dict:
     model, status = harness.load_model(MILP_MODEL)
-    sel = Protocol(n=images).select(model)
+    x, y = selected(model, images)
     net = Network.from_module(model)
-    cert = certified_radius(net, sel.images, sel.labels, "linf")
-    attack = attack_distortions(model, sel.images, sel.labels, "linf")
+    cert = certified_radius(net, x, y, "linf")
+    attack = attack_distortions(model, x, y, "linf")
     results = [
-        exact_relu_linf(net, sel.images[i], int(sel.labels[i]), float(attack[i]), time_limit, float(cert[i]))
-        for i in range(len(sel))
+        exact_relu_linf(net, x[i], int(y[i]), float(attack[i]), time_limit, float(cert[i]))
+        for i in range(len(x))
     ]
     times = [r.time_s for r in results]
     return {"model": MILP_MODEL, "status": status, "images": len(results), "time_limit_s": time_limit,
@@ -79,14 +85,14 @@ def page_rows(name: str, images: int) -> list[dict]:
     """Seconds per image of each page's certificate after a one-image attack, and CROWN's full search
     (the CLI's, what the pages ran before) on the same image: radius and seconds."""
     model, status = harness.load_model(name)
-    sel = Protocol(n=images).select(model)
+    xs, ys = selected(model, images)
     net = Network.from_module(model)
     rows = []
     for norm, (attack, params) in PAGE_ATTACKS.items():
         for page in ("attack lab", "validate") if norm == "linf" else ("attack lab",):
             page_s, full_s, page_r, full_r, methods = [], [], [], [], set()
-            for i in range(len(sel)):
-                x, y = sel.images[i : i + 1], sel.labels[i : i + 1]
+            for i in range(len(xs)):
+                x, y = xs[i : i + 1], ys[i : i + 1]
                 result = make_attack(attack, model, seed=0, **params).run(x, y)
                 start = time.perf_counter()
                 if page == "attack lab":
@@ -100,7 +106,7 @@ def page_rows(name: str, images: int) -> list[dict]:
                 full_s.append(time.perf_counter() - start)
                 page_r.append(cert["certified"])
                 methods.add(cert["method"])
-            rows.append({"model": name, "status": status, "page": page, "norm": norm, "images": len(sel),
+            rows.append({"model": name, "status": status, "page": page, "norm": norm, "images": len(xs),
                          "page_s": statistics.mean(page_s), "page_max_s": max(page_s),
                          "full_crown_s": statistics.mean(full_s), "page_radius": statistics.mean(page_r),
                          "full_crown_radius": statistics.mean(full_r), "methods": sorted(methods)})  # fmt: skip
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--page-images", type=int, default=3)
     args = p.parse_args(argv)
     harness.set_threads(args.threads)
+    harness.use_device(args.device)
     n, small = (10, 4) if args.quick else (args.n, min(SMALL, args.n))
     rows = [row for name in MODELS for row in radius_rows(name, n, small)]
     milp = milp_row(1 if args.quick else args.milp_images, 2.0 if args.quick else args.time_limit)
