@@ -6,12 +6,15 @@ from __future__ import annotations
 
 
 def run(args) -> int:
+    from core import config
     from core.cli import emit
     from core.experiments.smoothing import record
     from core.smoothing import SmoothingParams
+    from core.smoothing.certify import batch_for
     from core.smoothing.run import smooth_run
 
-    params = SmoothingParams(sigma=args.sigma, n0=args.n0, n=args.samples, alpha=args.alpha, batch=args.batch)
+    batch = args.batch if args.batch is not None else batch_for(args.device or config.default_device())
+    params = SmoothingParams(sigma=args.sigma, n0=args.n0, n=args.samples, alpha=args.alpha, batch=batch)
     result = smooth_run(args.model, params, args.n, seed=args.seed, device=args.device, yes=args.yes)
     result["leaderboard_ids"] = record(result, source="cli")
     curve = ", ".join(f"r={r}: {100 * a:.1f}%" for r, a in result["certified_accuracy"].items())
@@ -26,6 +29,7 @@ def run(args) -> int:
 
 def register(sub, common) -> None:
     from core.smoothing import SmoothingParams
+    from core.smoothing.certify import GPU_BATCH
 
     defaults = SmoothingParams()
     p = sub.add_parser(
@@ -37,7 +41,12 @@ def register(sub, common) -> None:
     p.add_argument("--samples", type=int, default=defaults.n, help="estimation noise samples per image")
     p.add_argument("--n0", type=int, default=defaults.n0, help="selection noise samples per image")
     p.add_argument("--alpha", type=float, default=defaults.alpha, help="failure probability")
-    p.add_argument("--batch", type=int, default=defaults.batch, help="noisy copies per forward pass")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help=f"noisy copies per forward pass (default: {defaults.batch} on a CPU, {GPU_BATCH:,} on a GPU)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--yes", action="store_true", help="run even when the estimate is over an hour")
     p.add_argument("--json", action="store_true")
