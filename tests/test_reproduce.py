@@ -18,7 +18,7 @@ import torch
 
 from core import config
 from core.errors import CardError, InvalidParameterError
-from core.experiments import RESULTS_DIR, docs, paper, read_card, run_experiment
+from core.experiments import RESULTS_DIR, docs, paper, quotes, read_card, run_experiment
 from core.experiments.adversarial import BATCH, amplify, experiment_protocol, lbfgs_batch
 
 
@@ -425,3 +425,21 @@ def test_a_page_reading_a_damaged_card_says_so_and_the_app_stays_usable(tmp_path
     assert any("table4.json is damaged" in e.value for e in at.error), [e.value for e in at.error]
     at.switch_page("views/home.py").run()  # another page still works
     assert not at.exception and not at.error
+
+
+def test_the_readme_quotes_the_gpu_cards_and_their_best_batch(tmp_path):
+    shutil.copytree(RESULTS_DIR, tmp_path / "results")
+    read = lambda name: read_card(name, tmp_path / "results")  # noqa: E731
+    path = tmp_path / "results" / "performance" / "gpu-smoothing.json"
+    card = json.loads(path.read_text())
+    row = next(r for r in card["rows"] if r["contender"] == "projected" and r["batch"] == 1000)
+    row["s_per_image"] = 1e-4  # now the best batch of its model
+    path.write_text(json.dumps(card))
+    text = quotes.render(docs.TEMPLATES / "results.md", read)
+    assert f"{row['model']} 0.1 ms (batch 1,000)" in text and card["machine"]["gpu"] in text
+    table1 = tmp_path / "results" / "table1" / "table1.json"
+    t1 = json.loads(table1.read_text())
+    table1.write_text(json.dumps(t1 | {"device": "cuda:0", "attack": t1["attack"] | {"full_search": True}}))
+    assert "Table 1 (the paper's full search, " in quotes.render(docs.TEMPLATES / "results.md", read)
+    table1.write_text(json.dumps(t1 | {"device": "cpu"}))  # a CPU run is not quoted as a GPU's
+    assert "Table 1 (" not in quotes.render(docs.TEMPLATES / "results.md", read)

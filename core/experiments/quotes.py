@@ -66,6 +66,14 @@ def where(card: Card) -> str:
     return f"{device}, {card['gpu']}" if card.get("gpu") and device != "cpu" else device
 
 
+def _table1_on_gpu(card: Card) -> str:
+    """'Table 1 (the paper's full search, 10,000 test images) in 27 s; ' for a card made on a GPU, else ''."""
+    if card.get("device", "cpu") == "cpu":
+        return ""
+    search = "the paper's full search" if card["attack"].get("full_search") else "the fast search"
+    return f"Table 1 ({search}, {card['n']:,} test images) in {card['time_s']:.0f} s; "
+
+
 def table1(card: Card) -> dict[str, str]:
     rows = _rows(card)
     deep = [rows[m] for m in ("fc100-100-10", "fc200-200-10", "ae400-10")]
@@ -74,6 +82,7 @@ def table1(card: Card) -> dict[str, str]:
         "t1_time": f"{card['time_s']:.0f}",
         "t1_search": search(card["attack"]["params"]),
         "t1_where": where(card),
+        "t1_on_gpu": _table1_on_gpu(card),
         "t1_n": f"{card['n']:,}",
         "t1_ratio": span((r["ratio_to_paper"] for r in card["rows"]), lambda v: f"{v:.2f}"),
         "t1_deep": span((r["min_distortion"] for r in deep), lambda v: f"{v:.3f}"),
@@ -336,6 +345,29 @@ def perf_lbfgs(card: Card) -> dict[str, str]:
     }
 
 
+def on_gpu(figures: Callable[[Card], dict[str, str]]) -> Callable[[Card], dict[str, str]]:
+    """A CPU card's figures for the same benchmark's GPU card: perf_x becomes perf_gpu_x, with the GPU's
+    name as perf_gpu_name."""
+
+    def gpu_figures(card: Card) -> dict[str, str]:
+        found = {k.replace("perf_", "perf_gpu_", 1): v for k, v in figures(card).items()}
+        return found | {"perf_gpu_name": card["machine"].get("gpu") or "no GPU named"}
+
+    return gpu_figures
+
+
+def perf_smoothing_gpu(card: Card) -> dict[str, str]:
+    """CERTIFY's wall time per image at its best batch, per base model, as core.smoothing runs it."""
+    best: dict[str, dict] = {}
+    for r in card["rows"]:
+        if r["contender"] == "projected" and r["s_per_image"] < best.get(r["model"], {}).get(
+            "s_per_image", 1e9
+        ):
+            best[r["model"]] = r
+    text = ", ".join(f"{m} {1e3 * r['s_per_image']:.1f} ms (batch {r['batch']:,})" for m, r in best.items())
+    return {"perf_gpu_certify": text, "perf_gpu_name": card["machine"].get("gpu") or "no GPU named"}
+
+
 def perf_live(card: Card) -> dict[str, str]:
     every = {k.split(":")[0] + " " + k.split(":")[1]: r for k, r in card["stream"].items() if "every" in k}
     found = {"perf_live_steps": ", ".join(f"{k} {r['steps_per_s']:.3g}" for k, r in every.items())}
@@ -372,6 +404,8 @@ def performance(read: Callable[[str], Card | None]) -> dict[str, str]:
     """Every benchmark card's section (perf_<card>) and the figures the goals and the README quote."""
     figures = {"attacks": perf_attacks, "attacks-lbfgs": perf_lbfgs, "live": perf_live}
     figures |= {"units": perf_units, "dashboard": perf_dashboard}
+    figures |= {"gpu-attacks-pgd": on_gpu(perf_attacks), "gpu-attacks-lbfgs": on_gpu(perf_lbfgs)}
+    figures |= {"gpu-smoothing": perf_smoothing_gpu}
     found = {}
     for name in PERFORMANCE:
         card = read(f"performance/{name}")
