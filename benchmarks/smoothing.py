@@ -16,6 +16,7 @@ The ImageNet row is an estimate, not a run: one batch of mobilenet_v2 timed, tim
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -138,7 +139,7 @@ def main() -> None:
                "s_per_image": "wall s / image"}  # fmt: skip
     headers, keys = list(columns.values()), list(columns)
     text = harness.table(headers, [[r[k] for k in keys] for r in rows])
-    if seconds == seconds:  # not NaN: mobilenet_v2's weights were there to time
+    if not math.isnan(seconds):  # mobilenet_v2's weights were there to time
         text += (
             f"\n\nImageNet on paper (mobilenet_v2, {status}): {IMAGENET_IMAGES} images x {samples + 100} "
             f"samples ~ {seconds / 3600:.0f} CPU hours on {args.threads} thread(s)"
