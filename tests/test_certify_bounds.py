@@ -273,3 +273,29 @@ def test_l2_intervals_before_the_first_activation_are_the_balls_own(name):
         torch.testing.assert_close(los[p][i].flatten(), low_at)
         torch.testing.assert_close(ups[p][i].flatten(), high_at)
     assert (ups[p] - los[p] < box_ups[p] - box_los[p] - 1e-6).any()  # the ball's bound is the tighter one
+
+
+def test_alpha_crowns_intermediate_bounds_are_tighter_than_crowns_and_hold():
+    """Optimised slopes of the first ReLU tighten the second layer's pre-activation bounds (somewhere
+    strictly), never loosen them, and every sampled point's pre-activations stay inside them."""
+    torch.manual_seed(5)
+    model = nets.SigmoidMLP((24, 24), nn.ReLU).double().eval()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(6), dtype=torch.double)
+    net = B.Network.from_module(model)
+    ball = B.Ball(x, 0.02, "linf")
+    crown = B.intermediate_bounds(net, ball, "crown")
+    alpha = B.intermediate_bounds(net, ball, "alpha-crown", steps=20)
+    second = sorted(crown)[1]
+    (c_lo, c_up), (a_lo, a_up) = crown[second], alpha[second]
+    assert ((c_lo < 0) & (c_up > 0)).any()  # unstable units: there is something to tighten
+    assert (a_lo >= c_lo).all() and (a_up <= c_up).all()
+    assert ((a_lo > c_lo + 1e-6) | (a_up < c_up - 1e-6)).any()
+    pts = _random_points(ball, 2000, torch.Generator().manual_seed(7)).flatten(0, 1)
+    with torch.no_grad():
+        h = pts
+        for op in net.ops[:second]:
+            h = op.forward(h)
+    h = h.view(3, 2000, -1)
+    assert (h >= a_lo.flatten(1).unsqueeze(1) - 1e-9).all() and (
+        h <= a_up.flatten(1).unsqueeze(1) + 1e-9
+    ).all()

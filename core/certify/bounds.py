@@ -594,12 +594,14 @@ def backward_bound(net, stop: int, a: torch.Tensor, ball: Ball, bounds, alphas=N
     return linear_bounds(net, stop, a, ball, bounds, alphas)[0]
 
 
+@torch.no_grad()  # bounds carry no autograd history (alpha-CROWN's slopes re-enable it for themselves)
 def intermediate_bounds(
-    net: Network, ball: Ball, method: str
+    net: Network, ball: Ball, method: str, steps: int = 0, lr: float = 0.1
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Bounds of every relaxed op's input: IBP's, tightened by CROWN where the layer is narrow enough. Before
     a ReLU only the units IBP leaves unstable in an image are tightened (a stable unit's relaxation is
-    exact whatever its bounds), except before the last relaxed op, whose bounds IBP's margins start from."""
+    exact whatever its bounds), except before the last relaxed op, whose bounds IBP's margins start from.
+    alpha-CROWN with `steps` also optimises the lower slopes of the earlier ReLUs for those units' bounds."""
     los, ups = ball_intervals(net, ball)
     bounds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     last = max((i for i, op in enumerate(net.ops) if isinstance(op, RELAXED_OPS)), default=None)
@@ -611,7 +613,7 @@ def intermediate_bounds(
             mask = torch.ones_like(lo, dtype=torch.bool).flatten(1)
             if isinstance(op, Activation) and op.kind == "relu" and i != last:
                 mask = ((lo < 0) & (up > 0)).flatten(1)
-            lo, up = _tighten(net, i, ball, bounds, lo, up, mask)
+            lo, up = _tighten(net, i, ball, bounds, lo, up, mask, steps if method == "alpha-crown" else 0, lr)
         bounds[i] = (lo, up)
     return bounds
 
@@ -628,13 +630,22 @@ def _unit_rows(mask: torch.Tensor, shared: bool) -> tuple[torch.Tensor, torch.Te
 
 
 def _tighten(
-    net: Network, i: int, ball: Ball, bounds, lo: torch.Tensor, up: torch.Tensor, mask: torch.Tensor
+    net: Network,
+    i: int,
+    ball: Ball,
+    bounds,
+    lo: torch.Tensor,
+    up: torch.Tensor,
+    mask: torch.Tensor,
+    steps: int = 0,
+    lr: float = 0.1,
 ):
-    """lo, up (the input of op i) with the units `mask` (N, units) selects bounded by CROWN, a chunk of
-    units at a time. Before the first relaxed op, or where every image selects every unit, the rows are one
-    matrix shared by every image (it stays shared down to the first relaxation met); otherwise each image
-    bounds only its own units (past a relaxation every row is per image anyway, and the union of a batch's
-    unstable units is far larger than any one image's)."""
+    """lo, up (the input of op i) with the units `mask` (N, units) selects bounded by CROWN (optimised over
+    the earlier ReLUs' lower slopes for `steps`), a chunk of units at a time. Before the first relaxed op,
+    or where every image selects every unit, the rows are one matrix shared by every image (it stays shared
+    down to the first relaxation met); otherwise each image bounds only its own units (past a relaxation
+    every row is per image anyway, and the union of a batch's unstable units is far larger than any one
+    image's)."""
     shared = not any(isinstance(op, RELAXED_OPS) for op in net.ops[:i]) or bool(mask.all())
     units, chosen = _unit_rows(mask, shared)
     width = max(int(np.prod(shape)) for shape in net.shapes[: i + 1])
@@ -645,19 +656,49 @@ def _tighten(
         rows = F.one_hot(idx, mask.shape[1]).to(lo.dtype).view(*idx.shape, *net.shapes[i])
         low, high = linear_bounds(net, i, rows, ball, bounds, upper=True)
         idx, ok = idx.expand(len(lo), -1), ok.expand(len(lo), -1)
+        if steps:
+            low, high = _optimised_slopes(net, i, rows, ball, bounds, (low, high), ok, steps, lr)
         old_lo, old_up = new_lo.gather(1, idx), new_up.gather(1, idx)
         new_lo.scatter_(1, idx, torch.where(ok, torch.maximum(old_lo, low), old_lo))
         new_up.scatter_(1, idx, torch.where(ok, torch.minimum(old_up, high), old_up))
     return new_lo.view_as(lo), new_up.view_as(up)
 
 
-def _alpha_crown(net, ball, spec, bounds, steps: int, lr: float) -> torch.Tensor:
-    """Optimise the lower slopes of unstable ReLUs for the margins (every iterate is sound; keep the best)."""
-    alphas = {
+def _relu_slopes(net: Network, bounds, stop: int) -> dict[int, torch.Tensor]:
+    """CROWN's lower slopes of every ReLU before op `stop`, as leaves to optimise (any value in [0, 1] is
+    sound)."""
+    return {
         i: relax_relu(*bounds[i])[0].detach().clone().requires_grad_(True)
-        for i, op in enumerate(net.ops)
+        for i, op in enumerate(net.ops[:stop])
         if isinstance(op, Activation) and op.kind == "relu"
     }
+
+
+def _optimised_slopes(net, i: int, rows, ball, bounds, start, ok, steps: int, lr: float):
+    """Bounds of the rows' units (the input of op i) over the earlier ReLUs' lower slopes, optimised by
+    Adam for the units `ok` marks; every iterate is sound, so each unit keeps its tightest lower and upper
+    bound seen (alpha-CROWN's intermediate bounds, with one set of slopes for both sides)."""
+    low, high = start
+    alphas = _relu_slopes(net, bounds, i)
+    if not alphas:
+        return low, high
+    opt = torch.optim.Adam(alphas.values(), lr=lr)
+    for _ in range(steps):
+        with torch.enable_grad():
+            lower, upper = linear_bounds(net, i, rows, ball, bounds, alphas, upper=True)
+            opt.zero_grad()
+            torch.where(ok, upper - lower, torch.zeros_like(lower)).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            for alpha in alphas.values():
+                alpha.clamp_(0, 1)
+            low, high = torch.maximum(low, lower.detach()), torch.minimum(high, upper.detach())
+    return low, high
+
+
+def _alpha_crown(net, ball, spec, bounds, steps: int, lr: float) -> torch.Tensor:
+    """Optimise the lower slopes of unstable ReLUs for the margins (every iterate is sound; keep the best)."""
+    alphas = _relu_slopes(net, bounds, len(net.ops))
     best = backward_bound(net, len(net.ops), spec, ball, bounds).detach()
     if not alphas:
         return best
@@ -685,7 +726,7 @@ def margin_bounds(
     if method == "ibp":
         return ibp_margins(net, ball, labels)
     with torch.no_grad():
-        bounds = intermediate_bounds(net, ball, method)
+        bounds = intermediate_bounds(net, ball, method, steps, lr)
         if method == "crown":
             return crown_margins(net, ball, labels, bounds)
         last = net.ops[-1]
