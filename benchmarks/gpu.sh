@@ -28,7 +28,7 @@ step() {  # step SECONDS NAME COMMAND...: run one step under a time limit, log h
   echo "=== $name: $((SECONDS - began)) s"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-step 75 cuda-tests python -m pytest tests/test_attacks_cuda.py -q -n 0 -p no:randomly -p no:cacheprovider
+step 90 cuda-tests python -m pytest tests/test_attacks_cuda.py tests/test_devices.py -q -n 0 -p no:randomly -p no:cacheprovider
 # PGD within 1.05x of its limit at batch 10,000 (goal); the conv net at a GPU-sized batch too.
 step 90 pgd python benchmarks/attacks.py --device cuda --no-peers --only pgd --batch 10000 --conv-batch 10000 \
   --threads 1 --update-docs --card gpu-attacks-pgd
