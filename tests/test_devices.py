@@ -98,3 +98,26 @@ def test_the_vote_loop_never_waits_for_the_gpu(mnist_test):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert int(counts.sum()) == 5000
+
+
+def test_tf32_stays_off_until_the_last_bound_in_flight_ends():
+    """Two bounds overlapping (a page's in another thread): the first to end must not switch TF32 back on
+    under the second; the last restores what was there before."""
+    from core.certify.bounds import _NO_TF32
+
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = True
+        first, second = _NO_TF32, _NO_TF32
+        first.__enter__()
+        second.__enter__()
+        assert not any(f.allow_tf32 for f in flags)
+        first.__exit__(None, None, None)
+        assert not any(f.allow_tf32 for f in flags)  # the second bound is still being computed
+        second.__exit__(None, None, None)
+        assert all(f.allow_tf32 for f in flags)
+    finally:
+        for f, value in zip(flags, before, strict=True):
+            f.allow_tf32 = value

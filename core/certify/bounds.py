@@ -16,7 +16,8 @@ and see the soundness check catch it. Soundness holds up to floating-point round
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -65,23 +66,43 @@ class Linear:
         return a @ self.weight, a @ self.bias
 
 
-@contextlib.contextmanager
-def full_float32(t: torch.Tensor) -> Iterator[None]:
+class _NoTF32:
+    """TF32 off (cuDNN's convolutions and CUDA matmuls) while any bound is being computed, in any thread:
+    the switches are global, so they go back to what they were only when the last bound in flight ends."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved: list[bool] = []
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.users == 0:
+                self.saved = [f.allow_tf32 for f in self.flags()]
+                for f in self.flags():
+                    f.allow_tf32 = False
+            self.users += 1
+
+    def __exit__(self, *_) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                for f, value in zip(self.flags(), self.saved, strict=True):
+                    f.allow_tf32 = value
+
+    @staticmethod
+    def flags() -> tuple:
+        return torch.backends.cudnn, torch.backends.cuda.matmul
+
+
+_NO_TF32 = _NoTF32()
+
+
+def full_float32(t: torch.Tensor) -> contextlib.AbstractContextManager:
     """On a GPU, a bound's convolutions in true float32: cuDNN's default is TF32 (a 10-bit mantissa), far
     too coarse for a bound that must hold; the products inside them are held to float32 too (TF32 under
     torch.set_float32_matmul_precision('high')). Nothing changes on a CPU."""
-    if not t.is_cuda:
-        yield
-        return
-    flags = torch.backends.cudnn, torch.backends.cuda.matmul
-    before = [f.allow_tf32 for f in flags]
-    for f in flags:
-        f.allow_tf32 = False
-    try:
-        yield
-    finally:
-        for f, value in zip(flags, before, strict=True):
-            f.allow_tf32 = value
+    return _NO_TF32 if t.is_cuda else contextlib.nullcontext()
 
 
 @dataclass
