@@ -345,27 +345,28 @@ def perf_lbfgs(card: Card) -> dict[str, str]:
     }
 
 
+def _gpu_name(card: Card) -> str:
+    return card["machine"].get("gpu") or "no GPU named"
+
+
 def on_gpu(figures: Callable[[Card], dict[str, str]]) -> Callable[[Card], dict[str, str]]:
     """A CPU card's figures for the same benchmark's GPU card: perf_x becomes perf_gpu_x, with the GPU's
     name as perf_gpu_name."""
 
     def gpu_figures(card: Card) -> dict[str, str]:
         found = {k.replace("perf_", "perf_gpu_", 1): v for k, v in figures(card).items()}
-        return found | {"perf_gpu_name": card["machine"].get("gpu") or "no GPU named"}
+        return found | {"perf_gpu_name": _gpu_name(card)}
 
     return gpu_figures
 
 
 def perf_smoothing_gpu(card: Card) -> dict[str, str]:
     """CERTIFY's wall time per image at its best batch, per base model, as core.smoothing runs it."""
-    best: dict[str, dict] = {}
-    for r in card["rows"]:
-        if r["contender"] == "projected" and r["s_per_image"] < best.get(r["model"], {}).get(
-            "s_per_image", 1e9
-        ):
-            best[r["model"]] = r
+    ours = [r for r in card["rows"] if r["contender"] == "projected"]
+    models = dict.fromkeys(r["model"] for r in ours)
+    best = {m: min((r for r in ours if r["model"] == m), key=lambda r: r["s_per_image"]) for m in models}
     text = ", ".join(f"{m} {1e3 * r['s_per_image']:.1f} ms (batch {r['batch']:,})" for m, r in best.items())
-    return {"perf_gpu_certify": text, "perf_gpu_name": card["machine"].get("gpu") or "no GPU named"}
+    return {"perf_gpu_certify": text, "perf_gpu_name": _gpu_name(card)}
 
 
 def perf_live(card: Card) -> dict[str, str]:
