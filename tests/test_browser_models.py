@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 from browser_support import streamlit_server
+from playwright.sync_api import expect
 from test_browser import TIMEOUT_MS, VIEWPORT, browser, choose, chosen, run_button, set_number, settle
 
 from core.models import load
@@ -53,10 +54,14 @@ def test_a_model_added_in_the_page_is_attacked_and_its_link_replays_in_a_fresh_b
     page.get_by_text("Add a model").click()
     page.locator(".st-key-add_model_name input").fill("mine-onnx")
     page.locator(".st-key-add_model_name input").press("Enter")
-    page.locator(".st-key-add_model_file input[type=file]").set_input_files(str(model))
-    page.locator(".st-key-add_model_card input[type=file]").set_input_files(str(card))
     settle(page)
-    page.locator(".st-key-add_model_go button").click()
+    for key, path in (("add_model_file", model), ("add_model_card", card)):  # one upload at a time, each
+        page.locator(f".st-key-{key} input[type=file]").set_input_files(str(path))  # shown before the next
+        page.locator(f".st-key-{key}").get_by_test_id("stFileChipName").filter(has_text=path.name).wait_for()
+        settle(page)
+    go = page.locator(".st-key-add_model_go button")
+    expect(go).to_be_enabled()
+    go.click()
     page.get_by_text("Added mine-onnx (onnx, 10 classes)").wait_for()
     settle(page)
     choose(page, "Model", "mine-onnx")
