@@ -298,8 +298,16 @@ class AttackRun:
         else:
             success = pred_after == self.target
         probs = F.softmax(logits.float(), dim=1)
-        x, x_adv, raw, labels, pred_before, pred_after, probs, success = to_host(
-            self.x, x_adv, raw, self.labels, self.clean_logits.argmax(1), pred_after, probs, success
+        x, x_adv, raw, labels, target, pred_before, pred_after, probs, success = to_host(
+            self.x,
+            x_adv,
+            raw,
+            self.labels,
+            self.target,
+            self.clean_logits.argmax(1),
+            pred_after,
+            probs,
+            success,
         )
         return AttackResult(
             attack=self.attack.name,
@@ -307,7 +315,7 @@ class AttackRun:
             x_adv=x_adv,
             x_adv_raw=raw,
             labels=labels,
-            target=None if self.target is None else to_host(self.target)[0],
+            target=target,
             pred_before=pred_before,
             pred_after=pred_after,
             probs_after=probs,
@@ -319,15 +327,17 @@ class AttackRun:
         )
 
 
-def to_host(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    """The tensors on the host. A GPU's are copied into pinned memory one after another without waiting,
-    then waited for once: a copy into pageable memory waits for each and moves at a fraction of the bus's
-    speed."""
-    on_gpu = [t for t in tensors if t.is_cuda]
+def to_host(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """The tensors on the host (None stays None). A GPU's are copied into pinned memory one after another
+    without waiting, then waited for once: a copy into pageable memory waits for each and moves at a
+    fraction of the bus's speed."""
+    on_gpu = [t for t in tensors if t is not None and t.is_cuda]
     if not on_gpu:
-        return [t.cpu() for t in tensors]
+        return [None if t is None else t.cpu() for t in tensors]
     out = [
-        torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) if t.is_cuda else t
+        torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+        if t is not None and t.is_cuda
+        else t
         for t in tensors
     ]
     torch.cuda.synchronize(on_gpu[0].device)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -695,25 +695,36 @@ def _relu_slopes(net: Network, bounds, stop: int) -> dict[int, torch.Tensor]:
     }
 
 
-def _optimised_slopes(net, i: int, rows, ball, bounds, start, ok, steps: int, lr: float):
-    """Bounds of the rows' units (the input of op i) over the earlier ReLUs' lower slopes, optimised by
-    Adam for the units `ok` marks; every iterate is sound, so each unit keeps its tightest lower and upper
-    bound seen (alpha-CROWN's intermediate bounds, with one set of slopes for both sides)."""
-    low, high = start
-    alphas = _relu_slopes(net, bounds, i)
-    if not alphas:
-        return low, high
+def _tuned(
+    alphas: dict[int, torch.Tensor], steps: int, lr: float, bound: Callable, loss: Callable
+) -> Iterator:
+    """`bound()` at each of `steps` Adam steps on the ReLUs' lower slopes, minimising `loss(bound())`, the
+    slopes clamped to [0, 1] after each (so every value yielded is sound); yielded without autograd history."""
     opt = torch.optim.Adam(alphas.values(), lr=lr)
     for _ in range(steps):
         with torch.enable_grad():
-            lower, upper = linear_bounds(net, i, rows, ball, bounds, alphas, upper=True)
+            value = bound()
             opt.zero_grad()
-            torch.where(ok, upper - lower, torch.zeros_like(lower)).sum().backward()
+            loss(value).backward()
         opt.step()
         with torch.no_grad():
             for alpha in alphas.values():
                 alpha.clamp_(0, 1)
-            low, high = torch.maximum(low, lower.detach()), torch.minimum(high, upper.detach())
+        yield value
+
+
+def _optimised_slopes(net, i: int, rows, ball, bounds, start, ok, steps: int, lr: float):
+    """Bounds of the rows' units (the input of op i) over the earlier ReLUs' lower slopes, optimised for the
+    units `ok` marks; each unit keeps its tightest lower and upper bound seen (alpha-CROWN's intermediate
+    bounds, with one set of slopes for both sides)."""
+    low, high = start
+    alphas = _relu_slopes(net, bounds, i)
+    if not alphas:
+        return low, high
+    both = lambda: linear_bounds(net, i, rows, ball, bounds, alphas, upper=True)  # noqa: E731
+    width = lambda b: torch.where(ok, b[1] - b[0], torch.zeros_like(b[0])).sum()  # noqa: E731
+    for lower, upper in _tuned(alphas, steps, lr, both, width):
+        low, high = torch.maximum(low, lower.detach()), torch.minimum(high, upper.detach())
     return low, high
 
 
@@ -723,17 +734,9 @@ def _alpha_crown(net, ball, spec, bounds, steps: int, lr: float) -> torch.Tensor
     best = backward_bound(net, len(net.ops), spec, ball, bounds).detach()
     if not alphas:
         return best
-    opt = torch.optim.Adam(alphas.values(), lr=lr)
-    for _ in range(steps):
-        with torch.enable_grad():
-            lower = backward_bound(net, len(net.ops), spec, ball, bounds, alphas)
-            opt.zero_grad()
-            (-lower.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            for alpha in alphas.values():
-                alpha.clamp_(0, 1)
-            best = torch.maximum(best, lower.detach())
+    margins = lambda: backward_bound(net, len(net.ops), spec, ball, bounds, alphas)  # noqa: E731
+    for lower in _tuned(alphas, steps, lr, margins, lambda m: -m.sum()):
+        best = torch.maximum(best, lower.detach())
     return best
 
 
